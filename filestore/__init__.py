@@ -1,0 +1,56 @@
+"""filestore: a crash-safe, embedded session store for paused conversational flows.
+
+Everything a user imports comes from here; the submodules are implementation.
+"""
+
+from __future__ import annotations
+
+from filestore.contract import SessionScope, SessionStore
+from filestore.errors import (
+    CorruptionError,
+    ErrorCode,
+    FilestoreError,
+    InvalidInputError,
+    LockTimeoutError,
+    SessionNotFoundError,
+    StoreClosedError,
+    StoreInUseError,
+    StorePoisonedError,
+    TenantMismatchError,
+    UnsupportedFilesystemError,
+)
+from filestore.ids import EnvId, FlowId, PackId, SessionKey, TeamId, TenantId, UserId
+from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
+from filestore.memory import InMemorySessionStore
+from filestore.model import Impersonation, InvocationDeadline, SessionCursor, SessionData, TenantCtx
+
+__all__ = [
+    "CorruptionError",
+    "EnvId",
+    "ErrorCode",
+    "FilestoreError",
+    "FlowId",
+    "Impersonation",
+    "InMemorySessionStore",
+    "InvalidInputError",
+    "InvocationDeadline",
+    "LockTimeoutError",
+    "PackId",
+    "SessionCursor",
+    "SessionData",
+    "SessionKey",
+    "SessionNotFoundError",
+    "SessionScope",
+    "SessionStore",
+    "StoreClosedError",
+    "StoreInUseError",
+    "StorePoisonedError",
+    "TeamId",
+    "TenantCtx",
+    "TenantId",
+    "TenantMismatchError",
+    "UnsupportedFilesystemError",
+    "UserId",
+    "telegram_update_to_session_key",
+    "webhook_to_session_key",
+]

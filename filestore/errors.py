@@ -1,0 +1,157 @@
+"""Every exception filestore raises, under one root.
+
+Each leaf also subclasses the builtin a caller would naturally catch
+(``KeyError`` for a missing session, ``ValueError`` for bad input,
+``TimeoutError`` for a lock wait), carries greentic's ``ErrorCode`` as
+``code``, keeps its structured fields as attributes, and pickles (so errors
+survive a trip through ``multiprocessing``).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from typing import Any, ClassVar
+
+
+class ErrorCode(enum.StrEnum):
+    """greentic-types' ``ErrorCode``, spelled as its Rust variants."""
+
+    UNKNOWN = "Unknown"
+    INVALID_INPUT = "InvalidInput"
+    NOT_FOUND = "NotFound"
+    CONFLICT = "Conflict"
+    TIMEOUT = "Timeout"
+    UNAUTHENTICATED = "Unauthenticated"
+    PERMISSION_DENIED = "PermissionDenied"
+    RATE_LIMITED = "RateLimited"
+    UNAVAILABLE = "Unavailable"
+    INTERNAL = "Internal"
+
+
+class FilestoreError(Exception):
+    """Root of every filestore exception; ``code`` is greentic's error code."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.UNKNOWN
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self._fields = fields
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would repr() the message; keep it readable.
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        # Keyword fields are not in self.args, so default pickling would lose them.
+        return functools.partial(type(self), self.message, **self._fields), ()
+
+
+class SessionNotFoundError(FilestoreError, KeyError):
+    """The session key is not in the store."""
+
+    code = ErrorCode.NOT_FOUND
+    key: str
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message, key=key)
+
+
+class InvalidInputError(FilestoreError, ValueError):
+    """Input that breaks a rule: a bad id, an oversized record, a malformed document.
+
+    ``field`` names what was wrong (``"tenant_ctx.env"``, ``"key"``...) and
+    ``rule`` the rule it broke. Nothing is stored when this is raised.
+    """
+
+    code = ErrorCode.INVALID_INPUT
+    field: str
+    rule: str
+
+    def __init__(self, message: str, *, field: str = "", rule: str = "") -> None:
+        super().__init__(message, field=field, rule=rule)
+
+
+class TenantMismatchError(InvalidInputError):
+    """The context fence: ``ctx`` and the session data disagree on who owns it.
+
+    ``part`` is ``"env/tenant"``, ``"team"`` or ``"user"``.
+    """
+
+    part: str
+
+    def __init__(self, message: str, *, part: str, field: str = "", rule: str = "") -> None:
+        FilestoreError.__init__(self, message, part=part, field=field, rule=rule)
+
+
+class CorruptionError(FilestoreError):
+    """A store file is damaged where it cannot be repaired silently.
+
+    ``path`` and ``offset`` say where; ``filestore fsck`` says more and repairs.
+    """
+
+    code = ErrorCode.INTERNAL
+    path: str
+    offset: int
+
+    def __init__(self, message: str, *, path: str, offset: int) -> None:
+        super().__init__(message, path=path, offset=offset)
+
+
+class LockTimeoutError(FilestoreError, TimeoutError):
+    """Waiting for a store lock took longer than the configured timeout."""
+
+    code = ErrorCode.TIMEOUT
+    path: str
+    timeout: float
+
+    def __init__(self, message: str, *, path: str, timeout: float) -> None:
+        super().__init__(message, path=path, timeout=timeout)
+
+
+class StoreClosedError(FilestoreError):
+    """The store handle was closed (or was used from a forked child)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class StorePoisonedError(FilestoreError):
+    """A write, fsync or rename failed earlier; this handle refuses writes until reopened.
+
+    ``cause`` is the text of the original error. Never retry an fsync: reopen,
+    which re-reads and re-verifies the log tail.
+    """
+
+    code = ErrorCode.UNAVAILABLE
+    path: str
+    cause: str
+
+    def __init__(self, message: str, *, path: str, cause: str) -> None:
+        super().__init__(message, path=path, cause=cause)
+
+
+class StoreInUseError(FilestoreError):
+    """An offline tool needs the store to itself but other handles have it open."""
+
+    code = ErrorCode.CONFLICT
+    path: str
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, path=path)
+
+
+class UnsupportedFilesystemError(FilestoreError):
+    """The store directory is on a network file system, where locks are unreliable."""
+
+    code = ErrorCode.UNAVAILABLE
+    path: str
+    fstype: str
+
+    def __init__(self, message: str, *, path: str, fstype: str) -> None:
+        super().__init__(message, path=path, fstype=fstype)

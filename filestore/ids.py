@@ -1,0 +1,136 @@
+"""The validated identifier types of greentic-types, and the opaque session key.
+
+An id is a ``str`` subclass, so it compares, hashes and serialises as the
+plain string it is; constructing one validates it:
+
+- not empty;
+- only ASCII letters, digits, ``.``, ``_`` and ``-`` (the Rust rule);
+- at most ``MAX_ID_LENGTH`` characters (ours: hostile input must not bloat
+  the index).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, TypeVar
+
+from filestore.errors import InvalidInputError
+
+MAX_ID_LENGTH: Final = 256
+MAX_KEY_LENGTH: Final = 256
+
+_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._-]+")
+ID_RULE: Final = "only ASCII letters, digits, '.', '_' and '-'"
+
+_IdT = TypeVar("_IdT", bound="_ValidatedId")
+
+
+class _ValidatedId(str):
+    """Base of the validated ids; subclasses differ only in name."""
+
+    __slots__ = ()
+
+    def __new__(cls: type[_IdT], value: str) -> _IdT:
+        return cls.parse(value, field=cls.__name__)
+
+    @classmethod
+    def parse(cls: type[_IdT], value: object, *, field: str) -> _IdT:
+        """Validate ``value`` as this id type; errors name ``field`` and the rule."""
+        if isinstance(value, cls):
+            return value
+        type_name = cls.__name__
+        if not isinstance(value, str):
+            raise InvalidInputError(
+                f"{field}: {type_name} must be a string, not {type(value).__name__}",
+                field=field,
+                rule="must be a string",
+            )
+        if not value:
+            raise InvalidInputError(
+                f"{field}: {type_name} must not be empty", field=field, rule="not empty"
+            )
+        if len(value) > MAX_ID_LENGTH:
+            raise InvalidInputError(
+                f"{field}: {type_name} is {len(value)} characters, more than {MAX_ID_LENGTH}",
+                field=field,
+                rule=f"at most {MAX_ID_LENGTH} characters",
+            )
+        if _ID_PATTERN.fullmatch(value) is None:
+            raise InvalidInputError(
+                f"{field}: {type_name} {value!r} may contain {ID_RULE}",
+                field=field,
+                rule=ID_RULE,
+            )
+        return str.__new__(cls, value)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str.__repr__(self)})"
+
+
+class EnvId(_ValidatedId):
+    """An environment id (``dev``, ``prod``...)."""
+
+    __slots__ = ()
+
+
+class TenantId(_ValidatedId):
+    """A tenant id."""
+
+    __slots__ = ()
+
+
+class TeamId(_ValidatedId):
+    """A team id, within a tenant."""
+
+    __slots__ = ()
+
+
+class UserId(_ValidatedId):
+    """A user id, within a tenant (and team)."""
+
+    __slots__ = ()
+
+
+class FlowId(_ValidatedId):
+    """A flow id."""
+
+    __slots__ = ()
+
+
+class PackId(_ValidatedId):
+    """A pack id."""
+
+    __slots__ = ()
+
+
+class SessionKey(str):
+    """An opaque session key, as greentic-session's (which does not validate it).
+
+    Keys the stores make are uuid4 strings. The stores reject a key given to
+    ``get``/``update``/``remove`` that is empty or longer than
+    ``MAX_KEY_LENGTH``: see ``check_key``.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"SessionKey({str.__repr__(self)})"
+
+
+def check_key(key: object) -> SessionKey:
+    """Return ``key`` as a ``SessionKey``, or raise ``InvalidInputError``."""
+    if not isinstance(key, str):
+        raise InvalidInputError(
+            f"key: a session key must be a string, not {type(key).__name__}",
+            field="key",
+            rule="must be a string",
+        )
+    if not key:
+        raise InvalidInputError("key: a session key must not be empty", field="key", rule="not empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInputError(
+            f"key: a session key is at most {MAX_KEY_LENGTH} characters, this one {len(key)}",
+            field="key",
+            rule=f"at most {MAX_KEY_LENGTH} characters",
+        )
+    return key if isinstance(key, SessionKey) else SessionKey(key)

@@ -1,0 +1,110 @@
+"""``InMemorySessionStore``: the reference semantics, in a dict.
+
+A product in its own right (tests, prototypes, single-process runners that
+accept losing sessions on restart) and the model the property tests compare
+the durable backends against.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from types import TracebackType
+from typing import Self
+
+from filestore.contract import (
+    SessionScope,
+    check_context_fence,
+    check_same_owner,
+    check_tenant_ctx,
+    lookup_scope,
+    session_scope,
+)
+from filestore.errors import SessionNotFoundError, StoreClosedError
+from filestore.ids import SessionKey, UserId, check_key
+from filestore.model import SessionData, TenantCtx
+
+
+class InMemorySessionStore:
+    """A thread-safe, dict-backed ``SessionStore``. Nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[SessionKey, tuple[SessionData, SessionScope]] = {}
+        self._by_user: dict[SessionScope, SessionKey] = {}
+        self._closed = False
+
+    def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
+        check_context_fence(ctx, data)
+        scope = session_scope(ctx, data)
+        key = SessionKey(str(uuid.uuid4()))
+        with self._lock:
+            self._check_open()
+            self._sessions[key] = (data, scope)
+            if scope.user is not None:
+                self._by_user[scope] = key
+        return key
+
+    def get_session(self, key: SessionKey | str) -> SessionData | None:
+        checked = check_key(key)
+        with self._lock:
+            self._check_open()
+            entry = self._sessions.get(checked)
+        return None if entry is None else entry[0]
+
+    def update_session(self, key: SessionKey | str, data: SessionData) -> None:
+        checked = check_key(key)
+        with self._lock:
+            self._check_open()
+            entry = self._sessions.get(checked)
+            if entry is None:
+                raise SessionNotFoundError(f"no session with key {checked!s}", key=checked)
+            scope = entry[1]
+            check_same_owner(scope, data)
+            self._sessions[checked] = (data, scope)
+            if scope.user is not None:
+                self._by_user[scope] = checked
+
+    def remove_session(self, key: SessionKey | str) -> None:
+        checked = check_key(key)
+        with self._lock:
+            self._check_open()
+            entry = self._sessions.pop(checked, None)
+            if entry is None:
+                raise SessionNotFoundError(f"no session with key {checked!s}", key=checked)
+            scope = entry[1]
+            if self._by_user.get(scope) == checked:
+                del self._by_user[scope]
+
+    def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
+        scope = lookup_scope(check_tenant_ctx(ctx), user)
+        with self._lock:
+            self._check_open()
+            key = self._by_user.get(scope)
+            if key is None:
+                return None
+            entry = self._sessions.get(key)
+            if entry is None:
+                # A dangling lookup entry: clean it up, as the contract says.
+                del self._by_user[scope]
+                return None
+            return key, entry[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
