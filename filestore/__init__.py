@@ -23,11 +23,14 @@ from filestore.ids import EnvId, FlowId, PackId, SessionKey, TeamId, TenantId, U
 from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
 from filestore.memory import InMemorySessionStore
 from filestore.model import Impersonation, InvocationDeadline, SessionCursor, SessionData, TenantCtx
+from filestore.store import Durability, FileSessionStore
 
 __all__ = [
     "CorruptionError",
+    "Durability",
     "EnvId",
     "ErrorCode",
+    "FileSessionStore",
     "FilestoreError",
     "FlowId",
     "Impersonation",

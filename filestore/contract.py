@@ -75,20 +75,25 @@ def check_context_fence(ctx: TenantCtx, data: SessionData) -> None:
     data_user = data_ctx.effective_user
     if data_user is not None and ctx.effective_user != data_user:
         raise TenantMismatchError(
-            f"user mismatch: session data names user {data_user}, "
-            f"ctx names {ctx.effective_user}",
+            f"user mismatch: session data names user {data_user}, ctx names {ctx.effective_user}",
             part="user",
             field="tenant_ctx.user",
             rule="ctx names the data's user",
         )
 
 
-def check_same_owner(stored: SessionScope, data: SessionData) -> None:
-    """Raise ``TenantMismatchError`` if ``data`` would move a session to another owner."""
+def check_session_data(data: object) -> SessionData:
+    """Return ``data`` if it is a ``SessionData``, else raise ``InvalidInputError``."""
     if not isinstance(data, SessionData):
         raise InvalidInputError(
             f"data: expected SessionData, not {type(data).__name__}", field="data", rule="a SessionData"
         )
+    return data
+
+
+def check_same_owner(stored: SessionScope, data: SessionData) -> None:
+    """Raise ``TenantMismatchError`` if ``data`` would move a session to another owner."""
+    check_session_data(data)
     data_ctx = data.tenant_ctx
     if (data_ctx.env, data_ctx.tenant_id) != (stored.env, stored.tenant_id):
         raise TenantMismatchError(
@@ -121,10 +126,7 @@ def _check_types(ctx: object, data: object) -> None:
         raise InvalidInputError(
             f"ctx: expected TenantCtx, not {type(ctx).__name__}", field="ctx", rule="a TenantCtx"
         )
-    if not isinstance(data, SessionData):
-        raise InvalidInputError(
-            f"data: expected SessionData, not {type(data).__name__}", field="data", rule="a SessionData"
-        )
+    check_session_data(data)
 
 
 def check_tenant_ctx(ctx: object) -> TenantCtx:

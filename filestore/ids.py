@@ -46,9 +46,7 @@ class _ValidatedId(str):
                 rule="must be a string",
             )
         if not value:
-            raise InvalidInputError(
-                f"{field}: {type_name} must not be empty", field=field, rule="not empty"
-            )
+            raise InvalidInputError(f"{field}: {type_name} must not be empty", field=field, rule="not empty")
         if len(value) > MAX_ID_LENGTH:
             raise InvalidInputError(
                 f"{field}: {type_name} is {len(value)} characters, more than {MAX_ID_LENGTH}",

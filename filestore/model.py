@@ -266,9 +266,7 @@ class TenantCtx:
     trace_id: str | None = attrs.field(default=None, validator=_optional_str)
     i18n_id: str | None = attrs.field(default=None, validator=_optional_str)
     correlation_id: str | None = attrs.field(default=None, validator=_optional_str)
-    attributes: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_attributes, hash=False
-    )
+    attributes: Mapping[str, str] = attrs.field(factory=dict, converter=_attributes, hash=False)
     deadline: InvocationDeadline | None = attrs.field(
         default=None, validator=_optional_instance_of(InvocationDeadline)
     )

@@ -1,0 +1,143 @@
+"""The one seam through which the engine touches files.
+
+Every open, write, read, sync, truncate, rename and unlink of the store goes
+through a ``FileIO`` object, so tests can record each operation (to build
+the states a power loss may leave) or fail the Nth one (EIO, ENOSPC). The
+default, ``OsFileIO``, is a thin layer over ``os``.
+
+Durability rules it encodes once:
+
+- ``sync_data`` is ``fdatasync`` (``F_FULLFSYNC`` on macOS, where plain
+  fsync does not reach the platter);
+- ``sync_dir`` opens the directory and fsyncs it, which makes a create,
+  rename or unlink durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Final
+
+_O_BINARY: Final = getattr(os, "O_BINARY", 0)
+_O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+
+
+class FileIO:
+    """File operations the store uses; subclass to record or inject faults.
+
+    Paths are ``str``; descriptors are plain ints.
+    """
+
+    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
+        """Open ``path`` read-write, never through a symlink.
+
+        ``create`` makes it if missing; ``exclusive`` fails if it exists.
+        """
+        flags = os.O_RDWR | _O_BINARY | _O_NOFOLLOW | _O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT
+        if exclusive:
+            flags |= os.O_CREAT | os.O_EXCL
+        return os.open(path, flags, mode)
+
+    def open_readonly(self, path: str) -> int:
+        return os.open(path, os.O_RDONLY | _O_BINARY | _O_NOFOLLOW | _O_CLOEXEC)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        """Write all of ``data`` at ``offset`` (looping over short writes)."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset``; shorter only at end of file."""
+        data = os.pread(fd, size, offset)
+        if len(data) == size or not data:
+            return data
+        chunks = [data]
+        got = len(data)
+        while got < size:
+            more = os.pread(fd, size - got, offset + got)
+            if not more:
+                break
+            chunks.append(more)
+            got += len(more)
+        return b"".join(chunks)
+
+    def size(self, fd: int) -> int:
+        return os.fstat(fd).st_size
+
+    def sync_data(self, fd: int) -> None:
+        """Make the file's data (and its size) durable."""
+        if sys.platform == "darwin":  # pragma: no cover - Linux CI
+            import fcntl  # noqa: PLC0415
+
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+        else:
+            os.fdatasync(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def rename(self, source: str, target: str) -> None:
+        """Atomically replace ``target`` by ``source`` (durable after ``sync_dir``)."""
+        os.replace(source, target)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def sync_dir(self, path: str) -> None:
+        """fsync a directory, making creates, renames and unlinks in it durable."""
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
+        """Create ``path`` exclusively, write ``data``, and sync it (not its directory)."""
+        fd = self.open(path, exclusive=True, mode=mode)
+        try:
+            self.pwrite(fd, data, 0)
+            self.sync_data(fd)
+        finally:
+            self.close(fd)
+
+    def read_file(self, path: str) -> bytes:
+        fd = self.open_readonly(path)
+        try:
+            return self.pread(fd, self.size(fd), 0)
+        finally:
+            self.close(fd)
+
+
+class OsFileIO(FileIO):
+    """The real thing: every call goes straight to the operating system."""
+
+
+OS_IO: Final[FileIO] = OsFileIO()
+
+
+def replace_file(io: FileIO, directory: str, name: str, data: bytes, *, mode: int = 0o600) -> None:
+    """Atomically put ``data`` at ``directory/name``: temp file, sync, rename, sync directory.
+
+    The temp name is unique (pid and a random suffix) and created exclusively,
+    so a stray temp or a symlink planted there is never written through.
+    """
+    temp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    io.write_file(temp, data, mode=mode)
+    try:
+        io.rename(temp, os.path.join(directory, name))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            io.unlink(temp)
+        raise
+    io.sync_dir(directory)

@@ -1,0 +1,296 @@
+"""One log file: creating it, reading its frames, recovering its tail, appending.
+
+The format itself is in ``filestore.framing``; this module applies its rules
+to a file: where the log ends, what is a torn tail (cut, after copying the
+bytes to a numbered side file ``sessions.log.trN``) and what is damage to
+acknowledged records (``CorruptionError``), and how the file grows (in
+zero-filled chunks synced ahead of time, so a durable append is one
+``fdatasync`` of data blocks, with no file size change to commit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Final
+
+import attrs
+
+from filestore.errors import CorruptionError
+from filestore.fileio import FileIO
+from filestore.framing import (
+    FILE_HEADER_SIZE,
+    FLAG_SYNCED,
+    FRAME_HEADER_SIZE,
+    FileHeader,
+    Frame,
+    Probe,
+    encode_frame,
+    find_valid_frames,
+    frame_length,
+    is_zero,
+    probe,
+    verify_frame,
+)
+
+LOG_NAME: Final = "sessions.log"
+READ_CHUNK: Final = 4 << 20
+_ZERO_HEADER: Final = bytes(FRAME_HEADER_SIZE)
+
+logger = logging.getLogger("filestore")
+
+
+@attrs.define
+class ScanResult:
+    """Where a scan stopped, and why."""
+
+    end: int
+    last_seq: int
+    last_frame_offset: int
+    known_durable: int
+    stopped_at_bad: bool
+
+
+def side_file_name(directory: str, base: str, io_exists: Callable[[str], bool]) -> str:
+    """The first free ``<base>.trN`` name in ``directory``."""
+    number = 1
+    while io_exists(os.path.join(directory, f"{base}.tr{number}")):
+        number += 1
+    return os.path.join(directory, f"{base}.tr{number}")
+
+
+class LogFile:
+    """An open log file and what is known of it: its header and where the log ends.
+
+    Not thread-safe; the store serialises access. Methods that change the
+    file (``recover_tail``, ``append``, ``trim``) must run under the writer lock.
+    """
+
+    def __init__(
+        self, io: FileIO, directory: str, fd: int, header: FileHeader, *, name: str = LOG_NAME
+    ) -> None:
+        self.io = io
+        self.directory = directory
+        self.name = name
+        self.path = os.path.join(directory, name)
+        self.fd = fd
+        self.header = header
+        self.salt = header.salt
+        self.end = FILE_HEADER_SIZE
+        self.last_seq = 0
+        self.last_frame_offset = 0
+        self.known_durable = 0
+
+    # -- opening ----------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, io: FileIO, directory: str, header: FileHeader, *, name: str = LOG_NAME, mode: int = 0o600
+    ) -> LogFile:
+        """Make a new, empty log durably: temp file with the header, sync, rename, sync directory."""
+        path = os.path.join(directory, name)
+        temp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        io.write_file(temp, header.encode(), mode=mode)
+        io.rename(temp, path)
+        io.sync_dir(directory)
+        return cls(io, directory, io.open(path), header, name=name)
+
+    @classmethod
+    def open(cls, io: FileIO, directory: str, *, name: str = LOG_NAME) -> LogFile:
+        """Open an existing log; ``CorruptionError`` if its header does not verify."""
+        path = os.path.join(directory, name)
+        fd = io.open(path)
+        try:
+            header = FileHeader.decode(io.pread(fd, FILE_HEADER_SIZE, 0))
+        except BaseException:
+            io.close(fd)
+            raise
+        if header is None:
+            io.close(fd)
+            raise CorruptionError(
+                f"{path}: the file header is missing or damaged; run `filestore fsck`", path=path, offset=0
+            )
+        return cls(io, directory, fd, header, name=name)
+
+    def close(self) -> None:
+        self.io.close(self.fd)
+
+    # -- reading ----------------------------------------------------------
+
+    def read_frame(self, offset: int, size: int) -> Frame | None:
+        """The verified frame of ``size`` bytes at ``offset``, or ``None``."""
+        return verify_frame(self.salt, self.io.pread(self.fd, size, offset), offset)
+
+    def frames(self, start: int, stop: int | None = None) -> Iterator[tuple[Probe, Frame | None, int]]:
+        """Walk frames from ``start``: ``(FRAME, frame, offset)`` for each, then one final
+        ``(END | BAD, None, offset)`` saying where and why the walk stopped.
+
+        Reads in large chunks; a frame straddling a chunk is re-read whole.
+        """
+        size = self.io.size(self.fd) if stop is None else stop
+        offset = start
+        buffer = b""
+        buffer_start = start
+        while True:
+            relative = offset - buffer_start
+            available = len(buffer) - relative
+            need = FRAME_HEADER_SIZE
+            if available >= FRAME_HEADER_SIZE:
+                total = frame_length(buffer[relative : relative + FRAME_HEADER_SIZE])
+                need = total if total is not None else FRAME_HEADER_SIZE
+            if available < need and buffer_start + len(buffer) < size:
+                read_size = min(max(READ_CHUNK, need), size - offset)
+                buffer = self.io.pread(self.fd, read_size, offset)
+                buffer_start = offset
+                relative = 0
+            result, frame = probe(self.salt, buffer, relative, buffer_start)
+            if result is not Probe.FRAME or frame is None:
+                yield result, None, offset
+                return
+            yield result, frame, offset
+            offset = frame.end
+
+    def scan(self, start: int, expected_seq: int, apply: Callable[[Frame], None]) -> ScanResult:
+        """Apply every valid frame from ``start`` in sequence; stop at the end or a bad frame."""
+        result = ScanResult(start, expected_seq - 1, self.last_frame_offset, self.known_durable, False)
+        for kind, frame, offset in self.frames(start):
+            if kind is Probe.FRAME and frame is not None and frame.seq == result.last_seq + 1:
+                apply(frame)
+                result.end = frame.end
+                result.last_seq = frame.seq
+                result.last_frame_offset = frame.offset
+                result.known_durable = max(
+                    result.known_durable, frame.synced_through, frame.seq if frame.flags & FLAG_SYNCED else 0
+                )
+                continue
+            result.end = offset
+            result.stopped_at_bad = kind is not Probe.END
+            break
+        return result
+
+    def peek_new_frame(self) -> Frame | None:
+        """The next frame after ``end`` if one is complete and in sequence, else ``None``.
+
+        The cheap check done before every read: one small ``pread`` that
+        finds zeros (or end of file) when nothing new was written.
+        """
+        header = self.io.pread(self.fd, FRAME_HEADER_SIZE, self.end)
+        if not header or header == _ZERO_HEADER:
+            return None
+        total = frame_length(header)
+        if total is None:
+            return None
+        frame = self.read_frame(self.end, total)
+        if frame is None or frame.seq != self.last_seq + 1:
+            return None
+        return frame
+
+    def advance(self, frame: Frame) -> None:
+        """Record that ``frame`` (the next in sequence) is part of the log."""
+        self.end = frame.end
+        self.last_seq = frame.seq
+        self.last_frame_offset = frame.offset
+        self.known_durable = max(
+            self.known_durable, frame.synced_through, frame.seq if frame.flags & FLAG_SYNCED else 0
+        )
+
+    def adopt(self, result: ScanResult) -> None:
+        self.end = result.end
+        self.last_seq = result.last_seq
+        self.last_frame_offset = result.last_frame_offset
+        self.known_durable = result.known_durable
+
+    # -- recovering (writer lock held) ---------------------------------------
+
+    def check_tail(self) -> tuple[int, bytes]:
+        """Classify what follows ``end``: ``(cut_to, cut_bytes)``.
+
+        ``cut_bytes`` is empty when the rest of the file is zeros (a clean
+        end). Otherwise it is a torn tail to cut at ``end``; or, when a later
+        valid frame shows that a lost record had been made durable, this
+        raises ``CorruptionError`` (damage in the middle).
+        """
+        size = self.io.size(self.fd)
+        rest = self.io.pread(self.fd, size - self.end, self.end)
+        if is_zero(rest):
+            return self.end, b""
+        expected = self.last_seq + 1
+        for frame in find_valid_frames(self.salt, rest, 0, self.end):
+            if frame.seq >= expected and (
+                frame.synced_through >= expected or (frame.seq > expected and frame.flags & FLAG_SYNCED)
+            ):
+                raise CorruptionError(
+                    f"{self.path}: record {expected} at offset {self.end} is damaged, but record "
+                    f"{frame.seq} at offset {frame.offset} was written after it was made durable; "
+                    "refusing to open: run `filestore fsck` to inspect and repair",
+                    path=self.path,
+                    offset=self.end,
+                )
+        return self.end, rest.rstrip(b"\0")
+
+    def recover_tail(self) -> str | None:
+        """Cut a torn tail after ``end`` (keeping its bytes in a side file); the side file's path."""
+        cut_to, cut = self.check_tail()
+        if not cut:
+            return None
+        side = side_file_name(self.directory, self.name, os.path.exists)
+        self.io.write_file(side, cut)
+        self.io.sync_dir(self.directory)
+        self.io.truncate(self.fd, cut_to)
+        self.io.sync_data(self.fd)
+        logger.warning(
+            "filestore: cut a torn tail of %d bytes at offset %d of %s; the bytes are kept in %s",
+            len(cut),
+            cut_to,
+            self.path,
+            side,
+        )
+        return side
+
+    # -- writing (writer lock held) -------------------------------------------
+
+    def append(self, kind: int, payload: bytes, *, sync: bool, preallocate: int) -> Frame:
+        """Write the next record at ``end``; ``sync`` makes it durable before returning.
+
+        Raises ``OSError`` as the operating system does; the caller must then
+        treat the handle as poisoned (the tail is in doubt).
+        """
+        seq = self.last_seq + 1
+        flags = FLAG_SYNCED if sync else 0
+        data = encode_frame(self.salt, kind, flags, seq, self.known_durable, payload)
+        self._ensure_space(len(data), sync=sync, preallocate=preallocate)
+        self.io.pwrite(self.fd, data, self.end)
+        if sync:
+            self.io.sync_data(self.fd)
+        frame = Frame(self.end, kind, flags, seq, self.known_durable, payload)
+        self.end = frame.end
+        self.last_seq = seq
+        self.last_frame_offset = frame.offset
+        if sync:
+            self.known_durable = seq
+        return frame
+
+    def _ensure_space(self, needed: int, *, sync: bool, preallocate: int) -> None:
+        # Another process may have trimmed the file: ask its size, not our memory.
+        allocated = self.io.size(self.fd)
+        if self.end + needed <= allocated or preallocate <= 0:
+            return
+        target = self.end + needed + preallocate
+        target -= target % 4096
+        target = max(target, self.end + needed)
+        self.io.pwrite(self.fd, bytes(target - max(allocated, self.end)), max(allocated, self.end))
+        if sync:
+            self.io.sync_data(self.fd)
+
+    def sync(self) -> None:
+        """Make everything written so far durable (group commit, close)."""
+        self.io.sync_data(self.fd)
+        self.known_durable = self.last_seq
+
+    def trim(self) -> None:
+        """Give back the preallocated space after the log's end."""
+        if self.io.size(self.fd) > self.end:
+            self.io.truncate(self.fd, self.end)
+            self.io.sync_data(self.fd)

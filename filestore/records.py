@@ -1,0 +1,125 @@
+"""Record payloads: what a frame of kind PUT or REMOVE carries, in CBOR.
+
+PUT (create or update)::
+
+    [key: text, scope: [env, tenant_id, team or null, user or null], data: bytes]
+
+``data`` is the session's CBOR (``SessionData.to_cbor``) kept as a byte
+string, so replaying the log to rebuild the index never decodes sessions;
+only ``get`` does. ``scope`` is the owner and user lookup key the session got
+at creation (its user may come from the creating ``ctx``, not the data).
+
+REMOVE::
+
+    [key: text]
+
+Payloads are decoded only after their frame's checksum passed, with a fresh
+``cbor2.loads`` that refuses indefinite lengths and duplicate keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+import cbor2
+
+from filestore.contract import SessionScope
+from filestore.errors import InvalidInputError
+from filestore.framing import KIND_PUT, KIND_REMOVE
+from filestore.ids import MAX_KEY_LENGTH, EnvId, SessionKey, TeamId, TenantId, UserId
+from filestore.model import SessionData
+
+_PUT_FIELDS: Final = 3
+_SCOPE_FIELDS: Final = 4
+
+
+class RecordDecodeError(Exception):
+    """A verified frame whose payload is not a well-formed record (a bug or an attack)."""
+
+
+@attrs.frozen
+class Put:
+    """A session's new content under ``key``, owned by ``scope``."""
+
+    key: SessionKey
+    scope: SessionScope
+    data_cbor: bytes
+
+    kind = KIND_PUT
+
+    def encode(self) -> bytes:
+        return cbor2.dumps([self.key, list(self.scope), self.data_cbor])
+
+    def session(self) -> SessionData:
+        """Decode the stored session, validating it as construction does."""
+        return SessionData.from_cbor(self.data_cbor)
+
+
+@attrs.frozen
+class Remove:
+    """The deletion of ``key`` (a tombstone)."""
+
+    key: SessionKey
+
+    kind = KIND_REMOVE
+
+    def encode(self) -> bytes:
+        return cbor2.dumps([self.key])
+
+
+Record = Put | Remove
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        return cbor2.loads(payload, allow_indefinite=False, allow_duplicate_keys=False)
+    except (cbor2.CBORDecodeError, RecursionError) as error:
+        raise RecordDecodeError(f"payload is not valid CBOR: {error}") from None
+
+
+def _key(value: object) -> SessionKey:
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH:
+        raise RecordDecodeError("record key is not a valid session key")
+    return SessionKey(value)
+
+
+def decode_scope(value: object) -> SessionScope:
+    """A stored ``[env, tenant_id, team, user]`` list, validated."""
+    if not isinstance(value, list) or len(value) != _SCOPE_FIELDS:
+        raise RecordDecodeError("record scope is not a list of four ids")
+    env, tenant, team, user = value
+    try:
+        return SessionScope(
+            EnvId.parse(env, field="scope.env"),
+            TenantId.parse(tenant, field="scope.tenant_id"),
+            None if team is None else TeamId.parse(team, field="scope.team"),
+            None if user is None else UserId.parse(user, field="scope.user"),
+        )
+    except InvalidInputError as error:
+        raise RecordDecodeError(str(error)) from None
+
+
+def decode_record(kind: int, payload: bytes) -> Record:
+    """The record a verified frame carries; ``RecordDecodeError`` if malformed."""
+    value = _loads(payload)
+    if kind == KIND_PUT:
+        if not isinstance(value, list) or len(value) != _PUT_FIELDS or not isinstance(value[2], bytes):
+            raise RecordDecodeError("PUT payload is not [key, scope, data]")
+        return Put(_key(value[0]), decode_scope(value[1]), value[2])
+    if kind == KIND_REMOVE:
+        if not isinstance(value, list) or len(value) != 1:
+            raise RecordDecodeError("REMOVE payload is not [key]")
+        return Remove(_key(value[0]))
+    raise RecordDecodeError(f"unknown record kind {kind}")
+
+
+def decode_session(payload: bytes) -> SessionData:
+    """The SessionData of a verified PUT payload (the read path: no scope checks)."""
+    value = _loads(payload)
+    if not isinstance(value, list) or len(value) != _PUT_FIELDS or not isinstance(value[2], bytes):
+        raise RecordDecodeError("PUT payload is not [key, scope, data]")
+    try:
+        return SessionData.from_cbor(value[2])
+    except InvalidInputError as error:
+        raise RecordDecodeError(f"stored session does not validate: {error}") from None

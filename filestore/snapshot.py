@@ -1,0 +1,227 @@
+"""The index snapshot: a verified cache of the index, so opening replays only the log tail.
+
+File ``sessions.idx`` (``SNAPSHOT_HEADER_SIZE`` = 24 bytes, then the body)::
+
+    offset size field
+    0      8    SNAPSHOT_MAGIC b"FSTIDX\\x00\\n"
+    8      4    snapshot version (SNAPSHOT_VERSION = 1)
+    12     4    CRC-32 of the body
+    16     8    body length
+    24     n    body: a CBOR map (keys below)
+
+Body: ``store_uuid`` (16 bytes), ``generation``, ``position`` (the log offset
+the snapshot covers up to), ``last_seq`` and ``last_frame_offset`` (the
+record that ends exactly at ``position``), ``live_bytes``, ``keys`` (text),
+``offsets``/``sizes``/``scope_ids`` (packed little-endian u64/u32/u32 arrays,
+one per key), ``scopes`` (the distinct ``[env, tenant_id, team, user]``),
+``lookup`` (packed u32 indices of the keys the user lookup points at).
+
+It is written like every file that replaces another: temp file, fsync,
+rename, fsync of the directory. It is never trusted: ``load`` checks the
+CRC, the store identity and generation, that ``position`` is within the log
+and ends a record with ``last_seq``, and spot-checks entries against the
+records they point at. Any failure means "ignore it and rebuild".
+"""
+
+from __future__ import annotations
+
+import array
+import random
+import struct
+import sys
+import time
+import zlib
+from typing import Any, Final
+
+import attrs
+import cbor2
+
+from filestore.contract import SessionScope
+from filestore.fileio import FileIO, replace_file
+from filestore.framing import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, KIND_PUT, FileHeader, verify_frame
+from filestore.ids import SessionKey
+from filestore.index import Entry, Index
+from filestore.records import RecordDecodeError, decode_record, decode_scope
+
+SNAPSHOT_NAME: Final = "sessions.idx"
+SNAPSHOT_MAGIC: Final = b"FSTIDX\x00\n"
+SNAPSHOT_VERSION: Final = 1
+_HEADER: Final = struct.Struct("<8sIIQ")
+SNAPSHOT_HEADER_SIZE: Final = _HEADER.size
+SPOT_CHECKS: Final = 8
+
+
+@attrs.frozen
+class Snapshot:
+    """What a verified snapshot says: the index as of ``position`` in the log."""
+
+    index: Index
+    position: int
+    last_seq: int
+    last_frame_offset: int
+    written_unix_ms: int
+
+
+def _pack(typecode: str, values: list[int]) -> bytes:
+    packed = array.array(typecode, values)
+    if sys.byteorder == "big":  # pragma: no cover - the format is little-endian
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpack(typecode: str, data: object, count: int) -> list[int]:
+    if not isinstance(data, bytes):
+        raise ValueError("packed array is not bytes")
+    unpacked = array.array(typecode)
+    if len(data) != unpacked.itemsize * count:
+        raise ValueError("packed array has the wrong length")
+    unpacked.frombytes(data)
+    if sys.byteorder == "big":  # pragma: no cover
+        unpacked.byteswap()
+    return unpacked.tolist()
+
+
+def encode_snapshot(
+    header: FileHeader, index: Index, *, position: int, last_seq: int, last_frame_offset: int
+) -> bytes:
+    """The bytes of a snapshot of ``index`` as of log ``position``."""
+    scope_ids: dict[SessionScope, int] = {}
+    keys: list[str] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    entry_scopes: list[int] = []
+    position_of: dict[SessionKey, int] = {}
+    for number, (key, entry) in enumerate(index.entries.items()):
+        keys.append(str(key))
+        offsets.append(entry.offset)
+        sizes.append(entry.size)
+        entry_scopes.append(scope_ids.setdefault(entry.scope, len(scope_ids)))
+        position_of[key] = number
+    body = cbor2.dumps(
+        {
+            "store_uuid": header.store_uuid.bytes,
+            "generation": header.generation,
+            "position": position,
+            "last_seq": last_seq,
+            "last_frame_offset": last_frame_offset,
+            "live_bytes": index.live_bytes,
+            "written_unix_ms": int(time.time() * 1000),
+            "keys": keys,
+            "offsets": _pack("Q", offsets),
+            "sizes": _pack("I", sizes),
+            "scope_ids": _pack("I", entry_scopes),
+            "scopes": [[str(part) if part is not None else None for part in scope] for scope in scope_ids],
+            "lookup": _pack("I", sorted(position_of[key] for key in index.by_user.values())),
+        }
+    )
+    return _HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, zlib.crc32(body), len(body)) + body
+
+
+def write_snapshot(io: FileIO, directory: str, data: bytes, *, mode: int) -> None:
+    """Atomically replace the snapshot file with ``data`` (temp, fsync, rename, fsync dir)."""
+    replace_file(io, directory, SNAPSHOT_NAME, data, mode=mode)
+
+
+def decode_snapshot(data: bytes) -> dict[str, Any] | None:
+    """The snapshot body if header, length and CRC check out, else ``None``."""
+    if len(data) < SNAPSHOT_HEADER_SIZE:
+        return None
+    magic, version, crc, length = _HEADER.unpack_from(data)
+    body = data[SNAPSHOT_HEADER_SIZE:]
+    if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION or length != len(body):
+        return None
+    if zlib.crc32(body) != crc:
+        return None
+    try:
+        decoded = cbor2.loads(body, allow_indefinite=False, allow_duplicate_keys=False)
+    except (cbor2.CBORDecodeError, RecursionError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _build_index(body: dict[str, Any]) -> Index:
+    keys = body["keys"]
+    if not isinstance(keys, list):
+        raise ValueError("keys is not a list")
+    count = len(keys)
+    offsets = _unpack("Q", body["offsets"], count)
+    sizes = _unpack("I", body["sizes"], count)
+    scope_ids = _unpack("I", body["scope_ids"], count)
+    scopes = [decode_scope(raw) for raw in body["scopes"]]
+    lookup = body["lookup"]
+    pointed = set(_unpack("I", lookup, len(lookup) // 4)) if isinstance(lookup, bytes) else None
+    if pointed is None:
+        raise ValueError("lookup is not packed")
+    index = Index()
+    for number, key in enumerate(keys):
+        if not isinstance(key, str):
+            raise ValueError("a key is not text")
+        index.add(
+            SessionKey(key),
+            Entry(offsets[number], sizes[number], scopes[scope_ids[number]]),
+            user_points_here=number in pointed,
+        )
+    if len(index) != count:
+        raise ValueError("a key appears twice")
+    if index.live_bytes != body["live_bytes"]:
+        raise ValueError("live_bytes disagrees with the entries")
+    return index
+
+
+def load_snapshot(
+    io: FileIO, path: str, log_fd: int, header: FileHeader, log_size: int
+) -> tuple[Snapshot | None, str]:
+    """The verified snapshot at ``path``, or ``(None, why it was refused)``."""
+    try:
+        data = io.read_file(path)
+    except FileNotFoundError:
+        return None, "no snapshot"
+    except OSError as error:
+        return None, f"unreadable: {error}"
+    body = decode_snapshot(data)
+    if body is None:
+        return None, "bad header, length or checksum"
+    try:
+        if body["store_uuid"] != header.store_uuid.bytes:
+            return None, "from another store"
+        if body["generation"] != header.generation:
+            return None, f"of generation {body['generation']}, the log is {header.generation}"
+        position, last_seq, last_frame_offset = body["position"], body["last_seq"], body["last_frame_offset"]
+        if not all(isinstance(value, int) for value in (position, last_seq, last_frame_offset)):
+            return None, "malformed position"
+        if not FILE_HEADER_SIZE <= position <= log_size:
+            return None, f"covers position {position}, beyond the log's {log_size} bytes"
+        if not _ends_at(io, log_fd, header, position, last_seq, last_frame_offset):
+            return None, f"no record with sequence {last_seq} ends at {position}"
+        index = _build_index(body)
+        if not _spot_check(io, log_fd, header, index, body["keys"], position):
+            return None, "entries do not match the records they point at"
+        written = body["written_unix_ms"]
+    except (KeyError, ValueError, TypeError, IndexError, RecordDecodeError) as error:
+        return None, f"malformed body: {error}"
+    return Snapshot(index, position, last_seq, last_frame_offset, int(written)), "ok"
+
+
+def _ends_at(io: FileIO, fd: int, header: FileHeader, position: int, last_seq: int, offset: int) -> bool:
+    if last_seq == 0:
+        return position == FILE_HEADER_SIZE
+    if not FILE_HEADER_SIZE <= offset < position:
+        return False
+    frame = verify_frame(header.salt, io.pread(fd, position - offset, offset), offset)
+    return frame is not None and frame.seq == last_seq
+
+
+def _spot_check(
+    io: FileIO, fd: int, header: FileHeader, index: Index, keys: list[str], position: int
+) -> bool:
+    for name in random.sample(keys, min(SPOT_CHECKS, len(keys))):
+        key = SessionKey(name)
+        entry = index.entries[key]
+        if entry.offset + entry.size > position or entry.size < FRAME_HEADER_SIZE:
+            return False
+        frame = verify_frame(header.salt, io.pread(fd, entry.size, entry.offset), entry.offset)
+        if frame is None or frame.kind != KIND_PUT:
+            return False
+        if decode_record(frame.kind, frame.payload).key != key:
+            return False
+    return True

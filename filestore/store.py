@@ -1,0 +1,560 @@
+"""``FileSessionStore``: the SessionStore contract on an append-only log in one directory.
+
+Directory layout::
+
+    filestore.json   identity (format, store UUID); written once, after the log
+    sessions.log     the log (see filestore.framing for its format)
+    sessions.idx     the index snapshot (a verified cache; see filestore.snapshot)
+    LOCK             the writer lock file (never deleted)
+    OPEN             the open-registration lock file (never deleted)
+    sessions.log.trN bytes cut from a torn tail, kept as evidence
+
+Every mutation is one record, appended under the writer lock after catching
+up with records other processes appended, and (by default) fdatasync'd
+before the call returns. Reads come from the in-memory index and one
+positioned read.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import threading
+import uuid
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+from filestore.contract import (
+    check_context_fence,
+    check_same_owner,
+    check_session_data,
+    check_tenant_ctx,
+    lookup_scope,
+    session_scope,
+)
+from filestore.errors import (
+    CorruptionError,
+    FilestoreError,
+    InvalidInputError,
+    SessionNotFoundError,
+    StoreClosedError,
+    StorePoisonedError,
+    UnsupportedFilesystemError,
+)
+from filestore.fileio import OS_IO, FileIO, replace_file
+from filestore.framing import KIND_PUT, FileHeader, Frame
+from filestore.ids import SessionKey, UserId, check_key
+from filestore.index import Entry, Index
+from filestore.locking import LOCK_NAME, REGISTRATION_NAME, Registration, WriterLock, network_filesystem
+from filestore.logfile import LOG_NAME, LogFile
+from filestore.model import SessionData, TenantCtx
+from filestore.records import Put, Record, RecordDecodeError, Remove, decode_record, decode_session
+from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
+
+META_NAME: Final = "filestore.json"
+META_FORMAT: Final = "filestore"
+META_VERSION: Final = 1
+DEFAULT_MAX_RECORD_SIZE: Final = 16 << 20
+DEFAULT_SNAPSHOT_RECORDS: Final = 10_000
+DEFAULT_SNAPSHOT_BYTES: Final = 64 << 20
+DEFAULT_PREALLOCATE: Final = 1 << 20
+# Files of ours that may sit in a directory before the store exists in it.
+_BOOKKEEPING: Final = frozenset({LOCK_NAME, REGISTRATION_NAME})
+
+logger = logging.getLogger("filestore")
+_T = TypeVar("_T")
+
+
+class Durability(enum.StrEnum):
+    """When a write call returns, relative to the disk."""
+
+    FSYNC = "fsync"
+    """The record is written and fdatasync'd: survives power loss (default)."""
+    GROUP = "group"
+    """As FSYNC, but concurrent threads' records share one fdatasync."""
+    NONE = "none"
+    """Left to the OS: survives a crash of the process, not of the machine."""
+
+
+# Handles created before a fork() must not be used in the child: mark them.
+_OPEN_STORES: weakref.WeakSet[FileSessionStore] = weakref.WeakSet()
+
+
+def _mark_forked() -> None:
+    for store in list(_OPEN_STORES):
+        store._forked = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
+class FileSessionStore:
+    """A crash-safe session store in one directory; several threads and processes may share it.
+
+    ``durability`` (see ``Durability``): ``"fsync"`` (default) returns from a
+    write only once its record is fdatasync'd, and fsyncs the directory after
+    every file create or rename; ``"group"`` does the same but lets
+    concurrent threads share one fdatasync; ``"none"`` leaves flushing to the
+    OS (a process crash loses nothing, a power loss may lose recent writes).
+
+    The index is snapshotted to ``sessions.idx`` every ``snapshot_every_records``
+    records or ``snapshot_every_bytes`` bytes of log, and on close, so opening
+    replays only the log's tail. A record larger than ``max_record_size``
+    bytes is refused with ``InvalidInputError``. Waiting longer than
+    ``lock_timeout`` seconds for the writer lock raises ``LockTimeoutError``.
+
+    An ``OSError`` while writing, syncing or renaming poisons the handle: the
+    call raises ``StorePoisonedError`` and every later write does too, until
+    the store is reopened (which re-verifies the log's tail). Network file
+    systems are refused unless ``allow_network_filesystem`` is set.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability | str = Durability.FSYNC,
+        snapshot_every_records: int = DEFAULT_SNAPSHOT_RECORDS,
+        snapshot_every_bytes: int = DEFAULT_SNAPSHOT_BYTES,
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+        lock_timeout: float = 10.0,
+        preallocate_bytes: int = DEFAULT_PREALLOCATE,
+        file_mode: int = 0o600,
+        dir_mode: int = 0o700,
+        allow_network_filesystem: bool = False,
+        io: FileIO = OS_IO,
+    ) -> None:
+        self.durability = _parse_durability(durability)
+        self.snapshot_every_records = _positive("snapshot_every_records", snapshot_every_records)
+        self.snapshot_every_bytes = _positive("snapshot_every_bytes", snapshot_every_bytes)
+        self.max_record_size = _positive("max_record_size", max_record_size)
+        self.lock_timeout = float(lock_timeout)
+        if not self.lock_timeout >= 0:
+            raise InvalidInputError(
+                "lock_timeout must be >= 0 seconds", field="lock_timeout", rule="a number >= 0"
+            )
+        self.preallocate_bytes = max(0, int(preallocate_bytes))
+        self.file_mode = file_mode
+        self.path = os.path.abspath(os.fspath(path))
+        self._io = io
+        self._mutex = threading.RLock()
+        self._closed = True
+        self._forked = False
+        self._poisoned: str | None = None
+        self._index = Index()
+        self._snapshot_position = 0
+        self._snapshot_seq = 0
+        self._ensure_directory(dir_mode)
+        self._check_filesystem(allow_network_filesystem)
+        self._registration = Registration(self.path, exclusive=False, wait=self.lock_timeout, mode=file_mode)
+        try:
+            self._lock = WriterLock(self.path, timeout=self.lock_timeout, mode=file_mode)
+            try:
+                with self._lock:
+                    self._log = self._open_or_create()
+                    try:
+                        self._load()
+                    except BaseException:
+                        self._log.close()
+                        raise
+            except BaseException:
+                self._lock.close()
+                raise
+        except BaseException:
+            self._registration.close()
+            raise
+        self._closed = False
+        self._pid = os.getpid()
+        _OPEN_STORES.add(self)
+
+    # -- opening -------------------------------------------------------------
+
+    def _ensure_directory(self, dir_mode: int) -> None:
+        if os.path.isdir(self.path):
+            return
+        if os.path.lexists(self.path):
+            raise InvalidInputError(
+                f"{self.path} exists and is not a directory", field="path", rule="a directory"
+            )
+        parent = os.path.dirname(self.path)
+        os.makedirs(parent, exist_ok=True)
+        try:
+            os.mkdir(self.path, dir_mode)
+        except FileExistsError:
+            return  # another process made it first
+        self._io.sync_dir(parent)
+
+    def _check_filesystem(self, allow: bool) -> None:
+        fstype = network_filesystem(self.path)
+        if fstype is None:
+            return
+        if not allow:
+            raise UnsupportedFilesystemError(
+                f"{self.path} is on a {fstype} file system, where file locks and fsync are not "
+                "reliable across hosts; use a local file system (or pass allow_network_filesystem=True "
+                "if only one host ever opens the store)",
+                path=self.path,
+                fstype=fstype,
+            )
+        logger.warning("filestore: %s is on a %s file system; you accepted the risk", self.path, fstype)
+
+    def _open_or_create(self) -> LogFile:
+        """Open the store's log, or make a new store if the directory holds none.
+
+        A directory with a store's metadata (or index, or side files) but no
+        log is an error, never a silently empty new store.
+        """
+        names = set(os.listdir(self.path))
+        log_path = os.path.join(self.path, LOG_NAME)
+        has_log = LOG_NAME in names
+        if has_log:
+            log = LogFile.open(self._io, self.path)
+            self._check_meta(log, names)
+            return log
+        ours = {name for name in names if not name.startswith(".")} - _BOOKKEEPING
+        if ours:
+            evidence = ", ".join(sorted(ours))
+            hint = (
+                "this looks like a filestore whose log is missing; do not write to it: look for "
+                "sessions.log.old or a backup, and run `filestore fsck`"
+                if ours & {META_NAME, SNAPSHOT_NAME} or any(".log." in name for name in ours)
+                else "it is not a filestore directory; pick an empty or new directory"
+            )
+            raise CorruptionError(
+                f"{self.path} holds {evidence} but no {LOG_NAME}: {hint}", path=log_path, offset=0
+            )
+        header = FileHeader(uuid.uuid4(), generation=1)
+        log = LogFile.create(self._io, self.path, header, mode=self.file_mode)
+        self._write_meta(header)
+        return log
+
+    def _check_meta(self, log: LogFile, names: set[str]) -> None:
+        meta_path = os.path.join(self.path, META_NAME)
+        if META_NAME not in names:
+            # The log is the truth; the metadata is written after it, so a
+            # crash between the two (or a lost file) is finished here.
+            self._write_meta(log.header)
+            return
+        try:
+            meta = json.loads(self._io.read_file(meta_path))
+            same = meta.get("store_uuid") == str(log.header.store_uuid)
+        except (ValueError, AttributeError, OSError):
+            same = False
+        if not same:
+            log.close()
+            raise CorruptionError(
+                f"{meta_path} does not name the store UUID of {log.path}: files from two stores "
+                "are mixed in one directory; run `filestore fsck`",
+                path=meta_path,
+                offset=0,
+            )
+
+    def _write_meta(self, header: FileHeader) -> None:
+        meta = {"format": META_FORMAT, "version": META_VERSION, "store_uuid": str(header.store_uuid)}
+        replace_file(self._io, self.path, META_NAME, json.dumps(meta).encode(), mode=self.file_mode)
+
+    def _load(self) -> None:
+        """Build the index: from a verified snapshot plus the log tail, else by full replay."""
+        log = self._log
+        snapshot, why = load_snapshot(
+            self._io, os.path.join(self.path, SNAPSHOT_NAME), log.fd, log.header, self._io.size(log.fd)
+        )
+        if snapshot is not None:
+            self._index = snapshot.index
+            log.end = snapshot.position
+            log.last_seq = snapshot.last_seq
+            log.last_frame_offset = snapshot.last_frame_offset
+            self._snapshot_position = snapshot.position
+            self._snapshot_seq = snapshot.last_seq
+        elif why != "no snapshot":
+            logger.warning(
+                "filestore: ignoring the index snapshot of %s (%s); replaying the log", self.path, why
+            )
+        result = log.scan(log.end, log.last_seq + 1, self._apply_frame)
+        log.adopt(result)
+        log.recover_tail()
+        rebuilt = snapshot is None and log.last_seq > 0
+        if rebuilt or log.last_seq - self._snapshot_seq >= self.snapshot_every_records:
+            self._write_snapshot_locked()
+
+    def _apply_frame(self, frame: Frame) -> None:
+        try:
+            record = decode_record(frame.kind, frame.payload)
+        except RecordDecodeError as error:
+            raise CorruptionError(
+                f"{self._log.path}: record {frame.seq} at offset {frame.offset} passes its checksum "
+                f"but does not decode ({error}); run `filestore fsck`",
+                path=self._log.path,
+                offset=frame.offset,
+            ) from None
+        self._index.apply(record, frame.offset, frame.size)
+
+    # -- the contract ----------------------------------------------------------
+
+    def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
+        check_context_fence(ctx, data)
+        key = SessionKey(str(uuid.uuid4()))
+        record = Put(key, session_scope(ctx, data), data.to_cbor())
+        self._write(lambda: record)
+        return key
+
+    def get_session(self, key: SessionKey | str) -> SessionData | None:
+        checked = check_key(key)
+        with self._mutex:
+            self._check_usable()
+            self._catch_up()
+            entry = self._index.entries.get(checked)
+            if entry is None:
+                return None
+            return self._read_session(entry)
+
+    def update_session(self, key: SessionKey | str, data: SessionData) -> None:
+        checked = check_key(key)
+        check_session_data(data)
+        data_cbor = data.to_cbor()
+
+        def build() -> Record:
+            entry = self._index.entries.get(checked)
+            if entry is None:
+                raise SessionNotFoundError(f"no session with key {checked}", key=checked)
+            check_same_owner(entry.scope, data)
+            return Put(checked, entry.scope, data_cbor)
+
+        self._write(build)
+
+    def remove_session(self, key: SessionKey | str) -> None:
+        checked = check_key(key)
+
+        def build() -> Record:
+            if checked not in self._index.entries:
+                raise SessionNotFoundError(f"no session with key {checked}", key=checked)
+            return Remove(checked)
+
+        self._write(build)
+
+    def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
+        scope = lookup_scope(check_tenant_ctx(ctx), user)
+        with self._mutex:
+            self._check_usable()
+            self._catch_up()
+            key = self._index.by_user.get(scope)
+            if key is None:
+                return None
+            entry = self._index.entries.get(key)
+            if entry is None:
+                self._index.drop_dangling(scope)
+                return None
+            return key, self._read_session(entry)
+
+    def close(self) -> None:
+        """Snapshot the index if it is behind, give back preallocated space, release locks.
+
+        Durability never depends on ``close``: every acknowledged write is
+        already on disk (in the fsync and group modes).
+        """
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            _OPEN_STORES.discard(self)
+            if self._forked:
+                # The parent still uses these descriptors' locks: only drop our copies.
+                for fd_owner in (self._log, self._lock, self._registration):
+                    _close_quietly(fd_owner.close)
+                return
+            try:
+                if self._poisoned is None:
+                    self._tidy_up()
+            finally:
+                _close_quietly(self._log.close)
+                _close_quietly(self._lock.close)
+                _close_quietly(self._registration.close)
+
+    def _tidy_up(self) -> None:
+        try:
+            with self._lock:
+                self._catch_up(locked=True)
+                if self._log.last_seq > self._snapshot_seq:
+                    self._write_snapshot_locked()
+                if self.durability is Durability.NONE:
+                    self._log.sync()
+                self._log.trim()
+        except (OSError, FilestoreError) as error:
+            logger.warning("filestore: could not tidy up %s on close: %s", self.path, error)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._index)} sessions"
+        return f"FileSessionStore({self.path!r}, durability={self.durability.value!r}, {state})"
+
+    # -- maintenance -------------------------------------------------------------
+
+    def write_snapshot(self) -> None:
+        """Write the index snapshot now (it is also written periodically and on close)."""
+        with self._mutex:
+            self._check_writable()
+            with self._lock:
+                self._catch_up(locked=True)
+                self._guard_io(self._write_snapshot_locked)
+
+    def __len__(self) -> int:
+        """The number of live sessions (after catching up with other processes)."""
+        with self._mutex:
+            self._check_usable()
+            self._catch_up()
+            return len(self._index)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store at {self.path} is closed")
+        if self._forked:
+            raise StoreClosedError(
+                f"this handle on {self.path} was opened before fork(); open a new one in the child"
+            )
+
+    def _check_writable(self) -> None:
+        self._check_usable()
+        if self._poisoned is not None:
+            raise StorePoisonedError(
+                f"an earlier write to {self.path} failed ({self._poisoned}); this handle refuses "
+                "writes until the store is reopened",
+                path=self.path,
+                cause=self._poisoned,
+            )
+
+    def _catch_up(self, *, locked: bool = False) -> None:
+        """Apply records other processes appended since we last looked.
+
+        Without the writer lock an incomplete record is "not yet" (a live
+        writer may be writing it); under the lock it is a torn tail to recover.
+        """
+        log = self._log
+        while True:
+            frame = log.peek_new_frame()
+            if frame is None:
+                break
+            self._apply_frame(frame)
+            log.advance(frame)
+        if locked:
+            self._guard_io(log.recover_tail)
+
+    def _read_session(self, entry: Entry) -> SessionData:
+        frame = self._log.read_frame(entry.offset, entry.size)
+        if frame is None or frame.kind != KIND_PUT:
+            raise CorruptionError(
+                f"{self._log.path}: the record at offset {entry.offset} no longer verifies; "
+                "run `filestore fsck`",
+                path=self._log.path,
+                offset=entry.offset,
+            )
+        try:
+            return decode_session(frame.payload)
+        except RecordDecodeError as error:
+            raise CorruptionError(
+                f"{self._log.path}: the record at offset {entry.offset} does not decode ({error})",
+                path=self._log.path,
+                offset=entry.offset,
+            ) from None
+
+    def _write(self, build: Callable[[], Record]) -> None:
+        """Append the record ``build`` returns, deciding and writing under the writer lock.
+
+        ``build`` runs after catching up with other processes, so its checks
+        (does the key exist, who owns it) see the latest state.
+        """
+        with self._mutex:
+            self._check_writable()
+            with self._lock:
+                self._catch_up(locked=True)
+                record = build()
+                payload = record.encode()
+                if len(payload) > self.max_record_size:
+                    raise InvalidInputError(
+                        f"the record is {len(payload)} bytes, more than max_record_size "
+                        f"({self.max_record_size}); nothing was stored",
+                        field="data",
+                        rule=f"at most {self.max_record_size} bytes encoded",
+                    )
+                sync = self.durability is Durability.FSYNC
+                frame = self._guard_io(
+                    lambda: self._log.append(
+                        record.kind, payload, sync=sync, preallocate=self.preallocate_bytes
+                    )
+                )
+                self._index.apply(record, frame.offset, frame.size)
+                if self.durability is Durability.GROUP:
+                    self._guard_io(self._log.sync)
+                if self._snapshot_due():
+                    self._guard_io(self._write_snapshot_locked)
+
+    def _snapshot_due(self) -> bool:
+        log = self._log
+        return (
+            log.last_seq - self._snapshot_seq >= self.snapshot_every_records
+            or log.end - self._snapshot_position >= self.snapshot_every_bytes
+        )
+
+    def _write_snapshot_locked(self) -> None:
+        log = self._log
+        data = encode_snapshot(
+            log.header,
+            self._index,
+            position=log.end,
+            last_seq=log.last_seq,
+            last_frame_offset=log.last_frame_offset if log.last_seq else 0,
+        )
+        write_snapshot(self._io, self.path, data, mode=self.file_mode)
+        self._snapshot_position = log.end
+        self._snapshot_seq = log.last_seq
+
+    def _guard_io(self, operation: Callable[[], _T]) -> _T:
+        """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync)."""
+        try:
+            return operation()
+        except OSError as error:
+            self._poisoned = f"{type(error).__name__}: {error}"
+            raise StorePoisonedError(
+                f"writing to {self.path} failed ({self._poisoned}); this handle refuses writes "
+                "until the store is reopened",
+                path=self.path,
+                cause=self._poisoned,
+            ) from error
+
+
+def _parse_durability(value: Durability | str) -> Durability:
+    try:
+        return Durability(value)
+    except ValueError:
+        choices = ", ".join(mode.value for mode in Durability)
+        raise InvalidInputError(
+            f"durability must be one of {choices}, not {value!r}", field="durability", rule=choices
+        ) from None
+
+
+def _positive(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive integer, not {value!r}", field=name, rule="> 0")
+    return value
+
+
+def _close_quietly(close: Callable[[], None]) -> None:
+    try:
+        close()
+    except OSError as error:
+        logger.warning("filestore: error while closing: %s", error)

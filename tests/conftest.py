@@ -1,0 +1,62 @@
+"""Shared fixtures: the backend registry every contract and model test runs on.
+
+A backend is a factory that opens a store on a directory. Durable backends
+can be reopened on the same directory; the stateful tests use that to check
+that what was acknowledged survives a close and reopen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from filestore import InMemorySessionStore, SessionStore
+
+
+@attrs.frozen
+class Backend:
+    """How to open one kind of store on a directory."""
+
+    name: str
+    open: Callable[[Path], SessionStore]
+    durable: bool
+
+
+BACKENDS: dict[str, Backend] = {
+    "memory": Backend("memory", lambda _path: InMemorySessionStore(), durable=False),
+}
+
+
+def register_backend(backend: Backend) -> None:
+    """Make ``backend`` part of every contract and model test run."""
+    BACKENDS[backend.name] = backend
+
+
+def _file_backend() -> None:
+    try:
+        from filestore import FileSessionStore  # noqa: PLC0415 - the engine may not exist yet
+    except ImportError:
+        return
+    register_backend(Backend("file", FileSessionStore, durable=True))
+
+
+_file_backend()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each registered backend in turn."""
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+def store(backend: Backend, tmp_path: Path) -> Iterator[SessionStore]:
+    """A fresh, empty store of each backend, closed after the test."""
+    opened = backend.open(tmp_path / "store")
+    try:
+        yield opened
+    finally:
+        opened.close()
