@@ -18,7 +18,6 @@ positioned read.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
 import threading
@@ -36,6 +35,7 @@ from filestore.contract import (
     lookup_scope,
     session_scope,
 )
+from filestore.directory import check_filesystem, open_or_create_log, prepare_directory
 from filestore.errors import (
     CorruptionError,
     FilestoreError,
@@ -43,27 +43,20 @@ from filestore.errors import (
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
-    UnsupportedFilesystemError,
 )
-from filestore.fileio import OS_IO, FileIO, replace_file
-from filestore.framing import KIND_PUT, FileHeader, Frame
+from filestore.fileio import OS_IO, FileIO
+from filestore.framing import KIND_PUT, Frame
 from filestore.ids import SessionKey, UserId, check_key
 from filestore.index import Entry, Index
-from filestore.locking import LOCK_NAME, REGISTRATION_NAME, Registration, WriterLock, network_filesystem
-from filestore.logfile import LOG_NAME, LogFile
+from filestore.locking import Registration, WriterLock
 from filestore.model import SessionData, TenantCtx
 from filestore.records import Put, Record, RecordDecodeError, Remove, decode_record, decode_session
 from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
-META_NAME: Final = "filestore.json"
-META_FORMAT: Final = "filestore"
-META_VERSION: Final = 1
 DEFAULT_MAX_RECORD_SIZE: Final = 16 << 20
 DEFAULT_SNAPSHOT_RECORDS: Final = 10_000
 DEFAULT_SNAPSHOT_BYTES: Final = 64 << 20
 DEFAULT_PREALLOCATE: Final = 1 << 20
-# Files of ours that may sit in a directory before the store exists in it.
-_BOOKKEEPING: Final = frozenset({LOCK_NAME, REGISTRATION_NAME})
 
 logger = logging.getLogger("filestore")
 _T = TypeVar("_T")
@@ -145,17 +138,22 @@ class FileSessionStore:
         self._closed = True
         self._forked = False
         self._poisoned: str | None = None
+        # Group commit: who is syncing, and how far the log is known durable.
+        self._sync_done = threading.Condition(threading.Lock())
+        self._syncing = False
+        self._durable_seq = 0
+        self._sync_error: StorePoisonedError | None = None
         self._index = Index()
         self._snapshot_position = 0
         self._snapshot_seq = 0
-        self._ensure_directory(dir_mode)
-        self._check_filesystem(allow_network_filesystem)
+        prepare_directory(self._io, self.path, dir_mode)
+        check_filesystem(self.path, allow=allow_network_filesystem)
         self._registration = Registration(self.path, exclusive=False, wait=self.lock_timeout, mode=file_mode)
         try:
             self._lock = WriterLock(self.path, timeout=self.lock_timeout, mode=file_mode)
             try:
                 with self._lock:
-                    self._log = self._open_or_create()
+                    self._log = open_or_create_log(self._io, self.path, file_mode)
                     try:
                         self._load()
                     except BaseException:
@@ -172,90 +170,6 @@ class FileSessionStore:
         _OPEN_STORES.add(self)
 
     # -- opening -------------------------------------------------------------
-
-    def _ensure_directory(self, dir_mode: int) -> None:
-        if os.path.isdir(self.path):
-            return
-        if os.path.lexists(self.path):
-            raise InvalidInputError(
-                f"{self.path} exists and is not a directory", field="path", rule="a directory"
-            )
-        parent = os.path.dirname(self.path)
-        os.makedirs(parent, exist_ok=True)
-        try:
-            os.mkdir(self.path, dir_mode)
-        except FileExistsError:
-            return  # another process made it first
-        self._io.sync_dir(parent)
-
-    def _check_filesystem(self, allow: bool) -> None:
-        fstype = network_filesystem(self.path)
-        if fstype is None:
-            return
-        if not allow:
-            raise UnsupportedFilesystemError(
-                f"{self.path} is on a {fstype} file system, where file locks and fsync are not "
-                "reliable across hosts; use a local file system (or pass allow_network_filesystem=True "
-                "if only one host ever opens the store)",
-                path=self.path,
-                fstype=fstype,
-            )
-        logger.warning("filestore: %s is on a %s file system; you accepted the risk", self.path, fstype)
-
-    def _open_or_create(self) -> LogFile:
-        """Open the store's log, or make a new store if the directory holds none.
-
-        A directory with a store's metadata (or index, or side files) but no
-        log is an error, never a silently empty new store.
-        """
-        names = set(os.listdir(self.path))
-        log_path = os.path.join(self.path, LOG_NAME)
-        has_log = LOG_NAME in names
-        if has_log:
-            log = LogFile.open(self._io, self.path)
-            self._check_meta(log, names)
-            return log
-        ours = {name for name in names if not name.startswith(".")} - _BOOKKEEPING
-        if ours:
-            evidence = ", ".join(sorted(ours))
-            hint = (
-                "this looks like a filestore whose log is missing; do not write to it: look for "
-                "sessions.log.old or a backup, and run `filestore fsck`"
-                if ours & {META_NAME, SNAPSHOT_NAME} or any(".log." in name for name in ours)
-                else "it is not a filestore directory; pick an empty or new directory"
-            )
-            raise CorruptionError(
-                f"{self.path} holds {evidence} but no {LOG_NAME}: {hint}", path=log_path, offset=0
-            )
-        header = FileHeader(uuid.uuid4(), generation=1)
-        log = LogFile.create(self._io, self.path, header, mode=self.file_mode)
-        self._write_meta(header)
-        return log
-
-    def _check_meta(self, log: LogFile, names: set[str]) -> None:
-        meta_path = os.path.join(self.path, META_NAME)
-        if META_NAME not in names:
-            # The log is the truth; the metadata is written after it, so a
-            # crash between the two (or a lost file) is finished here.
-            self._write_meta(log.header)
-            return
-        try:
-            meta = json.loads(self._io.read_file(meta_path))
-            same = meta.get("store_uuid") == str(log.header.store_uuid)
-        except (ValueError, AttributeError, OSError):
-            same = False
-        if not same:
-            log.close()
-            raise CorruptionError(
-                f"{meta_path} does not name the store UUID of {log.path}: files from two stores "
-                "are mixed in one directory; run `filestore fsck`",
-                path=meta_path,
-                offset=0,
-            )
-
-    def _write_meta(self, header: FileHeader) -> None:
-        meta = {"format": META_FORMAT, "version": META_VERSION, "store_uuid": str(header.store_uuid)}
-        replace_file(self._io, self.path, META_NAME, json.dumps(meta).encode(), mode=self.file_mode)
 
     def _load(self) -> None:
         """Build the index: from a verified snapshot plus the log tail, else by full replay."""
@@ -498,10 +412,44 @@ class FileSessionStore:
                     )
                 )
                 self._index.apply(record, frame.offset, frame.size)
-                if self.durability is Durability.GROUP:
-                    self._guard_io(self._log.sync)
                 if self._snapshot_due():
                     self._guard_io(self._write_snapshot_locked)
+        if self.durability is Durability.GROUP:
+            self._group_sync(frame.seq)
+
+    def _group_sync(self, seq: int) -> None:
+        """Return once record ``seq`` is durable, sharing one fdatasync among waiting threads.
+
+        The first thread to need a sync leads: it syncs everything written so
+        far, outside the store mutex, so other threads keep appending; they
+        then wait for the leader and are covered by its sync or lead the next.
+        """
+        with self._sync_done:
+            while self._durable_seq < seq:
+                if self._sync_error is not None:
+                    self._check_writable()
+                if not self._syncing:
+                    self._syncing = True
+                    break
+                self._sync_done.wait()
+            else:
+                return
+        with self._mutex:
+            covered = self._log.last_seq
+        try:
+            self._guard_io(lambda: self._io.sync_data(self._log.fd))
+        except StorePoisonedError as error:
+            with self._sync_done:
+                self._syncing = False
+                self._sync_error = error
+                self._sync_done.notify_all()
+            raise
+        with self._mutex:
+            self._log.known_durable = max(self._log.known_durable, covered)
+        with self._sync_done:
+            self._durable_seq = max(self._durable_seq, covered)
+            self._syncing = False
+            self._sync_done.notify_all()
 
     def _snapshot_due(self) -> bool:
         log = self._log

@@ -7,6 +7,7 @@ that what was acknowledged survives a close and reopen.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,6 +42,17 @@ def _file_backend() -> None:
     except ImportError:
         return
     register_backend(Backend("file", FileSessionStore, durable=True))
+    register_backend(
+        Backend("file-group", functools.partial(FileSessionStore, durability="group"), durable=True)
+    )
+    # A tiny snapshot interval, so snapshots are written (and reloaded) all the time.
+    register_backend(
+        Backend(
+            "file-none-snapshots",
+            functools.partial(FileSessionStore, durability="none", snapshot_every_records=3),
+            durable=True,
+        )
+    )
 
 
 _file_backend()

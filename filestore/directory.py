@@ -1,0 +1,133 @@
+"""The store directory: making it, telling a store from a stranger, and its identity file.
+
+Layout::
+
+    filestore.json   identity (format, version, store UUID); written after the log
+    sessions.log     the log (filestore.framing)
+    sessions.idx     the index snapshot (filestore.snapshot)
+    LOCK, OPEN       lock files (filestore.locking); never deleted
+    sessions.log.trN bytes cut from a torn tail, kept as evidence
+
+Rule: never create a new store where data may be missing. An empty (or new)
+directory becomes a store; a directory with the store's metadata, snapshot
+or side files but no log is an error with recovery advice; a directory of
+other files is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from typing import Final
+
+from filestore.errors import CorruptionError, InvalidInputError, UnsupportedFilesystemError
+from filestore.fileio import FileIO, replace_file
+from filestore.framing import FileHeader
+from filestore.locking import LOCK_NAME, REGISTRATION_NAME, network_filesystem
+from filestore.logfile import LOG_NAME, LogFile
+from filestore.snapshot import SNAPSHOT_NAME
+
+META_NAME: Final = "filestore.json"
+META_FORMAT: Final = "filestore"
+META_VERSION: Final = 1
+# Files of ours that may sit in a directory before the store exists in it.
+BOOKKEEPING: Final = frozenset({LOCK_NAME, REGISTRATION_NAME})
+
+logger = logging.getLogger("filestore")
+
+
+def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
+    """Make ``path`` (mode ``dir_mode``) if missing, durably; refuse a non-directory."""
+    if os.path.isdir(path):
+        return
+    if os.path.lexists(path):
+        raise InvalidInputError(f"{path} exists and is not a directory", field="path", rule="a directory")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    try:
+        os.mkdir(path, dir_mode)
+    except FileExistsError:
+        return  # another process made it first
+    io.sync_dir(parent)
+
+
+def check_filesystem(path: str, *, allow: bool) -> None:
+    """Refuse a store on NFS/SMB (``UnsupportedFilesystemError``) unless ``allow``; then warn."""
+    fstype = network_filesystem(path)
+    if fstype is None:
+        return
+    if not allow:
+        raise UnsupportedFilesystemError(
+            f"{path} is on a {fstype} file system, where file locks and fsync are not "
+            "reliable across hosts; use a local file system (or pass allow_network_filesystem=True "
+            "if only one host ever opens the store)",
+            path=path,
+            fstype=fstype,
+        )
+    logger.warning("filestore: %s is on a %s file system; you accepted the risk", path, fstype)
+
+
+def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
+    """Open the store's log, or make a new store if the directory holds none.
+
+    Call with the writer lock held.
+    """
+    names = set(os.listdir(path))
+    if LOG_NAME in names:
+        log = LogFile.open(io, path)
+        try:
+            _check_meta(io, path, log, names, file_mode)
+        except BaseException:
+            log.close()
+            raise
+        return log
+    ours = {name for name in names if not name.startswith(".")} - BOOKKEEPING
+    if ours:
+        evidence = ", ".join(sorted(ours))
+        hint = (
+            "this looks like a filestore whose log is missing; do not write to it: look for "
+            "sessions.log.old or a backup, and run `filestore fsck`"
+            if ours & {META_NAME, SNAPSHOT_NAME} or any(".log." in name for name in ours)
+            else "it is not a filestore directory; pick an empty or new directory"
+        )
+        raise CorruptionError(
+            f"{path} holds {evidence} but no {LOG_NAME}: {hint}", path=os.path.join(path, LOG_NAME), offset=0
+        )
+    header = FileHeader(uuid.uuid4(), generation=1)
+    log = LogFile.create(io, path, header, mode=file_mode)
+    write_meta(io, path, header, file_mode)
+    return log
+
+
+def _check_meta(io: FileIO, path: str, log: LogFile, names: set[str], file_mode: int) -> None:
+    meta_path = os.path.join(path, META_NAME)
+    if META_NAME not in names:
+        # The log is the truth and the metadata is written after it, so a
+        # crash between the two (or a lost file) is finished here.
+        write_meta(io, path, log.header, file_mode)
+        return
+    if read_meta_uuid(io, meta_path) != str(log.header.store_uuid):
+        raise CorruptionError(
+            f"{meta_path} does not name the store UUID of {log.path}: files of two stores are "
+            "mixed in one directory; run `filestore fsck`",
+            path=meta_path,
+            offset=0,
+        )
+
+
+def read_meta_uuid(io: FileIO, meta_path: str) -> str | None:
+    """The store UUID the identity file names, or ``None`` if it is unreadable."""
+    try:
+        meta = json.loads(io.read_file(meta_path))
+    except (ValueError, OSError):
+        return None
+    value = meta.get("store_uuid") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def write_meta(io: FileIO, path: str, header: FileHeader, file_mode: int) -> None:
+    """Atomically (re)write the identity file for the log ``header`` describes."""
+    meta = {"format": META_FORMAT, "version": META_VERSION, "store_uuid": str(header.store_uuid)}
+    replace_file(io, path, META_NAME, json.dumps(meta).encode(), mode=file_mode)
