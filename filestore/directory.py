@@ -69,20 +69,29 @@ def check_filesystem(path: str, *, allow: bool) -> None:
     logger.warning("filestore: %s is on a %s file system; you accepted the risk", path, fstype)
 
 
+def open_existing_log(io: FileIO, path: str, file_mode: int) -> LogFile | None:
+    """Open the store's log if there is one (checking it against the identity file)."""
+    names = set(os.listdir(path))
+    if LOG_NAME not in names:
+        return None
+    log = LogFile.open(io, path)
+    try:
+        _check_meta(io, path, log, names, file_mode)
+    except BaseException:
+        log.close()
+        raise
+    return log
+
+
 def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
     """Open the store's log, or make a new store if the directory holds none.
 
-    Call with the writer lock held.
+    Call with the writer lock held, so two processes never both create one.
     """
+    existing = open_existing_log(io, path, file_mode)
+    if existing is not None:
+        return existing
     names = set(os.listdir(path))
-    if LOG_NAME in names:
-        log = LogFile.open(io, path)
-        try:
-            _check_meta(io, path, log, names, file_mode)
-        except BaseException:
-            log.close()
-            raise
-        return log
     ours = {name for name in names if not name.startswith(".")} - BOOKKEEPING
     if ours:
         evidence = ", ".join(sorted(ours))

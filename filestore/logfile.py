@@ -204,6 +204,11 @@ class LogFile:
 
     # -- recovering (writer lock held) ---------------------------------------
 
+    def tail_is_clean(self) -> bool:
+        """Whether everything after ``end`` is zeros (preallocated) or nothing."""
+        size = self.io.size(self.fd)
+        return size <= self.end or is_zero(self.io.pread(self.fd, size - self.end, self.end))
+
     def check_tail(self) -> tuple[int, bytes]:
         """Classify what follows ``end``: ``(cut_to, cut_bytes)``.
 

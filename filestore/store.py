@@ -35,11 +35,12 @@ from filestore.contract import (
     lookup_scope,
     session_scope,
 )
-from filestore.directory import check_filesystem, open_or_create_log, prepare_directory
+from filestore.directory import check_filesystem, open_existing_log, open_or_create_log, prepare_directory
 from filestore.errors import (
     CorruptionError,
     FilestoreError,
     InvalidInputError,
+    LockTimeoutError,
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
@@ -152,13 +153,18 @@ class FileSessionStore:
         try:
             self._lock = WriterLock(self.path, timeout=self.lock_timeout, mode=file_mode)
             try:
-                with self._lock:
-                    self._log = open_or_create_log(self._io, self.path, file_mode)
-                    try:
-                        self._load()
-                    except BaseException:
-                        self._log.close()
-                        raise
+                # Opening an existing store needs no lock unless its tail must be
+                # repaired, so readers can open while another process writes.
+                log = open_existing_log(self._io, self.path, file_mode)
+                if log is None:
+                    with self._lock:
+                        log = open_or_create_log(self._io, self.path, file_mode)
+                self._log = log
+                try:
+                    self._load()
+                except BaseException:
+                    self._log.close()
+                    raise
             except BaseException:
                 self._lock.close()
                 raise
@@ -188,12 +194,23 @@ class FileSessionStore:
             logger.warning(
                 "filestore: ignoring the index snapshot of %s (%s); replaying the log", self.path, why
             )
-        result = log.scan(log.end, log.last_seq + 1, self._apply_frame)
-        log.adopt(result)
-        log.recover_tail()
-        rebuilt = snapshot is None and log.last_seq > 0
-        if rebuilt or log.last_seq - self._snapshot_seq >= self.snapshot_every_records:
-            self._write_snapshot_locked()
+        log.adopt(log.scan(log.end, log.last_seq + 1, self._apply_frame))
+        if not log.tail_is_clean():
+            # Torn, damaged, or a record being written right now: look again
+            # under the writer lock, where an incomplete record is a torn tail.
+            with self._lock:
+                self._catch_up(locked=True)
+        # One sync makes whatever a crashed process left in the page cache
+        # durable, so our records may claim everything before them is.
+        log.sync()
+        stale = log.last_seq - self._snapshot_seq >= self.snapshot_every_records
+        if (snapshot is None and log.last_seq > 0) or stale:
+            try:
+                with self._lock:
+                    self._catch_up(locked=True)
+                    self._write_snapshot_locked()
+            except LockTimeoutError:
+                logger.warning("filestore: %s is busy; the index snapshot is rewritten later", self.path)
 
     def _apply_frame(self, frame: Frame) -> None:
         try:
