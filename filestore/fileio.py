@@ -91,6 +91,10 @@ class FileIO:
         """Atomically replace ``target`` by ``source`` (durable after ``sync_dir``)."""
         os.replace(source, target)
 
+    def link(self, source: str, target: str) -> None:
+        """A second name for ``source`` (durable after ``sync_dir``)."""
+        os.link(source, target)
+
     def unlink(self, path: str) -> None:
         os.unlink(path)
 

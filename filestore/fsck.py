@@ -1,0 +1,378 @@
+"""``fsck``: verify a store, and repair it only when asked, never destroying evidence.
+
+Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
+
+- ``identity``: the identity file names the log's store UUID;
+- ``log-header``: the log's header verifies (else nothing more can be read);
+- ``torn-tail``: an incomplete or bad record at the end, with nothing valid after it;
+- ``damaged-record``: a bad record followed by valid ones (damage in the middle);
+- ``sequence``: sequence numbers of valid records not strictly increasing by one;
+- ``bad-payload``: a record whose checksum passes but whose payload does not
+  decode, or whose session does not validate as a SessionData;
+- ``orphan-remove`` / ``owner-change``: a tombstone for an unknown key, a PUT
+  that moves a session to another owner (the store never writes either);
+- ``snapshot``: the index snapshot is refused, or disagrees with the index
+  rebuilt from the log;
+- ``lookup``: a user lookup entry pointing at a missing or foreign session;
+- ``stray-file``: temp files (errors, removed by repair), and side files,
+  ``.old`` and ``.compact`` files (notes: evidence, kept).
+
+Repair (``repair=True``) needs the store to itself. It cuts a torn tail to a
+side file; rewrites the log as a new generation of every record that
+verifies, skipping damaged bytes (kept in a side file) and keeping the old
+generation as ``sessions.log.old``; rewrites the snapshot and identity file;
+removes temp files.
+
+Not detected: a lost acknowledged record at the very end of the log (it
+looks exactly like a write that never completed), damage inside the
+preallocated zeros after the end, and changes that keep a CRC-32 valid
+(about one in four billion random corruptions).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Iterator
+from typing import Final
+
+import attrs
+
+from filestore.directory import META_NAME, read_meta_uuid, write_meta
+from filestore.errors import CorruptionError, InvalidInputError
+from filestore.fileio import OS_IO, FileIO
+from filestore.framing import FILE_HEADER_SIZE, Frame, Probe, find_valid_frames
+from filestore.index import Index
+from filestore.logfile import LOG_NAME, LogFile, side_file_name
+from filestore.offline import exclusive_store
+from filestore.records import Put, Record, RecordDecodeError, decode_record
+from filestore.rewrite import COMPACT_NAME, OLD_NAME, rewrite_generation
+from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
+
+EXIT_CLEAN: Final = 0
+EXIT_CORRECTED: Final = 1
+EXIT_UNCORRECTED: Final = 4
+_TEMP_FILE: Final = re.compile(r"^\..*\.tmp$")
+_SIDE_FILE: Final = re.compile(r"^sessions\.log\.tr\d+$")
+
+
+class Severity(enum.StrEnum):
+    ERROR = "error"
+    NOTE = "note"
+
+
+@attrs.define
+class Finding:
+    """One thing fsck found: what, where, and what was done about it."""
+
+    kind: str
+    severity: Severity
+    file: str
+    offset: int | None
+    detail: str
+    action: str = "none"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity.value,
+            "file": self.file,
+            "offset": self.offset,
+            "detail": self.detail,
+            "action": self.action,
+        }
+
+
+@attrs.define
+class FsckReport:
+    """All findings, and the fsck(8) exit code they add up to."""
+
+    path: str
+    repair: bool
+    records: int = 0
+    sessions: int = 0
+    findings: list[Finding] = attrs.field(factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [finding for finding in self.findings if finding.severity is Severity.ERROR]
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 1 every error corrected, 4 errors left uncorrected."""
+        errors = self.errors
+        if not errors:
+            return EXIT_CLEAN
+        if all(finding.action not in {"none", "failed"} for finding in errors):
+            return EXIT_CORRECTED
+        return EXIT_UNCORRECTED
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "repair": self.repair,
+            "records": self.records,
+            "sessions": self.sessions,
+            "exit_code": self.exit_code,
+            "findings": [finding.to_dict() for finding in self.findings],
+        }
+
+
+@attrs.define
+class _Walk:
+    """What one pass over the log found."""
+
+    good: list[Frame] = attrs.field(factory=list)
+    damaged_ranges: list[tuple[int, int]] = attrs.field(factory=list)
+    tail_cut: int | None = None
+    end: int = FILE_HEADER_SIZE
+
+
+def fsck(
+    path: str | os.PathLike[str], *, repair: bool = False, wait: float = 0.0, io: FileIO = OS_IO
+) -> FsckReport:
+    """Check the store at ``path``; with ``repair``, fix what can be fixed (see module docs).
+
+    Holds the store exclusively (``StoreInUseError`` if others have it open,
+    after ``wait`` seconds), so that it never mistakes a record being written
+    for damage.
+    """
+    directory = os.path.abspath(os.fspath(path))
+    report = FsckReport(directory, repair)
+    try:
+        with exclusive_store(directory, wait=wait, io=io) as log:
+            _check_log(io, directory, log, report)
+    except CorruptionError as error:
+        report.findings.append(Finding("log-header", Severity.ERROR, error.path, error.offset, str(error)))
+    _check_stray_files(io, directory, report)
+    return report
+
+
+def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> None:
+    meta_uuid = read_meta_uuid(io, os.path.join(directory, META_NAME))
+    if meta_uuid != str(log.header.store_uuid):
+        finding = Finding(
+            "identity",
+            Severity.ERROR,
+            META_NAME,
+            None,
+            f"the identity file names {meta_uuid}, the log {log.header.store_uuid}",
+        )
+        if report.repair:
+            write_meta(io, directory, log.header, 0o600)
+            finding.action = "rewrote the identity file from the log header"
+        report.findings.append(finding)
+
+    walk = _walk(log, report)
+    index, payload_errors = _replay(walk.good, report)
+    report.records = len(walk.good)
+    report.sessions = len(index)
+    _check_lookup(index, report)
+    log.end = walk.end
+    needs_rewrite = bool(walk.damaged_ranges) or payload_errors
+    if report.repair and needs_rewrite:
+        _repair_by_rewrite(io, directory, log, walk, report)
+        return
+    if report.repair and walk.tail_cut is not None:
+        log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
+        side = log.recover_tail()
+        for finding in report.findings:
+            if finding.kind == "torn-tail":
+                finding.action = f"cut; the bytes are kept in {os.path.basename(side or '?')}"
+    _check_snapshot(io, directory, log, index, walk, report)
+
+
+def _walk(log: LogFile, report: FsckReport) -> _Walk:
+    """Every frame that verifies, in order, with bad regions classified as tail or middle."""
+    walk = _Walk()
+    expected = 1
+    offset = FILE_HEADER_SIZE
+    size = log.io.size(log.fd)
+    while True:
+        stop_kind, stop_offset = Probe.END, offset
+        for kind, frame, at in log.frames(offset):
+            if frame is None:
+                stop_kind, stop_offset = kind, at
+                break
+            if frame.seq != expected:
+                report.findings.append(
+                    Finding(
+                        "sequence",
+                        Severity.ERROR,
+                        LOG_NAME,
+                        frame.offset,
+                        f"record {frame.seq} where {expected} was expected",
+                    )
+                )
+            walk.good.append(frame)
+            expected = frame.seq + 1
+            walk.end = frame.end
+        rest = log.io.pread(log.fd, size - stop_offset, stop_offset)
+        later = [
+            frame for frame in find_valid_frames(log.salt, rest, 0, stop_offset) if frame.seq >= expected
+        ]
+        if not later:
+            if rest.rstrip(b"\0"):
+                walk.tail_cut = stop_offset
+                report.findings.append(
+                    Finding(
+                        "torn-tail",
+                        Severity.ERROR,
+                        LOG_NAME,
+                        stop_offset,
+                        f"{len(rest.rstrip(bytes(1)))} bytes after the last valid record "
+                        f"(record {expected} never completed, or was damaged)",
+                    )
+                )
+            return walk
+        resume = later[0].offset
+        walk.damaged_ranges.append((stop_offset, resume))
+        report.findings.append(
+            Finding(
+                "damaged-record",
+                Severity.ERROR,
+                LOG_NAME,
+                stop_offset,
+                f"{resume - stop_offset} bytes do not verify ({stop_kind.value}), "
+                f"valid records resume at offset {resume} with record {later[0].seq}",
+            )
+        )
+        offset = resume
+        expected = later[0].seq
+
+
+def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, bool]:
+    """Rebuild the index from verified frames, reporting records the store would never write."""
+    index = Index()
+    errors = False
+    keep: list[Frame] = []
+    for frame in frames:
+        try:
+            record: Record = decode_record(frame.kind, frame.payload)
+            if isinstance(record, Put):
+                record.session()
+        except (RecordDecodeError, InvalidInputError) as error:
+            errors = True
+            report.findings.append(Finding("bad-payload", Severity.ERROR, LOG_NAME, frame.offset, str(error)))
+            continue
+        previous = index.entries.get(record.key)
+        if isinstance(record, Put) and previous is not None and previous.scope != record.scope:
+            report.findings.append(
+                Finding(
+                    "owner-change",
+                    Severity.ERROR,
+                    LOG_NAME,
+                    frame.offset,
+                    f"session {record.key} moves from {tuple(previous.scope)} to {tuple(record.scope)}",
+                )
+            )
+        if not isinstance(record, Put) and previous is None:
+            report.findings.append(
+                Finding(
+                    "orphan-remove",
+                    Severity.ERROR,
+                    LOG_NAME,
+                    frame.offset,
+                    f"removes unknown key {record.key}",
+                )
+            )
+        index.apply(record, frame.offset, frame.size)
+        keep.append(frame)
+    frames[:] = keep
+    return index, errors
+
+
+def _check_lookup(index: Index, report: FsckReport) -> None:
+    for scope, key in index.by_user.items():
+        entry = index.entries.get(key)
+        if entry is None or entry.scope != scope:
+            report.findings.append(
+                Finding(
+                    "lookup",
+                    Severity.ERROR,
+                    LOG_NAME,
+                    None,
+                    f"{tuple(scope)} points at {key}, not its session",
+                )
+            )
+
+
+def _check_snapshot(
+    io: FileIO, directory: str, log: LogFile, index: Index, walk: _Walk, report: FsckReport
+) -> None:
+    path = os.path.join(directory, SNAPSHOT_NAME)
+    snapshot, why = load_snapshot(io, path, log.fd, log.header, io.size(log.fd))
+    problem: str | None = None
+    if snapshot is None:
+        problem = None if why == "no snapshot" and not walk.good else f"the snapshot is refused: {why}"
+    else:
+        as_of = Index()
+        for frame in walk.good:
+            if frame.end > snapshot.position:
+                break
+            as_of.apply(decode_record(frame.kind, frame.payload), frame.offset, frame.size)
+        if as_of.entries != snapshot.index.entries or as_of.by_user != snapshot.index.by_user:
+            problem = "the snapshot disagrees with the index rebuilt from the log"
+    if problem is None:
+        return
+    finding = Finding("snapshot", Severity.ERROR, SNAPSHOT_NAME, None, problem)
+    if report.repair:
+        last = walk.good[-1] if walk.good else None
+        data = encode_snapshot(
+            log.header,
+            index,
+            position=last.end if last else FILE_HEADER_SIZE,
+            last_seq=last.seq if last else 0,
+            last_frame_offset=last.offset if last else 0,
+        )
+        write_snapshot(io, directory, data, mode=0o600)
+        finding.action = "rewrote the snapshot from the log"
+    report.findings.append(finding)
+
+
+def _repair_by_rewrite(io: FileIO, directory: str, log: LogFile, walk: _Walk, report: FsckReport) -> None:
+    """Write every verified record into a new generation, keeping the damaged bytes and old log."""
+    for start, stop in walk.damaged_ranges:
+        side = side_file_name(directory, LOG_NAME, os.path.exists)
+        io.write_file(side, io.pread(log.fd, stop - start, start))
+    io.sync_dir(directory)
+    result = rewrite_generation(io, directory, log.header, walk.good, keep_old=True)
+    action = f"rewrote the log as generation {result.generation}; old log kept as {OLD_NAME}"
+    for finding in report.findings:
+        if finding.severity is Severity.ERROR and finding.kind != "identity":
+            finding.action = action
+
+
+def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return
+    for name in names:
+        full = os.path.join(directory, name)
+        if _TEMP_FILE.match(name):
+            finding = Finding(
+                "stray-file", Severity.ERROR, name, None, "a temp file left by an interrupted write"
+            )
+            if report.repair:
+                io.unlink(full)
+                finding.action = "removed"
+            report.findings.append(finding)
+        elif _SIDE_FILE.match(name) or name in {OLD_NAME, COMPACT_NAME}:
+            report.findings.append(
+                Finding(
+                    "stray-file",
+                    Severity.NOTE,
+                    name,
+                    None,
+                    "evidence kept by recovery or compaction; delete it once you no longer need it",
+                )
+            )
+
+
+def iter_findings(report: FsckReport) -> Iterator[str]:
+    """Human-readable lines for a report."""
+    for finding in report.findings:
+        where = f"{finding.file}" + (f" @{finding.offset}" if finding.offset is not None else "")
+        yield f"{finding.severity.value}: {finding.kind}: {where}: {finding.detail} [{finding.action}]"

@@ -1,0 +1,68 @@
+"""Exclusive access for offline tools (compact, fsck --repair): nobody else has the store open.
+
+``exclusive_store`` takes the open registration exclusively (refusing with
+``StoreInUseError`` while other handles are open, or waiting up to ``wait``
+seconds), then the writer lock, and opens the log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from filestore.errors import CorruptionError
+from filestore.fileio import OS_IO, FileIO
+from filestore.framing import FILE_HEADER_SIZE, Frame
+from filestore.index import Index
+from filestore.locking import Registration, WriterLock
+from filestore.logfile import LOG_NAME, LogFile, ScanResult
+from filestore.records import RecordDecodeError, decode_record
+
+
+@contextmanager
+def exclusive_store(
+    path: str | os.PathLike[str], *, wait: float = 0.0, io: FileIO = OS_IO
+) -> Iterator[LogFile]:
+    """Hold the store at ``path`` exclusively and yield its open log."""
+    directory = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(os.path.join(directory, LOG_NAME)):
+        raise CorruptionError(
+            f"{directory} has no {LOG_NAME}: not a filestore, or its log is missing",
+            path=os.path.join(directory, LOG_NAME),
+            offset=0,
+        )
+    registration = Registration(directory, exclusive=True, wait=wait)
+    try:
+        lock = WriterLock(directory, timeout=max(wait, 1.0))
+        try:
+            with lock:
+                log = LogFile.open(io, directory)
+                try:
+                    yield log
+                finally:
+                    log.close()
+        finally:
+            lock.close()
+    finally:
+        registration.close()
+
+
+def replay(log: LogFile) -> tuple[Index, ScanResult]:
+    """Rebuild the index from the whole log (stopping at the end or the first bad frame)."""
+    index = Index()
+
+    def apply(frame: Frame) -> None:
+        try:
+            index.apply(decode_record(frame.kind, frame.payload), frame.offset, frame.size)
+        except RecordDecodeError as error:
+            raise CorruptionError(
+                f"{log.path}: record {frame.seq} at offset {frame.offset} does not decode ({error}); "
+                "run `filestore fsck --repair`",
+                path=log.path,
+                offset=frame.offset,
+            ) from None
+
+    result = log.scan(FILE_HEADER_SIZE, 1, apply)
+    log.adopt(result)
+    return index, result

@@ -1,0 +1,138 @@
+"""Writing a new generation of the log and switching to it: shared by compact and fsck --repair.
+
+Never a moment without a valid store. The steps, each crash-safe:
+
+1. Write the new generation to ``sessions.log.compact`` (generation + 1, same
+   store UUID, records renumbered from 1), fdatasync it, fsync the directory.
+2. Verify it by reading it back through the normal frame checks.
+3. Hard-link the current log to ``sessions.log.old`` and fsync the
+   directory, so the old generation survives the switch.
+4. COMMIT POINT: rename ``sessions.log.compact`` over ``sessions.log``, fsync
+   the directory. Before it, a crash leaves the old store (plus a stray
+   ``.compact`` that the next rewrite replaces); after it, the new one.
+5. Write the new generation's index snapshot (the old one names the old
+   generation, so until then opening simply rebuilds it).
+6. Unless asked to keep it, unlink ``sessions.log.old`` and fsync the directory.
+
+The caller holds the exclusive open registration and the writer lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from typing import Final
+
+import attrs
+
+from filestore.errors import CorruptionError
+from filestore.fileio import FileIO
+from filestore.framing import FILE_HEADER_SIZE, FLAG_SYNCED, FileHeader, Frame, encode_frame
+from filestore.index import Index
+from filestore.logfile import LOG_NAME, LogFile
+from filestore.records import decode_record
+from filestore.snapshot import encode_snapshot, write_snapshot
+
+COMPACT_NAME: Final = LOG_NAME + ".compact"
+OLD_NAME: Final = LOG_NAME + ".old"
+_WRITE_BATCH: Final = 4 << 20
+
+
+@attrs.frozen
+class RewriteResult:
+    """What the new generation holds."""
+
+    generation: int
+    records: int
+    log_bytes: int
+    snapshot_bytes: int
+    old_log: str | None
+
+
+def rewrite_generation(
+    io: FileIO,
+    directory: str,
+    old_header: FileHeader,
+    frames: Iterable[Frame],
+    *,
+    keep_old: bool,
+    file_mode: int = 0o600,
+) -> RewriteResult:
+    """Write ``frames`` (in order) as the next generation and switch to it atomically."""
+    header = FileHeader(old_header.store_uuid, old_header.generation + 1)
+    compact_path = os.path.join(directory, COMPACT_NAME)
+    log_path = os.path.join(directory, LOG_NAME)
+    old_path = os.path.join(directory, OLD_NAME)
+    with contextlib.suppress(FileNotFoundError):
+        io.unlink(compact_path)  # a stray from an interrupted rewrite: never the live log
+    index = Index()
+    seq, end, last_frame_offset = _write_new_log(io, compact_path, header, frames, index, file_mode)
+    io.sync_dir(directory)
+    _verify(io, directory, header, seq, end)
+    with contextlib.suppress(FileNotFoundError):
+        io.unlink(old_path)
+    io.link(log_path, old_path)
+    io.sync_dir(directory)
+    # COMMIT POINT: from here on the store is the new generation.
+    io.rename(compact_path, log_path)
+    io.sync_dir(directory)
+    snapshot = encode_snapshot(header, index, position=end, last_seq=seq, last_frame_offset=last_frame_offset)
+    write_snapshot(io, directory, snapshot, mode=file_mode)
+    kept: str | None = old_path
+    if not keep_old:
+        io.unlink(old_path)
+        io.sync_dir(directory)
+        kept = None
+    return RewriteResult(header.generation, seq, end, len(snapshot), kept)
+
+
+def _write_new_log(
+    io: FileIO, path: str, header: FileHeader, frames: Iterable[Frame], index: Index, file_mode: int
+) -> tuple[int, int, int]:
+    """Write the new log; return its last sequence number, end, and last frame's offset."""
+    fd = io.open(path, exclusive=True, mode=file_mode)
+    try:
+        salt = header.salt
+        pending = [header.encode()]
+        pending_bytes = FILE_HEADER_SIZE
+        written = 0
+        end = FILE_HEADER_SIZE
+        seq = 0
+        last_frame_offset = 0
+        for frame in frames:
+            seq += 1
+            # Everything in a rewritten log is synced before it becomes current.
+            data = encode_frame(salt, frame.kind, FLAG_SYNCED, seq, seq - 1, frame.payload)
+            index.apply(decode_record(frame.kind, frame.payload), end, len(data))
+            pending.append(data)
+            pending_bytes += len(data)
+            last_frame_offset = end
+            end += len(data)
+            if pending_bytes >= _WRITE_BATCH:
+                io.pwrite(fd, b"".join(pending), written)
+                written += pending_bytes
+                pending, pending_bytes = [], 0
+        io.pwrite(fd, b"".join(pending), written)
+        io.sync_data(fd)
+    finally:
+        io.close(fd)
+    return seq, end, last_frame_offset
+
+
+def _verify(io: FileIO, directory: str, header: FileHeader, seq: int, end: int) -> None:
+    """Read the new generation back: every frame verifies, in sequence, ending at ``end``."""
+    log = LogFile.open(io, directory, name=COMPACT_NAME)
+    try:
+        if log.header != header:
+            raise CorruptionError("the new generation's header reads back wrong", path=log.path, offset=0)
+        result = log.scan(FILE_HEADER_SIZE, 1, lambda frame: None)
+        if result.last_seq != seq or result.end != end or result.stopped_at_bad:
+            raise CorruptionError(
+                f"the new generation reads back {result.last_seq} records ending at {result.end}, "
+                f"expected {seq} ending at {end}; the old generation is untouched",
+                path=log.path,
+                offset=result.end,
+            )
+    finally:
+        log.close()
