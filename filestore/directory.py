@@ -23,7 +23,7 @@ import uuid
 from typing import Final
 
 from filestore.errors import CorruptionError, InvalidInputError, UnsupportedFilesystemError
-from filestore.fileio import FileIO, replace_file
+from filestore.fileio import FileIO, is_temp_name, replace_file
 from filestore.framing import FileHeader
 from filestore.locking import LOCK_NAME, REGISTRATION_NAME, network_filesystem
 from filestore.logfile import LOG_NAME, LogFile
@@ -69,18 +69,34 @@ def check_filesystem(path: str, *, allow: bool) -> None:
     logger.warning("filestore: %s is on a %s file system; you accepted the risk", path, fstype)
 
 
-def open_existing_log(io: FileIO, path: str, file_mode: int) -> LogFile | None:
-    """Open the store's log if there is one (checking it against the identity file)."""
-    names = set(os.listdir(path))
-    if LOG_NAME not in names:
-        return None
+def needs_housekeeping(path: str) -> bool:
+    """Whether opening must take the writer lock to tidy the directory (see ``open_or_create_log``)."""
+    names = os.listdir(path)
+    return LOG_NAME not in names or META_NAME not in names or any(is_temp_name(name) for name in names)
+
+
+def open_existing_log(io: FileIO, path: str, file_mode: int) -> LogFile:
+    """Open the store's log, checking it against the identity file (rewritten if missing)."""
     log = LogFile.open(io, path)
     try:
-        _check_meta(io, path, log, names, file_mode)
+        _check_meta(io, path, log, set(os.listdir(path)), file_mode)
     except BaseException:
         log.close()
         raise
     return log
+
+
+def remove_temp_files(io: FileIO, path: str) -> None:
+    """Delete temp files of writes that a crash interrupted before their rename.
+
+    Only under the writer lock: every temp file is written under it, so none
+    of them can belong to a write still in progress.
+    """
+    stray = [name for name in os.listdir(path) if is_temp_name(name)]
+    for name in stray:
+        io.unlink(os.path.join(path, name))
+    if stray:
+        io.sync_dir(path)
 
 
 def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
@@ -88,10 +104,10 @@ def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
 
     Call with the writer lock held, so two processes never both create one.
     """
-    existing = open_existing_log(io, path, file_mode)
-    if existing is not None:
-        return existing
+    remove_temp_files(io, path)
     names = set(os.listdir(path))
+    if LOG_NAME in names:
+        return open_existing_log(io, path, file_mode)
     ours = {name for name in names if not name.startswith(".")} - BOOKKEEPING
     if ours:
         evidence = ", ".join(sorted(ours))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from typing import Final
 
@@ -130,13 +131,26 @@ class OsFileIO(FileIO):
 OS_IO: Final[FileIO] = OsFileIO()
 
 
+_TEMP_NAME: Final = re.compile(r"^\.[^/]+\.\d+\.[0-9a-f]{8}\.tmp$")
+
+
+def temp_path(directory: str, name: str) -> str:
+    """A fresh temp name for a file that will be renamed to ``name``: unique per process and call."""
+    return os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of our temp files (left behind if a crash hit before its rename)."""
+    return _TEMP_NAME.match(name) is not None
+
+
 def replace_file(io: FileIO, directory: str, name: str, data: bytes, *, mode: int = 0o600) -> None:
     """Atomically put ``data`` at ``directory/name``: temp file, sync, rename, sync directory.
 
     The temp name is unique (pid and a random suffix) and created exclusively,
     so a stray temp or a symlink planted there is never written through.
     """
-    temp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    temp = temp_path(directory, name)
     io.write_file(temp, data, mode=mode)
     try:
         io.rename(temp, os.path.join(directory, name))

@@ -41,7 +41,7 @@ import attrs
 
 from filestore.directory import META_NAME, read_meta_uuid, write_meta
 from filestore.errors import CorruptionError, InvalidInputError
-from filestore.fileio import OS_IO, FileIO
+from filestore.fileio import OS_IO, FileIO, is_temp_name
 from filestore.framing import FILE_HEADER_SIZE, Frame, Probe, find_valid_frames
 from filestore.index import Index
 from filestore.logfile import LOG_NAME, LogFile, side_file_name
@@ -53,7 +53,6 @@ from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, wr
 EXIT_CLEAN: Final = 0
 EXIT_CORRECTED: Final = 1
 EXIT_UNCORRECTED: Final = 4
-_TEMP_FILE: Final = re.compile(r"^\..*\.tmp$")
 _SIDE_FILE: Final = re.compile(r"^sessions\.log\.tr\d+$")
 
 
@@ -351,7 +350,7 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
         return
     for name in names:
         full = os.path.join(directory, name)
-        if _TEMP_FILE.match(name):
+        if is_temp_name(name):
             finding = Finding(
                 "stray-file", Severity.ERROR, name, None, "a temp file left by an interrupted write"
             )

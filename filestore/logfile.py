@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Final
 
 import attrs
 
 from filestore.errors import CorruptionError
-from filestore.fileio import FileIO
+from filestore.fileio import FileIO, temp_path
 from filestore.framing import (
     FILE_HEADER_SIZE,
     FLAG_SYNCED,
@@ -91,7 +90,7 @@ class LogFile:
     ) -> LogFile:
         """Make a new, empty log durably: temp file with the header, sync, rename, sync directory."""
         path = os.path.join(directory, name)
-        temp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        temp = temp_path(directory, name)
         io.write_file(temp, header.encode(), mode=mode)
         io.rename(temp, path)
         io.sync_dir(directory)

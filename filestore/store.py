@@ -35,7 +35,13 @@ from filestore.contract import (
     lookup_scope,
     session_scope,
 )
-from filestore.directory import check_filesystem, open_existing_log, open_or_create_log, prepare_directory
+from filestore.directory import (
+    check_filesystem,
+    needs_housekeeping,
+    open_existing_log,
+    open_or_create_log,
+    prepare_directory,
+)
 from filestore.errors import (
     CorruptionError,
     FilestoreError,
@@ -155,10 +161,11 @@ class FileSessionStore:
             try:
                 # Opening an existing store needs no lock unless its tail must be
                 # repaired, so readers can open while another process writes.
-                log = open_existing_log(self._io, self.path, file_mode)
-                if log is None:
+                if needs_housekeeping(self.path):
                     with self._lock:
                         log = open_or_create_log(self._io, self.path, file_mode)
+                else:
+                    log = open_existing_log(self._io, self.path, file_mode)
                 self._log = log
                 try:
                     self._load()
@@ -348,6 +355,13 @@ class FileSessionStore:
             self._check_usable()
             self._catch_up()
             return len(self._index)
+
+    def keys(self) -> list[SessionKey]:
+        """The keys of every live session (after catching up), in no particular order."""
+        with self._mutex:
+            self._check_usable()
+            self._catch_up()
+            return list(self._index.entries)
 
     # -- internals -----------------------------------------------------------------
 

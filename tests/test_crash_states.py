@@ -1,0 +1,293 @@
+"""Every state a power loss can leave, for small workloads: nothing acknowledged is lost.
+
+Each workload (1 to 3 store calls over 2 to 3 keys, plus opening, closing,
+snapshots and compaction) runs once through ``crashsim.RecordingIO``. Then,
+for every crash point and every persistence variant (``crashsim``), the
+checker rebuilds the directory and requires:
+
+- the store opens (fsync and group modes never leave mid-file damage);
+- its contents are those after the acknowledged calls, or after the call
+  in flight too (fully present or fully absent, never partial);
+- fsck then reports no errors; opening again changes nothing;
+- the store accepts writes.
+
+The default run explores a few thousand states; ``pytest -m slow`` adds
+torn writes at random points and undoes single directory operations.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import pytest
+
+from filestore import FileSessionStore, SessionData, TenantCtx
+from filestore.compact import compact
+from filestore.fsck import fsck
+
+from .crashsim import CrashState, RecordingIO, crash_states
+from .test_contract import ctx, data
+
+USERS = ("u1", "u2")
+State = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str | None]]]
+
+
+@attrs.define
+class Harness:
+    """Runs a workload's calls against a store on a recording I/O layer."""
+
+    directory: Path
+    io: RecordingIO
+    options: dict[str, object]
+    store: FileSessionStore | None = None
+    keys: list[str] = attrs.field(factory=list)
+    calls: int = 0
+
+    def call(self, action: Callable[[Harness], None]) -> None:
+        self.io.begin(self.calls)
+        action(self)
+        self.io.end(self.calls)
+        self.calls += 1
+
+    def open(self) -> None:
+        self.store = FileSessionStore(self.directory, io=self.io, **self.options)  # type: ignore[arg-type]
+
+    def live(self) -> FileSessionStore:
+        assert self.store is not None
+        return self.store
+
+
+def observe(store: FileSessionStore) -> State:
+    """Contents and user lookups of a store, comparable across runs."""
+    keys = store.keys()
+    sessions = frozenset(
+        (str(key), found.to_json()) for key in keys if (found := store.get_session(key)) is not None
+    )
+    lookups = frozenset(
+        (user, None if (hit := store.find_by_user(ctx(), user)) is None else str(hit[0])) for user in USERS
+    )
+    return sessions, lookups
+
+
+def session(user: str, step: int) -> tuple[TenantCtx, SessionData]:
+    context = ctx(user=user)
+    return context, data(context, step=step)
+
+
+def create(user: str, step: int) -> Callable[[Harness], None]:
+    def run(harness: Harness) -> None:
+        context, stored = session(user, step)
+        harness.keys.append(harness.live().create_session(context, stored))
+
+    return run
+
+
+def update(which: int, user: str, step: int) -> Callable[[Harness], None]:
+    def run(harness: Harness) -> None:
+        harness.live().update_session(harness.keys[which], session(user, step)[1])
+
+    return run
+
+
+def remove(which: int) -> Callable[[Harness], None]:
+    def run(harness: Harness) -> None:
+        harness.live().remove_session(harness.keys[which])
+
+    return run
+
+
+def snapshot(harness: Harness) -> None:
+    harness.live().write_snapshot()
+
+
+def close(harness: Harness) -> None:
+    harness.live().close()
+    harness.store = None
+
+
+def open_store(harness: Harness) -> None:
+    harness.open()
+
+
+def run_compact(harness: Harness) -> None:
+    compact(harness.directory, io=harness.io)
+
+
+@attrs.frozen
+class Workload:
+    name: str
+    steps: tuple[Callable[[Harness], None], ...]
+    before: tuple[Callable[[Harness], None], ...] = ()
+    options: dict[str, object] = attrs.field(factory=dict)
+
+
+WORKLOADS = [
+    Workload("create", (create("u1", 1),)),
+    Workload("create-update", (create("u1", 1), update(0, "u1", 2))),
+    Workload("create-remove", (create("u1", 1), remove(0))),
+    Workload("newest-wins-then-remove", (create("u1", 1), create("u1", 2), remove(0))),
+    Workload("update-snapshot", (create("u1", 1), update(0, "u1", 2), snapshot)),
+    Workload(
+        "existing-store",
+        (update(0, "u1", 5), remove(1), create("u2", 6)),
+        before=(create("u1", 1), create("u2", 2)),
+    ),
+    Workload(
+        "compact",
+        (close, run_compact, open_store),
+        before=(create("u1", 1), update(0, "u1", 2), create("u2", 3), remove(1), create("u2", 4)),
+    ),
+    Workload("group-commit", (create("u1", 1), update(0, "u1", 2)), options={"durability": "group"}),
+    Workload(
+        "periodic-snapshots",
+        (create("u1", 1), create("u2", 2), update(1, "u2", 3)),
+        options={"snapshot_every_records": 2},
+    ),
+]
+
+
+def generated_workloads(length: int) -> list[Workload]:
+    """Every valid sequence of ``length`` calls over up to 3 keys and 2 users."""
+    sequences: list[list[tuple[str, int]]] = [[]]
+    for _ in range(length):
+        grown: list[list[tuple[str, int]]] = []
+        for sequence in sequences:
+            created = sum(1 for verb, _ in sequence if verb.startswith("create"))
+            removed = {which for verb, which in sequence if verb == "remove"}
+            grown.append([*sequence, ("create-u1", created)])
+            grown.append([*sequence, ("create-u2", created)])
+            for which in range(created):
+                if which not in removed:
+                    grown.append([*sequence, ("update", which)])
+                    grown.append([*sequence, ("remove", which)])
+        sequences = grown
+    workloads = []
+    for sequence in sequences:
+        steps: list[Callable[[Harness], None]] = []
+        users: dict[int, str] = {}
+        for number, (verb, which) in enumerate(sequence):
+            if verb.startswith("create"):
+                users[which] = verb[-2:]
+                steps.append(create(users[which], number))
+            elif verb == "update":
+                steps.append(update(which, users[which], 100 + number))
+            else:
+                steps.append(remove(which))
+        name = "+".join(f"{verb}{which}" for verb, which in sequence)
+        workloads.append(Workload(name, tuple(steps)))
+    return workloads
+
+
+LONG_WORKLOADS = generated_workloads(3)
+# The default lane: every sequence of 1 or 2 calls, and a third of those of 3.
+SHORT_WORKLOADS = generated_workloads(1) + generated_workloads(2) + LONG_WORKLOADS[::3]
+LONG_WORKLOADS = [workload for workload in LONG_WORKLOADS if workload not in SHORT_WORKLOADS]
+
+
+def record(workload: Workload, root: Path) -> tuple[RecordingIO, list[State], list[str]]:
+    """Run the workload once; return the I/O log and the state after each call."""
+    directory = root / "recorded"
+    directory.mkdir(mode=0o700)
+    keys: list[str] = []
+    if workload.before:
+        with FileSessionStore(directory, **workload.options) as setup:  # type: ignore[arg-type]
+            prepared = Harness(directory, RecordingIO(directory), {}, setup, keys)
+            for step in workload.before:
+                step(prepared)
+    io = RecordingIO(directory)
+    harness = Harness(directory, io, workload.options, keys=keys)
+    states: list[State] = []
+    harness.call(open_store)
+    states.append(observe(harness.live()))
+    for step in (*workload.steps, close):
+        harness.call(step)
+        if harness.store is not None:
+            states.append(observe(harness.store))
+        else:
+            with FileSessionStore(directory) as peek:
+                states.append(observe(peek))
+    # states[i] is the state once call i (0 = open) returned; before call 0, that of `before`.
+    return io, [states[0], *states], keys
+
+
+def side_files(directory: Path) -> set[str]:
+    return {path.name for path in directory.iterdir() if ".tr" in path.name}
+
+
+def check_state(state: CrashState, states: list[State], where: Path) -> None:
+    """The checker: opens, durable, atomic, fsck-clean, idempotent, writable."""
+    if where.exists():
+        shutil.rmtree(where)
+    state.write_to(where)
+    allowed = {states[state.acknowledged_calls]}
+    if state.in_flight_call is not None:
+        allowed.add(states[state.in_flight_call + 1])
+    label = f"crash point {state.point} ({state.variant})"
+    with FileSessionStore(where) as store:
+        seen = observe(store)
+    assert seen in allowed, f"{label}: state not among the acknowledged ones"
+    report = fsck(where)
+    assert not report.errors, f"{label}: fsck found {[finding.detail for finding in report.errors]}"
+    evidence = side_files(where)
+    with FileSessionStore(where) as store:
+        assert observe(store) == seen, f"{label}: a second recovery changed the store"
+        assert side_files(where) == evidence
+        context, stored = session("u2", 99)
+        key = store.create_session(context, stored)
+        assert store.get_session(key) == stored
+
+
+def explore(workload: Workload, tmp_path: Path, *, thorough: bool) -> int:
+    io, states, _ = record(workload, tmp_path)
+    explored = 0
+    for state in crash_states(io.initial, io.ops, thorough=thorough, seed=len(workload.name)):
+        check_state(state, states, tmp_path / "crashed")
+        explored += 1
+    return explored
+
+
+EXPLORED: dict[str, int] = {}
+EXPLORED_THOROUGHLY: dict[str, int] = {}
+
+
+@pytest.mark.parametrize("workload", WORKLOADS + SHORT_WORKLOADS, ids=lambda workload: workload.name)
+def test_every_crash_state_recovers(workload: Workload, tmp_path: Path) -> None:
+    """Every crash state of the workload opens with exactly the acknowledged data."""
+    explored = explore(workload, tmp_path, thorough=False)
+    EXPLORED[workload.name] = explored
+    print(f"{workload.name}: explored {explored} crash states")
+    assert explored > 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "workload", WORKLOADS + SHORT_WORKLOADS + LONG_WORKLOADS, ids=lambda workload: workload.name
+)
+def test_every_crash_state_recovers_thoroughly(workload: Workload, tmp_path: Path) -> None:
+    """The slow lane: more torn points per write, and single undone directory operations."""
+    explored = explore(workload, tmp_path, thorough=True)
+    EXPLORED_THOROUGHLY[workload.name] = explored
+    print(f"{workload.name}: explored {explored} crash states (thorough)")
+    assert explored > 20
+
+
+def test_explored_enough_states() -> None:
+    """The default lane explores at least 2,000 crash states in all (run after the workloads)."""
+    if len(EXPLORED) < len(WORKLOADS + SHORT_WORKLOADS):
+        pytest.skip("run with the whole module to count the states")
+    total = sum(EXPLORED.values())
+    print(f"crash states explored in all: {total}")
+    assert total >= 2000
+
+
+@pytest.mark.slow
+def test_explored_enough_states_thoroughly() -> None:
+    """The slow lane explores at least 10,000 crash states in all (run after its workloads)."""
+    if len(EXPLORED_THOROUGHLY) < len(WORKLOADS + SHORT_WORKLOADS + LONG_WORKLOADS):
+        pytest.skip("run with the whole slow lane to count the states")
+    total = sum(EXPLORED_THOROUGHLY.values())
+    print(f"crash states explored in all (thorough): {total}")
+    assert total >= 10_000
