@@ -356,7 +356,7 @@ class FileSessionStore:
             self._catch_up()
             return len(self._index)
 
-    def keys(self) -> list[SessionKey]:
+    def session_keys(self) -> list[SessionKey]:
         """The keys of every live session (after catching up), in no particular order."""
         with self._mutex:
             self._check_usable()

@@ -62,7 +62,7 @@ class Harness:
 
 def observe(store: FileSessionStore) -> State:
     """Contents and user lookups of a store, comparable across runs."""
-    keys = store.keys()
+    keys = store.session_keys()
     sessions = frozenset(
         (str(key), found.to_json()) for key in keys if (found := store.get_session(key)) is not None
     )

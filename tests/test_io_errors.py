@@ -1,0 +1,171 @@
+"""I/O error loops: fail the Nth file operation with EIO or ENOSPC, for every N.
+
+For each N the workload runs until the fault fires (once, or on every
+operation from then on). Then faults are switched off, the store reopened,
+and: every acknowledged call is present, the call that failed is fully
+present or fully absent, and the failing handle refused every write after
+its error. Faults also hit recovery itself (a torn tail being cut).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from filestore import FileSessionStore, FilestoreError, SessionKey, StorePoisonedError
+from filestore.fileio import OsFileIO
+from filestore.fsck import fsck
+
+from .test_contract import ctx, data
+
+MUTATING = ("open", "pwrite", "truncate", "sync_data", "rename", "link", "unlink", "sync_dir", "write_file")
+
+
+class FaultyIO(OsFileIO):
+    """Counts mutating operations; fails the Nth (and, if persistent, every later one)."""
+
+    def __init__(self, fail_at: int, error: int, *, persistent: bool) -> None:
+        self.fail_at = fail_at
+        self.error = error
+        self.persistent = persistent
+        self.count = 0
+        self.fired = False
+        self.enabled = True
+
+    def _tick(self) -> None:
+        if not self.enabled:
+            return
+        self.count += 1
+        if self.count == self.fail_at or (self.persistent and self.fired):
+            self.fired = True
+            raise OSError(self.error, os.strerror(self.error))
+
+    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
+        if create or exclusive:
+            self._tick()
+        return super().open(path, create=create, exclusive=exclusive, mode=mode)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        self._tick()
+        super().pwrite(fd, data, offset)
+
+    def truncate(self, fd: int, size: int) -> None:
+        self._tick()
+        super().truncate(fd, size)
+
+    def sync_data(self, fd: int) -> None:
+        self._tick()
+        super().sync_data(fd)
+
+    def rename(self, source: str, target: str) -> None:
+        self._tick()
+        super().rename(source, target)
+
+    def link(self, source: str, target: str) -> None:
+        self._tick()
+        super().link(source, target)
+
+    def unlink(self, path: str) -> None:
+        self._tick()
+        super().unlink(path)
+
+    def sync_dir(self, path: str) -> None:
+        self._tick()
+        super().sync_dir(path)
+
+
+Expected = dict[str, str | None]
+# The workload: (verb, step) pairs; the steps make distinct session contents.
+STEPS = (("create", 1), ("update", 2), ("create", 3), ("remove", 0), ("snapshot", 0))
+
+
+def run_with_fault(directory: Path, fail_at: int, error: int, persistent: bool) -> bool:
+    """One iteration of the loop; returns whether the fault fired."""
+    io = FaultyIO(fail_at, error, persistent=persistent)
+    acknowledged: Expected = {}
+    keys: list[SessionKey] = []
+    in_flight: tuple[str, int] | None = ("open", 0)
+    store: FileSessionStore | None = None
+    try:
+        store = FileSessionStore(directory, io=io)
+        for verb, step in STEPS:
+            in_flight = (verb, step)
+            if verb == "create":
+                keys.append(store.create_session(ctx(), data(step=step)))
+                acknowledged[keys[-1]] = data(step=step).to_json()
+            elif verb == "update":
+                store.update_session(keys[0], data(step=step))
+                acknowledged[keys[0]] = data(step=step).to_json()
+            elif verb == "remove":
+                store.remove_session(keys[0])
+                acknowledged[keys[0]] = None
+            else:
+                store.write_snapshot()
+        in_flight = None
+    except (FilestoreError, OSError):
+        assert io.fired
+    assert (in_flight is not None) == io.fired
+    if store is not None:
+        if io.fired:
+            # The failing handle refuses every later write, faults or not.
+            io.enabled = False
+            with pytest.raises(StorePoisonedError):
+                store.create_session(ctx(), data(step=9))
+        io.enabled = False
+        store.close()
+    io.enabled = False
+    with FileSessionStore(directory) as reopened:
+        found: Expected = {str(key): None for key in acknowledged}
+        for key in reopened.session_keys():
+            session = reopened.get_session(key)
+            found[str(key)] = None if session is None else session.to_json()
+    allowed = [acknowledged]
+    if in_flight is not None and in_flight[0] == "create":
+        extra = [key for key in found if key not in acknowledged]
+        if extra:
+            allowed.append({**acknowledged, extra[0]: data(step=in_flight[1]).to_json()})
+    elif in_flight is not None and in_flight[0] == "update":
+        allowed.append({**acknowledged, keys[0]: data(step=in_flight[1]).to_json()})
+    elif in_flight is not None and in_flight[0] == "remove":
+        allowed.append({**acknowledged, keys[0]: None})
+    assert found in allowed, f"N={fail_at}: {in_flight} left the store in a state never acknowledged"
+    assert not fsck(directory).errors
+    return io.fired
+
+
+@pytest.mark.parametrize("error", [errno.EIO, errno.ENOSPC], ids=["EIO", "ENOSPC"])
+@pytest.mark.parametrize("persistent", [False, True], ids=["once", "persistent"])
+def test_fault_at_every_operation(tmp_path: Path, error: int, persistent: bool) -> None:
+    """For N = 1, 2, ... until the workload completes: nothing acknowledged is lost."""
+    fail_at = 1
+    while run_with_fault(tmp_path / f"n{fail_at}", fail_at, error, persistent):
+        fail_at += 1
+    print(f"I/O fault loop ({os.strerror(error)}, persistent={persistent}): {fail_at - 1} failure points")
+    assert fail_at > 10
+
+
+def test_fault_during_recovery(tmp_path: Path) -> None:
+    """Faults while cutting a torn tail: open fails cleanly; without faults it recovers fully."""
+    directory = tmp_path / "s"
+    with FileSessionStore(directory, preallocate_bytes=0) as store:
+        key = store.create_session(ctx(), data(step=1))
+    with (directory / "sessions.log").open("ab") as log:
+        log.write(b"\xf5\x1e torn record")
+    fail_at = 1
+    while True:
+        io = FaultyIO(fail_at, errno.EIO, persistent=False)
+        try:
+            FileSessionStore(directory, io=io).close()
+        except (FilestoreError, OSError):
+            assert io.fired
+        else:
+            break
+        with FileSessionStore(directory) as store:
+            assert store.get_session(key) == data(step=1)
+        with (directory / "sessions.log").open("ab") as log:
+            log.write(b"\xf5\x1e torn again")
+        fail_at += 1
+    assert fail_at > 2

@@ -1,0 +1,206 @@
+"""Real process kills: a writer SIGKILLed at random moments never loses an acknowledged call.
+
+The child writes an *intent* line to an oracle file before each call and an
+*ack* line after it returns (unbuffered writes: a SIGKILL cannot lose them).
+The parent kills it at a random moment, reopens the store, and checks it
+against the oracle: every acknowledged call is there; the one call in flight
+is fully there or fully absent. The default lane kills a few dozen times; the
+slow lane (``pytest -m slow``) 200 times.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pytest
+
+from filestore import FileSessionStore, SessionData
+from filestore.fileio import OsFileIO
+from filestore.fsck import fsck
+
+from .test_contract import ctx, data
+
+FORK = multiprocessing.get_context("fork")
+
+
+def _oracle_line(fd: int, entry: dict[str, object]) -> None:
+    os.write(fd, (json.dumps(entry) + "\n").encode())
+
+
+def _random_writer(directory: str, oracle: str, seed: int, ready: Connection) -> None:
+    rng = random.Random(seed)
+    fd = os.open(oracle, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with FileSessionStore(directory, preallocate_bytes=8192, snapshot_every_records=25) as store:
+        live = list(store.session_keys())
+        ready.send("go")
+        step = 0
+        while True:
+            step += 1
+            user = rng.choice(("u1", "u2", "u3"))
+            roll = rng.random()
+            if roll < 0.4 or not live:
+                stored = data(ctx(user=user), step=seed * 100_000 + step)
+                _oracle_line(fd, {"intent": "create", "value": stored.to_json()})
+                key = store.create_session(ctx(user=user), stored)
+                _oracle_line(fd, {"ack": "create", "key": key, "value": stored.to_json()})
+                live.append(key)
+            elif roll < 0.8:
+                key = rng.choice(live)
+                current = store.get_session(key)
+                assert current is not None
+                stored = data(current.tenant_ctx, step=seed * 100_000 + step)
+                _oracle_line(fd, {"intent": "update", "key": key, "value": stored.to_json()})
+                store.update_session(key, stored)
+                _oracle_line(fd, {"ack": "update", "key": key, "value": stored.to_json()})
+            else:
+                key = live.pop(rng.randrange(len(live)))
+                _oracle_line(fd, {"intent": "remove", "key": key})
+                store.remove_session(key)
+                _oracle_line(fd, {"ack": "remove", "key": key})
+
+
+def _expected(oracle: Path) -> tuple[dict[str, str], dict[str, object] | None]:
+    """The acknowledged contents, and the call in flight (if the last intent has no ack)."""
+    contents: dict[str, str] = {}
+    in_flight: dict[str, object] | None = None
+    for line in oracle.read_text().splitlines():
+        entry = json.loads(line)
+        if "intent" in entry:
+            in_flight = entry
+            continue
+        in_flight = None
+        if "aborted" in entry:
+            continue
+        if entry["ack"] == "remove":
+            contents.pop(entry["key"], None)
+        else:
+            contents[entry["key"]] = entry["value"]
+    return contents, in_flight
+
+
+def _check_against_oracle(directory: Path, oracle: Path) -> None:
+    """Compare the store with the oracle; record in the oracle how the call in flight ended."""
+    acknowledged, in_flight = _expected(oracle)
+    with FileSessionStore(directory) as store:
+        found: dict[str, str] = {}
+        for key in store.session_keys():
+            session: SessionData | None = store.get_session(key)
+            assert session is not None
+            found[str(key)] = session.to_json()
+    if found == acknowledged:
+        # The call in flight (if any) did not land: say so, so the next cycle starts exact.
+        if in_flight is not None:
+            with oracle.open("a") as lines:
+                lines.write(json.dumps({"aborted": in_flight["intent"]}) + "\n")
+        return
+    assert in_flight is not None, "the store differs from the acknowledged calls, with no call in flight"
+    after = dict(acknowledged)
+    landed: dict[str, object] = {"ack": in_flight["intent"], "key": in_flight.get("key")}
+    if in_flight["intent"] == "create":
+        extra = set(found) - set(acknowledged)
+        assert len(extra) == 1, "the in-flight create must add exactly one session"
+        landed["key"] = extra.pop()
+        after[str(landed["key"])] = str(in_flight["value"])
+    elif in_flight["intent"] == "update":
+        after[str(in_flight["key"])] = str(in_flight["value"])
+    else:
+        after.pop(str(in_flight["key"]), None)
+    assert found == after, "the in-flight call is only partly there"
+    landed["value"] = in_flight.get("value")
+    with oracle.open("a") as lines:
+        lines.write(json.dumps(landed) + "\n")
+
+
+def _kill_cycles(tmp_path: Path, kills: int, seed: int) -> int:
+    directory = tmp_path / "store"
+    oracle = tmp_path / "oracle.jsonl"
+    FileSessionStore(directory).close()
+    rng = random.Random(seed)
+    for cycle in range(kills):
+        receiver, sender = FORK.Pipe(duplex=False)
+        child = FORK.Process(target=_random_writer, args=(str(directory), str(oracle), seed + cycle, sender))
+        child.start()
+        assert receiver.recv() == "go"
+        time.sleep(rng.uniform(0.0, 0.08))
+        os.kill(child.pid or 0, signal.SIGKILL)
+        child.join(30)
+        assert child.exitcode == -signal.SIGKILL
+        _check_against_oracle(directory, oracle)
+    report = fsck(directory)
+    assert not report.errors, [finding.detail for finding in report.errors]
+    return kills
+
+
+def test_random_kills_lose_no_acknowledged_write(tmp_path: Path) -> None:
+    """30 SIGKILLs at random moments of a busy writer: every acknowledged call survives."""
+    kills = _kill_cycles(tmp_path, kills=30, seed=1)
+    print(f"process kills survived: {kills}")
+    assert kills == 30
+
+
+@pytest.mark.slow
+def test_random_kills_lose_no_acknowledged_write_slow(tmp_path: Path) -> None:
+    """The slow lane: 200 SIGKILLs."""
+    kills = _kill_cycles(tmp_path, kills=200, seed=7)
+    print(f"process kills survived: {kills}")
+    assert kills == 200
+
+
+class _ExitAt(OsFileIO):
+    """Ends the process (as a kill would) just before or after the Nth rename or directory sync."""
+
+    def __init__(self, operation: str, nth: int, after: bool) -> None:
+        self.operation = operation
+        self.nth = nth
+        self.after = after
+        self.seen = 0
+
+    def rename(self, source: str, target: str) -> None:
+        if self.operation == "rename":
+            self.seen += 1
+            if self.seen == self.nth and not self.after:
+                os._exit(3)
+        super().rename(source, target)
+        if self.operation == "rename" and self.seen == self.nth and self.after:
+            os._exit(3)
+
+    def sync_dir(self, path: str) -> None:
+        if self.operation == "sync_dir":
+            self.seen += 1
+            if self.seen == self.nth and not self.after:
+                os._exit(3)
+        super().sync_dir(path)
+        if self.operation == "sync_dir" and self.seen == self.nth and self.after:
+            os._exit(3)
+
+
+def _snapshot_then_die(directory: str, keys_out: Connection, operation: str, after: bool) -> None:
+    store = FileSessionStore(directory, io=_ExitAt(operation, 1, after))
+    keys = [store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n)) for n in range(5)]
+    keys_out.send(keys)
+    store.write_snapshot()
+    os._exit(0)
+
+
+@pytest.mark.parametrize(("operation", "after"), [("rename", False), ("rename", True), ("sync_dir", True)])
+def test_death_while_writing_the_snapshot(tmp_path: Path, operation: str, after: bool) -> None:
+    """A process that dies at each step of a snapshot write leaves a store with all its data."""
+    directory = tmp_path / "store"
+    FileSessionStore(directory).close()
+    receiver, sender = FORK.Pipe(duplex=False)
+    child = FORK.Process(target=_snapshot_then_die, args=(str(directory), sender, operation, after))
+    child.start()
+    keys = receiver.recv()
+    child.join(30)
+    assert child.exitcode == 3
+    with FileSessionStore(directory) as store:
+        for number, key in enumerate(keys):
+            assert store.get_session(key) == data(ctx(user=f"u{number}"), step=number)
+    assert not fsck(directory).errors
