@@ -24,6 +24,12 @@ ID_RULE: Final = "only ASCII letters, digits, '.', '_' and '-'"
 
 _IdT = TypeVar("_IdT", bound="_ValidatedId")
 
+# Ids repeat across sessions (env, tenant, team, user), and every read decodes
+# them again: remember the ones already validated. Bounded, so hostile input
+# cannot grow it without limit.
+_VALIDATED: dict[tuple[type, str], str] = {}
+_VALIDATED_LIMIT: Final = 65_536
+
 
 class _ValidatedId(str):
     """Base of the validated ids; subclasses differ only in name."""
@@ -36,7 +42,11 @@ class _ValidatedId(str):
     @classmethod
     def parse(cls: type[_IdT], value: object, *, field: str) -> _IdT:
         """Validate ``value`` as this id type; errors name ``field`` and the rule."""
-        if isinstance(value, cls):
+        if type(value) is str:
+            known = _VALIDATED.get((cls, value))
+            if known is not None:
+                return known  # type: ignore[return-value]
+        elif isinstance(value, cls):
             return value
         type_name = cls.__name__
         if not isinstance(value, str):
@@ -59,7 +69,11 @@ class _ValidatedId(str):
                 field=field,
                 rule=ID_RULE,
             )
-        return str.__new__(cls, value)
+        validated = str.__new__(cls, value)
+        if len(_VALIDATED) >= _VALIDATED_LIMIT:
+            _VALIDATED.clear()
+        _VALIDATED[(cls, value)] = validated
+        return validated
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str.__repr__(self)})"

@@ -169,22 +169,25 @@ class LogFile:
             break
         return result
 
-    def peek_new_frame(self) -> Frame | None:
-        """The next frame after ``end`` if one is complete and in sequence, else ``None``.
+    def peek_new_frame(self) -> tuple[Probe, Frame | None]:
+        """What follows ``end``: ``(FRAME, frame)`` if a complete record in sequence,
+        ``(END, None)`` for zeros or end of file, ``(BAD, None)`` otherwise.
 
-        The cheap check done before every read: one small ``pread`` that
-        finds zeros (or end of file) when nothing new was written.
+        The cheap check done before every call: one small ``pread`` that finds
+        zeros (or the end of the file) when nothing new was written. ``BAD`` is
+        "not yet" to a reader (a writer may be writing it) and a torn tail to a
+        writer holding the lock.
         """
         header = self.io.pread(self.fd, FRAME_HEADER_SIZE, self.end)
         if not header or header == _ZERO_HEADER:
-            return None
+            return Probe.END, None
         total = frame_length(header)
         if total is None:
-            return None
+            return Probe.BAD, None
         frame = self.read_frame(self.end, total)
         if frame is None or frame.seq != self.last_seq + 1:
-            return None
-        return frame
+            return Probe.BAD, None
+        return Probe.FRAME, frame
 
     def advance(self, frame: Frame) -> None:
         """Record that ``frame`` (the next in sequence) is part of the log."""

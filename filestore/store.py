@@ -23,6 +23,7 @@ import os
 import threading
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Self, TypeVar
@@ -52,7 +53,7 @@ from filestore.errors import (
     StorePoisonedError,
 )
 from filestore.fileio import OS_IO, FileIO
-from filestore.framing import KIND_PUT, Frame
+from filestore.framing import KIND_PUT, Frame, Probe
 from filestore.ids import SessionKey, UserId, check_key
 from filestore.index import Entry, Index
 from filestore.locking import Registration, WriterLock
@@ -64,6 +65,7 @@ DEFAULT_MAX_RECORD_SIZE: Final = 16 << 20
 DEFAULT_SNAPSHOT_RECORDS: Final = 10_000
 DEFAULT_SNAPSHOT_BYTES: Final = 64 << 20
 DEFAULT_PREALLOCATE: Final = 1 << 20
+DEFAULT_CACHE_SIZE: Final = 10_000
 
 logger = logging.getLogger("filestore")
 _T = TypeVar("_T")
@@ -106,6 +108,8 @@ class FileSessionStore:
     replays only the log's tail. A record larger than ``max_record_size``
     bytes is refused with ``InvalidInputError``. Waiting longer than
     ``lock_timeout`` seconds for the writer lock raises ``LockTimeoutError``.
+    The last ``cache_size`` sessions read or written are kept decoded
+    (sessions are immutable, so a cached one is returned as is; 0 disables).
 
     An ``OSError`` while writing, syncing or renaming poisons the handle: the
     call raises ``StorePoisonedError`` and every later write does too, until
@@ -123,21 +127,24 @@ class FileSessionStore:
         max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
         lock_timeout: float = 10.0,
         preallocate_bytes: int = DEFAULT_PREALLOCATE,
+        cache_size: int = DEFAULT_CACHE_SIZE,
         file_mode: int = 0o600,
         dir_mode: int = 0o700,
         allow_network_filesystem: bool = False,
         io: FileIO = OS_IO,
     ) -> None:
         self.durability = _parse_durability(durability)
-        self.snapshot_every_records = _positive("snapshot_every_records", snapshot_every_records)
-        self.snapshot_every_bytes = _positive("snapshot_every_bytes", snapshot_every_bytes)
-        self.max_record_size = _positive("max_record_size", max_record_size)
+        self.snapshot_every_records = _count("snapshot_every_records", snapshot_every_records, minimum=1)
+        self.snapshot_every_bytes = _count("snapshot_every_bytes", snapshot_every_bytes, minimum=1)
+        self.max_record_size = _count("max_record_size", max_record_size, minimum=1)
+        self.preallocate_bytes = _count("preallocate_bytes", preallocate_bytes, minimum=0)
+        self.cache_size = _count("cache_size", cache_size, minimum=0)
         self.lock_timeout = float(lock_timeout)
         if not self.lock_timeout >= 0:
             raise InvalidInputError(
                 "lock_timeout must be >= 0 seconds", field="lock_timeout", rule="a number >= 0"
             )
-        self.preallocate_bytes = max(0, int(preallocate_bytes))
+        self._cache: OrderedDict[SessionKey, tuple[int, SessionData]] = OrderedDict()
         self.file_mode = file_mode
         self.path = os.path.abspath(os.fspath(path))
         self._io = io
@@ -155,6 +162,13 @@ class FileSessionStore:
         self._snapshot_seq = 0
         prepare_directory(self._io, self.path, dir_mode)
         check_filesystem(self.path, allow=allow_network_filesystem)
+        self._open(file_mode)
+        self._closed = False
+        self._pid = os.getpid()
+        _OPEN_STORES.add(self)
+
+    def _open(self, file_mode: int) -> None:
+        """Register, open (or create) the log and build the index; undo it all on failure."""
         self._registration = Registration(self.path, exclusive=False, wait=self.lock_timeout, mode=file_mode)
         try:
             self._lock = WriterLock(self.path, timeout=self.lock_timeout, mode=file_mode)
@@ -178,9 +192,6 @@ class FileSessionStore:
         except BaseException:
             self._registration.close()
             raise
-        self._closed = False
-        self._pid = os.getpid()
-        _OPEN_STORES.add(self)
 
     # -- opening -------------------------------------------------------------
 
@@ -237,7 +248,7 @@ class FileSessionStore:
         check_context_fence(ctx, data)
         key = SessionKey(str(uuid.uuid4()))
         record = Put(key, session_scope(ctx, data), data.to_cbor())
-        self._write(lambda: record)
+        self._write(lambda: record, data)
         return key
 
     def get_session(self, key: SessionKey | str) -> SessionData | None:
@@ -248,7 +259,7 @@ class FileSessionStore:
             entry = self._index.entries.get(checked)
             if entry is None:
                 return None
-            return self._read_session(entry)
+            return self._read_session(checked, entry)
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
@@ -262,7 +273,7 @@ class FileSessionStore:
             check_same_owner(entry.scope, data)
             return Put(checked, entry.scope, data_cbor)
 
-        self._write(build)
+        self._write(build, data)
 
     def remove_session(self, key: SessionKey | str) -> None:
         checked = check_key(key)
@@ -286,7 +297,7 @@ class FileSessionStore:
             if entry is None:
                 self._index.drop_dangling(scope)
                 return None
-            return key, self._read_session(entry)
+            return key, self._read_session(key, entry)
 
     def close(self) -> None:
         """Snapshot the index if it is behind, give back preallocated space, release locks.
@@ -391,15 +402,35 @@ class FileSessionStore:
         """
         log = self._log
         while True:
-            frame = log.peek_new_frame()
+            found, frame = log.peek_new_frame()
             if frame is None:
                 break
             self._apply_frame(frame)
             log.advance(frame)
-        if locked:
+        if locked and found is Probe.BAD:
             self._guard_io(log.recover_tail)
 
-    def _read_session(self, entry: Entry) -> SessionData:
+    def _read_session(self, key: SessionKey, entry: Entry) -> SessionData:
+        """The session ``entry`` points at: from the cache if it holds that very record."""
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == entry.offset:
+            self._cache.move_to_end(key)
+            return cached[1]
+        session = self._decode_session(entry)
+        self._remember(key, entry.offset, session)
+        return session
+
+    def _remember(self, key: SessionKey, offset: int, session: SessionData) -> None:
+        # Sessions are immutable, so handing out the same object again is safe;
+        # the record offset tells a cached session from a newer one.
+        if self.cache_size == 0:
+            return
+        self._cache[key] = (offset, session)
+        self._cache.move_to_end(key)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _decode_session(self, entry: Entry) -> SessionData:
         frame = self._log.read_frame(entry.offset, entry.size)
         if frame is None or frame.kind != KIND_PUT:
             raise CorruptionError(
@@ -417,11 +448,12 @@ class FileSessionStore:
                 offset=entry.offset,
             ) from None
 
-    def _write(self, build: Callable[[], Record]) -> None:
+    def _write(self, build: Callable[[], Record], session: SessionData | None = None) -> None:
         """Append the record ``build`` returns, deciding and writing under the writer lock.
 
         ``build`` runs after catching up with other processes, so its checks
-        (does the key exist, who owns it) see the latest state.
+        (does the key exist, who owns it) see the latest state. ``session`` is
+        the data a PUT stores, kept in the read cache.
         """
         with self._mutex:
             self._check_writable()
@@ -443,6 +475,10 @@ class FileSessionStore:
                     )
                 )
                 self._index.apply(record, frame.offset, frame.size)
+                if session is not None:
+                    self._remember(record.key, frame.offset, session)
+                else:
+                    self._cache.pop(record.key, None)
                 if self._snapshot_due():
                     self._guard_io(self._write_snapshot_locked)
         if self.durability is Durability.GROUP:
@@ -526,9 +562,11 @@ def _parse_durability(value: Durability | str) -> Durability:
         ) from None
 
 
-def _positive(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InvalidInputError(f"{name} must be a positive integer, not {value!r}", field=name, rule="> 0")
+def _count(name: str, value: int, *, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidInputError(
+            f"{name} must be an integer >= {minimum}, not {value!r}", field=name, rule=f">= {minimum}"
+        )
     return value
 
 

@@ -185,6 +185,12 @@ LONG_WORKLOADS = generated_workloads(3)
 # The default lane: every sequence of 1 or 2 calls, and a third of those of 3.
 SHORT_WORKLOADS = generated_workloads(1) + generated_workloads(2) + LONG_WORKLOADS[::3]
 LONG_WORKLOADS = [workload for workload in LONG_WORKLOADS if workload not in SHORT_WORKLOADS]
+# The slow lane also runs every generated sequence with group commit.
+GROUP_WORKLOADS = [
+    attrs.evolve(workload, name=f"group:{workload.name}", options={"durability": "group"})
+    for workload in generated_workloads(1) + generated_workloads(2) + generated_workloads(3)
+]
+SLOW_WORKLOADS = WORKLOADS + SHORT_WORKLOADS + LONG_WORKLOADS + GROUP_WORKLOADS
 
 
 def record(workload: Workload, root: Path) -> tuple[RecordingIO, list[State], list[str]]:
@@ -263,9 +269,7 @@ def test_every_crash_state_recovers(workload: Workload, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "workload", WORKLOADS + SHORT_WORKLOADS + LONG_WORKLOADS, ids=lambda workload: workload.name
-)
+@pytest.mark.parametrize("workload", SLOW_WORKLOADS, ids=lambda workload: workload.name)
 def test_every_crash_state_recovers_thoroughly(workload: Workload, tmp_path: Path) -> None:
     """The slow lane: more torn points per write, and single undone directory operations."""
     explored = explore(workload, tmp_path, thorough=True)
@@ -286,7 +290,7 @@ def test_explored_enough_states() -> None:
 @pytest.mark.slow
 def test_explored_enough_states_thoroughly() -> None:
     """The slow lane explores at least 10,000 crash states in all (run after its workloads)."""
-    if len(EXPLORED_THOROUGHLY) < len(WORKLOADS + SHORT_WORKLOADS + LONG_WORKLOADS):
+    if len(EXPLORED_THOROUGHLY) < len(SLOW_WORKLOADS):
         pytest.skip("run with the whole slow lane to count the states")
     total = sum(EXPLORED_THOROUGHLY.values())
     print(f"crash states explored in all (thorough): {total}")

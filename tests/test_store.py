@@ -243,8 +243,9 @@ def test_mount_table_lookup_finds_local_tmp(tmp_path: Path) -> None:
     assert network_filesystem(str(tmp_path)) is None
 
 
-def test_get_is_one_positioned_read(tmp_path: Path) -> None:
-    """get_session reads the log with preads only: a peek for new records and the record itself."""
+@pytest.mark.parametrize(("cache_size", "reads"), [(0, 2), (100, 1)])
+def test_get_is_one_positioned_read(tmp_path: Path, cache_size: int, reads: int) -> None:
+    """get_session peeks for new records, then reads the record (unless its decoded copy is cached)."""
 
     class CountingIO(OsFileIO):
         reads = 0
@@ -253,8 +254,8 @@ def test_get_is_one_positioned_read(tmp_path: Path) -> None:
             CountingIO.reads += 1
             return super().pread(fd, size, offset)
 
-    with FileSessionStore(tmp_path / "s", io=CountingIO()) as store:
+    with FileSessionStore(tmp_path / "s", io=CountingIO(), cache_size=cache_size) as store:
         keys = [store.create_session(ctx(), data(step=step)) for step in range(50)]
         CountingIO.reads = 0
         assert store.get_session(keys[10]) == data(step=10)
-        assert CountingIO.reads == 2
+        assert CountingIO.reads == reads
