@@ -75,7 +75,9 @@ def compact(
                 if frame.offset in live_offsets:
                     yield frame
 
-        result = rewrite_generation(io, directory, log.header, live_frames(), keep_old=keep_old)
+        result = rewrite_generation(
+            io, directory, log.header, live_frames(), keep_old=keep_old, seal=log.append_seal
+        )
     return CompactReport(
         path=directory,
         generation=result.generation,

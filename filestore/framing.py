@@ -16,7 +16,7 @@ Record frame (``FRAME_HEADER_SIZE`` = 28 bytes, then the payload)::
 
     offset size field
     0      2    RECORD_MAGIC b"\\xf5\\x1e" (never zero: zeros mean "end of log")
-    2      1    kind (KIND_PUT = 1, KIND_REMOVE = 2)
+    2      1    kind (KIND_PUT = 1, KIND_REMOVE = 2, KIND_SEAL = 3)
     3      1    flags (FLAG_SYNCED = 1: the writer fdatasync'd this record before
                 releasing the writer lock, so any later record may count it durable)
     4      8    sequence number (u64; the first record is 1, then +1 each)
@@ -25,6 +25,11 @@ Record frame (``FRAME_HEADER_SIZE`` = 28 bytes, then the payload)::
     20     4    payload length (u32, at most MAX_PAYLOAD)
     24     4    CRC-32 over (the file's salt, bytes 0..24, the payload)
     28     n    payload (CBOR; see ``filestore.records``)
+
+A SEAL record ends a generation that compaction replaces (payload: the
+next generation's number). Every handle looks for new records before each
+call, so one that finds a seal reloads the current generation; a seal at the
+end of the *current* log is a compaction that never switched, and is cut.
 
 The *salt* is the CRC-32 of the store UUID and the generation, so a record
 copied from another store, or left over from an older generation, never
@@ -66,7 +71,11 @@ FRAME_HEADER_SIZE: Final = _FRAME_PREFIX.size + _CRC.size
 
 KIND_PUT: Final = 1
 KIND_REMOVE: Final = 2
-KINDS: Final = frozenset({KIND_PUT, KIND_REMOVE})
+# The last record of a generation that compaction replaced: "no more writes
+# here; generation N+1 is current". Written under the writer lock just before
+# the switch, so no writer can append to a log that is no longer current.
+KIND_SEAL: Final = 3
+KINDS: Final = frozenset({KIND_PUT, KIND_REMOVE, KIND_SEAL})
 FLAG_SYNCED: Final = 1
 KNOWN_FLAGS: Final = FLAG_SYNCED
 

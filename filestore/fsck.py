@@ -5,6 +5,8 @@ Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
 - ``identity``: the identity file names the log's store UUID;
 - ``log-header``: the log's header verifies (else nothing more can be read);
 - ``torn-tail``: an incomplete or bad record at the end, with nothing valid after it;
+- ``interrupted-compaction``: the current log ends with a seal (a compaction
+  that stopped before its switch); repair cuts the seal;
 - ``damaged-record``: a bad record followed by valid ones (damage in the middle);
 - ``sequence``: sequence numbers of valid records not strictly increasing by one;
 - ``bad-payload``: a record whose checksum passes but whose payload does not
@@ -42,11 +44,11 @@ import attrs
 from filestore.directory import META_NAME, read_meta_uuid, write_meta
 from filestore.errors import CorruptionError, InvalidInputError
 from filestore.fileio import OS_IO, FileIO, is_temp_name
-from filestore.framing import FILE_HEADER_SIZE, Frame, Probe, find_valid_frames
+from filestore.framing import FILE_HEADER_SIZE, KIND_SEAL, Frame, Probe, find_valid_frames
 from filestore.index import Index
 from filestore.logfile import LOG_NAME, LogFile, side_file_name
 from filestore.offline import exclusive_store
-from filestore.records import Put, Record, RecordDecodeError, decode_record
+from filestore.records import Put, Record, RecordDecodeError, decode_record, decode_seal
 from filestore.rewrite import COMPACT_NAME, OLD_NAME, rewrite_generation
 from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
@@ -177,7 +179,7 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
         side = log.recover_tail()
         for finding in report.findings:
-            if finding.kind == "torn-tail":
+            if finding.kind in {"torn-tail", "interrupted-compaction"}:
                 finding.action = f"cut; the bytes are kept in {os.path.basename(side or '?')}"
     _check_snapshot(io, directory, log, index, walk, report)
 
@@ -194,6 +196,19 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
             if frame is None:
                 stop_kind, stop_offset = kind, at
                 break
+            if frame.kind == KIND_SEAL:
+                walk.tail_cut = frame.offset
+                report.findings.append(
+                    Finding(
+                        "interrupted-compaction",
+                        Severity.ERROR,
+                        LOG_NAME,
+                        frame.offset,
+                        f"the log ends with a seal naming generation {decode_seal(frame.payload)}, "
+                        "but it is still the current log: a compaction stopped before its switch",
+                    )
+                )
+                return walk
             if frame.seq != expected:
                 report.findings.append(
                     Finding(
@@ -336,11 +351,16 @@ def _repair_by_rewrite(io: FileIO, directory: str, log: LogFile, walk: _Walk, re
         side = side_file_name(directory, LOG_NAME, os.path.exists)
         io.write_file(side, io.pread(log.fd, stop - start, start))
     io.sync_dir(directory)
-    result = rewrite_generation(io, directory, log.header, walk.good, keep_old=True)
+    log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
+    result = rewrite_generation(io, directory, log.header, walk.good, keep_old=True, seal=_no_seal)
     action = f"rewrote the log as generation {result.generation}; old log kept as {OLD_NAME}"
     for finding in report.findings:
         if finding.severity is Severity.ERROR and finding.kind != "identity":
             finding.action = action
+
+
+def _no_seal(next_generation: int) -> None:
+    """A repair runs with the store to itself, and its old log may be damaged: no seal."""
 
 
 def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:

@@ -23,6 +23,7 @@ from filestore.framing import (
     FILE_HEADER_SIZE,
     FLAG_SYNCED,
     FRAME_HEADER_SIZE,
+    KIND_SEAL,
     FileHeader,
     Frame,
     Probe,
@@ -33,6 +34,7 @@ from filestore.framing import (
     probe,
     verify_frame,
 )
+from filestore.records import encode_seal
 
 LOG_NAME: Final = "sessions.log"
 READ_CHUNK: Final = 4 << 20
@@ -152,10 +154,11 @@ class LogFile:
             offset = frame.end
 
     def scan(self, start: int, expected_seq: int, apply: Callable[[Frame], None]) -> ScanResult:
-        """Apply every valid frame from ``start`` in sequence; stop at the end or a bad frame."""
+        """Apply every valid frame from ``start`` in sequence; stop at the end, a bad frame or a seal."""
         result = ScanResult(start, expected_seq - 1, self.last_frame_offset, self.known_durable, False)
         for kind, frame, offset in self.frames(start):
-            if kind is Probe.FRAME and frame is not None and frame.seq == result.last_seq + 1:
+            in_sequence = frame is not None and frame.seq == result.last_seq + 1
+            if kind is Probe.FRAME and frame is not None and in_sequence and frame.kind != KIND_SEAL:
                 apply(frame)
                 result.end = frame.end
                 result.last_seq = frame.seq
@@ -290,6 +293,10 @@ class LogFile:
         self.io.pwrite(self.fd, bytes(target - max(allocated, self.end)), max(allocated, self.end))
         if sync:
             self.io.sync_data(self.fd)
+
+    def append_seal(self, next_generation: int) -> Frame:
+        """End this generation: a synced SEAL record naming the one that replaces it."""
+        return self.append(KIND_SEAL, encode_seal(next_generation), sync=True, preallocate=0)
 
     def sync(self) -> None:
         """Make everything written so far durable (group commit, close)."""

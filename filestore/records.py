@@ -13,6 +13,10 @@ REMOVE::
 
     [key: text]
 
+SEAL::
+
+    [next_generation: int]
+
 Payloads are decoded only after their frame's checksum passed, with a fresh
 ``cbor2.loads`` that refuses indefinite lengths and duplicate keys.
 """
@@ -26,7 +30,7 @@ import cbor2
 
 from filestore.contract import SessionScope
 from filestore.errors import InvalidInputError
-from filestore.framing import KIND_PUT, KIND_REMOVE
+from filestore.framing import KIND_PUT, KIND_REMOVE, KIND_SEAL
 from filestore.ids import MAX_KEY_LENGTH, EnvId, SessionKey, TeamId, TenantId, UserId
 from filestore.model import SessionData
 
@@ -111,6 +115,8 @@ def decode_record(kind: int, payload: bytes) -> Record:
         if not isinstance(value, list) or len(value) != 1:
             raise RecordDecodeError("REMOVE payload is not [key]")
         return Remove(_key(value[0]))
+    if kind == KIND_SEAL:
+        raise RecordDecodeError("a SEAL record ends a generation; it holds no session")
     raise RecordDecodeError(f"unknown record kind {kind}")
 
 
@@ -123,3 +129,16 @@ def decode_session(payload: bytes) -> SessionData:
         return SessionData.from_cbor(value[2])
     except InvalidInputError as error:
         raise RecordDecodeError(f"stored session does not validate: {error}") from None
+
+
+def encode_seal(next_generation: int) -> bytes:
+    """The payload of a SEAL record."""
+    return cbor2.dumps([next_generation])
+
+
+def decode_seal(payload: bytes) -> int:
+    """The next generation a verified SEAL payload names."""
+    value = _loads(payload)
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], int):
+        raise RecordDecodeError("SEAL payload is not [next_generation]")
+    return value[0]

@@ -7,21 +7,25 @@ Never a moment without a valid store. The steps, each crash-safe:
 2. Verify it by reading it back through the normal frame checks.
 3. Hard-link the current log to ``sessions.log.old`` and fsync the
    directory, so the old generation survives the switch.
-4. COMMIT POINT: rename ``sessions.log.compact`` over ``sessions.log``, fsync
+4. Seal the old log: a synced SEAL record tells every open handle (which
+   looks for new records before each call) that this generation is done,
+   so none appends to it again; they wait for the writer lock and reload.
+5. COMMIT POINT: rename ``sessions.log.compact`` over ``sessions.log``, fsync
    the directory. Before it, a crash leaves the old store (plus a stray
-   ``.compact`` that the next rewrite replaces); after it, the new one.
-5. Write the new generation's index snapshot (the old one names the old
+   ``.compact`` that the next rewrite replaces, and a seal at the end of the
+   log, which the next opener cuts); after it, the new one.
+6. Write the new generation's index snapshot (the old one names the old
    generation, so until then opening simply rebuilds it).
-6. Unless asked to keep it, unlink ``sessions.log.old`` and fsync the directory.
+7. Unless asked to keep it, unlink ``sessions.log.old`` and fsync the directory.
 
-The caller holds the exclusive open registration and the writer lock.
+The caller holds the writer lock (and, offline, the exclusive registration).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import attrs
@@ -57,6 +61,7 @@ def rewrite_generation(
     frames: Iterable[Frame],
     *,
     keep_old: bool,
+    seal: Callable[[int], object],
     file_mode: int = 0o600,
 ) -> RewriteResult:
     """Write ``frames`` (in order) as the next generation and switch to it atomically."""
@@ -74,6 +79,7 @@ def rewrite_generation(
         io.unlink(old_path)
     io.link(log_path, old_path)
     io.sync_dir(directory)
+    seal(header.generation)
     # COMMIT POINT: from here on the store is the new generation.
     io.rename(compact_path, log_path)
     io.sync_dir(directory)

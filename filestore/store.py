@@ -53,12 +53,14 @@ from filestore.errors import (
     StorePoisonedError,
 )
 from filestore.fileio import OS_IO, FileIO
-from filestore.framing import KIND_PUT, Frame, Probe
+from filestore.framing import FILE_HEADER_SIZE, KIND_PUT, KIND_SEAL, Frame, Probe
 from filestore.ids import SessionKey, UserId, check_key
 from filestore.index import Entry, Index
 from filestore.locking import Registration, WriterLock
+from filestore.logfile import LogFile
 from filestore.model import SessionData, TenantCtx
 from filestore.records import Put, Record, RecordDecodeError, Remove, decode_record, decode_session
+from filestore.rewrite import RewriteResult, rewrite_generation
 from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
 DEFAULT_MAX_RECORD_SIZE: Final = 16 << 20
@@ -160,6 +162,7 @@ class FileSessionStore:
         self._index = Index()
         self._snapshot_position = 0
         self._snapshot_seq = 0
+        self._retired_logs: list[LogFile] = []
         prepare_directory(self._io, self.path, dir_mode)
         check_filesystem(self.path, allow=allow_network_filesystem)
         self._open(file_mode)
@@ -319,6 +322,8 @@ class FileSessionStore:
                 if self._poisoned is None:
                     self._tidy_up()
             finally:
+                for retired in self._retired_logs:
+                    _close_quietly(retired.close)
                 _close_quietly(self._log.close)
                 _close_quietly(self._lock.close)
                 _close_quietly(self._registration.close)
@@ -360,6 +365,39 @@ class FileSessionStore:
                 self._catch_up(locked=True)
                 self._guard_io(self._write_snapshot_locked)
 
+    def compact(self, *, keep_old: bool = False) -> RewriteResult:
+        """Compact online: rewrite the live sessions as a new generation while others keep it open.
+
+        Holds the writer lock throughout (writers wait; readers go on from the
+        old generation until they meet its seal, then reload). Crash-safe at
+        every step: see ``filestore.rewrite``. The offline tool
+        ``filestore.compact.compact`` does the same with nobody else attached.
+        """
+        with self._mutex:
+            self._check_writable()
+            with self._lock:
+                self._catch_up(locked=True)
+                log = self._log
+                live = {entry.offset for entry in self._index.entries.values()}
+                frames = (
+                    frame
+                    for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end)
+                    if frame is not None and frame.offset in live
+                )
+                result = self._guard_io(
+                    lambda: rewrite_generation(
+                        self._io,
+                        self.path,
+                        log.header,
+                        frames,
+                        keep_old=keep_old,
+                        seal=log.append_seal,
+                        file_mode=self.file_mode,
+                    )
+                )
+                self._adopt_generation(open_existing_log(self._io, self.path, self.file_mode))
+                return result
+
     def __len__(self) -> int:
         """The number of live sessions (after catching up with other processes)."""
         with self._mutex:
@@ -400,15 +438,44 @@ class FileSessionStore:
         Without the writer lock an incomplete record is "not yet" (a live
         writer may be writing it); under the lock it is a torn tail to recover.
         """
-        log = self._log
         while True:
-            found, frame = log.peek_new_frame()
+            found, frame = self._log.peek_new_frame()
             if frame is None:
                 break
+            if frame.kind == KIND_SEAL:
+                self._follow_seal()
+                continue
             self._apply_frame(frame)
-            log.advance(frame)
+            self._log.advance(frame)
         if locked and found is Probe.BAD:
-            self._guard_io(log.recover_tail)
+            self._guard_io(self._log.recover_tail)
+
+    def _follow_seal(self) -> None:
+        """Our log was sealed by a compaction: reload the generation that replaced it.
+
+        Taking the writer lock waits for that compaction to finish its switch.
+        If the current log is still the sealed one, the compaction died before
+        switching: the seal is cut (kept in a side file) and work goes on.
+        """
+        with self._lock:
+            current = open_existing_log(self._io, self.path, self.file_mode)
+            same_store = current.header.store_uuid == self._log.header.store_uuid
+            if same_store and current.header.generation > self._log.header.generation:
+                self._adopt_generation(current)
+                return
+            current.close()
+            self._guard_io(self._log.recover_tail)
+
+    def _adopt_generation(self, log: LogFile) -> None:
+        """Switch to ``log`` (a newer generation) and rebuild the index from it."""
+        # Group commit may still sync through the old descriptor: close it at close().
+        self._retired_logs.append(self._log)
+        self._log = log
+        self._index = Index()
+        self._cache.clear()
+        self._snapshot_position = 0
+        self._snapshot_seq = 0
+        self._load()
 
     def _read_session(self, key: SessionKey, entry: Entry) -> SessionData:
         """The session ``entry`` points at: from the cache if it holds that very record."""
@@ -502,9 +569,10 @@ class FileSessionStore:
             else:
                 return
         with self._mutex:
-            covered = self._log.last_seq
+            log = self._log
+            covered = log.last_seq
         try:
-            self._guard_io(lambda: self._io.sync_data(self._log.fd))
+            self._guard_io(lambda: self._io.sync_data(log.fd))
         except StorePoisonedError as error:
             with self._sync_done:
                 self._syncing = False
@@ -512,7 +580,7 @@ class FileSessionStore:
                 self._sync_done.notify_all()
             raise
         with self._mutex:
-            self._log.known_durable = max(self._log.known_durable, covered)
+            log.known_durable = max(log.known_durable, covered)
         with self._sync_done:
             self._durable_seq = max(self._durable_seq, covered)
             self._syncing = False

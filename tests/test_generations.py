@@ -1,0 +1,172 @@
+"""Generations: online compaction, and every open handle following it.
+
+A compaction seals the old log before switching; every handle looks for new
+records before each call, finds the seal, waits for the writer lock and
+reloads the new generation. No writer ever appends to a replaced log.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from filestore import FileSessionStore
+from filestore.fileio import OsFileIO
+from filestore.framing import FILE_HEADER_SIZE, KIND_SEAL
+from filestore.fsck import fsck
+from filestore.logfile import LogFile
+
+from .test_contract import ctx, data
+
+FORK = multiprocessing.get_context("fork")
+
+
+def test_online_compaction_keeps_contents_and_shrinks(tmp_path: Path) -> None:
+    """compact() on an open store keeps every session and lookup, and drops dead records."""
+    with FileSessionStore(tmp_path / "s", preallocate_bytes=0) as store:
+        keys = [store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n)) for n in range(40)]
+        for key in keys[:30]:
+            store.remove_session(key)
+        before = (tmp_path / "s" / "sessions.log").stat().st_size
+        result = store.compact()
+        assert result.generation == 2
+        assert result.records == 10
+        assert (tmp_path / "s" / "sessions.log").stat().st_size < before / 3
+        for number, key in enumerate(keys[30:], start=30):
+            assert store.get_session(key) == data(ctx(user=f"u{number}"), step=number)
+            assert store.find_by_user(ctx(), f"u{number}") == (key, data(ctx(user=f"u{number}"), step=number))
+        added = store.create_session(ctx(user="new"), data(ctx(user="new")))
+    with FileSessionStore(tmp_path / "s") as reopened:
+        assert len(reopened) == 11
+        assert reopened.get_session(added) == data(ctx(user="new"))
+    assert not (tmp_path / "s" / "sessions.log.old").exists()
+    assert not fsck(tmp_path / "s").errors
+
+
+def _log_generation(directory: Path) -> int:
+    log = LogFile.open(OsFileIO(), str(directory))
+    try:
+        return log.header.generation
+    finally:
+        log.close()
+
+
+def _seal_without_switch(directory: Path) -> None:
+    """What a compaction that died between its seal and its switch leaves behind."""
+    log = LogFile.open(OsFileIO(), str(directory))
+    try:
+        log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
+        log.append_seal(log.header.generation + 1)
+    finally:
+        log.close()
+
+
+def test_other_handle_follows_the_seal(tmp_path: Path) -> None:
+    """A second handle sees the new generation on its next call, and its writes land in it."""
+    first = FileSessionStore(tmp_path / "s")
+    second = FileSessionStore(tmp_path / "s")
+    key = first.create_session(ctx(), data(step=1))
+    assert second.get_session(key) == data(step=1)
+    first.update_session(key, data(step=2))
+    first.compact()
+    assert second.get_session(key) == data(step=2)
+    second.update_session(key, data(step=3))
+    assert first.get_session(key) == data(step=3)
+    second.close()
+    first.close()
+    assert _log_generation(tmp_path / "s") == 2
+    with FileSessionStore(tmp_path / "s") as reopened:
+        assert reopened.get_session(key) == data(step=3)
+
+
+def test_seal_without_switch_is_cut_on_open(tmp_path: Path) -> None:
+    """A compaction that died after sealing but before switching: opening cuts the seal, keeps data."""
+    with FileSessionStore(tmp_path / "s", preallocate_bytes=0) as store:
+        key = store.create_session(ctx(), data(step=1))
+    _seal_without_switch(tmp_path / "s")
+    report = fsck(tmp_path / "s")
+    assert [finding.kind for finding in report.errors] == ["interrupted-compaction"]
+    with FileSessionStore(tmp_path / "s") as store:
+        assert store.get_session(key) == data(step=1)
+        store.update_session(key, data(step=2))
+    assert list((tmp_path / "s").glob("sessions.log.tr*"))
+    assert not fsck(tmp_path / "s").errors
+
+
+def test_open_handle_meeting_a_void_seal_cuts_it_and_goes_on(tmp_path: Path) -> None:
+    """A handle that finds a seal while the sealed log is still current cuts it and carries on."""
+    with FileSessionStore(tmp_path / "s", preallocate_bytes=0) as store:
+        key = store.create_session(ctx(), data(step=1))
+        _seal_without_switch(tmp_path / "s")
+        assert store.get_session(key) == data(step=1)
+        store.update_session(key, data(step=2))
+        assert store.get_session(key) == data(step=2)
+    with FileSessionStore(tmp_path / "s") as reopened:
+        assert reopened.get_session(key) == data(step=2)
+    assert _log_generation(tmp_path / "s") == 1
+
+
+def test_fsck_repairs_an_interrupted_compaction(tmp_path: Path) -> None:
+    """fsck --repair cuts a seal left by an interrupted compaction."""
+    with FileSessionStore(tmp_path / "s", preallocate_bytes=0) as store:
+        store.create_session(ctx(), data(step=1))
+    _seal_without_switch(tmp_path / "s")
+    assert fsck(tmp_path / "s", repair=True).exit_code == 1
+    assert fsck(tmp_path / "s").exit_code == 0
+
+
+def _compacting_writer(directory: str, key: str, rounds: int, ask: Connection, answer: Connection) -> None:
+    with FileSessionStore(directory, durability="none") as store:
+        for step in range(rounds):
+            store.update_session(key, data(step=step))
+            if step % 250 == 125:
+                store.compact()
+            answer.send(step)
+            ask.recv()
+
+
+def test_visibility_across_compactions(tmp_path: Path) -> None:
+    """2,000 cross-process write-then-read round trips while the writer compacts 8 times."""
+    directory = tmp_path / "s"
+    with FileSessionStore(directory) as store:
+        key = store.create_session(ctx(), data())
+    to_writer, from_reader = FORK.Pipe(duplex=False)
+    to_reader, from_writer = FORK.Pipe(duplex=False)
+    rounds = 2000
+    writer = FORK.Process(
+        target=_compacting_writer, args=(str(directory), key, rounds, to_writer, from_writer)
+    )
+    with FileSessionStore(directory) as reader:
+        writer.start()
+        for expected in range(rounds):
+            assert to_reader.recv() == expected
+            assert reader.get_session(key) == data(step=expected)
+            from_reader.send("next")
+        writer.join(60)
+        assert writer.exitcode == 0
+        assert reader.find_by_user(ctx(), "u1") == (key, data(step=rounds - 1))
+    assert _log_generation(directory) == 9
+    assert not fsck(directory).errors
+
+
+def test_no_write_lands_in_a_replaced_log(tmp_path: Path) -> None:
+    """After another handle compacts, this handle's write goes to the new generation."""
+    first = FileSessionStore(tmp_path / "s", preallocate_bytes=0)
+    second = FileSessionStore(tmp_path / "s", preallocate_bytes=0)
+    key = first.create_session(ctx(), data(step=1))
+    second.compact(keep_old=True)
+    old_size = (tmp_path / "s" / "sessions.log.old").stat().st_size
+    first.update_session(key, data(step=2))
+    assert (tmp_path / "s" / "sessions.log.old").stat().st_size == old_size
+    first.close()
+    second.close()
+    log = LogFile.open(OsFileIO(), str(tmp_path / "s"))
+    try:
+        kinds = [frame.kind for _, frame, _ in log.frames(FILE_HEADER_SIZE) if frame is not None]
+    finally:
+        log.close()
+    assert KIND_SEAL not in kinds
+    assert len(kinds) == 2
+    assert os.path.exists(tmp_path / "s" / "sessions.log.old")
