@@ -116,6 +116,10 @@ def run_compact(harness: Harness) -> None:
     compact(harness.directory, io=harness.io)
 
 
+def compact_online(harness: Harness) -> None:
+    harness.live().compact()
+
+
 @attrs.frozen
 class Workload:
     name: str
@@ -139,6 +143,11 @@ WORKLOADS = [
         "compact",
         (close, run_compact, open_store),
         before=(create("u1", 1), update(0, "u1", 2), create("u2", 3), remove(1), create("u2", 4)),
+    ),
+    Workload(
+        "online-compact",
+        (update(0, "u1", 7), compact_online, create("u2", 8)),
+        before=(create("u1", 1), create("u2", 2), remove(1)),
     ),
     Workload("group-commit", (create("u1", 1), update(0, "u1", 2)), options={"durability": "group"}),
     Workload(
