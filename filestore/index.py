@@ -11,7 +11,8 @@ and the store's own writes, so the three can never disagree.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from itertools import repeat
+from typing import NamedTuple, cast
 
 from filestore.contract import SessionScope
 from filestore.ids import SessionKey
@@ -61,13 +62,33 @@ class Index:
         if self.by_user.get(previous.scope) == key:
             del self.by_user[previous.scope]
 
-    def add(self, key: SessionKey, entry: Entry, *, user_points_here: bool) -> None:
-        """Load one entry from a snapshot."""
-        scope = self.intern(entry.scope)
-        self.entries[key] = Entry(entry.offset, entry.size, scope)
-        self.live_bytes += entry.size
-        if user_points_here and scope.user is not None:
-            self.by_user[scope] = key
+    @classmethod
+    def from_columns(
+        cls,
+        keys: list[str],
+        offsets: list[int],
+        sizes: list[int],
+        scopes: list[SessionScope],
+        pointed: list[int],
+    ) -> Index:
+        """Build an index from a snapshot's columns (one item per key; ``pointed``: the
+        positions of the keys the user lookup points at).
+
+        Built in bulk, because opening a big store is mostly this: no per-key
+        method calls, and keys stay the plain strings the snapshot decoded.
+        """
+        index = cls()
+        # SessionKey is a str subclass with str's hash and equality: plain strings work as keys.
+        as_keys = cast("list[SessionKey]", keys)
+        rows = zip(offsets, sizes, scopes, strict=True)
+        # tuple.__new__ through map: no Python-level call per entry.
+        index.entries = dict(zip(as_keys, map(tuple.__new__, repeat(Entry), rows), strict=True))
+        index.by_user = {
+            scopes[number]: as_keys[number] for number in pointed if scopes[number].user is not None
+        }
+        index._scopes = {scope: scope for scope in scopes}
+        index.live_bytes = sum(sizes)
+        return index
 
     def drop_dangling(self, scope: SessionScope) -> None:
         """Forget a lookup entry whose session is gone."""

@@ -26,6 +26,7 @@ records they point at. Any failure means "ignore it and rebuild".
 from __future__ import annotations
 
 import array
+import gc
 import random
 import struct
 import sys
@@ -40,7 +41,7 @@ from filestore.contract import SessionScope
 from filestore.fileio import FileIO, replace_file
 from filestore.framing import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, KIND_PUT, FileHeader, verify_frame
 from filestore.ids import SessionKey
-from filestore.index import Entry, Index
+from filestore.index import Index
 from filestore.records import RecordDecodeError, decode_record, decode_scope
 
 SNAPSHOT_NAME: Final = "sessions.idx"
@@ -140,27 +141,33 @@ def decode_snapshot(data: bytes) -> dict[str, Any] | None:
 
 
 def _build_index(body: dict[str, Any]) -> Index:
+    # Hundreds of thousands of new tuples would trigger cyclic GC passes that
+    # find nothing (none of them can form a cycle): pause it while building.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_index_columns(body)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _build_index_columns(body: dict[str, Any]) -> Index:
     keys = body["keys"]
-    if not isinstance(keys, list):
-        raise ValueError("keys is not a list")
+    if not isinstance(keys, list) or not set(map(type, keys)) <= {str}:
+        raise ValueError("keys is not a list of text")
     count = len(keys)
-    offsets = _unpack("Q", body["offsets"], count)
-    sizes = _unpack("I", body["sizes"], count)
-    scope_ids = _unpack("I", body["scope_ids"], count)
     scopes = [decode_scope(raw) for raw in body["scopes"]]
     lookup = body["lookup"]
-    pointed = set(_unpack("I", lookup, len(lookup) // 4)) if isinstance(lookup, bytes) else None
-    if pointed is None:
+    if not isinstance(lookup, bytes):
         raise ValueError("lookup is not packed")
-    index = Index()
-    for number, key in enumerate(keys):
-        if not isinstance(key, str):
-            raise ValueError("a key is not text")
-        index.add(
-            SessionKey(key),
-            Entry(offsets[number], sizes[number], scopes[scope_ids[number]]),
-            user_points_here=number in pointed,
-        )
+    index = Index.from_columns(
+        keys,
+        _unpack("Q", body["offsets"], count),
+        _unpack("I", body["sizes"], count),
+        [scopes[number] for number in _unpack("I", body["scope_ids"], count)],
+        _unpack("I", lookup, len(lookup) // 4),
+    )
     if len(index) != count:
         raise ValueError("a key appears twice")
     if index.live_bytes != body["live_bytes"]:

@@ -300,7 +300,8 @@ class FileSessionStore:
             if entry is None:
                 self._index.drop_dangling(scope)
                 return None
-            return key, self._read_session(key, entry)
+            # Keys loaded from a snapshot are plain str: hand out the public type.
+            return SessionKey(key), self._read_session(key, entry)
 
     def close(self) -> None:
         """Snapshot the index if it is behind, give back preallocated space, release locks.
@@ -410,7 +411,7 @@ class FileSessionStore:
         with self._mutex:
             self._check_usable()
             self._catch_up()
-            return list(self._index.entries)
+            return [SessionKey(key) for key in self._index.entries]
 
     # -- internals -----------------------------------------------------------------
 
