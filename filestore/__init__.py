@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from filestore.contract import SessionScope, SessionStore
 from filestore.errors import (
+    BackendUnavailableError,
     CorruptionError,
     ErrorCode,
     FilestoreError,
@@ -23,9 +24,11 @@ from filestore.ids import EnvId, FlowId, PackId, SessionKey, TeamId, TenantId, U
 from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
 from filestore.memory import InMemorySessionStore
 from filestore.model import Impersonation, InvocationDeadline, SessionCursor, SessionData, TenantCtx
+from filestore.redis_store import RedisSessionStore
 from filestore.store import Durability, FileSessionStore
 
 __all__ = [
+    "BackendUnavailableError",
     "CorruptionError",
     "Durability",
     "EnvId",
@@ -39,6 +42,7 @@ __all__ = [
     "InvocationDeadline",
     "LockTimeoutError",
     "PackId",
+    "RedisSessionStore",
     "SessionCursor",
     "SessionData",
     "SessionKey",

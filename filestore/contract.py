@@ -15,6 +15,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
 
+import attrs
+
 from filestore.errors import InvalidInputError, TenantMismatchError
 from filestore.ids import EnvId, SessionKey, TeamId, TenantId, UserId
 from filestore.model import SessionData, TenantCtx
@@ -31,6 +33,20 @@ class SessionScope(NamedTuple):
     tenant_id: TenantId
     team: TeamId | None
     user: UserId | None
+
+
+@attrs.frozen
+class StoredSession:
+    """A session as a store holds it, for moving it to another store.
+
+    ``active`` says whether the user lookup of ``scope`` points at it (the
+    user's active session), so a migration reproduces the lookups exactly.
+    """
+
+    key: SessionKey
+    scope: SessionScope
+    data: SessionData
+    active: bool
 
 
 def session_scope(ctx: TenantCtx, data: SessionData) -> SessionScope:

@@ -155,3 +155,16 @@ class UnsupportedFilesystemError(FilestoreError):
 
     def __init__(self, message: str, *, path: str, fstype: str) -> None:
         super().__init__(message, path=path, fstype=fstype)
+
+
+class BackendUnavailableError(FilestoreError):
+    """A store's server (Redis) is unreachable or failing; ``address`` says which.
+
+    A write that raised this may or may not have been applied, never half.
+    """
+
+    code = ErrorCode.UNAVAILABLE
+    address: str
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message, address=address)

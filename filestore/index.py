@@ -52,7 +52,7 @@ class Index:
             scope = previous.scope if previous is not None else self.intern(record.scope)
             self.entries[key] = Entry(offset, size, scope)
             self.live_bytes += size - (previous.size if previous is not None else 0)
-            if scope.user is not None:
+            if scope.user is not None and record.points_lookup:
                 self.by_user[scope] = key
             return
         if previous is None:

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
 from filestore.contract import (
     SessionScope,
+    StoredSession,
     check_context_fence,
     check_same_owner,
     check_tenant_ctx,
     lookup_scope,
     session_scope,
 )
-from filestore.errors import SessionNotFoundError, StoreClosedError
+from filestore.errors import InvalidInputError, SessionNotFoundError, StoreClosedError
 from filestore.ids import SessionKey, UserId, check_key
 from filestore.model import SessionData, TenantCtx
 
@@ -89,6 +91,35 @@ class InMemorySessionStore:
                 del self._by_user[scope]
                 return None
             return key, entry[0]
+
+    def iter_sessions(self) -> Iterator[StoredSession]:
+        """Every session with its key, owner and lookup state (a copy taken at the call)."""
+        with self._lock:
+            self._check_open()
+            sessions = [
+                StoredSession(key, scope, data, self._by_user.get(scope) == key)
+                for key, (data, scope) in self._sessions.items()
+            ]
+        yield from sessions
+
+    def import_session(self, session: StoredSession) -> bool:
+        """Store a session under its own key and owner; ``False`` if already there, equal.
+
+        ``InvalidInputError`` if the key holds a different session (never overwritten).
+        """
+        key = check_key(session.key)
+        check_same_owner(session.scope, session.data)
+        with self._lock:
+            self._check_open()
+            existing = self._sessions.get(key)
+            if existing is not None and existing != (session.data, session.scope):
+                raise InvalidInputError(
+                    f"key {key} already holds a different session", field="key", rule="no overwrite"
+                )
+            self._sessions[key] = (session.data, session.scope)
+            if session.active and session.scope.user is not None:
+                self._by_user[session.scope] = key
+            return existing is None
 
     def close(self) -> None:
         with self._lock:

@@ -3,6 +3,7 @@
 PUT (create or update)::
 
     [key: text, scope: [env, tenant_id, team or null, user or null], data: bytes]
+    [key, scope, data, false]   (an imported session the user lookup does not point at)
 
 ``data`` is the session's CBOR (``SessionData.to_cbor``) kept as a byte
 string, so replaying the log to rebuild the index never decodes sessions;
@@ -49,11 +50,15 @@ class Put:
     key: SessionKey
     scope: SessionScope
     data_cbor: bytes
+    points_lookup: bool = True
 
     kind = KIND_PUT
 
     def encode(self) -> bytes:
-        return cbor2.dumps([self.key, list(self.scope), self.data_cbor])
+        fields: list[object] = [self.key, list(self.scope), self.data_cbor]
+        if not self.points_lookup:
+            fields.append(False)
+        return cbor2.dumps(fields)
 
     def session(self) -> SessionData:
         """Decode the stored session, validating it as construction does."""
@@ -104,13 +109,19 @@ def decode_scope(value: object) -> SessionScope:
         raise RecordDecodeError(str(error)) from None
 
 
+def _is_put(value: object) -> bool:
+    if not isinstance(value, list) or len(value) not in {_PUT_FIELDS, _PUT_FIELDS + 1}:
+        return False
+    return isinstance(value[2], bytes) and (len(value) == _PUT_FIELDS or value[3] is False)
+
+
 def decode_record(kind: int, payload: bytes) -> Record:
     """The record a verified frame carries; ``RecordDecodeError`` if malformed."""
     value = _loads(payload)
     if kind == KIND_PUT:
-        if not isinstance(value, list) or len(value) != _PUT_FIELDS or not isinstance(value[2], bytes):
-            raise RecordDecodeError("PUT payload is not [key, scope, data]")
-        return Put(_key(value[0]), decode_scope(value[1]), value[2])
+        if not _is_put(value):
+            raise RecordDecodeError("PUT payload is not [key, scope, data] or [key, scope, data, false]")
+        return Put(_key(value[0]), decode_scope(value[1]), value[2], len(value) == _PUT_FIELDS)
     if kind == KIND_REMOVE:
         if not isinstance(value, list) or len(value) != 1:
             raise RecordDecodeError("REMOVE payload is not [key]")
@@ -123,7 +134,7 @@ def decode_record(kind: int, payload: bytes) -> Record:
 def decode_session(payload: bytes) -> SessionData:
     """The SessionData of a verified PUT payload (the read path: no scope checks)."""
     value = _loads(payload)
-    if not isinstance(value, list) or len(value) != _PUT_FIELDS or not isinstance(value[2], bytes):
+    if not _is_put(value):
         raise RecordDecodeError("PUT payload is not [key, scope, data]")
     try:
         return SessionData.from_cbor(value[2])

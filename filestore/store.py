@@ -17,6 +17,7 @@ positioned read.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -24,11 +25,12 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
 from filestore.contract import (
+    StoredSession,
     check_context_fence,
     check_same_owner,
     check_session_data,
@@ -406,6 +408,52 @@ class FileSessionStore:
             self._catch_up()
             return len(self._index)
 
+    def iter_sessions(self) -> Iterator[StoredSession]:
+        """Every live session with its key, owner and lookup state (for export and migrate)."""
+        with self._mutex:
+            self._check_usable()
+            self._catch_up()
+            keys = list(self._index.entries)
+        for key in keys:
+            with self._mutex:
+                self._catch_up()
+                entry = self._index.entries.get(key)
+                if entry is None:
+                    continue  # removed meanwhile
+                session = self._read_session(key, entry)
+                active = self._index.by_user.get(entry.scope) == key
+            yield StoredSession(SessionKey(key), entry.scope, session, active)
+
+    def import_session(self, session: StoredSession) -> bool:
+        """Store a session under its own key and owner (moving sessions between stores).
+
+        Returns ``False`` if the key already holds equal data (so an interrupted
+        import can be re-run; the user lookup is still made to match
+        ``session.active``); raises ``InvalidInputError`` if it holds other
+        data, which is never overwritten.
+        """
+        key = check_key(session.key)
+        check_same_owner(session.scope, session.data)
+        data_cbor = session.data.to_cbor()
+        fresh = True
+
+        def build() -> Record:
+            nonlocal fresh
+            entry = self._index.entries.get(key)
+            if entry is not None:
+                if self._read_session(key, entry) != session.data or entry.scope != session.scope:
+                    raise InvalidInputError(
+                        f"key {key} already holds a different session", field="key", rule="no overwrite"
+                    )
+                fresh = False
+                if not session.active or self._index.by_user.get(entry.scope) == key:
+                    raise _AlreadyThere
+            return Put(key, self._index.intern(session.scope), data_cbor, points_lookup=session.active)
+
+        with contextlib.suppress(_AlreadyThere):
+            self._write(build, session.data)
+        return fresh
+
     def session_keys(self) -> list[SessionKey]:
         """The keys of every live session (after catching up), in no particular order."""
         with self._mutex:
@@ -619,6 +667,10 @@ class FileSessionStore:
                 path=self.path,
                 cause=self._poisoned,
             ) from error
+
+
+class _AlreadyThere(Exception):
+    """import_session found the very same session: nothing to write."""
 
 
 def _parse_durability(value: Durability | str) -> Durability:

@@ -58,6 +58,17 @@ def _file_backend() -> None:
 _file_backend()
 
 
+def _redis_store(path: Path) -> SessionStore:
+    from filestore import RedisSessionStore  # noqa: PLC0415
+    from tests.redis_server import redis_url  # noqa: PLC0415 - starts the server on first use
+
+    # One namespace per store directory: tests are isolated without flushing the server.
+    return RedisSessionStore(redis_url(), namespace=f"test:{abs(hash(str(path)))}")
+
+
+register_backend(Backend("redis", _redis_store, durable=True))
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Each registered backend in turn."""

@@ -1,0 +1,321 @@
+"""``RedisSessionStore``: the SessionStore contract on Redis, in greentic-session's key layout.
+
+Layout (shared with the Rust crate, so Python and Rust runners can share one Redis)::
+
+    {ns}:session:{key}                              the SessionData JSON (serde's shape)
+    {ns}:user:{env}:{tenant_id}:{team or "-"}:{user} the key of the user's active session
+    {ns}:owner:{key}                                ours: the session's owner scope, as JSON
+
+The owner entry records the user a session was created for when only the
+creating ``ctx`` named one (the data does not); Rust-written sessions have
+none, and their owner is read from their data. Every mutation is one Lua
+script, so the session, its owner and the user lookup change together, and
+many writers on many hosts never leave the lookup disagreeing with the
+sessions.
+
+Failures: an unreachable or failing server raises ``BackendUnavailableError``
+(greentic code ``Unavailable``) naming the address. A write that raised may or
+may not have been applied (the script ran or not, never half); its durability
+is the server's: with ``appendonly yes`` and ``appendfsync always`` an
+acknowledged write survives a server crash, with ``everysec`` up to a second
+of writes may be lost.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Final, Self
+
+import redis
+import redis.exceptions
+
+from filestore.contract import (
+    SessionScope,
+    StoredSession,
+    check_context_fence,
+    check_same_owner,
+    check_session_data,
+    check_tenant_ctx,
+    lookup_scope,
+    session_scope,
+)
+from filestore.errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    SessionNotFoundError,
+    StoreClosedError,
+    TenantMismatchError,
+)
+from filestore.ids import SessionKey, UserId, check_key
+from filestore.model import SessionData, TenantCtx
+from filestore.records import decode_scope
+
+DEFAULT_NAMESPACE: Final = "greentic:session"
+
+# KEYS: session, owner, lookup (or "" when the session has no user); ARGV: key, data, owner.
+_CREATE: Final = """
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1]) end
+return 'ok'
+"""
+
+# The stored owner of a session: ours if recorded, else read from its (Rust-written) data.
+_OWNER: Final = """
+local function owner_of(session_key, owner_key)
+  local owner = redis.call('GET', owner_key)
+  if owner then return cjson.decode(owner) end
+  local data = redis.call('GET', session_key)
+  if not data then return nil end
+  local ctx = cjson.decode(data)['tenant_ctx']
+  local function pick(a, b)
+    if a ~= nil and a ~= cjson.null then return a end
+    if b ~= nil and b ~= cjson.null then return b end
+    return cjson.null
+  end
+  return {ctx['env'], ctx['tenant_id'], pick(ctx['team_id'], ctx['team']), pick(ctx['user_id'], ctx['user'])}
+end
+local function lookup_key(ns, owner)
+  if owner[4] == cjson.null then return nil end
+  local team = owner[3]
+  if team == cjson.null then team = '-' end
+  return ns .. ':user:' .. owner[1] .. ':' .. owner[2] .. ':' .. team .. ':' .. owner[4]
+end
+"""
+
+# KEYS: session, owner; ARGV: ns, key, data, env, tenant_id, team or "", user or "".
+_UPDATE: Final = (
+    _OWNER
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end
+local owner = owner_of(KEYS[1], KEYS[2])
+local team = owner[3]
+if team == cjson.null then team = '' end
+local user = owner[4]
+if user == cjson.null then user = '' end
+if owner[1] ~= ARGV[4] or owner[2] ~= ARGV[5] then return 'env/tenant' end
+if team ~= ARGV[6] then return 'team' end
+if ARGV[7] ~= '' and ARGV[7] ~= user then return 'user' end
+redis.call('SET', KEYS[1], ARGV[3])
+local lookup = lookup_key(ARGV[1], owner)
+if lookup then redis.call('SET', lookup, ARGV[2]) end
+return 'ok'
+"""
+)
+
+# KEYS: session, owner; ARGV: ns, key.
+_REMOVE: Final = (
+    _OWNER
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end
+local owner = owner_of(KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2])
+local lookup = lookup_key(ARGV[1], owner)
+if lookup and redis.call('GET', lookup) == ARGV[2] then redis.call('DEL', lookup) end
+return 'ok'
+"""
+)
+
+# KEYS: lookup; ARGV: session key prefix. Returns {key, data} or nil; cleans a dangling entry.
+_FIND: Final = """
+local key = redis.call('GET', KEYS[1])
+if not key then return nil end
+local data = redis.call('GET', ARGV[1] .. key)
+if not data then
+  redis.call('DEL', KEYS[1])
+  return nil
+end
+return {key, data}
+"""
+
+
+class RedisSessionStore:
+    """A ``SessionStore`` on a Redis server, in greentic-session's key layout.
+
+    ``url`` is a redis-py URL (``redis://host:port/db``, ``rediss://``,
+    ``unix://``); ``client`` may be given instead. Timeouts are in seconds.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        client: redis.Redis | None = None,
+    ) -> None:
+        if not namespace or any(character.isspace() for character in namespace):
+            raise InvalidInputError(
+                f"namespace must be a non-empty string without spaces, not {namespace!r}",
+                field="namespace",
+                rule="non-empty, no spaces",
+            )
+        self.namespace = namespace
+        self.address = url if client is None else _describe(client)
+        self._client = client or redis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=command_timeout,
+            decode_responses=True,
+        )
+        self._closed = False
+        self._create = self._client.register_script(_CREATE)
+        self._update = self._client.register_script(_UPDATE)
+        self._remove = self._client.register_script(_REMOVE)
+        self._find = self._client.register_script(_FIND)
+
+    # -- keys of the layout ------------------------------------------------------
+
+    def _session_key(self, key: str) -> str:
+        return f"{self.namespace}:session:{key}"
+
+    def _owner_key(self, key: str) -> str:
+        return f"{self.namespace}:owner:{key}"
+
+    def _lookup_key(self, scope: SessionScope) -> str:
+        team = scope.team if scope.team is not None else "-"
+        return f"{self.namespace}:user:{scope.env}:{scope.tenant_id}:{team}:{scope.user}"
+
+    # -- the contract ------------------------------------------------------------
+
+    def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
+        check_context_fence(ctx, data)
+        scope = session_scope(ctx, data)
+        key = SessionKey(str(uuid.uuid4()))
+        lookup = self._lookup_key(scope) if scope.user is not None else ""
+        self._call(
+            self._create,
+            [self._session_key(key), self._owner_key(key), lookup],
+            [key, data.to_json(), json.dumps(list(scope))],
+        )
+        return key
+
+    def get_session(self, key: SessionKey | str) -> SessionData | None:
+        checked = check_key(key)
+        value = self._call(self._client.get, self._session_key(checked))
+        return None if value is None else SessionData.from_json(value)
+
+    def update_session(self, key: SessionKey | str, data: SessionData) -> None:
+        checked = check_key(key)
+        check_session_data(data)
+        owner = data.tenant_ctx
+        outcome = self._call(
+            self._update,
+            [self._session_key(checked), self._owner_key(checked)],
+            [
+                self.namespace,
+                checked,
+                data.to_json(),
+                owner.env,
+                owner.tenant_id,
+                owner.effective_team or "",
+                owner.effective_user or "",
+            ],
+        )
+        if outcome == "not_found":
+            raise SessionNotFoundError(f"no session with key {checked}", key=checked)
+        if outcome != "ok":
+            raise TenantMismatchError(
+                f"{outcome} mismatch: an update may not move session {checked} to another {outcome}",
+                part=str(outcome),
+                field="tenant_ctx",
+                rule="an update keeps env, tenant, team and user",
+            )
+
+    def remove_session(self, key: SessionKey | str) -> None:
+        checked = check_key(key)
+        outcome = self._call(
+            self._remove, [self._session_key(checked), self._owner_key(checked)], [self.namespace, checked]
+        )
+        if outcome == "not_found":
+            raise SessionNotFoundError(f"no session with key {checked}", key=checked)
+
+    def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
+        scope = lookup_scope(check_tenant_ctx(ctx), user)
+        found = self._call(self._find, [self._lookup_key(scope)], [f"{self.namespace}:session:"])
+        if not found:
+            return None
+        key, value = found
+        return SessionKey(key), SessionData.from_json(value)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisSessionStore({self.address!r}, namespace={self.namespace!r})"
+
+    # -- moving data --------------------------------------------------------------
+
+    def iter_sessions(self) -> Iterator[StoredSession]:
+        """Every session with its key, owner and lookup state (SCAN: safe on a live server)."""
+        prefix = f"{self.namespace}:session:"
+        for name in self._call(self._client.scan_iter, match=f"{prefix}*", count=500):
+            key = SessionKey(name[len(prefix) :])
+            value, owner = self._call(self._client.mget, [name, self._owner_key(key)])
+            if value is None:
+                continue  # removed while we scanned
+            data = SessionData.from_json(value)
+            scope = decode_scope(json.loads(owner)) if owner else session_scope(data.tenant_ctx, data)
+            active = scope.user is not None and self._call(self._client.get, self._lookup_key(scope)) == key
+            yield StoredSession(key, scope, data, active)
+
+    def import_session(self, session: StoredSession) -> bool:
+        """Store a session under its own key and owner; ``False`` if already there, equal.
+
+        ``InvalidInputError`` if the key holds a different session (never overwritten).
+        """
+        key = check_key(session.key)
+        check_same_owner(session.scope, session.data)
+        existing = self.get_session(key)
+        if existing is not None and existing != session.data:
+            raise InvalidInputError(
+                f"key {key} already holds a different session", field="key", rule="no overwrite"
+            )
+        active = session.active and session.scope.user is not None
+        lookup = self._lookup_key(session.scope) if active else ""
+        self._call(
+            self._create,
+            [self._session_key(key), self._owner_key(key), lookup],
+            [key, session.data.to_json(), json.dumps(list(session.scope))],
+        )
+        return existing is None
+
+    # -- internals ------------------------------------------------------------------
+
+    def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise StoreClosedError(f"the store at {self.address} is closed")
+        try:
+            return operation(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            raise BackendUnavailableError(
+                f"Redis at {self.address} is unavailable: {error}", address=self.address
+            ) from error
+        except redis.exceptions.ResponseError as error:
+            raise BackendUnavailableError(
+                f"Redis at {self.address} refused a command: {error}", address=self.address
+            ) from error
+
+
+def _describe(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
