@@ -24,8 +24,9 @@ from filestore.ids import EnvId, FlowId, PackId, SessionKey, TeamId, TenantId, U
 from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
 from filestore.memory import InMemorySessionStore
 from filestore.model import Impersonation, InvocationDeadline, SessionCursor, SessionData, TenantCtx
+from filestore.options import Durability
 from filestore.redis_store import RedisSessionStore
-from filestore.store import Durability, FileSessionStore
+from filestore.store import FileSessionStore
 
 __all__ = [
     "BackendUnavailableError",

@@ -18,17 +18,16 @@ positioned read.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import threading
 import uuid
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Self, TypeVar
 
+from filestore.cache import SessionCache
 from filestore.contract import (
     StoredSession,
     check_context_fence,
@@ -56,34 +55,29 @@ from filestore.errors import (
 )
 from filestore.fileio import OS_IO, FileIO
 from filestore.framing import FILE_HEADER_SIZE, KIND_PUT, KIND_SEAL, Frame, Probe
+from filestore.groupcommit import GroupCommit
 from filestore.ids import SessionKey, UserId, check_key
 from filestore.index import Entry, Index
 from filestore.locking import Registration, WriterLock
 from filestore.logfile import LogFile
 from filestore.model import SessionData, TenantCtx
+from filestore.options import (
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_MAX_RECORD_SIZE,
+    DEFAULT_PREALLOCATE,
+    DEFAULT_SNAPSHOT_BYTES,
+    DEFAULT_SNAPSHOT_RECORDS,
+    Durability,
+    count,
+    parse_durability,
+    seconds,
+)
 from filestore.records import Put, Record, RecordDecodeError, Remove, decode_record, decode_session
 from filestore.rewrite import RewriteResult, rewrite_generation
 from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
-DEFAULT_MAX_RECORD_SIZE: Final = 16 << 20
-DEFAULT_SNAPSHOT_RECORDS: Final = 10_000
-DEFAULT_SNAPSHOT_BYTES: Final = 64 << 20
-DEFAULT_PREALLOCATE: Final = 1 << 20
-DEFAULT_CACHE_SIZE: Final = 10_000
-
 logger = logging.getLogger("filestore")
 _T = TypeVar("_T")
-
-
-class Durability(enum.StrEnum):
-    """When a write call returns, relative to the disk."""
-
-    FSYNC = "fsync"
-    """The record is written and fdatasync'd: survives power loss (default)."""
-    GROUP = "group"
-    """As FSYNC, but concurrent threads' records share one fdatasync."""
-    NONE = "none"
-    """Left to the OS: survives a crash of the process, not of the machine."""
 
 
 # Handles created before a fork() must not be used in the child: mark them.
@@ -137,18 +131,13 @@ class FileSessionStore:
         allow_network_filesystem: bool = False,
         io: FileIO = OS_IO,
     ) -> None:
-        self.durability = _parse_durability(durability)
-        self.snapshot_every_records = _count("snapshot_every_records", snapshot_every_records, minimum=1)
-        self.snapshot_every_bytes = _count("snapshot_every_bytes", snapshot_every_bytes, minimum=1)
-        self.max_record_size = _count("max_record_size", max_record_size, minimum=1)
-        self.preallocate_bytes = _count("preallocate_bytes", preallocate_bytes, minimum=0)
-        self.cache_size = _count("cache_size", cache_size, minimum=0)
-        self.lock_timeout = float(lock_timeout)
-        if not self.lock_timeout >= 0:
-            raise InvalidInputError(
-                "lock_timeout must be >= 0 seconds", field="lock_timeout", rule="a number >= 0"
-            )
-        self._cache: OrderedDict[SessionKey, tuple[int, SessionData]] = OrderedDict()
+        self.durability = parse_durability(durability)
+        self.snapshot_every_records = count("snapshot_every_records", snapshot_every_records, minimum=1)
+        self.snapshot_every_bytes = count("snapshot_every_bytes", snapshot_every_bytes, minimum=1)
+        self.max_record_size = count("max_record_size", max_record_size, minimum=1)
+        self.preallocate_bytes = count("preallocate_bytes", preallocate_bytes, minimum=0)
+        self.lock_timeout = seconds("lock_timeout", lock_timeout)
+        self._cache = SessionCache(count("cache_size", cache_size, minimum=0))
         self.file_mode = file_mode
         self.path = os.path.abspath(os.fspath(path))
         self._io = io
@@ -156,11 +145,7 @@ class FileSessionStore:
         self._closed = True
         self._forked = False
         self._poisoned: str | None = None
-        # Group commit: who is syncing, and how far the log is known durable.
-        self._sync_done = threading.Condition(threading.Lock())
-        self._syncing = False
-        self._durable_seq = 0
-        self._sync_error: StorePoisonedError | None = None
+        self._group = GroupCommit()
         self._index = Index()
         self._snapshot_position = 0
         self._snapshot_seq = 0
@@ -528,23 +513,11 @@ class FileSessionStore:
 
     def _read_session(self, key: SessionKey, entry: Entry) -> SessionData:
         """The session ``entry`` points at: from the cache if it holds that very record."""
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] == entry.offset:
-            self._cache.move_to_end(key)
-            return cached[1]
-        session = self._decode_session(entry)
-        self._remember(key, entry.offset, session)
+        session = self._cache.get(key, entry.offset)
+        if session is None:
+            session = self._decode_session(entry)
+            self._cache.put(key, entry.offset, session)
         return session
-
-    def _remember(self, key: SessionKey, offset: int, session: SessionData) -> None:
-        # Sessions are immutable, so handing out the same object again is safe;
-        # the record offset tells a cached session from a newer one.
-        if self.cache_size == 0:
-            return
-        self._cache[key] = (offset, session)
-        self._cache.move_to_end(key)
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
 
     def _decode_session(self, entry: Entry) -> SessionData:
         frame = self._log.read_frame(entry.offset, entry.size)
@@ -592,48 +565,23 @@ class FileSessionStore:
                 )
                 self._index.apply(record, frame.offset, frame.size)
                 if session is not None:
-                    self._remember(record.key, frame.offset, session)
+                    self._cache.put(record.key, frame.offset, session)
                 else:
-                    self._cache.pop(record.key, None)
+                    self._cache.drop(record.key)
                 if self._snapshot_due():
                     self._guard_io(self._write_snapshot_locked)
         if self.durability is Durability.GROUP:
-            self._group_sync(frame.seq)
+            self._group.wait_durable(frame.seq, self._sync_everything)
 
-    def _group_sync(self, seq: int) -> None:
-        """Return once record ``seq`` is durable, sharing one fdatasync among waiting threads.
-
-        The first thread to need a sync leads: it syncs everything written so
-        far, outside the store mutex, so other threads keep appending; they
-        then wait for the leader and are covered by its sync or lead the next.
-        """
-        with self._sync_done:
-            while self._durable_seq < seq:
-                if self._sync_error is not None:
-                    self._check_writable()
-                if not self._syncing:
-                    self._syncing = True
-                    break
-                self._sync_done.wait()
-            else:
-                return
+    def _sync_everything(self) -> int:
+        """Group commit's sync: everything written so far, outside the mutex; the last seq covered."""
         with self._mutex:
             log = self._log
             covered = log.last_seq
-        try:
-            self._guard_io(lambda: self._io.sync_data(log.fd))
-        except StorePoisonedError as error:
-            with self._sync_done:
-                self._syncing = False
-                self._sync_error = error
-                self._sync_done.notify_all()
-            raise
+        self._guard_io(lambda: self._io.sync_data(log.fd))
         with self._mutex:
             log.known_durable = max(log.known_durable, covered)
-        with self._sync_done:
-            self._durable_seq = max(self._durable_seq, covered)
-            self._syncing = False
-            self._sync_done.notify_all()
+        return covered
 
     def _snapshot_due(self) -> bool:
         log = self._log
@@ -671,24 +619,6 @@ class FileSessionStore:
 
 class _AlreadyThere(Exception):
     """import_session found the very same session: nothing to write."""
-
-
-def _parse_durability(value: Durability | str) -> Durability:
-    try:
-        return Durability(value)
-    except ValueError:
-        choices = ", ".join(mode.value for mode in Durability)
-        raise InvalidInputError(
-            f"durability must be one of {choices}, not {value!r}", field="durability", rule=choices
-        ) from None
-
-
-def _count(name: str, value: int, *, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise InvalidInputError(
-            f"{name} must be an integer >= {minimum}, not {value!r}", field=name, rule=f">= {minimum}"
-        )
-    return value
 
 
 def _close_quietly(close: Callable[[], None]) -> None:
