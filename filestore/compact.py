@@ -14,7 +14,10 @@ import attrs
 
 from filestore.fileio import OS_IO, FileIO
 from filestore.framing import FILE_HEADER_SIZE, Frame
+from filestore.index import Index
+from filestore.logfile import LogFile
 from filestore.offline import exclusive_store, replay
+from filestore.records import Put, decode_record
 from filestore.rewrite import rewrite_generation
 from filestore.snapshot import SNAPSHOT_NAME
 
@@ -43,6 +46,32 @@ def _file_size(path: str) -> int:
         return 0
 
 
+def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | None = None) -> Iterator[Frame]:
+    """The newest PUT of every live session, in log order, ready for a new generation.
+
+    A session the user lookup no longer points at (its user's newer session
+    was removed) is re-encoded as a PUT that does not point the lookup, so
+    the new generation has exactly the old one's lookups.
+    """
+    live = {entry.offset: (key, entry) for key, entry in index.entries.items()}
+    for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end):
+        if frame is None:
+            return
+        if progress is not None:
+            progress(frame.size)
+        found = live.get(frame.offset)
+        if found is None:
+            continue
+        key, entry = found
+        if entry.scope.user is None or index.by_user.get(entry.scope) == key:
+            yield frame
+            continue
+        record = decode_record(frame.kind, frame.payload)
+        assert isinstance(record, Put), "index entries point at PUT records"
+        payload = attrs.evolve(record, points_lookup=False).encode()
+        yield attrs.evolve(frame, payload=payload)
+
+
 def compact(
     path: str | os.PathLike[str],
     *,
@@ -63,26 +92,21 @@ def compact(
     with exclusive_store(directory, wait=wait, io=io) as log:
         index, _ = replay(log)
         log.recover_tail()
+        records_before = log.last_seq
         bytes_before = io.size(log.fd) + _file_size(snapshot_path)
-        live_offsets = {entry.offset for entry in index.entries.values()}
-
-        def live_frames() -> Iterator[Frame]:
-            for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end):
-                if frame is None:
-                    return
-                if progress is not None:
-                    progress(frame.size)
-                if frame.offset in live_offsets:
-                    yield frame
-
         result = rewrite_generation(
-            io, directory, log.header, live_frames(), keep_old=keep_old, seal=log.append_seal
+            io,
+            directory,
+            log.header,
+            live_frames(log, index, progress),
+            keep_old=keep_old,
+            seal=log.append_seal,
         )
     return CompactReport(
         path=directory,
         generation=result.generation,
         live_records=result.records,
-        dropped_records=log.last_seq - result.records,
+        dropped_records=records_before - result.records,
         bytes_before=bytes_before,
         bytes_after=result.log_bytes + result.snapshot_bytes,
         live_bytes=index.live_bytes,

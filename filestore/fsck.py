@@ -140,6 +140,8 @@ def fsck(
     for damage.
     """
     directory = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(directory):
+        raise InvalidInputError(f"{directory} is not a directory", field="path", rule="a store directory")
     report = FsckReport(directory, repair)
     try:
         with exclusive_store(directory, wait=wait, io=io) as log:

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from filestore.cache import SessionCache
+from filestore.compact import live_frames
 from filestore.contract import (
     StoredSession,
     check_context_fence,
@@ -54,7 +55,7 @@ from filestore.errors import (
     StorePoisonedError,
 )
 from filestore.fileio import OS_IO, FileIO
-from filestore.framing import FILE_HEADER_SIZE, KIND_PUT, KIND_SEAL, Frame, Probe
+from filestore.framing import KIND_PUT, KIND_SEAL, Frame, Probe
 from filestore.groupcommit import GroupCommit
 from filestore.ids import SessionKey, UserId, check_key
 from filestore.index import Entry, Index
@@ -366,12 +367,7 @@ class FileSessionStore:
             with self._lock:
                 self._catch_up(locked=True)
                 log = self._log
-                live = {entry.offset for entry in self._index.entries.values()}
-                frames = (
-                    frame
-                    for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end)
-                    if frame is not None and frame.offset in live
-                )
+                frames = live_frames(log, self._index)
                 result = self._guard_io(
                     lambda: rewrite_generation(
                         self._io,

@@ -173,6 +173,15 @@ class StoreMachine(RuleBasedStateMachine):
             with pytest.raises(SessionNotFoundError):
                 self.store.remove_session(key)
 
+    @rule(context=contexts)
+    def remove_active_session(self, context: TenantCtx) -> None:
+        """Remove a user's active session, so older sessions of that user lose their lookup."""
+        user = context.user or "u1"
+        found = self.model.find(context, user)
+        if found is not None:
+            self.store.remove_session(found[0])
+            self.model.remove(found[0])
+
     @precondition(lambda self: self.backend.durable)
     @rule()
     def reopen(self) -> None:
@@ -191,6 +200,12 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def snapshot(self) -> None:
         self.store.write_snapshot()  # type: ignore[attr-defined]
+
+    @precondition(lambda self: hasattr(self.store, "compact"))
+    @rule()
+    def compact(self) -> None:
+        """Online compaction keeps every session and every lookup exactly."""
+        self.store.compact()  # type: ignore[attr-defined]
 
     @invariant()
     def agrees_with_model(self) -> None:
