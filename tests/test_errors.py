@@ -1,14 +1,22 @@
-"""The error hierarchy: one root, builtin bases, greentic codes, fields, pickling, messages."""
+"""The error hierarchy: one root, builtin bases, greentic codes, fields, pickling, readable messages."""
 
 from __future__ import annotations
 
 import pickle
+import traceback
+from collections.abc import Callable
+from typing import Any, Final
 
+import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import filestore
 from filestore import (
     BackendUnavailableError,
     CorruptionError,
+    EnvId,
     ErrorCode,
     FilestoreError,
     InvalidInputError,
@@ -21,89 +29,206 @@ from filestore import (
     UnsupportedFilesystemError,
 )
 
-EXAMPLES: list[tuple[FilestoreError, ErrorCode, type[BaseException] | None, dict[str, object]]] = [
-    (SessionNotFoundError("no session with key k", key="k"), ErrorCode.NOT_FOUND, KeyError, {"key": "k"}),
-    (
-        InvalidInputError("env: bad", field="env", rule="not empty"),
+
+@attrs.frozen
+class Case:
+    """One error class: how to build it, and what it must be."""
+
+    kind: type[FilestoreError]
+    code: ErrorCode
+    builtins: tuple[type[BaseException], ...]
+    fields: dict[str, Any]
+
+    def build(self, message: str = "something went wrong", **overrides: Any) -> FilestoreError:
+        return self.kind(message, **{**self.fields, **overrides})
+
+
+CASES: Final = [
+    Case(SessionNotFoundError, ErrorCode.NOT_FOUND, (KeyError, LookupError), {"key": "k-1"}),
+    Case(
+        InvalidInputError,
         ErrorCode.INVALID_INPUT,
-        ValueError,
-        {"field": "env", "rule": "not empty"},
+        (ValueError,),
+        {"field": "tenant_ctx.env", "rule": "not empty"},
     ),
-    (
-        TenantMismatchError("team mismatch", part="team", field="tenant_ctx.team"),
+    Case(
+        TenantMismatchError,
         ErrorCode.INVALID_INPUT,
-        ValueError,
-        {"part": "team", "field": "tenant_ctx.team"},
+        (InvalidInputError, ValueError),
+        {"part": "team", "field": "tenant_ctx", "rule": "same team"},
     ),
-    (
-        CorruptionError("damaged", path="/s/sessions.log", offset=40),
-        ErrorCode.INTERNAL,
-        None,
-        {"path": "/s/sessions.log", "offset": 40},
-    ),
-    (
-        LockTimeoutError("waited", path="/s/LOCK", timeout=1.5),
-        ErrorCode.TIMEOUT,
-        TimeoutError,
-        {"path": "/s/LOCK", "timeout": 1.5},
-    ),
-    (StoreClosedError("closed"), ErrorCode.UNAVAILABLE, None, {}),
-    (
-        StorePoisonedError("refusing", path="/s", cause="OSError: EIO"),
-        ErrorCode.UNAVAILABLE,
-        None,
-        {"path": "/s", "cause": "OSError: EIO"},
-    ),
-    (StoreInUseError("in use", path="/s"), ErrorCode.CONFLICT, None, {"path": "/s"}),
-    (
-        UnsupportedFilesystemError("nfs", path="/s", fstype="nfs4"),
-        ErrorCode.UNAVAILABLE,
-        None,
-        {"path": "/s", "fstype": "nfs4"},
-    ),
-    (
-        BackendUnavailableError("down", address="redis://h:1/0"),
-        ErrorCode.UNAVAILABLE,
-        None,
-        {"address": "redis://h:1/0"},
-    ),
+    Case(CorruptionError, ErrorCode.INTERNAL, (), {"path": "/s/sessions.log", "offset": 4096}),
+    Case(LockTimeoutError, ErrorCode.TIMEOUT, (TimeoutError, OSError), {"path": "/s/LOCK", "timeout": 1.5}),
+    Case(StoreClosedError, ErrorCode.UNAVAILABLE, (), {}),
+    Case(StorePoisonedError, ErrorCode.UNAVAILABLE, (), {"path": "/s", "cause": "OSError: [Errno 5] EIO"}),
+    Case(StoreInUseError, ErrorCode.CONFLICT, (), {"path": "/s"}),
+    Case(UnsupportedFilesystemError, ErrorCode.UNAVAILABLE, (), {"path": "/mnt/s", "fstype": "nfs4"}),
+    Case(BackendUnavailableError, ErrorCode.UNAVAILABLE, (), {"address": "redis://h:6379/0"}),
 ]
+# Builtins no error may pretend to be: a caller catching them would swallow the wrong thing.
+UNRELATED_BUILTINS: Final = (KeyError, ValueError, TimeoutError, OSError)
 
 
-@pytest.mark.parametrize(("error", "code", "builtin", "fields"), EXAMPLES, ids=lambda x: type(x).__name__)
-def test_error_shape(
-    error: FilestoreError, code: ErrorCode, builtin: type[BaseException] | None, fields: dict[str, object]
-) -> None:
-    """Each error is a FilestoreError with its greentic code, builtin base and fields."""
+def case_id(case: Case) -> str:
+    return case.kind.__name__
+
+
+def roundtrip(error: FilestoreError, protocol: int) -> FilestoreError:
+    copy = pickle.loads(pickle.dumps(error, protocol=protocol))  # noqa: S301 - bytes made one line above
+    assert isinstance(copy, FilestoreError)
+    return copy
+
+
+def test_every_public_error_is_covered() -> None:
+    """Every exception class filestore exports is a FilestoreError and has a case in this module."""
+    exported = {
+        value
+        for name in filestore.__all__
+        if isinstance(value := getattr(filestore, name), type) and issubclass(value, BaseException)
+    }
+    assert all(issubclass(kind, FilestoreError) for kind in exported)
+    assert exported == {case.kind for case in CASES} | {FilestoreError}
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_code_is_greentics(case: Case) -> None:
+    """Each error carries its greentic ErrorCode, on the class and on instances."""
+    assert case.kind.code is case.code
+    error = case.build()
+    assert error.code is case.code
+    assert isinstance(error.code, ErrorCode)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_builtin_bases(case: Case) -> None:
+    """Each error is a FilestoreError and exactly the builtins a caller would catch it as."""
+    error = case.build()
     assert isinstance(error, FilestoreError)
-    assert error.code is code
-    if builtin is not None:
+    assert isinstance(error, Exception)
+    for builtin in case.builtins:
         assert isinstance(error, builtin)
-    for name, value in fields.items():
+    for builtin in UNRELATED_BUILTINS:
+        if not any(issubclass(expected, builtin) for expected in case.builtins):
+            assert not isinstance(error, builtin), builtin
+
+
+@pytest.mark.parametrize(
+    ("kind", "builtin"),
+    [
+        (SessionNotFoundError, KeyError),
+        (InvalidInputError, ValueError),
+        (TenantMismatchError, ValueError),
+        (TenantMismatchError, InvalidInputError),
+        (LockTimeoutError, TimeoutError),
+    ],
+)
+def test_except_clauses_for_the_builtin_catch_it(
+    kind: type[FilestoreError], builtin: type[BaseException]
+) -> None:
+    """`except KeyError` / `except ValueError` / `except TimeoutError` catch the matching filestore error."""
+    case = next(case for case in CASES if case.kind is kind)
+    with pytest.raises(builtin):
+        raise case.build()
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_fields_are_attributes(case: Case) -> None:
+    """The structured fields given at construction are attributes, and message is kept."""
+    error = case.build("the message")
+    assert error.message == "the message"
+    for name, value in case.fields.items():
         assert getattr(error, name) == value
 
 
-@pytest.mark.parametrize(("error", "code", "builtin", "fields"), EXAMPLES, ids=lambda x: type(x).__name__)
-def test_errors_pickle_with_their_fields(
-    error: FilestoreError, code: ErrorCode, builtin: type[BaseException] | None, fields: dict[str, object]
-) -> None:
-    """Errors survive pickling (multiprocessing) with message and fields intact."""
-    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes, made one line above
+def test_invalid_input_fields_default_to_empty() -> None:
+    """InvalidInputError's field and rule are optional and default to empty strings."""
+    error = InvalidInputError("bad")
+    assert (error.field, error.rule) == ("", "")
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_pickle_round_trip_keeps_type_fields_and_message(case: Case, protocol: int) -> None:
+    """Errors survive pickling (multiprocessing), at every protocol, with type, code, message and fields."""
+    error = case.build("no session with key 'k-1'")
+    copy = roundtrip(error, protocol)
     assert type(copy) is type(error)
+    assert copy.code is case.code
+    assert copy.message == error.message
     assert str(copy) == str(error)
-    for name, value in fields.items():
+    assert copy.args == error.args
+    for name, value in case.fields.items():
         assert getattr(copy, name) == value
 
 
-def test_str_is_the_plain_message() -> None:
-    """str() is the message itself: no KeyError-style quoting."""
-    error = SessionNotFoundError("no session with key k", key="k")
-    assert str(error) == "no session with key k"
-    assert not str(error).startswith("'")
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@given(message=st.text(max_size=40), text_field=st.text(max_size=20))
+def test_pickle_round_trip_of_any_text(case: Case, message: str, text_field: str) -> None:
+    """Any message and any string field values survive pickling unchanged."""
+    overrides = {name: text_field for name, value in case.fields.items() if isinstance(value, str)}
+    error = case.build(message, **overrides)
+    copy = roundtrip(error, pickle.HIGHEST_PROTOCOL)
+    assert type(copy) is type(error)
+    assert str(copy) == message
+    for name in case.fields:
+        assert getattr(copy, name) == getattr(error, name)
 
 
-def test_error_codes_are_greentics() -> None:
-    """The codes are spelled as greentic-types' ErrorCode variants."""
+def test_an_error_raised_by_validation_pickles() -> None:
+    """An InvalidInputError raised by id validation round-trips with its field and rule."""
+    with pytest.raises(InvalidInputError) as info:
+        EnvId("")
+    copy = roundtrip(info.value, pickle.HIGHEST_PROTOCOL)
+    assert isinstance(copy, InvalidInputError)
+    assert (copy.field, copy.rule, str(copy)) == (info.value.field, info.value.rule, str(info.value))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_str_is_the_plain_message(case: Case) -> None:
+    """str() is the message itself: no KeyError-style repr quoting, no field dump."""
+    message = "no session with key k-1 (it's gone)"
+    error = case.build(message)
+    assert str(error) == message
+    assert not str(error).startswith(("'", '"'))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_traceback_line_is_readable(case: Case) -> None:
+    """The last line of a traceback reads 'ErrorName: message', unquoted."""
+    error = case.build("key k-1 is not in the store")
+    line = traceback.format_exception_only(error)[-1].strip()
+    assert line.endswith(f"{case.kind.__name__}: key k-1 is not in the store")
+
+
+def test_session_not_found_is_unlike_a_bare_key_error() -> None:
+    """A bare KeyError quotes its message; SessionNotFoundError does not (the reason for __str__)."""
+    message = "no session with key k-1"
+    assert str(KeyError(message)) == repr(message)
+    assert str(SessionNotFoundError(message, key="k-1")) == message
+
+
+@pytest.mark.parametrize(
+    ("kind", "supplied", "needed"),
+    [
+        (SessionNotFoundError, {}, "key"),
+        (CorruptionError, {"path": "/p"}, "offset"),
+        (LockTimeoutError, {"path": "/p"}, "timeout"),
+        (TenantMismatchError, {}, "part"),
+        (BackendUnavailableError, {}, "address"),
+    ],
+)
+def test_structured_fields_are_required_keywords(
+    kind: Callable[..., object], supplied: dict[str, object], needed: str
+) -> None:
+    """A leaf cannot be raised without its structured fields (they are keyword-only and required)."""
+    with pytest.raises(TypeError, match=needed):
+        kind("m", **supplied)
+    with pytest.raises(TypeError):
+        kind("m", *supplied.values(), "positional")
+
+
+def test_error_codes_are_spelled_as_greentic_variants() -> None:
+    """ErrorCode has greentic-types' ten variants, in order, spelled as in Rust, and compares as str."""
     assert [code.value for code in ErrorCode] == [
         "Unknown",
         "InvalidInput",
@@ -116,3 +241,17 @@ def test_error_codes_are_greentics() -> None:
         "Unavailable",
         "Internal",
     ]
+    as_text: str = ErrorCode.NOT_FOUND
+    assert as_text == "NotFound"
+    assert str(ErrorCode.INVALID_INPUT) == "InvalidInput"
+    assert ErrorCode("Timeout") is ErrorCode.TIMEOUT
+
+
+def test_root_error_is_unknown_and_takes_any_fields() -> None:
+    """FilestoreError itself has code Unknown, keeps arbitrary keyword fields, and pickles them."""
+    error = FilestoreError("oops", detail=3)
+    assert error.code is ErrorCode.UNKNOWN
+    assert getattr(error, "detail") == 3  # noqa: B009 - the field is dynamic
+    copy = roundtrip(error, pickle.HIGHEST_PROTOCOL)
+    assert getattr(copy, "detail") == 3  # noqa: B009
+    assert str(copy) == "oops"
