@@ -13,13 +13,13 @@ ignores unknown fields, as serde does by default.
 from __future__ import annotations
 
 import json
-import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final, Self
 
 import attrs
 import cbor2
 
+from filestore import strictcbor
 from filestore.errors import InvalidInputError
 from filestore.ids import EnvId, FlowId, PackId, TeamId, TenantId, UserId
 
@@ -79,25 +79,70 @@ def _pack_id(value: str | None) -> PackId | None:
     return None if value is None else PackId.parse(value, field="pack_id")
 
 
+class FrozenMap(Mapping[str, str]):
+    """An immutable, hashable, picklable string map (``TenantCtx.attributes``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self._items) == other if isinstance(other, Mapping) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, str]]]:
+        return FrozenMap, (self._items,)
+
+
 def _attributes(value: Mapping[str, str] | None) -> Mapping[str, str]:
     if value is None:
-        return types.MappingProxyType({})
+        return FrozenMap({})
     if not isinstance(value, Mapping):
         raise _invalid("attributes", "a map of strings", f"must be a map, not {type(value).__name__}")
     for name, item in value.items():
         if not isinstance(name, str) or not isinstance(item, str):
             raise _invalid("attributes", "a map of strings", "keys and values must be strings")
-    return types.MappingProxyType(dict(value))
+        _check_text(name, "attributes")
+        _check_text(item, "attributes")
+    return FrozenMap(value)
+
+
+def _check_text(value: object, field: str) -> None:
+    if not isinstance(value, str):
+        raise _invalid(field, "a string", f"must be a string, not {type(value).__name__}")
+    if not value.isascii():
+        # A lone surrogate (say from a JSON "\ud800" escape) is a str no UTF-8
+        # writer can encode: serde_json refuses it, so do we, before it is stored.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _invalid(
+                field, "valid Unicode text", "holds a lone surrogate, which is not valid text"
+            ) from None
 
 
 def _optional_str(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise _invalid(attribute.name, "a string", f"must be a string, not {type(value).__name__}")
+    if value is not None:
+        _check_text(value, attribute.name)
 
 
 def _required_str(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str):
-        raise _invalid(attribute.name, "a string", f"must be a string, not {type(value).__name__}")
+    _check_text(value, attribute.name)
 
 
 def _integer(value: object, field: str, low: int, high: int) -> int:
@@ -167,13 +212,23 @@ def _decoding(where: str, build: Any, *args: Any) -> Any:
         raise InvalidInputError(f"{where}.{error}", field=field, rule=error.rule) from None
 
 
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # serde reports a duplicate field; json.loads would silently keep the last one.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        names = [name for name, _ in pairs]
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise ValueError(f"duplicate field {duplicate!r}")
+    return document
+
+
 def _load_json(text: str | bytes | Mapping[str, Any], what: str) -> Mapping[str, Any]:
     if isinstance(text, Mapping):
         return text
     if not isinstance(text, (str, bytes, bytearray)):
         raise _invalid(what, "JSON text", f"expected JSON text or a dict, not {type(text).__name__}")
     try:
-        loaded = json.loads(text)
+        loaded = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except (ValueError, RecursionError) as error:
         raise _invalid(what, "valid JSON", f"not valid JSON: {error}") from None
     return _mapping(loaded, what)
@@ -181,7 +236,7 @@ def _load_json(text: str | bytes | Mapping[str, Any], what: str) -> Mapping[str,
 
 def _load_cbor(blob: bytes, what: str) -> Mapping[str, Any]:
     try:
-        loaded = cbor2.loads(blob, allow_indefinite=False, allow_duplicate_keys=False)
+        loaded = strictcbor.loads(blob)
     except (cbor2.CBORDecodeError, RecursionError) as error:
         raise _invalid(what, "valid CBOR", f"not valid CBOR: {error}") from None
     return _mapping(loaded, what)
@@ -266,7 +321,7 @@ class TenantCtx:
     trace_id: str | None = attrs.field(default=None, validator=_optional_str)
     i18n_id: str | None = attrs.field(default=None, validator=_optional_str)
     correlation_id: str | None = attrs.field(default=None, validator=_optional_str)
-    attributes: Mapping[str, str] = attrs.field(factory=dict, converter=_attributes, hash=False)
+    attributes: Mapping[str, str] = attrs.field(factory=dict, converter=_attributes)
     deadline: InvocationDeadline | None = attrs.field(
         default=None, validator=_optional_instance_of(InvocationDeadline)
     )

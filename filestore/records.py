@@ -19,7 +19,8 @@ SEAL::
     [next_generation: int]
 
 Payloads are decoded only after their frame's checksum passed, with a fresh
-``cbor2.loads`` that refuses indefinite lengths and duplicate keys.
+decoder that refuses indefinite lengths, duplicate keys and trailing bytes
+(``filestore.strictcbor``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Final
 import attrs
 import cbor2
 
+from filestore import strictcbor
 from filestore.contract import SessionScope
 from filestore.errors import InvalidInputError
 from filestore.framing import KIND_PUT, KIND_REMOVE, KIND_SEAL
@@ -82,7 +84,7 @@ Record = Put | Remove
 
 def _loads(payload: bytes) -> Any:
     try:
-        return cbor2.loads(payload, allow_indefinite=False, allow_duplicate_keys=False)
+        return strictcbor.loads(payload)
     except (cbor2.CBORDecodeError, RecursionError) as error:
         raise RecordDecodeError(f"payload is not valid CBOR: {error}") from None
 

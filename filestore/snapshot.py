@@ -37,6 +37,7 @@ from typing import Any, Final
 import attrs
 import cbor2
 
+from filestore import strictcbor
 from filestore.contract import SessionScope
 from filestore.fileio import FileIO, replace_file
 from filestore.framing import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, KIND_PUT, FileHeader, verify_frame
@@ -134,7 +135,7 @@ def decode_snapshot(data: bytes) -> dict[str, Any] | None:
     if zlib.crc32(body) != crc:
         return None
     try:
-        decoded = cbor2.loads(body, allow_indefinite=False, allow_duplicate_keys=False)
+        decoded = strictcbor.loads(body)
     except (cbor2.CBORDecodeError, RecursionError):
         return None
     return decoded if isinstance(decoded, dict) else None

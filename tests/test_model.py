@@ -876,19 +876,10 @@ def test_any_value_in_any_field_is_accepted_or_invalid_input(path: str, value: o
         assert SessionData.from_json(result.to_json()) == result
 
 
-# -- suspected bug ------------------------------------------------------------
+# -- regressions: bugs found by these tests, each pinned before its fix -------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason=(
-        "BUG: the model accepts strings holding lone surrogates ('\\ud800', e.g. from a JSON "
-        "escape), which no UTF-8 encoder (cbor2, Redis, serde_json) can write: to_cbor raises a "
-        "bare UnicodeEncodeError instead of InvalidInputError at construction/decoding"
-    ),
-)
-def test_bug_lone_surrogate_text_is_refused_as_invalid_input() -> None:
+def test_lone_surrogate_text_is_refused_as_invalid_input() -> None:
     """A lone surrogate in a string field is invalid input when decoded, never a later UnicodeEncodeError."""
     doc_text = json.dumps(full_doc()).replace('"{\\"step\\":2}"', '"\\ud800"')
     assert '"\\ud800"' in doc_text
@@ -896,3 +887,31 @@ def test_bug_lone_surrogate_text_is_refused_as_invalid_input() -> None:
     ctx = TenantCtx.new("dev", "acme")
     expect_invalid("context_json", lambda: SessionData(ctx, "f", SessionCursor("n"), "\ud800"))
     expect_invalid("session_id", lambda: ctx.with_session("\udfff"))
+
+
+def test_sessions_with_attributes_pickle_and_deepcopy() -> None:
+    """A context with attributes pickles and deep-copies (multiprocessing passes sessions around)."""
+    import copy  # noqa: PLC0415
+    import pickle  # noqa: PLC0415
+
+    ctx = attrs.evolve(TenantCtx.new("dev", "acme"), attributes={"locale": "fi", "channel": "web"})
+    session = SessionData(ctx, "f", SessionCursor("n"), "{}")
+    assert pickle.loads(pickle.dumps(session)) == session  # noqa: S301 - our own bytes
+    assert copy.deepcopy(session) == session
+    assert hash(ctx) == hash(attrs.evolve(ctx, attributes={"channel": "web", "locale": "fi"}))
+
+
+def test_json_with_a_duplicate_field_is_refused() -> None:
+    """Like serde, a JSON object naming a field twice is invalid input, not "last one wins"."""
+    text = '{"env":"dev","env":"prod","tenant":"a","tenant_id":"a","attempt":0}'
+    with pytest.raises(InvalidInputError) as info:
+        TenantCtx.from_json(text)
+    assert "duplicate" in str(info.value)
+
+
+def test_cbor_with_trailing_bytes_is_refused() -> None:
+    """Bytes after the CBOR item are refused rather than silently ignored."""
+    blob = SessionData(TenantCtx.new("dev", "acme"), "f", SessionCursor("n"), "{}").to_cbor()
+    assert SessionData.from_cbor(blob).flow_id == "f"
+    with pytest.raises(InvalidInputError):
+        SessionData.from_cbor(blob + b"\xff\x00garbage")
