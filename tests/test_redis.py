@@ -217,3 +217,19 @@ def test_migrate_refuses_to_overwrite(tmp_path: Path) -> None:
         with pytest.raises(InvalidInputError):
             migrate(source, target)
         assert target.get_session(key) == data(step=2)
+
+
+@pytest.mark.slow
+def test_migrate_100k_sessions_to_redis_and_back(tmp_path: Path, namespace: str) -> None:
+    """The slow lane: 100,000 sessions, directory -> Redis -> directory, contents equal."""
+    with FileSessionStore(tmp_path / "a", durability="none") as source:
+        _fill(source, 100_000)
+        expected = _contents(source)
+    with (
+        FileSessionStore(tmp_path / "a") as source,
+        RedisSessionStore(redis_url(), namespace=namespace) as remote,
+        FileSessionStore(tmp_path / "b", durability="none") as back,
+    ):
+        assert migrate(source, remote).copied == 100_000
+        assert migrate(remote, back).copied == 100_000
+        assert _contents(back) == expected
