@@ -154,6 +154,24 @@ def check_tenant_ctx(ctx: object) -> TenantCtx:
     return ctx
 
 
+class ClosesOnExit:
+    """Context-manager use for a store: leaving the ``with`` block calls ``close()``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 @runtime_checkable
 class SessionStore(Protocol):
     """The five-call session store contract of greentic-session, plus ``close``.

@@ -10,10 +10,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Self
 
 from filestore.contract import (
+    ClosesOnExit,
     SessionScope,
     StoredSession,
     check_context_fence,
@@ -27,7 +26,7 @@ from filestore.ids import SessionKey, UserId, check_key
 from filestore.model import SessionData, TenantCtx
 
 
-class InMemorySessionStore:
+class InMemorySessionStore(ClosesOnExit):
     """A thread-safe, dict-backed ``SessionStore``. Nothing survives the process."""
 
     def __init__(self) -> None:
@@ -124,17 +123,6 @@ class InMemorySessionStore:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _check_open(self) -> None:
         if self._closed:

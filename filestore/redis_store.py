@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import redis
 import redis.exceptions
 
 from filestore.contract import (
+    ClosesOnExit,
     SessionScope,
     StoredSession,
     check_context_fence,
@@ -132,7 +132,7 @@ return {key, data}
 """
 
 
-class RedisSessionStore:
+class RedisSessionStore(ClosesOnExit):
     """A ``SessionStore`` on a Redis server, in greentic-session's key layout.
 
     ``url`` is a redis-py URL (``redis://host:port/db``, ``rediss://``,
@@ -246,17 +246,6 @@ class RedisSessionStore:
         if not self._closed:
             self._closed = True
             self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RedisSessionStore({self.address!r}, namespace={self.namespace!r})"

@@ -24,12 +24,12 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from filestore.cache import SessionCache
 from filestore.compact import live_frames
 from filestore.contract import (
+    ClosesOnExit,
     StoredSession,
     check_context_fence,
     check_same_owner,
@@ -93,7 +93,7 @@ def _mark_forked() -> None:
 os.register_at_fork(after_in_child=_mark_forked)
 
 
-class FileSessionStore:
+class FileSessionStore(ClosesOnExit):
     """A crash-safe session store in one directory; several threads and processes may share it.
 
     ``durability`` (see ``Durability``): ``"fsync"`` (default) returns from a
@@ -328,17 +328,6 @@ class FileSessionStore:
                 self._log.trim()
         except (OSError, FilestoreError) as error:
             logger.warning("filestore: could not tidy up %s on close: %s", self.path, error)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._index)} sessions"
