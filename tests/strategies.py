@@ -75,7 +75,11 @@ def ids(max_size: int = 16) -> st.SearchStrategy[str]:
 def bad_ids() -> st.SearchStrategy[str]:
     """Strings every id type must refuse: empty, longer than 256, or holding a forbidden character."""
     valid_part = st.text(ID_ALPHABET, max_size=6)
-    forbidden = st.sampled_from(FORBIDDEN_ID_CHARS) | st.characters(exclude_characters=ID_ALPHABET)
+    # Lone surrogates (category Cs) cannot even be written as CBOR or UTF-8 JSON bytes;
+    # test_model.py pins their refusal on its own.
+    forbidden = st.sampled_from(FORBIDDEN_ID_CHARS) | st.characters(
+        exclude_characters=ID_ALPHABET, exclude_categories=["Cs"]
+    )
     with_forbidden = st.builds(lambda left, bad, right: left + bad + right, valid_part, forbidden, valid_part)
     return st.one_of(
         st.just(""),

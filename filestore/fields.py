@@ -1,0 +1,240 @@
+"""Field converters, validators and decoding helpers of the data model (``filestore.model``).
+
+attrs' mypy plugin understands only named functions as converters, hence one
+small function per id field; each names its field in the error it raises.
+Decoding helpers prefix errors with the field path (``tenant_ctx.env``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import attrs
+import cbor2
+
+from filestore import strictcbor
+from filestore.errors import InvalidInputError
+from filestore.ids import EnvId, FlowId, PackId, TeamId, TenantId, UserId
+
+U32_MAX: Final = 2**32 - 1
+I128_MIN: Final = -(2**127)
+I128_MAX: Final = 2**127 - 1
+
+JsonDict = dict[str, Any]
+
+
+def invalid(field: str, rule: str, detail: str) -> InvalidInputError:
+    return InvalidInputError(f"{field}: {detail}", field=field, rule=rule)
+
+
+# -- field converters -------------------------------------------------------
+
+
+def to_env(value: str) -> EnvId:
+    return EnvId.parse(value, field="env")
+
+
+def to_tenant(value: str) -> TenantId:
+    return TenantId.parse(value, field="tenant")
+
+
+def to_tenant_id(value: str) -> TenantId:
+    return TenantId.parse(value, field="tenant_id")
+
+
+def to_team(value: str | None) -> TeamId | None:
+    return None if value is None else TeamId.parse(value, field="team")
+
+
+def to_team_id(value: str | None) -> TeamId | None:
+    return None if value is None else TeamId.parse(value, field="team_id")
+
+
+def to_user(value: str | None) -> UserId | None:
+    return None if value is None else UserId.parse(value, field="user")
+
+
+def to_user_id(value: str | None) -> UserId | None:
+    return None if value is None else UserId.parse(value, field="user_id")
+
+
+def to_actor_id(value: str) -> UserId:
+    return UserId.parse(value, field="actor_id")
+
+
+def to_flow_id(value: str) -> FlowId:
+    return FlowId.parse(value, field="flow_id")
+
+
+def to_pack_id(value: str | None) -> PackId | None:
+    return None if value is None else PackId.parse(value, field="pack_id")
+
+
+class FrozenMap(Mapping[str, str]):
+    """An immutable, hashable, picklable string map (``TenantCtx.attributes``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self._items) == other if isinstance(other, Mapping) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, str]]]:
+        return FrozenMap, (self._items,)
+
+
+def to_attributes(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    if value is None:
+        return FrozenMap({})
+    if not isinstance(value, Mapping):
+        raise invalid("attributes", "a map of strings", f"must be a map, not {type(value).__name__}")
+    for name, item in value.items():
+        if not isinstance(name, str) or not isinstance(item, str):
+            raise invalid("attributes", "a map of strings", "keys and values must be strings")
+        check_text(name, "attributes")
+        check_text(item, "attributes")
+    return FrozenMap(value)
+
+
+def check_text(value: object, field: str) -> None:
+    if not isinstance(value, str):
+        raise invalid(field, "a string", f"must be a string, not {type(value).__name__}")
+    if not value.isascii():
+        # A lone surrogate (say from a JSON "\ud800" escape) is a str no UTF-8
+        # writer can encode: serde_json refuses it, so do we, before it is stored.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(
+                field, "valid Unicode text", "holds a lone surrogate, which is not valid text"
+            ) from None
+
+
+def optional_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_text(value, attribute.name)
+
+
+def required_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_text(value, attribute.name)
+
+
+def check_integer(value: object, field: str, low: int, high: int) -> int:
+    # bool is an int subclass; serde would refuse true/false for an integer.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise invalid(field, "an integer", f"must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise invalid(field, f"between {low} and {high}", f"{value} is outside {low}..{high}")
+    return value
+
+
+def u32(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_integer(value, attribute.name, 0, U32_MAX)
+
+
+def i128(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_integer(value, attribute.name, I128_MIN, I128_MAX)
+
+
+def instance_of(kind: type) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, kind):
+            raise invalid(
+                attribute.name, kind.__name__, f"must be a {kind.__name__}, not {type(value).__name__}"
+            )
+
+    return check
+
+
+def optional_instance_of(kind: type) -> Any:
+    check = instance_of(kind)
+
+    def optional(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None:
+            check(instance, attribute, value)
+
+    return optional
+
+
+# -- decoding helpers -------------------------------------------------------
+
+
+def as_mapping(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise invalid(where or "document", "an object", f"must be an object, not {type(value).__name__}")
+    return value
+
+
+def required_field(doc: Mapping[str, Any], name: str, where: str) -> Any:
+    if name not in doc or doc[name] is None:
+        raise invalid(field_path(where, name), "required", "missing required field")
+    return doc[name]
+
+
+def field_path(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def decoding(where: str, build: Any, *args: Any) -> Any:
+    """Call a constructor, prefixing the field path of any error it raises."""
+    try:
+        return build(*args)
+    except InvalidInputError as error:
+        if not where:
+            raise
+        field = field_path(where, error.field)
+        raise InvalidInputError(f"{where}.{error}", field=field, rule=error.rule) from None
+
+
+def refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # serde reports a duplicate field; json.loads would silently keep the last one.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        names = [name for name, _ in pairs]
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise ValueError(f"duplicate field {duplicate!r}")
+    return document
+
+
+def load_json(text: str | bytes | Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    if isinstance(text, Mapping):
+        return text
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise invalid(what, "JSON text", f"expected JSON text or a dict, not {type(text).__name__}")
+    try:
+        loaded = json.loads(text, object_pairs_hook=refuse_duplicate_keys)
+    except (ValueError, RecursionError) as error:
+        raise invalid(what, "valid JSON", f"not valid JSON: {error}") from None
+    return as_mapping(loaded, what)
+
+
+def load_cbor(blob: bytes, what: str) -> Mapping[str, Any]:
+    try:
+        loaded = strictcbor.loads(blob)
+    except (cbor2.CBORDecodeError, RecursionError) as error:
+        raise invalid(what, "valid CBOR", f"not valid CBOR: {error}") from None
+    return as_mapping(loaded, what)
+
+
+def dump_json(doc: JsonDict) -> str:
+    # serde_json's compact form, UTF-8 left as is.
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
