@@ -5,7 +5,7 @@ Everything a user imports comes from here; the submodules are implementation.
 
 from __future__ import annotations
 
-from filestore.contract import SessionScope, SessionStore
+from filestore.contract import SessionScope, SessionStore, StoredSession
 from filestore.errors import (
     BackendUnavailableError,
     CorruptionError,
@@ -53,6 +53,7 @@ __all__ = [
     "StoreClosedError",
     "StoreInUseError",
     "StorePoisonedError",
+    "StoredSession",
     "TeamId",
     "TenantCtx",
     "TenantId",

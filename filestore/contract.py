@@ -82,8 +82,8 @@ def check_context_fence(ctx: TenantCtx, data: SessionData) -> None:
         )
     if ctx.effective_team != data_ctx.effective_team:
         raise TenantMismatchError(
-            f"team mismatch: ctx has team {ctx.effective_team}, "
-            f"session data has team {data_ctx.effective_team}",
+            f"team mismatch: ctx has {_team(ctx.effective_team)}, "
+            f"session data has {_team(data_ctx.effective_team)}",
             part="team",
             field="tenant_ctx.team",
             rule="ctx and data agree on team",
@@ -96,6 +96,10 @@ def check_context_fence(ctx: TenantCtx, data: SessionData) -> None:
             field="tenant_ctx.user",
             rule="ctx names the data's user",
         )
+
+
+def _team(team: TeamId | None) -> str:
+    return "no team" if team is None else f"team {team}"
 
 
 def check_session_data(data: object) -> SessionData:
@@ -121,8 +125,8 @@ def check_same_owner(stored: SessionScope, data: SessionData) -> None:
         )
     if data_ctx.effective_team != stored.team:
         raise TenantMismatchError(
-            f"team mismatch: the session belongs to team {stored.team}, "
-            f"the update names team {data_ctx.effective_team}",
+            f"team mismatch: the session belongs to {_team(stored.team)}, "
+            f"the update names {_team(data_ctx.effective_team)}",
             part="team",
             field="tenant_ctx.team",
             rule="an update keeps the team",

@@ -48,24 +48,26 @@ class _ValidatedId(str):
                 return known  # type: ignore[return-value]
         elif isinstance(value, cls):
             return value
+        # "tenant_id: TenantId ..." names both; constructed directly, the type is the field.
         type_name = cls.__name__
+        where = f"{field}: {type_name}" if field != type_name else type_name
         if not isinstance(value, str):
             raise InvalidInputError(
-                f"{field}: {type_name} must be a string, not {type(value).__name__}",
+                f"{where} must be a string, not {type(value).__name__}",
                 field=field,
                 rule="must be a string",
             )
         if not value:
-            raise InvalidInputError(f"{field}: {type_name} must not be empty", field=field, rule="not empty")
+            raise InvalidInputError(f"{where} must not be empty", field=field, rule="not empty")
         if len(value) > MAX_ID_LENGTH:
             raise InvalidInputError(
-                f"{field}: {type_name} is {len(value)} characters, more than {MAX_ID_LENGTH}",
+                f"{where} is {len(value)} characters, more than {MAX_ID_LENGTH}",
                 field=field,
                 rule=f"at most {MAX_ID_LENGTH} characters",
             )
         if _ID_PATTERN.fullmatch(value) is None:
             raise InvalidInputError(
-                f"{field}: {type_name} {value!r} may contain {ID_RULE}",
+                f"{where} {value!r} may contain {ID_RULE}",
                 field=field,
                 rule=ID_RULE,
             )

@@ -54,6 +54,8 @@ from filestore.model import SessionData, TenantCtx
 from filestore.records import decode_scope
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
+# The field a TenantMismatchError names, by the part that differs (as the other stores do).
+_MISMATCH_FIELDS: Final = {"env/tenant": "tenant_ctx", "team": "tenant_ctx.team", "user": "tenant_ctx.user"}
 
 # KEYS: session, owner, lookup (or "" when the session has no user); ARGV: key, data, owner.
 _CREATE: Final = """
@@ -219,11 +221,12 @@ class RedisSessionStore(ClosesOnExit):
         if outcome == "not_found":
             raise SessionNotFoundError(f"no session with key {checked}", key=checked)
         if outcome != "ok":
+            part = str(outcome)
             raise TenantMismatchError(
-                f"{outcome} mismatch: an update may not move session {checked} to another {outcome}",
-                part=str(outcome),
-                field="tenant_ctx",
-                rule="an update keeps env, tenant, team and user",
+                f"{part} mismatch: an update may not move session {checked} to another {part}",
+                part=part,
+                field=_MISMATCH_FIELDS.get(part, "tenant_ctx"),
+                rule=f"an update keeps the {part}",
             )
 
     def remove_session(self, key: SessionKey | str) -> None:
