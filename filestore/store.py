@@ -209,6 +209,11 @@ class FileSessionStore(ClosesOnExit):
             # under the writer lock, where an incomplete record is a torn tail.
             with self._lock:
                 self._catch_up(locked=True)
+                if not self._log.tail_is_clean():
+                    # Non-zero bytes after a zeroed frame header: intact records
+                    # there mean damage (CorruptionError); anything else is cut,
+                    # and kept in a side file, before close() could trim it away.
+                    self._log.recover_tail()
         # One sync makes whatever a crashed process left in the page cache
         # durable, so our records may claim everything before them is.
         log.sync()
