@@ -14,18 +14,21 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final, TextIO
+from typing import BinaryIO, Final, TextIO
 
 import click
 from tqdm import tqdm
 
+from filestore import fsck as fsck_module
+from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
-from filestore.backends import open_store
 from filestore.compact import compact as compact_store
 from filestore.demo import run_demo
-from filestore.errors import FilestoreError
+from filestore.errors import FilestoreError, InvalidInputError
+from filestore.fileio import OsFileIO
 from filestore.fsck import fsck as check_store
 from filestore.fsck import iter_findings
+from filestore.logfile import LOG_NAME
 from filestore.stats import stats as store_stats
 from filestore.transfer import DEFAULT_BATCH, export_sessions, import_sessions
 
@@ -36,7 +39,16 @@ EXIT_OPERATIONAL: Final = 8
 
 DEFAULT_DEMO_DIR: Final = "filestore-demo"
 
-FSCK_HELP: Final = """Check the store in DIRECTORY; with --repair, fix what can be fixed.
+
+def _paragraph(doc: str | None, opening: str) -> str:
+    """The paragraph of ``doc`` that starts with ``opening`` (so help text is never written twice)."""
+    for paragraph in (doc or "").split("\n\n"):
+        if paragraph.strip().startswith(opening):
+            return " ".join(paragraph.split())
+    raise RuntimeError(f"no paragraph starting {opening!r}")  # pragma: no cover - a docs bug
+
+
+FSCK_HELP: Final = f"""Check the store in DIRECTORY; with --repair, fix what can be fixed.
 
 \b
 Checks: the identity file against the log header; every record's length
@@ -47,15 +59,12 @@ owner; the index snapshot against an index rebuilt from the log; the user
 lookup against the sessions; stray temp and side files.
 
 \b
-Repair never destroys evidence: cut or skipped bytes go to side files
-(sessions.log.trN), a damaged log is rewritten as a new generation switched
-in atomically, and the old one is kept as sessions.log.old.
+Without --repair nothing is changed. Repair never destroys evidence: cut
+or skipped bytes go to side files (sessions.log.trN), a damaged log is
+rewritten as a new generation switched in atomically, and the old one is
+kept as sessions.log.old.
 
-\b
-Not detected: a lost acknowledged record at the very end of the log (it
-looks exactly like a write that never completed), damage inside the
-zero-filled preallocated space, and damage that keeps a CRC-32 valid
-(about one random corruption in four billion).
+{_paragraph(fsck_module.__doc__, "Not detected:")}
 
 \b
 Exit codes: 0 clean, 1 errors corrected, 4 errors left uncorrected,
@@ -67,7 +76,11 @@ Exit codes: 0 clean, 1 errors corrected, 4 errors left uncorrected,
 def _progress(
     enabled: bool, description: str, unit: str, total: int | None = None
 ) -> Iterator[Callable[[int], None] | None]:
-    """A progress callback drawing a bar on stderr, or None when it is not a terminal."""
+    """A progress callback drawing a bar on stderr, or None when it is not a terminal.
+
+    With a ``total``, the bar stops there: the callers' counts are estimates
+    (fsck, for one, reads a few bytes besides the log).
+    """
     if not enabled or not sys.stderr.isatty():
         yield None
         return
@@ -76,9 +89,59 @@ def _progress(
     ) as meter:
 
         def advance(amount: int) -> None:
-            meter.update(amount)
+            meter.update(amount if total is None else min(amount, max(total - int(meter.n), 0)))
 
         yield advance
+
+
+class _ReadMeter(OsFileIO):
+    """The real file layer, reporting the bytes it reads: fsck's progress.
+
+    ``fsck()`` takes no progress callback, but it reads the log through the
+    ``io`` seam it does take, front to back, so bytes read measure its progress.
+    """
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self._progress = progress
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        data = super().pread(fd, size, offset)
+        if self._progress is not None:
+            self._progress(len(data))
+        return data
+
+
+def _log_size(directory: Path) -> int | None:
+    try:
+        return (directory / LOG_NAME).stat().st_size
+    except OSError:
+        return None
+
+
+def _open_existing(spec: str) -> MovableStore:
+    """The store ``spec`` names, refusing a directory that holds no store (rather than making one)."""
+    if spec != "memory:" and not spec.startswith(REDIS_SCHEMES):
+        log = Path(spec) / LOG_NAME
+        if not log.is_file():
+            raise InvalidInputError(f"{spec} is not a filestore (it has no {LOG_NAME})", field="store")
+    return open_store(spec)
+
+
+def _seconds(_context: click.Context, _parameter: click.Parameter, value: float) -> float:
+    if not value >= 0:  # also refuses NaN, which would make a wait endless
+        raise click.BadParameter(f"{value} is not a number of seconds (0 or more)")
+    return value
+
+
+_WAIT_OPTION: Final = click.option(
+    "--wait",
+    type=float,
+    default=0.0,
+    show_default=True,
+    callback=_seconds,
+    metavar="SECONDS",
+    help="Seconds to wait for other processes to close the store (0: refuse at once).",
+)
 
 
 def _emit(as_json: bool, document: dict[str, object], lines: list[str]) -> None:
@@ -108,12 +171,11 @@ def demo(directory: Path) -> None:
 @cli.command(help=FSCK_HELP)
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (needs the store to itself).")
-@click.option(
-    "--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for other handles to close."
-)
+@_WAIT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
-    report = check_store(directory, repair=repair, wait=wait)
+    with _progress(not as_json, "fsck", "B", _log_size(directory)) as progress:
+        report = check_store(directory, repair=repair, wait=wait, io=_ReadMeter(progress))
     summary = (
         f"{report.path}: {report.records} records, {report.sessions} sessions, {len(report.errors)} errors"
     )
@@ -124,9 +186,7 @@ def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--keep-old", is_flag=True, help="Keep the previous generation as sessions.log.old.")
-@click.option(
-    "--wait", type=float, default=0.0, show_default=True, help="Seconds to wait for other handles to close."
-)
+@_WAIT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
     """Rewrite only the live sessions of the store in DIRECTORY, offline.
@@ -134,8 +194,7 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
     Refuses (exit 8) while other processes have the store open, unless they
     close within --wait seconds. Crash-safe at every step.
     """
-    log_size = (directory / "sessions.log").stat().st_size if (directory / "sessions.log").exists() else None
-    with _progress(not as_json, "compact", "B", log_size) as progress:
+    with _progress(not as_json, "compact", "B", _log_size(directory)) as progress:
         report = compact_store(directory, keep_old=keep_old, wait=wait, progress=progress)
     _emit(
         as_json,
@@ -155,7 +214,12 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
 def stats(directory: Path, as_json: bool) -> int:
     """Count what is in the store in DIRECTORY, without blocking its writers."""
     report = store_stats(directory)
-    age = "none" if report.snapshot_age_seconds is None else f"{report.snapshot_age_seconds} s old"
+    snapshot = (
+        "none that verifies (opening replays the whole log)"
+        if report.snapshot_position is None
+        else f"{report.snapshot_bytes} bytes, covers the log to {report.snapshot_position} "
+        f"(record {report.snapshot_last_seq}), written {report.snapshot_age_seconds} s ago"
+    )
     _emit(
         as_json,
         report.to_dict(),
@@ -163,7 +227,8 @@ def stats(directory: Path, as_json: bool) -> int:
             f"store {report.store_uuid}, generation {report.generation}",
             f"sessions: {report.sessions}, active users: {report.users}, records: {report.records}",
             f"live bytes: {report.live_bytes}, dead: {report.dead_bytes} ({report.dead_ratio:.1%})",
-            f"log: {report.log_bytes} bytes used of {report.log_file_bytes}; snapshot: {age}",
+            f"log: {report.log_bytes} bytes used of {report.log_file_bytes}",
+            f"snapshot: {snapshot}",
             *(f"  {name}: {size}" for name, size in report.files.items()),
         ],
     )
@@ -181,7 +246,7 @@ def stats(directory: Path, as_json: bool) -> int:
 )
 def export_command(store: str, output: TextIO) -> int:
     """Write every session of STORE (a directory, memory: or a redis:// URL) as JSON Lines."""
-    with open_store(store) as source, _progress(True, "export", "sessions") as progress:
+    with _open_existing(store) as source, _progress(True, "export", "sessions") as progress:
         count = export_sessions(source, output, progress=progress)
     click.echo(f"exported {count} sessions", err=True)
     return EXIT_OK
@@ -189,17 +254,24 @@ def export_command(store: str, output: TextIO) -> int:
 
 @cli.command(name="import")
 @click.argument("store")
-@click.argument("source", type=click.File("r", encoding="utf-8"))
+# Binary, so that a line that is not UTF-8 is refused with its own number.
+@click.argument("source", type=click.File("rb"))
 @click.option(
-    "--batch-size", type=int, default=DEFAULT_BATCH, show_default=True, help="Lines validated together."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Lines validated together before any of them is written.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def import_command(store: str, source: TextIO, batch_size: int, as_json: bool) -> int:
+def import_command(store: str, source: BinaryIO, batch_size: int, as_json: bool) -> int:
     """Import JSON Lines from SOURCE (a file, or - for stdin) into STORE.
 
-    Each batch is validated whole before any of it is written; a bad line
-    stops the import (exit 8) naming its line number. Re-running skips
-    sessions already there.
+    STORE is a directory (made if missing), memory: or a redis:// URL. Each
+    batch is validated whole before any of it is written; a bad line, or a
+    key that already holds a different session, stops the import (exit 8)
+    naming its line number, with nothing of its batch written. Re-running
+    skips sessions already there.
     """
     with open_store(store) as target, _progress(not as_json, "import", "sessions") as progress:
         report = import_sessions(target, source, batch_size=batch_size, progress=progress)
@@ -224,7 +296,7 @@ def migrate(source: str, target: str, as_json: bool) -> int:
     every session back from TARGET.
     """
     with (
-        open_store(source) as origin,
+        _open_existing(source) as origin,
         open_store(target) as destination,
         _progress(not as_json, "migrate", "sessions") as progress,
     ):

@@ -1,16 +1,22 @@
-"""``stats``: what is inside a store, read without taking any lock (writers are never blocked)."""
+"""``stats``: what is inside a store, read without taking any lock (writers are never blocked).
+
+A stats reader takes neither the writer lock nor an open registration, and
+opens the log read-only: it may run while other processes write, while an
+offline tool holds the store, and as a user who may only read the files.
+It sees the log as it was when it looked: a record being written at that
+moment is simply not counted yet.
+"""
 
 from __future__ import annotations
 
 import os
 import time
-import uuid
 
 import attrs
 
 from filestore.errors import CorruptionError
 from filestore.fileio import OS_IO, FileIO
-from filestore.framing import FILE_HEADER_SIZE, Frame
+from filestore.framing import FILE_HEADER_SIZE, FileHeader, Frame
 from filestore.logfile import LOG_NAME, LogFile
 from filestore.offline import replay
 from filestore.records import RecordDecodeError, decode_record
@@ -19,7 +25,18 @@ from filestore.snapshot import SNAPSHOT_NAME, load_snapshot
 
 @attrs.frozen
 class StatsReport:
-    """Counts and sizes of one store."""
+    """Counts and sizes of one store.
+
+    ``sessions``: live sessions; ``users``: user lookup entries (users with an
+    active session); ``records``: records in the current generation's log;
+    ``live_bytes``: bytes of the records live sessions point at;
+    ``dead_bytes``: the rest of the log after its header (reclaimed by
+    compaction), and ``dead_ratio`` its share of the log's used bytes;
+    ``log_bytes``: where the log ends; ``log_file_bytes``: the log file's size
+    (preallocated zeros included). ``snapshot_*`` describe the index snapshot,
+    all ``None`` when there is none that verifies against the log (opening then
+    replays the whole log). ``files``: every file in the directory, by name.
+    """
 
     path: str
     store_uuid: str
@@ -32,8 +49,9 @@ class StatsReport:
     dead_ratio: float
     log_bytes: int
     log_file_bytes: int
+    snapshot_bytes: int | None
     snapshot_position: int | None
-    snapshot_records: int | None
+    snapshot_last_seq: int | None
     snapshot_age_seconds: float | None
     files: dict[str, int]
 
@@ -42,16 +60,17 @@ class StatsReport:
 
 
 def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
-    """Read the store at ``path`` (its snapshot, then the log after it) and count."""
+    """Read the store at ``path`` (its snapshot, then the log after it) and count.
+
+    Raises ``CorruptionError`` if the directory holds no log, or its header
+    does not verify. Changes nothing on disk.
+    """
     directory = os.path.abspath(os.fspath(path))
-    if not os.path.isfile(os.path.join(directory, LOG_NAME)):
-        raise CorruptionError(
-            f"{directory} has no {LOG_NAME}", path=os.path.join(directory, LOG_NAME), offset=0
-        )
-    log = LogFile.open(io, directory)
+    log = _open_log_readonly(io, directory)
     try:
         size = io.size(log.fd)
-        snapshot, _ = load_snapshot(io, os.path.join(directory, SNAPSHOT_NAME), log.fd, log.header, size)
+        snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
+        snapshot, _ = load_snapshot(io, snapshot_path, log.fd, log.header, size)
         if snapshot is None:
             index, _ = replay(log)
         else:
@@ -67,14 +86,10 @@ def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
             log.adopt(log.scan(log.end, log.last_seq + 1, apply))
         used = log.end - FILE_HEADER_SIZE
         dead = max(used - index.live_bytes, 0)
-        files = {
-            name: os.path.getsize(os.path.join(directory, name))
-            for name in sorted(os.listdir(directory))
-            if os.path.isfile(os.path.join(directory, name))
-        }
+        files = _file_sizes(directory)
         return StatsReport(
             path=directory,
-            store_uuid=str(uuid.UUID(bytes=log.header.store_uuid.bytes)),
+            store_uuid=str(log.header.store_uuid),
             generation=log.header.generation,
             sessions=len(index),
             users=len(index.by_user),
@@ -84,8 +99,9 @@ def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
             dead_ratio=round(dead / used, 4) if used else 0.0,
             log_bytes=log.end,
             log_file_bytes=size,
+            snapshot_bytes=None if snapshot is None else files.get(SNAPSHOT_NAME),
             snapshot_position=None if snapshot is None else snapshot.position,
-            snapshot_records=None if snapshot is None else snapshot.last_seq,
+            snapshot_last_seq=None if snapshot is None else snapshot.last_seq,
             snapshot_age_seconds=None
             if snapshot is None
             else round(max(time.time() - snapshot.written_unix_ms / 1000, 0.0), 1),
@@ -93,3 +109,42 @@ def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
         )
     finally:
         log.close()
+
+
+def _open_log_readonly(io: FileIO, directory: str) -> LogFile:
+    """The store's log opened for reading only (``LogFile.open`` opens it read-write)."""
+    path = os.path.join(directory, LOG_NAME)
+    try:
+        fd = io.open_readonly(path)
+    except FileNotFoundError:
+        raise CorruptionError(
+            f"{directory} has no {LOG_NAME}: not a filestore", path=path, offset=0
+        ) from None
+    try:
+        header = FileHeader.decode(io.pread(fd, FILE_HEADER_SIZE, 0))
+    except BaseException:
+        io.close(fd)
+        raise
+    if header is None:
+        io.close(fd)
+        raise CorruptionError(
+            f"{path}: the file header is missing or damaged; run `filestore fsck`", path=path, offset=0
+        )
+    return LogFile(io, directory, fd, header)
+
+
+def _file_sizes(directory: str) -> dict[str, int]:
+    """The size of every file in ``directory``, by name.
+
+    Writers replace files while we look (a snapshot's temp file is renamed
+    away between listing and stat): a file gone by then is left out.
+    """
+    sizes: dict[str, int] = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+    return dict(sorted(sizes.items()))

@@ -15,24 +15,31 @@ different data is refused, never overwritten.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, Final
 
 import attrs
 
 from filestore.backends import MovableStore
 from filestore.contract import SessionScope, StoredSession, check_same_owner
 from filestore.errors import InvalidInputError
+from filestore.fields import refuse_duplicate_keys
 from filestore.ids import EnvId, TeamId, TenantId, UserId, check_key
 from filestore.model import SessionData
 
-DEFAULT_BATCH: int = 1000
+DEFAULT_BATCH: Final = 1000
+
+# Characters JSON leaves raw in strings but that str.splitlines() (and some
+# other line readers) take for line breaks: escaped, so a line is one session
+# however it is split. Control characters are escaped by json.dumps already.
+_LINE_BREAKS: Final = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_LINE_BREAK_TABLE: Final = str.maketrans(_LINE_BREAKS)
 
 
 def session_line(stored: StoredSession) -> str:
-    """One export line."""
+    """One export line (no line break inside it, by any reader's definition)."""
     scope = stored.scope
-    return json.dumps(
+    text = json.dumps(
         {
             "key": str(stored.key),
             "scope": {"env": scope.env, "tenant_id": scope.tenant_id, "team": scope.team, "user": scope.user},
@@ -42,6 +49,7 @@ def session_line(stored: StoredSession) -> str:
         separators=(",", ":"),
         ensure_ascii=False,
     )
+    return text.translate(_LINE_BREAK_TABLE)
 
 
 def export_sessions(
@@ -60,10 +68,12 @@ def export_sessions(
 def parse_line(text: str, number: int) -> StoredSession:
     """One import line as a StoredSession; ``InvalidInputError`` naming the line otherwise."""
     try:
-        doc: Any = json.loads(text)
+        doc: Any = json.loads(text, object_pairs_hook=refuse_duplicate_keys)
         if not isinstance(doc, dict):
             raise InvalidInputError("not a JSON object", field="line", rule="an object")
         raw_scope = doc["scope"]
+        if not isinstance(raw_scope, dict):
+            raise InvalidInputError("scope must be an object", field="scope", rule="an object")
         scope = SessionScope(
             EnvId.parse(raw_scope["env"], field="scope.env"),
             TenantId.parse(raw_scope["tenant_id"], field="scope.tenant_id"),
@@ -75,17 +85,22 @@ def parse_line(text: str, number: int) -> StoredSession:
             raise InvalidInputError("active must be true or false", field="active", rule="a boolean")
         stored = StoredSession(check_key(doc["key"]), scope, SessionData.from_dict(doc["session"]), active)
         check_same_owner(scope, stored.data)
+    except RecursionError:
+        raise _bad_line(number, "nested too deeply") from None
     except (ValueError, KeyError, TypeError) as error:
-        detail = f"missing field {error}" if isinstance(error, KeyError) else str(error)
-        raise InvalidInputError(
-            f"line {number}: {detail}", field=f"line {number}", rule="a session line"
+        raise _bad_line(
+            number, f"missing field {error}" if isinstance(error, KeyError) else str(error)
         ) from None
     return stored
 
 
+def _bad_line(number: int, detail: str) -> InvalidInputError:
+    return InvalidInputError(f"line {number}: {detail}", field=f"line {number}", rule="a session line")
+
+
 @attrs.frozen
 class ImportReport:
-    """What an import did."""
+    """What an import did: lines read (blank ones aside), sessions written, sessions already there."""
 
     lines: int
     imported: int
@@ -97,21 +112,41 @@ class ImportReport:
 
 def import_sessions(
     store: MovableStore,
-    lines: Iterable[str],
+    lines: Iterable[str] | Iterable[bytes],
     *,
     batch_size: int = DEFAULT_BATCH,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Import JSON Lines into ``store``, all-or-nothing per batch of ``batch_size`` lines."""
+    """Import JSON Lines into ``store``, all-or-nothing per batch of ``batch_size`` lines.
+
+    Every line of a batch is parsed and validated, and every key checked
+    against the batch and the store, before any of the batch is written:
+    a bad line, or a key that holds a different session, raises
+    ``InvalidInputError`` naming its line and leaves the batch unwritten
+    (earlier batches stay written; re-running skips them). Blank lines are
+    skipped. ``lines`` may be text or UTF-8 bytes (bytes give exact line
+    numbers for a decoding error). ``progress`` is called with 1 per
+    session written or skipped.
+
+    A conflict that appears between the check and the write (another
+    process writing the same key, or equal data under another owner) is
+    still refused by the store, naming the line, but the lines of the batch
+    before it are then written.
+    """
     if batch_size < 1:
         raise InvalidInputError("batch_size must be at least 1", field="batch_size", rule=">= 1")
     seen = imported = already = 0
-    batch: list[StoredSession] = []
+    batch: list[tuple[int, StoredSession]] = []
 
     def flush() -> None:
         nonlocal imported, already
-        for stored in batch:
-            if store.import_session(stored):
+        _check_batch(store, batch)
+        for number, stored in batch:
+            try:
+                fresh = store.import_session(stored)
+            except InvalidInputError as error:
+                raise _bad_line(number, str(error)) from None
+            if fresh:
                 imported += 1
             else:
                 already += 1
@@ -119,12 +154,49 @@ def import_sessions(
                 progress(1)
         batch.clear()
 
-    for number, text in enumerate(lines, start=1):
+    for number, text in _numbered(lines):
         if not text.strip():
             continue
         seen += 1
-        batch.append(parse_line(text, number))
+        batch.append((number, parse_line(text, number)))
         if len(batch) >= batch_size:
             flush()
     flush()
     return ImportReport(seen, imported, already)
+
+
+def _numbered(lines: Iterable[str] | Iterable[bytes]) -> Iterator[tuple[int, str]]:
+    """``lines`` as text, numbered from 1; a line that is not UTF-8 is refused by its number.
+
+    Give bytes (a file opened in binary) for exact numbers: a text stream
+    decodes ahead in chunks, so its decoding error may name an earlier line.
+    """
+    iterator: Iterator[str | bytes] = iter(lines)
+    number = 0
+    while True:
+        number += 1
+        try:
+            line = next(iterator)
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+        except StopIteration:
+            return
+        except UnicodeDecodeError as error:
+            raise _bad_line(number, f"not UTF-8 ({error.reason})") from None
+        yield number, text
+
+
+def _check_batch(store: MovableStore, batch: list[tuple[int, StoredSession]]) -> None:
+    """Refuse a batch in which a key holds two different sessions, or one the store holds differently."""
+    first_seen: dict[str, tuple[int, StoredSession]] = {}
+    for number, stored in batch:
+        earlier_number, earlier = first_seen.setdefault(stored.key, (number, stored))
+        if (earlier.scope, earlier.data) != (stored.scope, stored.data):
+            raise _bad_line(
+                number, f"key {stored.key} is also on line {earlier_number}, with another session"
+            )
+    for number, stored in batch:
+        existing = store.get_session(stored.key)
+        if existing is not None and existing != stored.data:
+            raise _bad_line(
+                number, f"key {stored.key} already holds a different session; it is never overwritten"
+            )

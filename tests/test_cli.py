@@ -1,15 +1,33 @@
-"""The command line, in-process through main(argv): exit codes, --json output, help."""
+"""The command line, in-process through main(argv): exit codes, --json output, help.
+
+Also the library functions only the command line uses: ``stats`` and the
+JSON Lines ``export_sessions``/``import_sessions`` (with a property test:
+export then import into an empty store gives equal contents).
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from filestore import FileSessionStore
+from filestore import FileSessionStore, InvalidInputError, SessionData, SessionKey
+from filestore import fsck as fsck_module
 from filestore.cli import main
+from filestore.fileio import OsFileIO
+from filestore.locking import Registration, WriterLock
+from filestore.stats import stats
+from filestore.transfer import export_sessions, import_sessions, parse_line
 
+from .strategies import small_session_datas
 from .test_contract import ctx, data
 
 COMMANDS = ["demo", "fsck", "compact", "stats", "export", "import", "migrate"]
@@ -32,11 +50,17 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_fsck_help_says_what_it_does_not_detect(capsys: pytest.CaptureFixture[str]) -> None:
-    """fsck --help lists what it cannot see, and its exit codes."""
+    """fsck --help carries the fsck module's own "Not detected" paragraph, and the exit codes."""
     main(["fsck", "--help"])
-    out = capsys.readouterr().out
-    assert "Not detected" in out
+    out = " ".join(capsys.readouterr().out.split())
+    [not_detected] = [
+        " ".join(paragraph.split())
+        for paragraph in (fsck_module.__doc__ or "").split("\n\n")
+        if paragraph.strip().startswith("Not detected")
+    ]
+    assert not_detected in out
     assert "4 errors left uncorrected" in out
+    assert "Without --repair nothing is changed" in out
 
 
 def test_demo_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,3 +162,523 @@ def test_migrate_between_directories(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert json.loads(capsys.readouterr().out) == {"source_sessions": 7, "copied": 7, "already_there": 0}
     assert main(["migrate", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["already_there"] == 7
+
+
+# -- fsck ----------------------------------------------------------------------------
+
+
+def test_fsck_text_names_each_finding_and_sums_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Text output: one line per finding (severity, kind, file and offset, action), then a summary."""
+    make_store(tmp_path / "s")
+    end = (tmp_path / "s" / "sessions.log").stat().st_size
+    with (tmp_path / "s" / "sessions.log").open("ab") as log:
+        log.write(b"torn")
+    assert main(["fsck", str(tmp_path / "s")]) == 4
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"error: torn-tail: sessions.log @{end}: ")
+    assert lines[0].endswith("[none]")
+    assert lines[-1].endswith("5 records, 5 sessions, 1 errors")
+
+
+def test_fsck_middle_damage_4_then_repaired_1_then_clean_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Damage in the middle: 4; --repair rewrites (1, every action named in JSON); then 0."""
+    make_store(tmp_path / "s")
+    raw = bytearray((tmp_path / "s" / "sessions.log").read_bytes())
+    raw[60] ^= 0xFF
+    (tmp_path / "s" / "sessions.log").write_bytes(bytes(raw))
+    assert main(["fsck", str(tmp_path / "s"), "--json"]) == 4
+    assert "damaged-record" in {f["kind"] for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert main(["fsck", str(tmp_path / "s"), "--repair", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["exit_code"] == 1
+    assert all(f["action"] != "none" for f in report["findings"] if f["severity"] == "error")
+    assert main(["fsck", str(tmp_path / "s")]) == 0
+    with FileSessionStore(tmp_path / "s") as store:
+        assert len(store) == 4
+
+
+def test_fsck_in_use_is_8_with_a_one_line_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fsck of a store another handle has open: exit 8, one line on stderr, nothing on stdout."""
+    make_store(tmp_path / "s")
+    with FileSessionStore(tmp_path / "s"):
+        assert main(["fsck", str(tmp_path / "s"), "--json"]) == 8
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+    assert captured.err.startswith("filestore: ")
+
+
+def test_fsck_waits_for_the_store_to_close(tmp_path: Path) -> None:
+    """--wait SECONDS: fsck starts once the other handle closes."""
+    make_store(tmp_path / "s")
+    store = FileSessionStore(tmp_path / "s")
+    closer = threading.Timer(0.2, store.close)
+    closer.start()
+    assert main(["fsck", str(tmp_path / "s"), "--wait", "10"]) == 0
+    closer.join()
+
+
+@pytest.mark.parametrize("wait", ["-1", "nan", "soon"])
+def test_wait_must_be_seconds(tmp_path: Path, wait: str) -> None:
+    """--wait refuses negative numbers, NaN (an endless wait) and words: exit 8."""
+    make_store(tmp_path / "s")
+    assert main(["fsck", str(tmp_path / "s"), "--wait", wait]) == 8
+    assert main(["compact", str(tmp_path / "s"), "--wait", wait]) == 8
+
+
+def test_fsck_of_a_directory_without_a_store_is_4(tmp_path: Path) -> None:
+    """A directory with no log is damage fsck cannot fix (4); a missing directory is operational (8)."""
+    (tmp_path / "empty").mkdir()
+    assert main(["fsck", str(tmp_path / "empty")]) == 4
+    assert main(["fsck", str(tmp_path / "missing")]) == 8
+
+
+# -- compact -------------------------------------------------------------------------
+
+
+def test_compact_text_prints_bytes_before_and_after(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compact's text output names the new generation and the bytes before and after."""
+    keys = make_store(tmp_path / "s", sessions=10)
+    with FileSessionStore(tmp_path / "s") as store:
+        for key in keys[:8]:
+            store.remove_session(key)
+    assert main(["compact", str(tmp_path / "s"), "--keep-old"]) == 0
+    out = capsys.readouterr().out
+    assert "generation 2, 2 live records kept, 16 dropped" in out
+    assert "bytes before: " in out
+    assert (tmp_path / "s" / "sessions.log.old").exists()
+
+
+def test_compact_lock_timeout_is_8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A writer lock held past the wait (a stuck process): exit 8, naming the lock."""
+    make_store(tmp_path / "s")
+    lock = WriterLock(str(tmp_path / "s"), timeout=1)
+    try:
+        with lock:
+            assert main(["compact", str(tmp_path / "s")]) == 8
+    finally:
+        lock.close()
+    assert "writer lock" in capsys.readouterr().err
+
+
+def test_compact_json_is_one_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """compact --json prints exactly one JSON document, and no progress bar even on a terminal."""
+    make_store(tmp_path / "s")
+    with terminal_stderr():
+        assert main(["compact", str(tmp_path / "s"), "--json", "--keep-old"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["old_log"].endswith("sessions.log.old")
+    assert report["generation"] == 2
+    assert captured.err == ""
+
+
+# -- progress bars -------------------------------------------------------------------
+
+
+class terminal_stderr:
+    """Make ``sys.stderr`` (pytest's capture) claim to be a terminal, as within a shell."""
+
+    def __enter__(self) -> None:
+        self.stream = sys.stderr
+        self.saved = self.stream.isatty
+        self.stream.isatty = lambda: True  # type: ignore[method-assign]
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stream.isatty = self.saved  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("command", ["fsck", "compact", "export", "import"])
+def test_progress_bar_only_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """compact, fsck, export and import draw a progress bar on stderr only when it is a terminal."""
+    make_store(tmp_path / "s")
+    dump = tmp_path / "dump.jsonl"
+    main(["export", str(tmp_path / "s"), "-o", str(dump)])
+    argv = {
+        "fsck": ["fsck", str(tmp_path / "s")],
+        "compact": ["compact", str(tmp_path / "s")],
+        "export": ["export", str(tmp_path / "s"), "-o", str(tmp_path / "again.jsonl")],
+        "import": ["import", str(tmp_path / "t"), str(dump)],
+    }[command]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "|" not in capsys.readouterr().err
+    with terminal_stderr():
+        assert main(argv) == 0
+    assert f"{command}:" in capsys.readouterr().err
+
+
+# -- stats ---------------------------------------------------------------------------
+
+
+def test_stats_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """stats in text: store, sessions, dead ratio, snapshot and every file."""
+    make_store(tmp_path / "s")
+    assert main(["stats", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "sessions: 5, active users: 5, records: 5" in out
+    assert "dead: 0 (0.0%)" in out
+    assert "covers the log to" in out
+    assert "  sessions.log: " in out
+
+
+def test_stats_counts_and_sizes(tmp_path: Path) -> None:
+    """stats: sessions, users with an active session, live and dead bytes, snapshot, file sizes."""
+    keys = make_store(tmp_path / "s", sessions=6)
+    with FileSessionStore(tmp_path / "s", preallocate_bytes=0) as store:
+        store.remove_session(keys[0])
+        store.update_session(keys[1], data(ctx(user="u1"), step=99))
+        store.create_session(ctx(user="u2"), data(ctx(user="u2"), step=7))  # u2's second session
+    report = stats(tmp_path / "s")
+    log_size = (tmp_path / "s" / "sessions.log").stat().st_size
+    assert (report.sessions, report.users, report.records) == (6, 5, 9)
+    assert report.generation == 1
+    assert report.log_bytes == report.log_file_bytes == log_size
+    assert report.dead_bytes == log_size - 40 - report.live_bytes > 0
+    assert report.dead_ratio == round(report.dead_bytes / (log_size - 40), 4)
+    assert report.snapshot_position == log_size
+    assert report.snapshot_last_seq == 9
+    assert report.snapshot_bytes == (tmp_path / "s" / "sessions.idx").stat().st_size
+    assert report.snapshot_age_seconds is not None
+    assert 0 <= report.snapshot_age_seconds < 60
+    assert report.files == {path.name: path.stat().st_size for path in sorted((tmp_path / "s").iterdir())}
+    assert (
+        report.to_dict()["store_uuid"]
+        == json.loads((tmp_path / "s" / "filestore.json").read_text())["store_uuid"]
+    )
+
+
+def test_stats_without_a_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With no snapshot, stats replays the log; the snapshot fields are null."""
+    make_store(tmp_path / "s")
+    (tmp_path / "s" / "sessions.idx").unlink()
+    assert main(["stats", str(tmp_path / "s"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sessions"] == 5
+    assert [report[name] for name in report if name.startswith("snapshot_")] == [None] * 4
+    assert (tmp_path / "s" / "sessions.idx").exists() is False, "stats wrote a snapshot"
+
+
+def test_stats_never_waits_for_locks_and_sees_records_not_yet_snapshotted(tmp_path: Path) -> None:
+    """stats runs while a handle writes, the writer lock is held and an offline tool holds the store."""
+    make_store(tmp_path / "s")
+    with FileSessionStore(tmp_path / "s") as store:
+        store.create_session(ctx(user="late"), data(ctx(user="late")))
+        lock = WriterLock(str(tmp_path / "s"), timeout=1)
+        try:
+            with lock:
+                assert stats(tmp_path / "s").sessions == 6
+        finally:
+            lock.close()
+    exclusive = Registration(str(tmp_path / "s"), exclusive=True)
+    try:
+        assert stats(tmp_path / "s").sessions == 6
+    finally:
+        exclusive.close()
+
+
+class ReadOnlyIO(OsFileIO):
+    """The real file layer, failing the test on any call that could change a file."""
+
+    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
+        raise AssertionError(f"opened {path} for writing")
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        raise AssertionError("wrote")
+
+    def truncate(self, fd: int, size: int) -> None:
+        raise AssertionError("truncated")
+
+    def rename(self, source: str, target: str) -> None:
+        raise AssertionError("renamed")
+
+    def link(self, source: str, target: str) -> None:
+        raise AssertionError("linked")
+
+    def unlink(self, path: str) -> None:
+        raise AssertionError("unlinked")
+
+
+def test_stats_opens_nothing_for_writing_and_creates_nothing(tmp_path: Path) -> None:
+    """stats opens every file read-only and writes nothing, not even the lock files."""
+    make_store(tmp_path / "s")
+    with FileSessionStore(tmp_path / "s") as store:
+        store.create_session(ctx(user="late"), data(ctx(user="late")))  # past the snapshot
+        for name in ("LOCK", "OPEN"):
+            (tmp_path / "s" / name).unlink()
+        before = {path.name: path.read_bytes() for path in (tmp_path / "s").iterdir()}
+        assert stats(tmp_path / "s", io=ReadOnlyIO()).sessions == 6
+        assert {path.name: path.read_bytes() for path in (tmp_path / "s").iterdir()} == before
+    (tmp_path / "s" / "sessions.idx").unlink()
+    assert stats(tmp_path / "s", io=ReadOnlyIO()).sessions == 6
+
+
+def test_stats_of_something_else_is_8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """stats of an empty directory or a damaged log header: exit 8 with a message; nothing created."""
+    (tmp_path / "empty").mkdir()
+    assert main(["stats", str(tmp_path / "empty")]) == 8
+    assert "not a filestore" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []
+    make_store(tmp_path / "s")
+    with (tmp_path / "s" / "sessions.log").open("r+b") as log:
+        log.write(b"X")
+    assert main(["stats", str(tmp_path / "s")]) == 8
+    assert "header" in capsys.readouterr().err
+
+
+# -- export / import -----------------------------------------------------------------
+
+
+def test_export_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """export with no --output writes JSON Lines to stdout, the count to stderr."""
+    keys = make_store(tmp_path / "s", sessions=3)
+    assert main(["export", str(tmp_path / "s")]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert sorted(line["key"] for line in lines) == sorted(keys)
+    assert {line["scope"]["user"] for line in lines} == {"u0", "u1", "u2"}
+    assert all(line["active"] for line in lines)
+    assert set(lines[0]) == {"key", "scope", "active", "session"}
+    assert set(lines[0]["scope"]) == {"env", "tenant_id", "team", "user"}
+    assert captured.err == "exported 3 sessions\n"
+
+
+def test_export_lines_hold_no_line_break_of_any_reader(tmp_path: Path) -> None:
+    """U+0085, U+2028 and U+2029 in a session are escaped: str.splitlines() gives one line per session."""
+    odd = "a\x85b\u2028c\u2029d\re\nf"
+    with FileSessionStore(tmp_path / "a") as source:
+        session = data(ctx(user="u1"))
+        session = SessionData(session.tenant_ctx, session.flow_id, session.cursor, odd)
+        source.create_session(ctx(user="u1"), session)
+        source.create_session(ctx(user="u2"), data(ctx(user="u2")))
+        buffer = io.StringIO()
+        export_sessions(source, buffer)
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 2
+    assert odd in {json.loads(line)["session"]["context_json"] for line in lines}
+    with FileSessionStore(tmp_path / "a") as source, FileSessionStore(tmp_path / "b") as target:
+        assert import_sessions(target, lines).imported == 2
+        assert set(target.iter_sessions()) == set(source.iter_sessions())
+
+
+def test_export_of_a_missing_store_is_8_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export never makes a new, empty store out of a mistyped path."""
+    assert main(["export", str(tmp_path / "typo" / "s")]) == 8
+    assert "not a filestore" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+    assert main(["migrate", str(tmp_path / "typo"), str(tmp_path / "b")]) == 8
+
+
+def test_import_from_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """import DIR - reads the lines from stdin."""
+    make_store(tmp_path / "a", sessions=4)
+    main(["export", str(tmp_path / "a"), "-o", str(tmp_path / "dump.jsonl")])
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((tmp_path / "dump.jsonl").read_bytes())))
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "b"), "-"]) == 0
+    assert capsys.readouterr().out == "4 lines: 4 imported, 0 already there\n"
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def exported_lines(tmp_path: Path, sessions: int) -> list[str]:
+    make_store(tmp_path / "a", sessions=sessions)
+    buffer = io.StringIO()
+    with FileSessionStore(tmp_path / "a") as source:
+        export_sessions(source, buffer)
+    return buffer.getvalue().splitlines()
+
+
+def keys_in(directory: Path) -> set[str]:
+    with FileSessionStore(directory) as store:
+        return {str(key) for key in store.session_keys()}
+
+
+def test_import_is_all_or_nothing_per_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --batch-size 2 and a bad 4th line, lines 1-2 are imported and nothing of lines 3-4."""
+    lines = exported_lines(tmp_path, sessions=5)
+    bad = json.loads(lines[3])
+    lines[3] = json.dumps(dict(bad, session=dict(bad["session"], flow_id=7)))
+    dump = write_lines(tmp_path / "dump.jsonl", lines)
+    assert main(["import", str(tmp_path / "b"), str(dump), "--batch-size", "2"]) == 8
+    err = capsys.readouterr().err
+    assert err.startswith("filestore: line 4: ")
+    assert len(err.strip().splitlines()) == 1
+    assert keys_in(tmp_path / "b") == {json.loads(line)["key"] for line in lines[:2]}
+
+
+def test_import_refuses_a_key_holding_another_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key the target holds with other data stops the import at its line; none of its batch is written."""
+    lines = exported_lines(tmp_path, sessions=3)
+    first = json.loads(lines[0])
+    target_keys = {first["key"]}
+    changed = dict(first, session=dict(first["session"], context_json='{"changed":true}'))
+    write_lines(tmp_path / "one.jsonl", [json.dumps(changed)])
+    assert main(["import", str(tmp_path / "b"), str(tmp_path / "one.jsonl")]) == 0
+    dump = write_lines(tmp_path / "dump.jsonl", [lines[1], lines[2], lines[0]])
+    assert main(["import", str(tmp_path / "b"), str(dump)]) == 8
+    assert "line 3: key " in capsys.readouterr().err
+    assert keys_in(tmp_path / "b") == target_keys
+    with FileSessionStore(tmp_path / "b") as store:
+        found = store.get_session(first["key"])
+        assert found is not None
+        assert found.context_json == '{"changed":true}'
+
+
+def test_import_refuses_one_key_twice_with_different_sessions(tmp_path: Path) -> None:
+    """Two lines with one key and different sessions: the second is refused, naming both lines."""
+    lines = exported_lines(tmp_path, sessions=2)
+    first = json.loads(lines[0])
+    changed = dict(first, session=dict(first["session"], context_json="{}"))
+    target = FileSessionStore(tmp_path / "b")
+    try:
+        with pytest.raises(InvalidInputError, match=r"line 3: .* also on line 1"):
+            import_sessions(target, [lines[0], lines[1], json.dumps(changed)])
+        assert len(target) == 0
+        assert import_sessions(target, [lines[0], lines[1], lines[0]]).to_dict() == {
+            "lines": 3,
+            "imported": 2,
+            "already_there": 1,
+        }
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\xff\xfe not utf-8", "line 3: not UTF-8"),
+        (b"[" * 100_000, "line 3: nested too deeply"),
+        (b"[1, 2]", "line 3: not a JSON object"),
+        (b'{"key": "k"}', "line 3: missing field 'scope'"),
+        (b"{not json", "line 3: "),
+        (b'{"key": "k", "key": "k"}', "line 3: duplicate field 'key'"),
+    ],
+)
+def test_import_names_the_bad_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: bytes, message: str
+) -> None:
+    """Bad bytes, nesting, a non-object, a missing or doubled field, bad JSON: 8 naming line 3; none kept."""
+    lines = exported_lines(tmp_path, sessions=3)
+    (tmp_path / "dump.jsonl").write_bytes(
+        lines[0].encode() + b"\n\n" + raw + b"\n" + lines[1].encode() + b"\n"
+    )
+    assert main(["import", str(tmp_path / "b"), str(tmp_path / "dump.jsonl")]) == 8
+    assert capsys.readouterr().err.startswith(f"filestore: {message}")
+    assert keys_in(tmp_path / "b") == set()
+
+
+def test_import_batch_size_must_be_positive(tmp_path: Path) -> None:
+    """--batch-size 0 is a usage error (8); the library refuses it too."""
+    write_lines(tmp_path / "empty.jsonl", [])
+    assert main(["import", str(tmp_path / "b"), str(tmp_path / "empty.jsonl"), "--batch-size", "0"]) == 8
+    with FileSessionStore(tmp_path / "c") as store, pytest.raises(InvalidInputError):
+        import_sessions(store, [], batch_size=0)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["key", "scope", "session", "active", "extra"]), json_values))
+def test_parse_line_accepts_a_session_or_names_the_line(document: dict[str, object]) -> None:
+    """Any JSON object is either a session or InvalidInputError naming its line; never another error."""
+    text = json.dumps(document)
+    try:
+        parse_line(text, 12)
+    except InvalidInputError:
+        with pytest.raises(InvalidInputError, match=r"^line 12: ") as refused:
+            parse_line(text, 12)
+        assert refused.value.field == "line 12"
+
+
+Step = tuple[SessionData, str | None] | int
+
+
+@st.composite
+def store_histories(draw: st.DrawFn) -> list[Step]:
+    """Creates (a session, and a user for the creating context if the session names none) and removes
+    (of the n-th session created, modulo)."""
+    return draw(
+        st.lists(
+            st.tuples(small_session_datas(), st.none() | st.just("u9")) | st.integers(0, 20), max_size=12
+        )
+    )
+
+
+def play(store: FileSessionStore, history: list[Step]) -> None:
+    created: list[SessionKey] = []
+    for step in history:
+        if isinstance(step, int):
+            if created and (key := created[step % len(created)]) in store.session_keys():
+                store.remove_session(key)
+            continue
+        session, ctx_user = step
+        context = session.tenant_ctx
+        if context.effective_user is None and ctx_user is not None:
+            context = context.with_user(ctx_user)
+        created.append(store.create_session(context, session))
+
+
+# Every owner of the small world (tests/strategies.py), and user u9 given by the creating context.
+LOOKUPS = [
+    (ctx(env, tenant, team, None), user)
+    for env in ("dev", "prod")
+    for tenant in ("acme", "globex")
+    for team in (None, "support")
+    for user in ("u1", "u2", "u9")
+]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(store_histories())
+def test_export_then_import_gives_equal_contents(history: list[Step]) -> None:
+    """Export, then import into an empty store: the same keys, owners, sessions and user lookups."""
+    with (
+        tempfile.TemporaryDirectory() as temp,
+        FileSessionStore(Path(temp) / "a", durability="none") as source,
+        FileSessionStore(Path(temp) / "b", durability="none") as target,
+    ):
+        play(source, history)
+        buffer = io.StringIO()
+        assert export_sessions(source, buffer) == len(source)
+        report = import_sessions(target, io.StringIO(buffer.getvalue()), batch_size=3)
+        assert (report.imported, report.already_there) == (len(source), 0)
+        assert set(target.iter_sessions()) == set(source.iter_sessions())
+        for lookup, user in LOOKUPS:
+            assert target.find_by_user(lookup, user) == source.find_by_user(lookup, user)
+
+
+def test_python_m_filestore_runs_the_command_line(tmp_path: Path) -> None:
+    """`python -m filestore stats DIR --json` runs the same command line in a new process."""
+    make_store(tmp_path / "s", sessions=2)
+    done = subprocess.run(
+        [sys.executable, "-m", "filestore", "stats", str(tmp_path / "s"), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sessions"] == 2

@@ -1,0 +1,180 @@
+"""Support for the corruption tests: a workload replayed on the file store and its in-memory twin.
+
+``build_pristine`` runs a list of operations on a ``FileSessionStore`` opened
+with ``preallocate_bytes=0`` (so the log file is exactly as long as its
+records) and, in step, on an ``InMemorySessionStore``, the model. It keeps the
+model's state after every prefix of the operations and the log's size after
+each one, i.e. where every record frame ends. The tests then damage copies of
+that store and check what reopening shows against those states.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from filestore import FileSessionStore, InMemorySessionStore, SessionData, SessionKey
+from filestore.fileio import OsFileIO
+from filestore.framing import FILE_HEADER_SIZE
+from filestore.logfile import LOG_NAME, LogFile
+from filestore.snapshot import SNAPSHOT_NAME, Snapshot, load_snapshot
+
+from .test_contract import ctx, data
+
+OpKind = Literal["create", "update", "remove"]
+
+
+@attrs.frozen
+class Op:
+    """One call: ``create`` for ``user``; ``update``/``remove`` of the ``target``-th session created."""
+
+    kind: OpKind
+    user: str = ""
+    target: int = 0
+
+
+@attrs.frozen
+class State:
+    """What a store shows: every session by key, and which key each user's lookup finds."""
+
+    sessions: dict[str, SessionData]
+    lookup: dict[str, str]
+
+
+@attrs.frozen
+class Pristine:
+    """A closed store built by ``build_pristine``, and what is known about it."""
+
+    directory: Path
+    log: bytes
+    ends: tuple[int, ...]  # ends[i]: the log's size once i operations are done (ends[0]: header only)
+    states: tuple[State, ...]  # states[i]: the model's state once i operations are done
+    users: tuple[str, ...]
+    snapshots: dict[int, bytes]  # operations done -> the snapshot file written at that moment
+
+    def complete_records(self, size: int) -> int:
+        """How many records lie wholly within the first ``size`` bytes of the log."""
+        return sum(1 for end in self.ends[1:] if end <= size)
+
+
+def session_data(user: str, step: int) -> SessionData:
+    return data(ctx(user=user), step=step, flow=f"flow.{step % 7}")
+
+
+def build_pristine(
+    directory: Path, operations: Sequence[Op], *, snapshot_after: Sequence[int] = ()
+) -> Pristine:
+    """Run ``operations`` on a new file store and on the model; close the store (which trims it).
+
+    ``snapshot_after`` lists operation counts after which ``write_snapshot`` is
+    called and the snapshot file's bytes kept (close writes a newer one).
+    """
+    model = InMemorySessionStore()
+    file_keys: list[SessionKey] = []
+    model_keys: list[SessionKey] = []
+    owners: list[str] = []
+    users = tuple(sorted({op.user for op in operations if op.kind == "create"}))
+    states = []
+    ends = []
+    snapshots: dict[int, bytes] = {}
+    log_path = directory / LOG_NAME
+    with FileSessionStore(directory, preallocate_bytes=0) as store:
+        states.append(model_state(model, model_keys, file_keys, users))
+        ends.append(os.path.getsize(log_path))
+        for step, op in enumerate(operations, start=1):
+            if op.kind == "create":
+                stored = session_data(op.user, step)
+                file_keys.append(store.create_session(ctx(user=op.user), stored))
+                model_keys.append(model.create_session(ctx(user=op.user), stored))
+                owners.append(op.user)
+            elif op.kind == "update":
+                stored = session_data(owners[op.target], step)
+                store.update_session(file_keys[op.target], stored)
+                model.update_session(model_keys[op.target], stored)
+            else:
+                store.remove_session(file_keys[op.target])
+                model.remove_session(model_keys[op.target])
+            states.append(model_state(model, model_keys, file_keys, users))
+            ends.append(os.path.getsize(log_path))
+            if step in snapshot_after:
+                store.write_snapshot()
+                snapshots[step] = (directory / SNAPSHOT_NAME).read_bytes()
+    assert frame_ends(directory) == ends[1:], "the log's frames end where its size grew"
+    return Pristine(directory, log_path.read_bytes(), tuple(ends), tuple(states), users, snapshots)
+
+
+def model_state(
+    model: InMemorySessionStore,
+    model_keys: list[SessionKey],
+    file_keys: list[SessionKey],
+    users: tuple[str, ...],
+) -> State:
+    """The model's state, under the file store's keys."""
+    to_file = dict(zip(model_keys, file_keys, strict=True))
+    sessions = {
+        str(to_file[key]): found for key in model_keys if (found := model.get_session(key)) is not None
+    }
+    lookup = {
+        user: str(to_file[hit[0]]) for user in users if (hit := model.find_by_user(ctx(user=user), user))
+    }
+    return State(sessions, lookup)
+
+
+def observe(store: FileSessionStore, users: Sequence[str]) -> State:
+    """Everything ``store`` shows: every session, and every user's lookup."""
+    sessions = {
+        str(key): found for key in store.session_keys() if (found := store.get_session(key)) is not None
+    }
+    lookup = {user: str(hit[0]) for user in users if (hit := store.find_by_user(ctx(user=user), user))}
+    return State(sessions, lookup)
+
+
+def reopen(directory: Path, users: Sequence[str]) -> State:
+    """Open the store at ``directory``, read everything, close it."""
+    with FileSessionStore(directory) as store:
+        return observe(store, users)
+
+
+def frame_ends(directory: Path) -> list[int]:
+    """Where each verified frame of the log ends, walking it as the engine does."""
+    log = LogFile.open(OsFileIO(), str(directory))
+    try:
+        return [frame.end for _, frame, _ in log.frames(FILE_HEADER_SIZE) if frame is not None]
+    finally:
+        log.close()
+
+
+def damaged_copy(pristine: Pristine, where: Path, log: bytes, *, snapshot: bytes | None) -> Path:
+    """A copy of the pristine store whose log is ``log`` and snapshot ``snapshot`` (``None``: no snapshot)."""
+    if where.exists():
+        shutil.rmtree(where)
+    shutil.copytree(pristine.directory, where)
+    (where / LOG_NAME).write_bytes(log)
+    if snapshot is None:
+        (where / SNAPSHOT_NAME).unlink(missing_ok=True)
+    else:
+        (where / SNAPSHOT_NAME).write_bytes(snapshot)
+    return where
+
+
+def side_files(directory: Path) -> dict[str, bytes]:
+    """The torn-tail side files (``sessions.log.trN``) in ``directory``, by name."""
+    return {path.name: path.read_bytes() for path in sorted(directory.glob(f"{LOG_NAME}.tr*"))}
+
+
+def verified_snapshot(directory: Path) -> Snapshot | None:
+    """The snapshot file as opening would judge it against the current log (``None``: refused)."""
+    io = OsFileIO()
+    log = LogFile.open(io, str(directory))
+    try:
+        snapshot, _why = load_snapshot(
+            io, str(directory / SNAPSHOT_NAME), log.fd, log.header, io.size(log.fd)
+        )
+    finally:
+        log.close()
+    return snapshot
