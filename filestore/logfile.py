@@ -99,10 +99,13 @@ class LogFile:
         return cls(io, directory, io.open(path), header, name=name)
 
     @classmethod
-    def open(cls, io: FileIO, directory: str, *, name: str = LOG_NAME) -> LogFile:
-        """Open an existing log; ``CorruptionError`` if its header does not verify."""
+    def open(cls, io: FileIO, directory: str, *, name: str = LOG_NAME, readonly: bool = False) -> LogFile:
+        """Open an existing log; ``CorruptionError`` if its header does not verify.
+
+        ``readonly`` is for tools that must never change the store (stats).
+        """
         path = os.path.join(directory, name)
-        fd = io.open(path)
+        fd = io.open_readonly(path) if readonly else io.open(path)
         try:
             header = FileHeader.decode(io.pread(fd, FILE_HEADER_SIZE, 0))
         except BaseException:

@@ -16,7 +16,7 @@ import attrs
 
 from filestore.errors import CorruptionError
 from filestore.fileio import OS_IO, FileIO
-from filestore.framing import FILE_HEADER_SIZE, FileHeader, Frame
+from filestore.framing import FILE_HEADER_SIZE, Frame
 from filestore.logfile import LOG_NAME, LogFile
 from filestore.offline import replay
 from filestore.records import RecordDecodeError, decode_record
@@ -112,25 +112,14 @@ def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
 
 
 def _open_log_readonly(io: FileIO, directory: str) -> LogFile:
-    """The store's log opened for reading only (``LogFile.open`` opens it read-write)."""
-    path = os.path.join(directory, LOG_NAME)
+    """The store's log opened for reading only: stats never changes a store."""
     try:
-        fd = io.open_readonly(path)
+        return LogFile.open(io, directory, readonly=True)
     except FileNotFoundError:
+        path = os.path.join(directory, LOG_NAME)
         raise CorruptionError(
             f"{directory} has no {LOG_NAME}: not a filestore", path=path, offset=0
         ) from None
-    try:
-        header = FileHeader.decode(io.pread(fd, FILE_HEADER_SIZE, 0))
-    except BaseException:
-        io.close(fd)
-        raise
-    if header is None:
-        io.close(fd)
-        raise CorruptionError(
-            f"{path}: the file header is missing or damaged; run `filestore fsck`", path=path, offset=0
-        )
-    return LogFile(io, directory, fd, header)
 
 
 def _file_sizes(directory: str) -> dict[str, int]:
