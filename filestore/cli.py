@@ -62,7 +62,7 @@ lookup against the sessions; stray temp and side files.
 Without --repair nothing is changed. Repair never destroys evidence: cut
 or skipped bytes go to side files (sessions.log.trN), a damaged log is
 rewritten as a new generation switched in atomically, and the old one is
-kept as sessions.log.old.
+kept as sessions.log.old (sessions.log.oldN if an older one is kept).
 
 {_paragraph(fsck_module.__doc__, "Not detected:")}
 
@@ -185,7 +185,11 @@ def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--keep-old", is_flag=True, help="Keep the previous generation as sessions.log.old.")
+@click.option(
+    "--keep-old",
+    is_flag=True,
+    help="Keep the previous generation as sessions.log.old (or the first free sessions.log.oldN).",
+)
 @_WAIT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:

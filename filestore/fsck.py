@@ -22,7 +22,8 @@ Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
 Repair (``repair=True``) needs the store to itself. It cuts a torn tail to a
 side file; rewrites the log as a new generation of every record that
 verifies, skipping damaged bytes (kept in a side file) and keeping the old
-generation as ``sessions.log.old``; rewrites the snapshot and identity file;
+generation as ``sessions.log.old`` (or the first free ``sessions.log.oldN``
+when an earlier one is kept); rewrites the snapshot and identity file;
 removes temp files.
 
 Not detected: a lost acknowledged record at the very end of the log (it
@@ -49,7 +50,7 @@ from filestore.index import Index
 from filestore.logfile import LOG_NAME, LogFile, side_file_name
 from filestore.offline import exclusive_store
 from filestore.records import Put, Record, RecordDecodeError, decode_record, decode_seal
-from filestore.rewrite import COMPACT_NAME, OLD_NAME, rewrite_generation
+from filestore.rewrite import COMPACT_NAME, is_old_name, rewrite_generation
 from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
 EXIT_CLEAN: Final = 0
@@ -355,7 +356,10 @@ def _repair_by_rewrite(io: FileIO, directory: str, log: LogFile, walk: _Walk, re
     io.sync_dir(directory)
     log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
     result = rewrite_generation(io, directory, log.header, walk.good, keep_old=True, seal=_no_seal)
-    action = f"rewrote the log as generation {result.generation}; old log kept as {OLD_NAME}"
+    action = (
+        f"rewrote the log as generation {result.generation}; "
+        f"old log kept as {os.path.basename(result.old_log or '?')}"
+    )
     for finding in report.findings:
         if finding.severity is Severity.ERROR and finding.kind != "identity":
             finding.action = action
@@ -380,7 +384,7 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
                 io.unlink(full)
                 finding.action = "removed"
             report.findings.append(finding)
-        elif _SIDE_FILE.match(name) or name in {OLD_NAME, COMPACT_NAME}:
+        elif _SIDE_FILE.match(name) or is_old_name(name) or name == COMPACT_NAME:
             report.findings.append(
                 Finding(
                     "stray-file",

@@ -6,7 +6,11 @@ Never a moment without a valid store. The steps, each crash-safe:
    store UUID, records renumbered from 1), fdatasync it, fsync the directory.
 2. Verify it by reading it back through the normal frame checks.
 3. Hard-link the current log to ``sessions.log.old`` and fsync the
-   directory, so the old generation survives the switch.
+   directory, so the old generation survives the switch. An ``.old`` kept
+   by an earlier repair or ``--keep-old`` is evidence and is never
+   replaced: the link takes the first free ``sessions.log.oldN`` instead.
+   Only a stray link to the current log itself (left by a rewrite that
+   stopped before its switch) is reused.
 4. Seal the old log: a synced SEAL record tells every open handle (which
    looks for new records before each call) that this generation is done,
    so none appends to it again; they wait for the writer lock and reload.
@@ -16,7 +20,7 @@ Never a moment without a valid store. The steps, each crash-safe:
    log, which the next opener cuts); after it, the new one.
 6. Write the new generation's index snapshot (the old one names the old
    generation, so until then opening simply rebuilds it).
-7. Unless asked to keep it, unlink ``sessions.log.old`` and fsync the directory.
+7. Unless asked to keep it, unlink the old generation's link and fsync the directory.
 
 The caller holds the writer lock (and, offline, the exclusive registration).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterable
 from typing import Final
 
@@ -40,6 +45,7 @@ from filestore.snapshot import encode_snapshot, write_snapshot
 
 COMPACT_NAME: Final = LOG_NAME + ".compact"
 OLD_NAME: Final = LOG_NAME + ".old"
+_OLD_PATTERN: Final = re.compile(r"^sessions\.log\.old(?:[2-9]|[1-9]\d+)?$")
 _WRITE_BATCH: Final = 4 << 20
 
 
@@ -68,15 +74,13 @@ def rewrite_generation(
     header = FileHeader(old_header.store_uuid, old_header.generation + 1)
     compact_path = os.path.join(directory, COMPACT_NAME)
     log_path = os.path.join(directory, LOG_NAME)
-    old_path = os.path.join(directory, OLD_NAME)
     with contextlib.suppress(FileNotFoundError):
         io.unlink(compact_path)  # a stray from an interrupted rewrite: never the live log
     index = Index()
     seq, end, last_frame_offset = _write_new_log(io, compact_path, header, frames, index, file_mode)
     io.sync_dir(directory)
     _verify(io, directory, header, seq, end)
-    with contextlib.suppress(FileNotFoundError):
-        io.unlink(old_path)
+    old_path = _free_old_name(io, directory, log_path)
     io.link(log_path, old_path)
     io.sync_dir(directory)
     seal(header.generation)
@@ -91,6 +95,30 @@ def rewrite_generation(
         io.sync_dir(directory)
         kept = None
     return RewriteResult(header.generation, seq, end, len(snapshot), kept)
+
+
+def is_old_name(name: str) -> bool:
+    """Whether ``name`` is a previous generation kept by a rewrite."""
+    return _OLD_PATTERN.match(name) is not None
+
+
+def _free_old_name(io: FileIO, directory: str, log_path: str) -> str:
+    """Where to link the current log: the first ``.old`` name that holds no evidence.
+
+    A name that is already a link to the current log is a stray from a
+    rewrite that stopped before its switch; it holds nothing the log does not.
+    """
+    number = 1
+    while True:
+        path = os.path.join(directory, OLD_NAME if number == 1 else f"{OLD_NAME}{number}")
+        try:
+            if not os.path.samefile(path, log_path):
+                number += 1
+                continue
+        except FileNotFoundError:
+            return path
+        io.unlink(path)
+        return path
 
 
 def _write_new_log(

@@ -15,6 +15,7 @@ from filestore.compact import compact
 from filestore.fileio import OsFileIO
 from filestore.framing import FILE_HEADER_SIZE
 from filestore.fsck import fsck, iter_findings
+from filestore.logfile import LogFile
 from filestore.stats import stats
 
 from .test_contract import ctx, data
@@ -262,3 +263,36 @@ def test_process_dying_around_the_switch(tmp_path: Path, step: str) -> None:
     assert generation == (1 if step.startswith("before") else 2)
     assert contents(tmp_path / "s") == expected
     assert not fsck(tmp_path / "s").errors
+
+
+def test_a_kept_old_generation_is_never_replaced(tmp_path: Path) -> None:
+    """Each --keep-old compaction keeps its own old generation: .old, then .old2, then .old3."""
+    directory = tmp_path / "s"
+    build(directory, 20)
+    names = ["sessions.log.old", "sessions.log.old2", "sessions.log.old3"]
+    for number, name in enumerate(names):
+        with FileSessionStore(directory) as store:
+            store.create_session(ctx(user=f"more{number}"), data(ctx(user=f"more{number}")))
+        report = compact(directory, keep_old=True)
+        assert report.old_log is not None
+        assert os.path.basename(report.old_log) == name
+    for generation, name in enumerate(names, start=1):
+        log = LogFile.open(OsFileIO(), str(directory), name=name)
+        try:
+            assert log.header.generation == generation
+        finally:
+            log.close()
+    assert {finding.file for finding in fsck(directory).findings} == set(names)
+
+
+@pytest.mark.parametrize("keep_old", [False, True])
+def test_a_stray_link_to_the_current_log_is_reused(tmp_path: Path, keep_old: bool) -> None:
+    """A link to the live log left by a rewrite that stopped before its switch is not evidence: reused."""
+    directory = tmp_path / "s"
+    build(directory, 20)
+    os.link(directory / "sessions.log", directory / "sessions.log.old")
+    before = contents(directory)
+    compact(directory, keep_old=keep_old)
+    assert contents(directory) == before
+    old_logs = sorted(path.name for path in directory.iterdir() if ".old" in path.name)
+    assert old_logs == (["sessions.log.old"] if keep_old else [])

@@ -420,12 +420,6 @@ def test_repair_fixes_a_duplicated_record(pristine: Pristine, tmp_path: Path, wh
     assert contents(directory) == pristine.contents
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rewrite_generation unlinks any existing sessions.log.old before linking the current "
-    "log there, so a later compaction (or a second repair) deletes the damaged log that "
-    "fsck --repair kept as evidence",
-)
 def test_the_log_a_repair_kept_survives_a_later_compaction(pristine: Pristine, tmp_path: Path) -> None:
     """The damaged log fsck --repair kept as sessions.log.old is not deleted by the next compaction."""
     directory = copy_of(pristine, tmp_path / "s")
