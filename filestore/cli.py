@@ -196,7 +196,8 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
     """Rewrite only the live sessions of the store in DIRECTORY, offline.
 
     Refuses (exit 8) while other processes have the store open, unless they
-    close within --wait seconds. Crash-safe at every step.
+    close within --wait seconds, and when a bad record is followed by valid
+    ones (run fsck first). Crash-safe at every step.
     """
     with _progress(not as_json, "compact", "B", _log_size(directory)) as progress:
         report = compact_store(directory, keep_old=keep_old, wait=wait, progress=progress)

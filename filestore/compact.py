@@ -84,14 +84,15 @@ def compact(
 
     Raises ``StoreInUseError`` if other handles have the store open (after
     waiting ``wait`` seconds), ``CorruptionError`` if the log is damaged in
-    the middle (run ``fsck --repair`` first). ``progress`` is called with
+    the middle, or if valid records follow a bad one at all (run ``fsck``
+    first: it never cuts a valid record). ``progress`` is called with
     the number of bytes of old log processed since its last call.
     """
     directory = os.path.abspath(os.fspath(path))
     snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
     with exclusive_store(directory, wait=wait, io=io) as log:
         index, _ = replay(log)
-        log.recover_tail()
+        log.recover_tail(keep_valid_records=True)
         records_before = log.last_seq
         bytes_before = io.size(log.fd) + _file_size(snapshot_path)
         result = rewrite_generation(

@@ -128,6 +128,8 @@ class _Walk:
     good: list[Frame] = attrs.field(factory=list)
     damaged_ranges: list[tuple[int, int]] = attrs.field(factory=list)
     tail_cut: int | None = None
+    tail_finding: Finding | None = None
+    gaps: bool = False
     end: int = FILE_HEADER_SIZE
 
 
@@ -174,52 +176,71 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
     report.sessions = len(index)
     _check_lookup(index, report)
     log.end = walk.end
-    needs_rewrite = bool(walk.damaged_ranges) or payload_errors
+    needs_rewrite = bool(walk.damaged_ranges) or payload_errors or walk.gaps
     if report.repair and needs_rewrite:
         _repair_by_rewrite(io, directory, log, walk, report)
         return
     if report.repair and walk.tail_cut is not None:
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
         side = log.recover_tail()
-        for finding in report.findings:
-            if finding.kind in {"torn-tail", "interrupted-compaction"}:
-                finding.action = f"cut; the bytes are kept in {os.path.basename(side or '?')}"
+        if walk.tail_finding is not None:
+            walk.tail_finding.action = f"cut; the bytes are kept in {os.path.basename(side or '?')}"
     _check_snapshot(io, directory, log, index, walk, report)
 
 
 def _walk(log: LogFile, report: FsckReport) -> _Walk:
-    """Every frame that verifies, in order, with bad regions classified as tail or middle."""
+    """Every frame that verifies and belongs, in order, with bad regions classified as tail or middle.
+
+    A verified record numbered below the one expected (a duplicate, or a stale
+    copy of an earlier record) does not belong: it is set aside like damage,
+    so that replaying it can never roll a session back. A record numbered
+    above it belongs, but the records in between are missing.
+    """
     walk = _Walk()
     expected = 1
     offset = FILE_HEADER_SIZE
     size = log.io.size(log.fd)
     while True:
-        stop_kind, stop_offset = Probe.END, offset
+        why, stop_offset = Probe.END.value, offset
+        stale: Finding | None = None
         for kind, frame, at in log.frames(offset):
             if frame is None:
-                stop_kind, stop_offset = kind, at
+                why, stop_offset = kind.value, at
                 break
             if frame.kind == KIND_SEAL:
                 walk.tail_cut = frame.offset
-                report.findings.append(
-                    Finding(
-                        "interrupted-compaction",
-                        Severity.ERROR,
-                        LOG_NAME,
-                        frame.offset,
-                        f"the log ends with a seal naming generation {decode_seal(frame.payload)}, "
-                        "but it is still the current log: a compaction stopped before its switch",
-                    )
+                walk.tail_finding = Finding(
+                    "interrupted-compaction",
+                    Severity.ERROR,
+                    LOG_NAME,
+                    frame.offset,
+                    f"the log ends with a seal naming generation {decode_seal(frame.payload)}, "
+                    "but it is still the current log: a compaction stopped before its switch",
                 )
+                report.findings.append(walk.tail_finding)
                 return walk
-            if frame.seq != expected:
+            if frame.seq < expected:
+                stale = Finding(
+                    "sequence",
+                    Severity.ERROR,
+                    LOG_NAME,
+                    frame.offset,
+                    f"record {frame.seq} again where {expected} was expected "
+                    "(a duplicated or stale record; it is not replayed)",
+                )
+                report.findings.append(stale)
+                stop_offset = frame.offset
+                break
+            if frame.seq > expected:
+                walk.gaps = True
                 report.findings.append(
                     Finding(
                         "sequence",
                         Severity.ERROR,
                         LOG_NAME,
                         frame.offset,
-                        f"record {frame.seq} where {expected} was expected",
+                        f"record {frame.seq} where {expected} was expected "
+                        f"(records {expected} to {frame.seq - 1} are missing)",
                     )
                 )
             walk.good.append(frame)
@@ -232,29 +253,30 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
         if not later:
             if rest.rstrip(b"\0"):
                 walk.tail_cut = stop_offset
-                report.findings.append(
-                    Finding(
-                        "torn-tail",
-                        Severity.ERROR,
-                        LOG_NAME,
-                        stop_offset,
-                        f"{len(rest.rstrip(bytes(1)))} bytes after the last valid record "
-                        f"(record {expected} never completed, or was damaged)",
-                    )
+                walk.tail_finding = stale or Finding(
+                    "torn-tail",
+                    Severity.ERROR,
+                    LOG_NAME,
+                    stop_offset,
+                    f"{len(rest.rstrip(bytes(1)))} bytes after the last valid record "
+                    f"(record {expected} never completed, or was damaged)",
                 )
+                if stale is None:
+                    report.findings.append(walk.tail_finding)
             return walk
         resume = later[0].offset
         walk.damaged_ranges.append((stop_offset, resume))
-        report.findings.append(
-            Finding(
-                "damaged-record",
-                Severity.ERROR,
-                LOG_NAME,
-                stop_offset,
-                f"{resume - stop_offset} bytes do not verify ({stop_kind.value}), "
-                f"valid records resume at offset {resume} with record {later[0].seq}",
+        if stale is None:
+            report.findings.append(
+                Finding(
+                    "damaged-record",
+                    Severity.ERROR,
+                    LOG_NAME,
+                    stop_offset,
+                    f"{resume - stop_offset} bytes do not verify ({why}), "
+                    f"valid records resume at offset {resume} with record {later[0].seq}",
+                )
             )
-        )
         offset = resume
         expected = later[0].seq
 

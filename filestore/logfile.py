@@ -217,13 +217,18 @@ class LogFile:
         size = self.io.size(self.fd)
         return size <= self.end or is_zero(self.io.pread(self.fd, size - self.end, self.end))
 
-    def check_tail(self) -> tuple[int, bytes]:
+    def check_tail(self, *, keep_valid_records: bool = False) -> tuple[int, bytes]:
         """Classify what follows ``end``: ``(cut_to, cut_bytes)``.
 
         ``cut_bytes`` is empty when the rest of the file is zeros (a clean
         end). Otherwise it is a torn tail to cut at ``end``; or, when a later
         valid frame shows that a lost record had been made durable, this
         raises ``CorruptionError`` (damage in the middle).
+
+        ``keep_valid_records`` (offline tools) also refuses to cut any valid
+        later record: an unfinished batch (``group``/``none``) whose blocks
+        landed out of order looks exactly like damage followed by records no
+        sync has vouched for, and a tool should not be the one to decide.
         """
         size = self.io.size(self.fd)
         rest = self.io.pread(self.fd, size - self.end, self.end)
@@ -231,9 +236,12 @@ class LogFile:
             return self.end, b""
         expected = self.last_seq + 1
         for frame in find_valid_frames(self.salt, rest, 0, self.end):
-            if frame.seq >= expected and (
-                frame.synced_through >= expected or (frame.seq > expected and frame.flags & FLAG_SYNCED)
-            ):
+            if frame.seq < expected:
+                continue
+            # A record further on (not at ``end``, where a seal stops the scan)
+            # that was SYNCED also proves damage: the bytes before it came later.
+            moved = frame.seq > expected or frame.offset > self.end
+            if frame.synced_through >= expected or (moved and frame.flags & FLAG_SYNCED):
                 raise CorruptionError(
                     f"{self.path}: record {expected} at offset {self.end} is damaged, but record "
                     f"{frame.seq} at offset {frame.offset} was written after it was made durable; "
@@ -241,11 +249,23 @@ class LogFile:
                     path=self.path,
                     offset=self.end,
                 )
+            if moved and keep_valid_records:
+                raise CorruptionError(
+                    f"{self.path}: record {expected} at offset {self.end} is bad, and valid record "
+                    f"{frame.seq} follows at offset {frame.offset}: either an unfinished batch "
+                    "written without fsync (opening the store cuts it to a side file) or damage "
+                    "(`filestore fsck --repair` keeps every valid record); run `filestore fsck` first",
+                    path=self.path,
+                    offset=self.end,
+                )
         return self.end, rest.rstrip(b"\0")
 
-    def recover_tail(self) -> str | None:
-        """Cut a torn tail after ``end`` (keeping its bytes in a side file); the side file's path."""
-        cut_to, cut = self.check_tail()
+    def recover_tail(self, *, keep_valid_records: bool = False) -> str | None:
+        """Cut a torn tail after ``end`` (keeping its bytes in a side file); the side file's path.
+
+        ``keep_valid_records``: see ``check_tail``.
+        """
+        cut_to, cut = self.check_tail(keep_valid_records=keep_valid_records)
         if not cut:
             return None
         side = side_file_name(self.directory, self.name, os.path.exists)

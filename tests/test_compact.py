@@ -203,19 +203,17 @@ def test_damage_in_the_middle_is_refused_and_nothing_changes(tmp_path: Path) -> 
     assert {path.name: path.read_bytes() for path in (tmp_path / "s").iterdir()} == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: in a store written with durability='none' in one session, no record "
-    "says the earlier ones were durable, so compaction (like opening) takes a damaged first record "
-    "for a torn tail: it cuts every later valid record to sessions.log.tr1 and writes an empty "
-    "new generation, with no error (fsck would have kept them)",
-)
 def test_compaction_never_drops_valid_records_after_damage(tmp_path: Path) -> None:
     """Valid records after a damaged one are never cut by compaction, whatever the durability mode."""
     build(tmp_path / "s", sessions=5, durability="none")
-    damage_first_record(tmp_path / "s")
+    expected = contents(tmp_path / "s")
+    before = damage_first_record(tmp_path / "s")
     with pytest.raises(CorruptionError, match="fsck"):
         compact(tmp_path / "s")
+    assert {path.name: path.read_bytes() for path in (tmp_path / "s").iterdir()} == before
+    assert fsck(tmp_path / "s", repair=True).exit_code == 1
+    # The damaged record is the first session's create; its updates carry the whole session.
+    assert contents(tmp_path / "s") == expected, "fsck --repair keeps every record after the damage"
 
 
 def test_waits_for_the_other_handle_to_close(tmp_path: Path) -> None:

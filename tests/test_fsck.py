@@ -174,6 +174,31 @@ def interrupted_compaction(directory: Path) -> bytes | None:
     return (directory / LOG_NAME).read_bytes()[seal.offset : seal.end]
 
 
+def duplicated_record(directory: Path) -> bytes | None:
+    """The disk wrote a record twice: a copy of record DAMAGED_RECORD right after it."""
+    frame = log_frames(directory)[DAMAGED_RECORD]
+    raw = (directory / LOG_NAME).read_bytes()
+    copy = raw[frame.offset : frame.end]
+    (directory / LOG_NAME).write_bytes(raw[: frame.end] + copy + raw[frame.end :])
+    return copy
+
+
+def duplicated_last_record(directory: Path) -> bytes | None:
+    frame = log_frames(directory)[-1]
+    copy = (directory / LOG_NAME).read_bytes()[frame.offset : frame.end]
+    with (directory / LOG_NAME).open("ab") as log:
+        log.write(copy)
+    return copy
+
+
+def missing_record(directory: Path) -> bytes | None:
+    """Record DAMAGED_RECORD's bytes are gone, and the records after it moved up."""
+    frame = log_frames(directory)[DAMAGED_RECORD]
+    raw = (directory / LOG_NAME).read_bytes()
+    (directory / LOG_NAME).write_bytes(raw[: frame.offset] + raw[frame.end :])
+    return None
+
+
 @attrs.frozen
 class Damage:
     """One kind of damage: how to make it, what fsck calls it, and whether opening refuses the store."""
@@ -187,6 +212,9 @@ class Damage:
 DAMAGE: dict[str, Damage] = {
     "torn-tail": Damage(torn_tail, "torn-tail", refuses_open=False),
     "damaged-record": Damage(damaged_record, "damaged-record", refuses_open=True, loses_record=True),
+    "duplicated-record": Damage(duplicated_record, "sequence", refuses_open=True),
+    "duplicated-last-record": Damage(duplicated_last_record, "sequence", refuses_open=False),
+    "missing-record": Damage(missing_record, "sequence", refuses_open=True, loses_record=True),
     "bad-payload": Damage(bad_payload, "bad-payload", refuses_open=True),
     "damaged-snapshot": Damage(damaged_snapshot, "snapshot", refuses_open=False),
     "snapshot-missing-a-session": Damage(snapshot_missing_a_session, "snapshot", refuses_open=False),
@@ -394,16 +422,9 @@ def test_crash_at_every_step_of_a_repair_then_repair_again(pristine: Pristine, t
     assert crash_at > 8, "a repair by rewrite should take several crashable steps"
 
 
-# -- known bugs ----------------------------------------------------------------------
+# -- records out of sequence, and evidence kept across rewrites -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fsck reports a valid record out of sequence (a duplicated record) as `sequence`, but "
-    "--repair leaves the log as it is (fsck.py: needs_rewrite ignores sequence findings), so fsck "
-    "exits 4 forever, although docs/cli.md says such a log is rewritten; in the middle case the "
-    "repair even writes a snapshot covering the bad log, so the store opens until it loses it",
-)
 @pytest.mark.parametrize("where", ["middle", "end"])
 def test_repair_fixes_a_duplicated_record(pristine: Pristine, tmp_path: Path, where: str) -> None:
     """A record duplicated by the disk (a copy of record 2 after it, or of the last record) is repaired."""
@@ -428,3 +449,29 @@ def test_the_log_a_repair_kept_survives_a_later_compaction(pristine: Pristine, t
     assert fsck(directory, repair=True).exit_code == 1
     compact(directory)
     assert damaged_log in directory_bytes(directory).values()
+
+
+def test_a_stale_record_never_rolls_a_session_back(tmp_path: Path) -> None:
+    """An old version of a session found between newer records: open refuses, repair sets it aside."""
+    directory = tmp_path / "s"
+    with FileSessionStore(directory, preallocate_bytes=0) as store:
+        key = store.create_session(ctx(), data(step=1))
+        store.update_session(key, data(step=2))
+        other = store.create_session(ctx(user="other"), data(ctx(user="other")))
+    frames = log_frames(directory)
+    raw = (directory / LOG_NAME).read_bytes()
+    stale = raw[frames[0].offset : frames[0].end]
+    (directory / LOG_NAME).write_bytes(raw[: frames[1].end] + stale + raw[frames[1].end :])
+    (directory / SNAPSHOT_NAME).unlink()
+    with pytest.raises(CorruptionError):
+        FileSessionStore(directory)  # cutting from the stale record on would drop the acknowledged third
+    found = fsck(directory)
+    assert [(finding.kind, finding.offset) for finding in found.errors] == [
+        ("sequence", frames[1].end),
+        ("snapshot", None),  # removed above, so that opening must read the log
+    ]
+    assert fsck(directory, repair=True).exit_code == 1
+    assert fsck(directory).exit_code == 0
+    assert contents(directory) == {str(key): data(step=2), str(other): data(ctx(user="other"))}
+    kept = [raw for name, raw in directory_bytes(directory).items() if name.startswith("sessions.log.tr")]
+    assert kept == [stale]
