@@ -68,6 +68,7 @@ RECORD_MAGIC: Final = b"\xf5\x1e"
 _FRAME_PREFIX: Final = struct.Struct("<2sBBQQI")
 _CRC: Final = struct.Struct("<I")
 FRAME_HEADER_SIZE: Final = _FRAME_PREFIX.size + _CRC.size
+FRAME_CRC_OFFSET: Final = _FRAME_PREFIX.size
 
 KIND_PUT: Final = 1
 KIND_REMOVE: Final = 2
@@ -216,3 +217,9 @@ def find_valid_frames(salt: int, buffer: bytes, start: int, base_offset: int) ->
 def is_zero(data: bytes | memoryview) -> bool:
     """Whether ``data`` is all zero bytes (preallocated, never written)."""
     return not bytes(data).strip(b"\0")
+
+
+def frame_crc(data: bytes) -> int:
+    """The CRC field of the frame whose bytes (at least its header) start ``data``."""
+    (crc,) = _CRC.unpack_from(data, FRAME_CRC_OFFSET)
+    return int(crc)

@@ -364,6 +364,7 @@ def _check_snapshot(
             position=last.end if last else FILE_HEADER_SIZE,
             last_seq=last.seq if last else 0,
             last_frame_offset=last.offset if last else 0,
+            last_frame_crc=log.frame_crc_at(last.offset) if last else 0,
         )
         write_snapshot(io, directory, data, mode=0o600)
         finding.action = "rewrote the snapshot from the log"

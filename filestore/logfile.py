@@ -29,6 +29,7 @@ from filestore.framing import (
     Probe,
     encode_frame,
     find_valid_frames,
+    frame_crc,
     frame_length,
     is_zero,
     probe,
@@ -126,6 +127,12 @@ class LogFile:
     def read_frame(self, offset: int, size: int) -> Frame | None:
         """The verified frame of ``size`` bytes at ``offset``, or ``None``."""
         return verify_frame(self.salt, self.io.pread(self.fd, size, offset), offset)
+
+    def frame_crc_at(self, offset: int) -> int:
+        """The CRC field of the frame at ``offset`` (0 for the header offset: no frame)."""
+        if offset < FILE_HEADER_SIZE:
+            return 0
+        return frame_crc(self.io.pread(self.fd, FRAME_HEADER_SIZE, offset))
 
     def frames(self, start: int, stop: int | None = None) -> Iterator[tuple[Probe, Frame | None, int]]:
         """Walk frames from ``start``: ``(FRAME, frame, offset)`` for each, then one final

@@ -37,7 +37,7 @@ import attrs
 
 from filestore.errors import CorruptionError
 from filestore.fileio import FileIO
-from filestore.framing import FILE_HEADER_SIZE, FLAG_SYNCED, FileHeader, Frame, encode_frame
+from filestore.framing import FILE_HEADER_SIZE, FLAG_SYNCED, FileHeader, Frame, encode_frame, frame_crc
 from filestore.index import Index
 from filestore.logfile import LOG_NAME, LogFile
 from filestore.records import decode_record
@@ -77,7 +77,9 @@ def rewrite_generation(
     with contextlib.suppress(FileNotFoundError):
         io.unlink(compact_path)  # a stray from an interrupted rewrite: never the live log
     index = Index()
-    seq, end, last_frame_offset = _write_new_log(io, compact_path, header, frames, index, file_mode)
+    seq, end, last_frame_offset, last_frame_crc = _write_new_log(
+        io, compact_path, header, frames, index, file_mode
+    )
     io.sync_dir(directory)
     _verify(io, directory, header, seq, end)
     old_path = _free_old_name(io, directory, log_path)
@@ -87,7 +89,14 @@ def rewrite_generation(
     # COMMIT POINT: from here on the store is the new generation.
     io.rename(compact_path, log_path)
     io.sync_dir(directory)
-    snapshot = encode_snapshot(header, index, position=end, last_seq=seq, last_frame_offset=last_frame_offset)
+    snapshot = encode_snapshot(
+        header,
+        index,
+        position=end,
+        last_seq=seq,
+        last_frame_offset=last_frame_offset,
+        last_frame_crc=last_frame_crc,
+    )
     write_snapshot(io, directory, snapshot, mode=file_mode)
     kept: str | None = old_path
     if not keep_old:
@@ -123,8 +132,8 @@ def _free_old_name(io: FileIO, directory: str, log_path: str) -> str:
 
 def _write_new_log(
     io: FileIO, path: str, header: FileHeader, frames: Iterable[Frame], index: Index, file_mode: int
-) -> tuple[int, int, int]:
-    """Write the new log; return its last sequence number, end, and last frame's offset."""
+) -> tuple[int, int, int, int]:
+    """Write the new log; return its last sequence number, end, and last frame's offset and CRC."""
     fd = io.open(path, exclusive=True, mode=file_mode)
     try:
         salt = header.salt
@@ -134,6 +143,7 @@ def _write_new_log(
         end = FILE_HEADER_SIZE
         seq = 0
         last_frame_offset = 0
+        last_frame_crc = 0
         for frame in frames:
             seq += 1
             # Everything in a rewritten log is synced before it becomes current.
@@ -142,6 +152,7 @@ def _write_new_log(
             pending.append(data)
             pending_bytes += len(data)
             last_frame_offset = end
+            last_frame_crc = frame_crc(data)
             end += len(data)
             if pending_bytes >= _WRITE_BATCH:
                 io.pwrite(fd, b"".join(pending), written)
@@ -151,7 +162,7 @@ def _write_new_log(
         io.sync_data(fd)
     finally:
         io.close(fd)
-    return seq, end, last_frame_offset
+    return seq, end, last_frame_offset, last_frame_crc
 
 
 def _verify(io: FileIO, directory: str, header: FileHeader, seq: int, end: int) -> None:

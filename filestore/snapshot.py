@@ -4,14 +4,16 @@ File ``sessions.idx`` (``SNAPSHOT_HEADER_SIZE`` = 24 bytes, then the body)::
 
     offset size field
     0      8    SNAPSHOT_MAGIC b"FSTIDX\\x00\\n"
-    8      4    snapshot version (SNAPSHOT_VERSION = 1)
+    8      4    snapshot version (SNAPSHOT_VERSION = 2)
     12     4    CRC-32 of the body
     16     8    body length
     24     n    body: a CBOR map (keys below)
 
 Body: ``store_uuid`` (16 bytes), ``generation``, ``position`` (the log offset
-the snapshot covers up to), ``last_seq`` and ``last_frame_offset`` (the
-record that ends exactly at ``position``), ``live_bytes``, ``keys`` (text),
+the snapshot covers up to), ``last_seq``, ``last_frame_offset`` and
+``last_frame_crc`` (the record that ends exactly at ``position``, and its
+CRC field: a copy of the store that diverged since has a different last
+record there, so its snapshot is refused), ``live_bytes``, ``keys`` (text),
 ``offsets``/``sizes``/``scope_ids`` (packed little-endian u64/u32/u32 arrays,
 one per key), ``scopes`` (the distinct ``[env, tenant_id, team, user]``),
 ``lookup`` (packed u32 indices of the keys the user lookup points at).
@@ -19,7 +21,7 @@ one per key), ``scopes`` (the distinct ``[env, tenant_id, team, user]``),
 It is written like every file that replaces another: temp file, fsync,
 rename, fsync of the directory. It is never trusted: ``load`` checks the
 CRC, the store identity and generation, that ``position`` is within the log
-and ends a record with ``last_seq``, and spot-checks entries against the
+and ends a record with ``last_seq`` and ``last_frame_crc``, and spot-checks entries against the
 records they point at. Any failure means "ignore it and rebuild".
 """
 
@@ -40,14 +42,21 @@ import cbor2
 from filestore import strictcbor
 from filestore.contract import SessionScope
 from filestore.fileio import FileIO, replace_file
-from filestore.framing import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, KIND_PUT, FileHeader, verify_frame
+from filestore.framing import (
+    FILE_HEADER_SIZE,
+    FRAME_HEADER_SIZE,
+    KIND_PUT,
+    FileHeader,
+    frame_crc,
+    verify_frame,
+)
 from filestore.ids import SessionKey
 from filestore.index import Index
 from filestore.records import RecordDecodeError, decode_record, decode_scope
 
 SNAPSHOT_NAME: Final = "sessions.idx"
 SNAPSHOT_MAGIC: Final = b"FSTIDX\x00\n"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 _HEADER: Final = struct.Struct("<8sIIQ")
 SNAPSHOT_HEADER_SIZE: Final = _HEADER.size
 SPOT_CHECKS: Final = 8
@@ -84,9 +93,19 @@ def _unpack(typecode: str, data: object, count: int) -> list[int]:
 
 
 def encode_snapshot(
-    header: FileHeader, index: Index, *, position: int, last_seq: int, last_frame_offset: int
+    header: FileHeader,
+    index: Index,
+    *,
+    position: int,
+    last_seq: int,
+    last_frame_offset: int,
+    last_frame_crc: int,
 ) -> bytes:
-    """The bytes of a snapshot of ``index`` as of log ``position``."""
+    """The bytes of a snapshot of ``index`` as of log ``position``.
+
+    ``last_frame_offset`` and ``last_frame_crc`` name the record that ends at
+    ``position`` (both 0 when ``last_seq`` is 0).
+    """
     scope_ids: dict[SessionScope, int] = {}
     keys: list[str] = []
     offsets: list[int] = []
@@ -106,6 +125,7 @@ def encode_snapshot(
             "position": position,
             "last_seq": last_seq,
             "last_frame_offset": last_frame_offset,
+            "last_frame_crc": last_frame_crc,
             "live_bytes": index.live_bytes,
             "written_unix_ms": int(time.time() * 1000),
             "keys": keys,
@@ -186,6 +206,10 @@ def load_snapshot(
         return None, "no snapshot"
     except OSError as error:
         return None, f"unreadable: {error}"
+    if len(data) >= SNAPSHOT_HEADER_SIZE and data.startswith(SNAPSHOT_MAGIC):
+        version = _HEADER.unpack_from(data)[1]
+        if version != SNAPSHOT_VERSION:
+            return None, f"snapshot format version {version}, this library writes {SNAPSHOT_VERSION}"
     body = decode_snapshot(data)
     if body is None:
         return None, "bad header, length or checksum"
@@ -195,12 +219,14 @@ def load_snapshot(
         if body["generation"] != header.generation:
             return None, f"of generation {body['generation']}, the log is {header.generation}"
         position, last_seq, last_frame_offset = body["position"], body["last_seq"], body["last_frame_offset"]
-        if not all(isinstance(value, int) for value in (position, last_seq, last_frame_offset)):
+        last_frame_crc = body["last_frame_crc"]
+        fields = (position, last_seq, last_frame_offset, last_frame_crc)
+        if not all(isinstance(value, int) for value in fields):
             return None, "malformed position"
         if not FILE_HEADER_SIZE <= position <= log_size:
             return None, f"covers position {position}, beyond the log's {log_size} bytes"
-        if not _ends_at(io, log_fd, header, position, last_seq, last_frame_offset):
-            return None, f"no record with sequence {last_seq} ends at {position}"
+        if not _ends_at(io, log_fd, header, position, last_seq, last_frame_offset, last_frame_crc):
+            return None, f"no record with sequence {last_seq} and the snapshot's checksum ends at {position}"
         index = _build_index(body)
         if not _spot_check(io, log_fd, header, index, body["keys"], position):
             return None, "entries do not match the records they point at"
@@ -210,13 +236,16 @@ def load_snapshot(
     return Snapshot(index, position, last_seq, last_frame_offset, int(written)), "ok"
 
 
-def _ends_at(io: FileIO, fd: int, header: FileHeader, position: int, last_seq: int, offset: int) -> bool:
+def _ends_at(
+    io: FileIO, fd: int, header: FileHeader, position: int, last_seq: int, offset: int, crc: int
+) -> bool:
     if last_seq == 0:
         return position == FILE_HEADER_SIZE
     if not FILE_HEADER_SIZE <= offset < position:
         return False
-    frame = verify_frame(header.salt, io.pread(fd, position - offset, offset), offset)
-    return frame is not None and frame.seq == last_seq
+    data = io.pread(fd, position - offset, offset)
+    frame = verify_frame(header.salt, data, offset)
+    return frame is not None and frame.seq == last_seq and frame_crc(data) == crc
 
 
 def _spot_check(

@@ -588,6 +588,7 @@ class FileSessionStore(ClosesOnExit):
             position=log.end,
             last_seq=log.last_seq,
             last_frame_offset=log.last_frame_offset if log.last_seq else 0,
+            last_frame_crc=log.frame_crc_at(log.last_frame_offset) if log.last_seq else 0,
         )
         write_snapshot(self._io, self.path, data, mode=self.file_mode)
         self._snapshot_position = log.end

@@ -145,6 +145,7 @@ def snapshot_missing_a_session(directory: Path) -> bytes | None:
             position=log.end,
             last_seq=log.last_seq,
             last_frame_offset=log.last_frame_offset,
+            last_frame_crc=log.frame_crc_at(log.last_frame_offset),
         )
     finally:
         log.close()

@@ -252,17 +252,6 @@ def test_refused_snapshot_replays_the_whole_log(
     assert scans == [(pristine.ends[0], N)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a snapshot from a diverged copy of the same store (same UUID and generation, a last "
-        "record of the same seq and size ending at the same position) passes every load_snapshot "
-        "check: _ends_at only checks that *some* frame with last_seq ends at position, and the spot "
-        "checks only that entries point at PUTs of their own key, so an index that lists a session "
-        "this log removed (pointing at its older PUT) and lacks one it still has is accepted: a "
-        "removed session comes back and a live one disappears"
-    ),
-)
 def test_snapshot_of_a_diverged_copy_is_refused(pristine: Pristine, tmp_path: Path) -> None:
     """A snapshot from a copy of this store that took other writes since is refused, costing no data."""
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
