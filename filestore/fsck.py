@@ -3,7 +3,9 @@
 Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
 
 - ``identity``: the identity file names the log's store UUID;
-- ``log-header``: the log's header verifies (else nothing more can be read);
+- ``log-header``: the log's header verifies (else its store UUID and
+  generation are recovered from what the records' checksums are salted with,
+  see ``filestore.headerrecovery``; if that fails, nothing more can be read);
 - ``torn-tail``: an incomplete or bad record at the end, with nothing valid after it;
 - ``interrupted-compaction``: the current log ends with a seal (a compaction
   that stopped before its switch); repair cuts the seal;
@@ -20,14 +22,17 @@ Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
   ``.old`` and ``.compact`` files (notes: evidence, kept).
 
 Repair (``repair=True``) needs the store to itself. It cuts a torn tail to a
-side file; rewrites the log as a new generation of every record that
-verifies, skipping damaged bytes (kept in a side file) and keeping the old
+side file; rewrites the log (after damage in the middle, records out of
+sequence or that the store never writes, or a recovered header) as a new
+generation of every record that verifies, skipping damaged bytes (kept in
+a side file) and keeping the old
 generation as ``sessions.log.old`` (or the first free ``sessions.log.oldN``
 when an earlier one is kept); rewrites the snapshot and identity file;
 removes temp files.
 
-Not detected: a lost acknowledged record at the very end of the log (it
-looks exactly like a write that never completed), damage inside the
+Not detected: lost acknowledged records at the very end of the log (cut
+off, damaged or zeroed from a record boundary on: that looks exactly like a
+write that never completed, or a log that ended there), damage inside the
 preallocated zeros after the end, and changes that keep a CRC-32 valid
 (about one in four billion random corruptions).
 """
@@ -45,7 +50,8 @@ import attrs
 from filestore.directory import META_NAME, read_meta_uuid, write_meta
 from filestore.errors import CorruptionError, InvalidInputError
 from filestore.fileio import OS_IO, FileIO, is_temp_name
-from filestore.framing import FILE_HEADER_SIZE, KIND_SEAL, Frame, Probe, find_valid_frames
+from filestore.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe, find_valid_frames
+from filestore.headerrecovery import recover_header
 from filestore.index import Index
 from filestore.logfile import LOG_NAME, LogFile, side_file_name
 from filestore.offline import exclusive_store
@@ -146,8 +152,19 @@ def fsck(
     if not os.path.isdir(directory):
         raise InvalidInputError(f"{directory} is not a directory", field="path", rule="a store directory")
     report = FsckReport(directory, repair)
+
+    def recover(fd: int) -> FileHeader | None:
+        found = recover_header(io, directory, fd)
+        if found is not None:
+            header, how = found
+            report.findings.append(
+                Finding("log-header", Severity.ERROR, LOG_NAME, 0, f"the file header is damaged; {how}")
+            )
+            return header
+        return None
+
     try:
-        with exclusive_store(directory, wait=wait, io=io) as log:
+        with exclusive_store(directory, wait=wait, io=io, recover_header=recover) as log:
             _check_log(io, directory, log, report)
     except CorruptionError as error:
         report.findings.append(Finding("log-header", Severity.ERROR, error.path, error.offset, str(error)))
@@ -171,14 +188,15 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
         report.findings.append(finding)
 
     walk = _walk(log, report)
-    index, payload_errors = _replay(walk.good, report)
+    index, rewrite_frames, replay_changed = _replay(walk.good, report)
     report.records = len(walk.good)
     report.sessions = len(index)
     _check_lookup(index, report)
     log.end = walk.end
-    needs_rewrite = bool(walk.damaged_ranges) or payload_errors or walk.gaps
+    header_recovered = any(finding.kind == "log-header" for finding in report.findings)
+    needs_rewrite = bool(walk.damaged_ranges) or replay_changed or walk.gaps or header_recovered
     if report.repair and needs_rewrite:
-        _repair_by_rewrite(io, directory, log, walk, report)
+        _repair_by_rewrite(io, directory, log, walk, rewrite_frames, report)
         return
     if report.repair and walk.tail_cut is not None:
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
@@ -281,10 +299,18 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
         expected = later[0].seq
 
 
-def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, bool]:
-    """Rebuild the index from verified frames, reporting records the store would never write."""
+def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame], bool]:
+    """Rebuild the index from verified frames, reporting records the store would never write.
+
+    Leaves in ``frames`` only the records that decode. Also returns what a
+    rewrite should write, and whether it differs from the log: records that
+    do not decode or validate, and tombstones of unknown keys, are left out;
+    a PUT that moves a session to another owner is re-encoded with the owner
+    the index keeps (the first), so the rewritten log shows what this one shows.
+    """
     index = Index()
-    errors = False
+    changed = False
+    decoded: list[Frame] = []
     keep: list[Frame] = []
     for frame in frames:
         try:
@@ -292,7 +318,7 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, bool]:
             if isinstance(record, Put):
                 record.session()
         except (RecordDecodeError, InvalidInputError) as error:
-            errors = True
+            changed = True
             report.findings.append(Finding("bad-payload", Severity.ERROR, LOG_NAME, frame.offset, str(error)))
             continue
         previous = index.entries.get(record.key)
@@ -303,10 +329,13 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, bool]:
                     Severity.ERROR,
                     LOG_NAME,
                     frame.offset,
-                    f"session {record.key} moves from {tuple(previous.scope)} to {tuple(record.scope)}",
+                    f"session {record.key} moves from {tuple(previous.scope)} to {tuple(record.scope)}; "
+                    "the store keeps the first owner",
                 )
             )
-        if not isinstance(record, Put) and previous is None:
+            changed = True
+            keep.append(attrs.evolve(frame, payload=attrs.evolve(record, scope=previous.scope).encode()))
+        elif not isinstance(record, Put) and previous is None:
             report.findings.append(
                 Finding(
                     "orphan-remove",
@@ -316,10 +345,13 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, bool]:
                     f"removes unknown key {record.key}",
                 )
             )
+            changed = True
+        else:
+            keep.append(frame)
         index.apply(record, frame.offset, frame.size)
-        keep.append(frame)
-    frames[:] = keep
-    return index, errors
+        decoded.append(frame)
+    frames[:] = decoded
+    return index, keep, changed
 
 
 def _check_lookup(index: Index, report: FsckReport) -> None:
@@ -371,14 +403,16 @@ def _check_snapshot(
     report.findings.append(finding)
 
 
-def _repair_by_rewrite(io: FileIO, directory: str, log: LogFile, walk: _Walk, report: FsckReport) -> None:
+def _repair_by_rewrite(
+    io: FileIO, directory: str, log: LogFile, walk: _Walk, frames: list[Frame], report: FsckReport
+) -> None:
     """Write every verified record into a new generation, keeping the damaged bytes and old log."""
     for start, stop in walk.damaged_ranges:
         side = side_file_name(directory, LOG_NAME, os.path.exists)
         io.write_file(side, io.pread(log.fd, stop - start, start))
     io.sync_dir(directory)
     log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
-    result = rewrite_generation(io, directory, log.header, walk.good, keep_old=True, seal=_no_seal)
+    result = rewrite_generation(io, directory, log.header, frames, keep_old=True, seal=_no_seal)
     action = (
         f"rewrote the log as generation {result.generation}; "
         f"old log kept as {os.path.basename(result.old_log or '?')}"

@@ -8,12 +8,12 @@ seconds), then the writer lock, and opens the log.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from filestore.errors import CorruptionError
 from filestore.fileio import OS_IO, FileIO
-from filestore.framing import FILE_HEADER_SIZE, Frame
+from filestore.framing import FILE_HEADER_SIZE, FileHeader, Frame
 from filestore.index import Index
 from filestore.locking import Registration, WriterLock
 from filestore.logfile import LOG_NAME, LogFile, ScanResult
@@ -22,9 +22,18 @@ from filestore.records import RecordDecodeError, decode_record
 
 @contextmanager
 def exclusive_store(
-    path: str | os.PathLike[str], *, wait: float = 0.0, io: FileIO = OS_IO
+    path: str | os.PathLike[str],
+    *,
+    wait: float = 0.0,
+    io: FileIO = OS_IO,
+    recover_header: Callable[[int], FileHeader | None] | None = None,
 ) -> Iterator[LogFile]:
-    """Hold the store at ``path`` exclusively and yield its open log."""
+    """Hold the store at ``path`` exclusively and yield its open log.
+
+    A log whose file header does not verify raises ``CorruptionError``,
+    unless ``recover_header`` (given the open descriptor) finds the header
+    it was written with.
+    """
     directory = os.path.abspath(os.fspath(path))
     if not os.path.isfile(os.path.join(directory, LOG_NAME)):
         raise CorruptionError(
@@ -37,7 +46,7 @@ def exclusive_store(
         lock = WriterLock(directory, timeout=max(wait, 1.0))
         try:
             with lock:
-                log = LogFile.open(io, directory)
+                log = _open_log(io, directory, recover_header)
                 try:
                     yield log
                 finally:
@@ -46,6 +55,26 @@ def exclusive_store(
             lock.close()
     finally:
         registration.close()
+
+
+def _open_log(
+    io: FileIO, directory: str, recover_header: Callable[[int], FileHeader | None] | None
+) -> LogFile:
+    try:
+        return LogFile.open(io, directory)
+    except CorruptionError:
+        if recover_header is None:
+            raise
+        fd = io.open(os.path.join(directory, LOG_NAME))
+        try:
+            header = recover_header(fd)
+        except BaseException:
+            io.close(fd)
+            raise
+        if header is None:
+            io.close(fd)
+            raise
+        return LogFile(io, directory, fd, header)
 
 
 def replay(log: LogFile) -> tuple[Index, ScanResult]:

@@ -22,11 +22,14 @@ import pytest
 
 from filestore import CorruptionError, FileSessionStore, InvalidInputError, SessionData, StoreInUseError
 from filestore.compact import compact
+from filestore.contract import SessionScope
 from filestore.fileio import OS_IO, temp_path
 from filestore.framing import FILE_HEADER_SIZE, FLAG_SYNCED, KIND_PUT, Frame, encode_frame
 from filestore.fsck import FsckReport, Severity, fsck, iter_findings
+from filestore.ids import SessionKey, UserId
 from filestore.logfile import LOG_NAME, LogFile
 from filestore.offline import replay
+from filestore.records import Put, Remove, decode_record
 from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
 from .test_compact import CrashingIO, SimulatedCrash
@@ -200,6 +203,29 @@ def missing_record(directory: Path) -> bytes | None:
     return None
 
 
+def _append_record(directory: Path, record: Put | Remove) -> bytes:
+    last = log_frames(directory)[-1]
+    frame = encode_frame(
+        log_header_salt(directory), record.kind, FLAG_SYNCED, last.seq + 1, last.seq, record.encode()
+    )
+    with (directory / LOG_NAME).open("ab") as log:
+        log.write(frame)
+    return frame
+
+
+def orphan_remove(directory: Path) -> bytes | None:
+    """A tombstone for a key the log never created (what a lost create leaves behind)."""
+    return _append_record(directory, Remove(SessionKey(str(uuid.uuid4()))))
+
+
+def owner_change(directory: Path) -> bytes | None:
+    """A PUT of the first session, same content, under another user's scope."""
+    first = decode_record(KIND_PUT, log_frames(directory)[0].payload)
+    assert isinstance(first, Put)
+    moved = SessionScope(first.scope.env, first.scope.tenant_id, first.scope.team, UserId("somebody-else"))
+    return _append_record(directory, attrs.evolve(first, scope=moved))
+
+
 @attrs.frozen
 class Damage:
     """One kind of damage: how to make it, what fsck calls it, and whether opening refuses the store."""
@@ -216,6 +242,8 @@ DAMAGE: dict[str, Damage] = {
     "duplicated-record": Damage(duplicated_record, "sequence", refuses_open=True),
     "duplicated-last-record": Damage(duplicated_last_record, "sequence", refuses_open=False),
     "missing-record": Damage(missing_record, "sequence", refuses_open=True, loses_record=True),
+    "orphan-remove": Damage(orphan_remove, "orphan-remove", refuses_open=False),
+    "owner-change": Damage(owner_change, "owner-change", refuses_open=False),
     "bad-payload": Damage(bad_payload, "bad-payload", refuses_open=True),
     "damaged-snapshot": Damage(damaged_snapshot, "snapshot", refuses_open=False),
     "snapshot-missing-a-session": Damage(snapshot_missing_a_session, "snapshot", refuses_open=False),
