@@ -99,6 +99,13 @@ def remove_temp_files(io: FileIO, path: str) -> None:
         io.sync_dir(path)
 
 
+def looks_like_a_store(names: set[str]) -> bool:
+    """Whether a directory holding ``names`` is (or was) a filestore, even with its log missing."""
+    return bool(names & {LOG_NAME, META_NAME, SNAPSHOT_NAME}) or any(
+        name.startswith(LOG_NAME + ".") for name in names
+    )
+
+
 def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
     """Open the store's log, or make a new store if the directory holds none.
 
@@ -114,7 +121,7 @@ def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
         hint = (
             "this looks like a filestore whose log is missing; do not write to it: look for "
             "sessions.log.old or a backup, and run `filestore fsck`"
-            if ours & {META_NAME, SNAPSHOT_NAME} or any(".log." in name for name in ours)
+            if looks_like_a_store(ours)
             else "it is not a filestore directory; pick an empty or new directory"
         )
         raise CorruptionError(

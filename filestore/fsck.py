@@ -39,6 +39,7 @@ preallocated zeros after the end, and changes that keep a CRC-32 valid
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
@@ -47,7 +48,7 @@ from typing import Final
 
 import attrs
 
-from filestore.directory import META_NAME, read_meta_uuid, write_meta
+from filestore.directory import META_NAME, looks_like_a_store, read_meta_uuid, write_meta
 from filestore.errors import CorruptionError, InvalidInputError
 from filestore.fileio import OS_IO, FileIO, is_temp_name
 from filestore.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe, find_valid_frames
@@ -62,7 +63,7 @@ from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, wr
 EXIT_CLEAN: Final = 0
 EXIT_CORRECTED: Final = 1
 EXIT_UNCORRECTED: Final = 4
-_SIDE_FILE: Final = re.compile(r"^sessions\.log\.tr\d+$")
+_SIDE_FILE: Final = re.compile(r"^(?:sessions\.log|filestore\.json)\.tr\d+$")
 
 
 class Severity(enum.StrEnum):
@@ -151,6 +152,12 @@ def fsck(
     directory = os.path.abspath(os.fspath(path))
     if not os.path.isdir(directory):
         raise InvalidInputError(f"{directory} is not a directory", field="path", rule="a store directory")
+    if not looks_like_a_store(set(os.listdir(directory))):
+        raise InvalidInputError(
+            f"{directory} holds no filestore (no {LOG_NAME}, {META_NAME} or {SNAPSHOT_NAME})",
+            field="path",
+            rule="a store directory",
+        )
     report = FsckReport(directory, repair)
 
     def recover(fd: int) -> FileHeader | None:
@@ -183,8 +190,14 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
             f"the identity file names {meta_uuid}, the log {log.header.store_uuid}",
         )
         if report.repair:
-            write_meta(io, directory, log.header, 0o600)
             finding.action = "rewrote the identity file from the log header"
+            meta_path = os.path.join(directory, META_NAME)
+            with contextlib.suppress(FileNotFoundError):
+                kept = side_file_name(directory, META_NAME, os.path.exists)
+                io.write_file(kept, io.read_file(meta_path))
+                io.sync_dir(directory)
+                finding.action += f"; the old one is kept as {os.path.basename(kept)}"
+            write_meta(io, directory, log.header, 0o600)
         report.findings.append(finding)
 
     walk = _walk(log, report)

@@ -91,6 +91,10 @@ def test_fsck_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_operational_errors_exit_8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A missing store, a store in use, or a bad argument is exit 8 with a message."""
     assert main(["fsck", str(tmp_path / "missing")]) == 8
+    (tmp_path / "empty").mkdir()
+    for command in ("fsck", "compact", "stats", "export"):
+        assert main([command, str(tmp_path / "empty")]) == 8, command
+        assert "filestore" in capsys.readouterr().err
     make_store(tmp_path / "s")
     with FileSessionStore(tmp_path / "s"):
         assert main(["compact", str(tmp_path / "s")]) == 8
@@ -228,10 +232,14 @@ def test_wait_must_be_seconds(tmp_path: Path, wait: str) -> None:
     assert main(["compact", str(tmp_path / "s"), "--wait", wait]) == 8
 
 
-def test_fsck_of_a_directory_without_a_store_is_4(tmp_path: Path) -> None:
-    """A directory with no log is damage fsck cannot fix (4); a missing directory is operational (8)."""
+def test_fsck_of_a_store_without_its_log_is_4_of_no_store_at_all_8(tmp_path: Path) -> None:
+    """A store whose log is gone is damage fsck cannot fix (4); a directory holding no store at
+    all, or no directory, is the wrong argument (8), as for every other command."""
+    make_store(tmp_path / "s")
+    (tmp_path / "s" / "sessions.log").unlink()
+    assert main(["fsck", str(tmp_path / "s")]) == 4
     (tmp_path / "empty").mkdir()
-    assert main(["fsck", str(tmp_path / "empty")]) == 4
+    assert main(["fsck", str(tmp_path / "empty")]) == 8
     assert main(["fsck", str(tmp_path / "missing")]) == 8
 
 

@@ -160,7 +160,7 @@ def foreign_identity(directory: Path) -> bytes | None:
     meta = json.loads((directory / "filestore.json").read_text())
     meta["store_uuid"] = str(uuid.uuid4())
     (directory / "filestore.json").write_text(json.dumps(meta))
-    return None
+    return (directory / "filestore.json").read_bytes()
 
 
 def stray_temp_file(directory: Path) -> bytes | None:
@@ -411,6 +411,16 @@ def test_refused_while_the_store_is_open_unless_it_closes_in_time(pristine: Pris
     assert fsck(directory, wait=10).exit_code == 0
     assert time.monotonic() - started >= 0.1
     closer.join()
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt"]])
+def test_a_directory_holding_no_store_is_invalid_input(tmp_path: Path, contents: list[str]) -> None:
+    """An empty or unrelated directory is the wrong argument (exit 8), not a damaged store (4)."""
+    for name in contents:
+        (tmp_path / name).write_text("mine")
+    with pytest.raises(InvalidInputError, match="holds no filestore"):
+        fsck(tmp_path, repair=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == contents
 
 
 def test_not_a_directory_is_invalid_input(tmp_path: Path) -> None:
