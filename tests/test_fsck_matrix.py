@@ -31,7 +31,7 @@ from filestore.fsck import fsck, iter_findings
 from filestore.logfile import LOG_NAME
 from filestore.snapshot import SNAPSHOT_NAME
 
-from .corruption import Op, Pristine, State, build_pristine, observe
+from .corruption import Op, Pristine, State, build_pristine, observe, verified_snapshot
 from .test_bitflip_damage import BLOCK, SMALL, flip, larger_workload, zero_block
 
 LARGER = larger_workload(30, seed=7)
@@ -196,3 +196,48 @@ def test_header_of_an_empty_log_is_rebuilt(tmp_path: Path) -> None:
     assert fsck(directory).exit_code == 0
     with FileSessionStore(directory) as store:
         assert list(store.session_keys()) == []
+
+
+def test_every_truncation(small: Store, tmp_path: Path) -> None:
+    """The 4-record log cut at every byte: inside a record, a torn tail: found, cut to a side file,
+    then clean, with the complete records kept. At a record boundary the log itself looks whole,
+    but the snapshot written at close still covers the lost records: fsck finds that (the one
+    trace such a cut leaves) and rewrites the snapshot."""
+    pristine = small.pristine
+    tally: Counter[int] = Counter()
+    for size in range(pristine.ends[0], len(pristine.log) + 1):
+        log = pristine.log[:size]
+        complete = pristine.complete_records(size)
+        if size == len(pristine.log):
+            expected = Outcome(0, 0, 0, pristine.states[complete], True)
+            evidence = None
+        elif size in pristine.ends:
+            expected = Outcome(4, 1, 0, pristine.states[complete], True)
+            evidence = None
+        else:
+            expected = Outcome(4, 1, 0, pristine.states[complete], True)
+            evidence = log[pristine.ends[complete] :].rstrip(b"\0")
+        outcome = run_fsck(pristine, tmp_path / "cut", log, evidence)
+        assert outcome == expected, f"cut at {size}"
+        tally[outcome.found] += 1
+    assert tally == {0: 1, 4: len(pristine.log) - pristine.ends[0]}
+
+
+def test_every_snapshot_bit_flip_is_found_and_rewritten(small: Store, tmp_path: Path) -> None:
+    """Each bit of the index snapshot flipped (every 7th): fsck finds it, repair
+    rewrites it, and the store then opens with its snapshot accepted, showing the final state."""
+    pristine = small.pristine
+    snapshot = (pristine.directory / SNAPSHOT_NAME).read_bytes()
+    for bit in range(0, len(snapshot) * 8, 7):
+        where = tmp_path / "snap"
+        if where.exists():
+            shutil.rmtree(where)
+        shutil.copytree(pristine.directory, where)
+        (where / SNAPSHOT_NAME).write_bytes(flip(snapshot, [bit]))
+        found = fsck(where)
+        assert [finding.kind for finding in found.errors] == ["snapshot"], f"bit {bit}"
+        assert fsck(where, repair=True).exit_code == 1, f"bit {bit}"
+        assert fsck(where).exit_code == 0, f"bit {bit}"
+        assert verified_snapshot(where) is not None, f"bit {bit}: the rewritten snapshot is refused"
+        with FileSessionStore(where) as store:
+            assert observe(store, pristine.users) == pristine.states[-1], f"bit {bit}"
