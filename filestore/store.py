@@ -46,21 +46,17 @@ from filestore.directory import (
     prepare_directory,
 )
 from filestore.errors import (
-    CorruptionError,
     FilestoreError,
     InvalidInputError,
-    LockTimeoutError,
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
 )
 from filestore.fileio import OS_IO, FileIO
-from filestore.framing import KIND_PUT, KIND_SEAL, Frame, Probe
 from filestore.groupcommit import GroupCommit
 from filestore.ids import SessionKey, UserId, check_key
-from filestore.index import Entry, Index
 from filestore.locking import Registration, WriterLock
-from filestore.logfile import LogFile
+from filestore.logview import LogView
 from filestore.model import SessionData, TenantCtx
 from filestore.options import (
     DEFAULT_CACHE_SIZE,
@@ -73,9 +69,8 @@ from filestore.options import (
     parse_durability,
     seconds,
 )
-from filestore.records import Put, Record, RecordDecodeError, Remove, decode_record, decode_session
+from filestore.records import Put, Record, Remove
 from filestore.rewrite import RewriteResult, rewrite_generation
-from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
 logger = logging.getLogger("filestore")
 _T = TypeVar("_T")
@@ -138,7 +133,7 @@ class FileSessionStore(ClosesOnExit):
         self.max_record_size = count("max_record_size", max_record_size, minimum=1)
         self.preallocate_bytes = count("preallocate_bytes", preallocate_bytes, minimum=0)
         self.lock_timeout = seconds("lock_timeout", lock_timeout)
-        self._cache = SessionCache(count("cache_size", cache_size, minimum=0))
+        cache = SessionCache(count("cache_size", cache_size, minimum=0))
         self.file_mode = file_mode
         self.path = os.path.abspath(os.fspath(path))
         self._io = io
@@ -147,18 +142,14 @@ class FileSessionStore(ClosesOnExit):
         self._forked = False
         self._poisoned: str | None = None
         self._group = GroupCommit()
-        self._index = Index()
-        self._snapshot_position = 0
-        self._snapshot_seq = 0
-        self._retired_logs: list[LogFile] = []
         prepare_directory(self._io, self.path, dir_mode)
         check_filesystem(self.path, allow=allow_network_filesystem)
-        self._open(file_mode)
+        self._open(file_mode, cache)
         self._closed = False
         self._pid = os.getpid()
         _OPEN_STORES.add(self)
 
-    def _open(self, file_mode: int) -> None:
+    def _open(self, file_mode: int, cache: SessionCache) -> None:
         """Register, open (or create) the log and build the index; undo it all on failure."""
         self._registration = Registration(self.path, exclusive=False, wait=self.lock_timeout, mode=file_mode)
         try:
@@ -171,11 +162,21 @@ class FileSessionStore(ClosesOnExit):
                         log = open_or_create_log(self._io, self.path, file_mode)
                 else:
                     log = open_existing_log(self._io, self.path, file_mode)
-                self._log = log
+                self._view = LogView(
+                    self._io,
+                    self.path,
+                    log,
+                    self._lock,
+                    cache,
+                    self._guard_io,
+                    file_mode=file_mode,
+                    snapshot_every_records=self.snapshot_every_records,
+                    snapshot_every_bytes=self.snapshot_every_bytes,
+                )
                 try:
-                    self._load()
+                    self._view.load()
                 except BaseException:
-                    self._log.close()
+                    self._view.close_files(_close_quietly)
                     raise
             except BaseException:
                 self._lock.close()
@@ -183,60 +184,6 @@ class FileSessionStore(ClosesOnExit):
         except BaseException:
             self._registration.close()
             raise
-
-    # -- opening -------------------------------------------------------------
-
-    def _load(self) -> None:
-        """Build the index: from a verified snapshot plus the log tail, else by full replay."""
-        log = self._log
-        snapshot, why = load_snapshot(
-            self._io, os.path.join(self.path, SNAPSHOT_NAME), log.fd, log.header, self._io.size(log.fd)
-        )
-        if snapshot is not None:
-            self._index = snapshot.index
-            log.end = snapshot.position
-            log.last_seq = snapshot.last_seq
-            log.last_frame_offset = snapshot.last_frame_offset
-            self._snapshot_position = snapshot.position
-            self._snapshot_seq = snapshot.last_seq
-        elif why != "no snapshot":
-            logger.warning(
-                "filestore: ignoring the index snapshot of %s (%s); replaying the log", self.path, why
-            )
-        log.adopt(log.scan(log.end, log.last_seq + 1, self._apply_frame))
-        if not log.tail_is_clean():
-            # Torn, damaged, or a record being written right now: look again
-            # under the writer lock, where an incomplete record is a torn tail.
-            with self._lock:
-                self._catch_up(locked=True)
-                if not self._log.tail_is_clean():
-                    # Non-zero bytes after a zeroed frame header: intact records
-                    # there mean damage (CorruptionError); anything else is cut,
-                    # and kept in a side file, before close() could trim it away.
-                    self._log.recover_tail()
-        # One sync makes whatever a crashed process left in the page cache
-        # durable, so our records may claim everything before them is.
-        log.sync()
-        stale = log.last_seq - self._snapshot_seq >= self.snapshot_every_records
-        if (snapshot is None and log.last_seq > 0) or stale:
-            try:
-                with self._lock:
-                    self._catch_up(locked=True)
-                    self._write_snapshot_locked()
-            except LockTimeoutError:
-                logger.warning("filestore: %s is busy; the index snapshot is rewritten later", self.path)
-
-    def _apply_frame(self, frame: Frame) -> None:
-        try:
-            record = decode_record(frame.kind, frame.payload)
-        except RecordDecodeError as error:
-            raise CorruptionError(
-                f"{self._log.path}: record {frame.seq} at offset {frame.offset} passes its checksum "
-                f"but does not decode ({error}); run `filestore fsck`",
-                path=self._log.path,
-                offset=frame.offset,
-            ) from None
-        self._index.apply(record, frame.offset, frame.size)
 
     # -- the contract ----------------------------------------------------------
 
@@ -251,11 +198,11 @@ class FileSessionStore(ClosesOnExit):
         checked = check_key(key)
         with self._mutex:
             self._check_usable()
-            self._catch_up()
-            entry = self._index.entries.get(checked)
+            self._view.catch_up()
+            entry = self._view.index.entries.get(checked)
             if entry is None:
                 return None
-            return self._read_session(checked, entry)
+            return self._view.read_session(checked, entry)
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
@@ -263,7 +210,7 @@ class FileSessionStore(ClosesOnExit):
         data_cbor = data.to_cbor()
 
         def build() -> Record:
-            entry = self._index.entries.get(checked)
+            entry = self._view.index.entries.get(checked)
             if entry is None:
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked)
             check_same_owner(entry.scope, data)
@@ -275,7 +222,7 @@ class FileSessionStore(ClosesOnExit):
         checked = check_key(key)
 
         def build() -> Record:
-            if checked not in self._index.entries:
+            if checked not in self._view.index.entries:
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked)
             return Remove(checked)
 
@@ -285,16 +232,16 @@ class FileSessionStore(ClosesOnExit):
         scope = lookup_scope(check_tenant_ctx(ctx), user)
         with self._mutex:
             self._check_usable()
-            self._catch_up()
-            key = self._index.by_user.get(scope)
+            self._view.catch_up()
+            key = self._view.index.by_user.get(scope)
             if key is None:
                 return None
-            entry = self._index.entries.get(key)
+            entry = self._view.index.entries.get(key)
             if entry is None:
-                self._index.drop_dangling(scope)
+                self._view.index.drop_dangling(scope)
                 return None
             # Keys loaded from a snapshot are plain str: hand out the public type.
-            return SessionKey(key), self._read_session(key, entry)
+            return SessionKey(key), self._view.read_session(key, entry)
 
     def close(self) -> None:
         """Snapshot the index if it is behind, give back preallocated space, release locks.
@@ -309,33 +256,32 @@ class FileSessionStore(ClosesOnExit):
             _OPEN_STORES.discard(self)
             if self._forked:
                 # The parent still uses these descriptors' locks: only drop our copies.
-                for fd_owner in (self._log, self._lock, self._registration):
+                self._view.close_files(_close_quietly)
+                for fd_owner in (self._lock, self._registration):
                     _close_quietly(fd_owner.close)
                 return
             try:
                 if self._poisoned is None:
                     self._tidy_up()
             finally:
-                for retired in self._retired_logs:
-                    _close_quietly(retired.close)
-                _close_quietly(self._log.close)
+                self._view.close_files(_close_quietly)
                 _close_quietly(self._lock.close)
                 _close_quietly(self._registration.close)
 
     def _tidy_up(self) -> None:
         try:
             with self._lock:
-                self._catch_up(locked=True)
-                if self._log.last_seq > self._snapshot_seq:
-                    self._write_snapshot_locked()
+                self._view.catch_up(locked=True)
+                if self._view.snapshot_behind():
+                    self._view.write_snapshot()
                 if self.durability is Durability.NONE:
-                    self._log.sync()
-                self._log.trim()
+                    self._view.log.sync()
+                self._view.log.trim()
         except (OSError, FilestoreError) as error:
             logger.warning("filestore: could not tidy up %s on close: %s", self.path, error)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._index)} sessions"
+        state = "closed" if self._closed else f"{len(self._view.index)} sessions"
         return f"FileSessionStore({self.path!r}, durability={self.durability.value!r}, {state})"
 
     # -- maintenance -------------------------------------------------------------
@@ -345,8 +291,8 @@ class FileSessionStore(ClosesOnExit):
         with self._mutex:
             self._check_writable()
             with self._lock:
-                self._catch_up(locked=True)
-                self._guard_io(self._write_snapshot_locked)
+                self._view.catch_up(locked=True)
+                self._guard_io(self._view.write_snapshot)
 
     def compact(self, *, keep_old: bool = False) -> RewriteResult:
         """Compact online: rewrite the live sessions as a new generation while others keep it open.
@@ -359,9 +305,9 @@ class FileSessionStore(ClosesOnExit):
         with self._mutex:
             self._check_writable()
             with self._lock:
-                self._catch_up(locked=True)
-                log = self._log
-                frames = live_frames(log, self._index)
+                self._view.catch_up(locked=True)
+                log = self._view.log
+                frames = live_frames(log, self._view.index)
                 result = self._guard_io(
                     lambda: rewrite_generation(
                         self._io,
@@ -373,30 +319,30 @@ class FileSessionStore(ClosesOnExit):
                         file_mode=self.file_mode,
                     )
                 )
-                self._adopt_generation(open_existing_log(self._io, self.path, self.file_mode))
+                self._view.adopt_generation(open_existing_log(self._io, self.path, self.file_mode))
                 return result
 
     def __len__(self) -> int:
         """The number of live sessions (after catching up with other processes)."""
         with self._mutex:
             self._check_usable()
-            self._catch_up()
-            return len(self._index)
+            self._view.catch_up()
+            return len(self._view.index)
 
     def iter_sessions(self) -> Iterator[StoredSession]:
         """Every live session with its key, owner and lookup state (for export and migrate)."""
         with self._mutex:
             self._check_usable()
-            self._catch_up()
-            keys = list(self._index.entries)
+            self._view.catch_up()
+            keys = list(self._view.index.entries)
         for key in keys:
             with self._mutex:
-                self._catch_up()
-                entry = self._index.entries.get(key)
+                self._view.catch_up()
+                entry = self._view.index.entries.get(key)
                 if entry is None:
                     continue  # removed meanwhile
-                session = self._read_session(key, entry)
-                active = self._index.by_user.get(entry.scope) == key
+                session = self._view.read_session(key, entry)
+                active = self._view.index.by_user.get(entry.scope) == key
             yield StoredSession(SessionKey(key), entry.scope, session, active)
 
     def import_session(self, session: StoredSession) -> bool:
@@ -414,16 +360,16 @@ class FileSessionStore(ClosesOnExit):
 
         def build() -> Record:
             nonlocal fresh
-            entry = self._index.entries.get(key)
+            entry = self._view.index.entries.get(key)
             if entry is not None:
-                if self._read_session(key, entry) != session.data or entry.scope != session.scope:
+                if self._view.read_session(key, entry) != session.data or entry.scope != session.scope:
                     raise InvalidInputError(
                         f"key {key} already holds a different session", field="key", rule="no overwrite"
                     )
                 fresh = False
-                if not session.active or self._index.by_user.get(entry.scope) == key:
+                if not session.active or self._view.index.by_user.get(entry.scope) == key:
                     raise _AlreadyThere
-            return Put(key, self._index.intern(session.scope), data_cbor, points_lookup=session.active)
+            return Put(key, self._view.index.intern(session.scope), data_cbor, points_lookup=session.active)
 
         with contextlib.suppress(_AlreadyThere):
             self._write(build, session.data)
@@ -433,8 +379,8 @@ class FileSessionStore(ClosesOnExit):
         """The keys of every live session (after catching up), in no particular order."""
         with self._mutex:
             self._check_usable()
-            self._catch_up()
-            return [SessionKey(key) for key in self._index.entries]
+            self._view.catch_up()
+            return [SessionKey(key) for key in self._view.index.entries]
 
     # -- internals -----------------------------------------------------------------
 
@@ -456,77 +402,6 @@ class FileSessionStore(ClosesOnExit):
                 cause=self._poisoned,
             )
 
-    def _catch_up(self, *, locked: bool = False) -> None:
-        """Apply records other processes appended since we last looked.
-
-        Without the writer lock an incomplete record is "not yet" (a live
-        writer may be writing it); under the lock it is a torn tail to recover.
-        """
-        while True:
-            found, frame = self._log.peek_new_frame()
-            if frame is None:
-                break
-            if frame.kind == KIND_SEAL:
-                self._follow_seal()
-                continue
-            self._apply_frame(frame)
-            self._log.advance(frame)
-        if locked and found is Probe.BAD:
-            self._guard_io(self._log.recover_tail)
-
-    def _follow_seal(self) -> None:
-        """Our log was sealed by a compaction: reload the generation that replaced it.
-
-        Taking the writer lock waits for that compaction to finish its switch.
-        If the current log is still the sealed one, the compaction died before
-        switching: the seal is cut (kept in a side file) and work goes on.
-        """
-        with self._lock:
-            current = open_existing_log(self._io, self.path, self.file_mode)
-            same_store = current.header.store_uuid == self._log.header.store_uuid
-            if same_store and current.header.generation > self._log.header.generation:
-                self._adopt_generation(current)
-                return
-            current.close()
-            self._guard_io(self._log.recover_tail)
-
-    def _adopt_generation(self, log: LogFile) -> None:
-        """Switch to ``log`` (a newer generation) and rebuild the index from it."""
-        # Group commit may still sync through the old descriptor: close it at close().
-        self._retired_logs.append(self._log)
-        self._log = log
-        self._index = Index()
-        self._cache.clear()
-        self._snapshot_position = 0
-        self._snapshot_seq = 0
-        self._load()
-
-    def _read_session(self, key: SessionKey, entry: Entry) -> SessionData:
-        """The session ``entry`` points at: from the cache if it holds that very record."""
-        session = self._cache.get(key, entry.offset)
-        if session is None:
-            session = self._decode_session(entry)
-            self._cache.put(key, entry.offset, session)
-        return session
-
-    def _decode_session(self, entry: Entry) -> SessionData:
-        frame = self._log.read_frame(entry.offset, entry.size)
-        if frame is None or frame.kind != KIND_PUT:
-            raise CorruptionError(
-                f"{self._log.path}: the record at offset {entry.offset} no longer verifies; "
-                "run `filestore fsck`",
-                path=self._log.path,
-                offset=entry.offset,
-            )
-        try:
-            return decode_session(frame.payload)
-        except RecordDecodeError as error:
-            raise CorruptionError(
-                f"{self._log.path}: the record at offset {entry.offset} does not decode ({error})",
-                path=self._log.path,
-                offset=entry.offset,
-            ) from None
-
     def _write(self, build: Callable[[], Record], session: SessionData | None = None) -> None:
         """Append the record ``build`` returns, deciding and writing under the writer lock.
 
@@ -537,7 +412,7 @@ class FileSessionStore(ClosesOnExit):
         with self._mutex:
             self._check_writable()
             with self._lock:
-                self._catch_up(locked=True)
+                self._view.catch_up(locked=True)
                 record = build()
                 payload = record.encode()
                 if len(payload) > self.max_record_size:
@@ -548,51 +423,29 @@ class FileSessionStore(ClosesOnExit):
                         rule=f"at most {self.max_record_size} bytes encoded",
                     )
                 sync = self.durability is Durability.FSYNC
+                log = self._view.log
                 frame = self._guard_io(
-                    lambda: self._log.append(
-                        record.kind, payload, sync=sync, preallocate=self.preallocate_bytes
-                    )
+                    lambda: log.append(record.kind, payload, sync=sync, preallocate=self.preallocate_bytes)
                 )
-                self._index.apply(record, frame.offset, frame.size)
+                self._view.index.apply(record, frame.offset, frame.size)
                 if session is not None:
-                    self._cache.put(record.key, frame.offset, session)
+                    self._view.cache.put(record.key, frame.offset, session)
                 else:
-                    self._cache.drop(record.key)
-                if self._snapshot_due():
-                    self._guard_io(self._write_snapshot_locked)
+                    self._view.cache.drop(record.key)
+                if self._view.snapshot_due():
+                    self._guard_io(self._view.write_snapshot)
         if self.durability is Durability.GROUP:
             self._group.wait_durable(frame.seq, self._sync_everything)
 
     def _sync_everything(self) -> int:
         """Group commit's sync: everything written so far, outside the mutex; the last seq covered."""
         with self._mutex:
-            log = self._log
+            log = self._view.log
             covered = log.last_seq
         self._guard_io(lambda: self._io.sync_data(log.fd))
         with self._mutex:
             log.known_durable = max(log.known_durable, covered)
         return covered
-
-    def _snapshot_due(self) -> bool:
-        log = self._log
-        return (
-            log.last_seq - self._snapshot_seq >= self.snapshot_every_records
-            or log.end - self._snapshot_position >= self.snapshot_every_bytes
-        )
-
-    def _write_snapshot_locked(self) -> None:
-        log = self._log
-        data = encode_snapshot(
-            log.header,
-            self._index,
-            position=log.end,
-            last_seq=log.last_seq,
-            last_frame_offset=log.last_frame_offset if log.last_seq else 0,
-            last_frame_crc=log.frame_crc_at(log.last_frame_offset) if log.last_seq else 0,
-        )
-        write_snapshot(self._io, self.path, data, mode=self.file_mode)
-        self._snapshot_position = log.end
-        self._snapshot_seq = log.last_seq
 
     def _guard_io(self, operation: Callable[[], _T]) -> _T:
         """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync)."""
