@@ -200,3 +200,46 @@ def test_check_key_rejects(key: object, rule: str) -> None:
     assert info.value.field == "key"
     assert info.value.rule == rule
     assert str(info.value).startswith("key: ")
+
+
+@pytest.mark.parametrize("id_type", ID_TYPES)
+@given(values=st.lists(st.one_of(st.none(), ids()), max_size=20), optional=st.booleans())
+def test_parse_joined_agrees_with_parse(id_type: type[str], values: list[str | None], optional: bool) -> None:
+    """Ids joined by newlines are accepted exactly when each would be, and come back typed alike."""
+    joined = "\n".join(value or "" for value in values)
+    parse_joined = id_type.parse_joined  # type: ignore[attr-defined]
+    if any(value is None for value in values) and not optional:
+        with pytest.raises(ValueError, match=r"scope\.x"):
+            parse_joined(joined, len(values), optional=optional, field="scope.x")
+        return
+    parsed = parse_joined(joined, len(values), optional=optional, field="scope.x")
+    assert parsed == values
+    assert all(type(value) is id_type for value in parsed if value is not None)
+
+
+@pytest.mark.parametrize("id_type", ID_TYPES)
+@given(
+    good=st.lists(ids(), min_size=1, max_size=5),
+    # Not empty (an optional column's "none") and no newline (which would split it into others).
+    bad=bad_ids().filter(lambda bad: bad and "\n" not in bad),
+    where=st.integers(0, 5),
+)
+def test_parse_joined_refuses_any_bad_id(id_type: type[str], good: list[str], bad: str, where: int) -> None:
+    """One id breaking the rule anywhere in the column refuses the whole column."""
+    values = [*good[:where], bad, *good[where:]]
+    joined = "\n".join(values)
+    with pytest.raises(ValueError, match=r"scope\.x"):
+        id_type.parse_joined(joined, len(values), optional=True, field="scope.x")  # type: ignore[attr-defined]
+
+
+def test_parse_joined_checks_the_count() -> None:
+    """The number of ids must be the one the snapshot says; none is an empty text."""
+    assert UserId.parse_joined("", 0, optional=True, field="f") == []
+    assert UserId.parse_joined("", 1, optional=True, field="f") == [None]
+    assert UserId.parse_joined("a\n\nb", 3, optional=True, field="f") == ["a", None, "b"]
+    for joined, count in (("a\nb", 3), ("a", 0), ("a\nb", 1)):
+        with pytest.raises(ValueError, match=r"^f: "):
+            UserId.parse_joined(joined, count, optional=True, field="f")
+    with pytest.raises(ValueError, match="too long"):
+        UserId.parse_joined("x" * (MAX_ID_LENGTH + 1), 1, optional=True, field="f")
+    assert UserId.parse_joined("x" * MAX_ID_LENGTH, 1, optional=False, field="f") == ["x" * MAX_ID_LENGTH]

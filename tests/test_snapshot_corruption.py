@@ -93,6 +93,13 @@ def edited(snapshot: bytes, **changes: object) -> bytes:
     return with_body(snapshot, {**body_of(snapshot), **changes})
 
 
+def with_scope_column(snapshot: bytes, column: int, first: str) -> bytes:
+    """``snapshot`` whose first scope's field ``column`` (env, tenant_id, team, user) is ``first``."""
+    columns = list(body_of(snapshot)["scope_columns"])
+    columns[column] = "\n".join([first, *columns[column].split("\n")[1:]])
+    return edited(snapshot, scope_columns=columns)
+
+
 def zero_random_bytes(snapshot: bytes, count: int, seed: int) -> bytes:
     chooser = random.Random(seed)
     damaged = bytearray(snapshot)
@@ -145,6 +152,12 @@ CASES: Final[dict[str, Damage]] = {
         final_snapshot(p), {k: v for k, v in body_of(final_snapshot(p)).items() if k != "lookup"}
     ),
     "body-not-a-map": lambda p, _: with_body(final_snapshot(p), [1, 2, 3]),
+    "a-scope-id-breaks-the-id-rule": lambda p, _: with_scope_column(final_snapshot(p), 3, "bad user!"),
+    "an-empty-env": lambda p, _: with_scope_column(final_snapshot(p), 0, ""),
+    "a-scope-too-few": lambda p, _: edited(
+        final_snapshot(p), scope_count=body_of(final_snapshot(p))["scope_count"] + 1
+    ),
+    "scope-columns-not-text": lambda p, _: edited(final_snapshot(p), scope_columns=[1, 2, 3, 4]),
     "garbage": lambda _, __: bytes(random.Random(3).randrange(256) for _ in range(4096)),
     "garbage-after-a-valid-header": lambda p, _: (
         final_snapshot(p)[:SNAPSHOT_HEADER_SIZE]
