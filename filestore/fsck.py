@@ -16,7 +16,7 @@ Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
 - ``orphan-remove`` / ``owner-change``: a tombstone for an unknown key, a PUT
   that moves a session to another owner (the store never writes either);
 - ``snapshot``: the index snapshot is refused, or disagrees with the index
-  rebuilt from the log;
+  rebuilt from the log (a missing one is only a note: it is a cache);
 - ``lookup``: a user lookup entry pointing at a missing or foreign session;
 - ``stray-file``: temp files (errors, removed by repair), and side files,
   ``.old`` and ``.compact`` files (notes: evidence, kept).
@@ -388,8 +388,15 @@ def _check_snapshot(
     path = os.path.join(directory, SNAPSHOT_NAME)
     snapshot, why = load_snapshot(io, path, log.fd, log.header, io.size(log.fd))
     problem: str | None = None
-    if snapshot is None:
-        problem = None if why == "no snapshot" and not walk.good else f"the snapshot is refused: {why}"
+    severity = Severity.ERROR
+    if snapshot is None and why == "no snapshot":
+        if not walk.good:
+            return
+        # Only a cache is missing (a process died before its first one, or
+        # someone deleted it): the next open replays the log and writes one.
+        problem, severity = "there is no index snapshot: the next open replays the whole log", Severity.NOTE
+    elif snapshot is None:
+        problem = f"the snapshot is refused: {why}"
     else:
         as_of = Index()
         for frame in walk.good:
@@ -400,7 +407,7 @@ def _check_snapshot(
             problem = "the snapshot disagrees with the index rebuilt from the log"
     if problem is None:
         return
-    finding = Finding("snapshot", Severity.ERROR, SNAPSHOT_NAME, None, problem)
+    finding = Finding("snapshot", severity, SNAPSHOT_NAME, None, problem)
     if report.repair:
         last = walk.good[-1] if walk.good else None
         data = encode_snapshot(
@@ -412,7 +419,7 @@ def _check_snapshot(
             last_frame_crc=log.frame_crc_at(last.offset) if last else 0,
         )
         write_snapshot(io, directory, data, mode=0o600)
-        finding.action = "rewrote the snapshot from the log"
+        finding.action = "wrote the snapshot from the log"
     report.findings.append(finding)
 
 

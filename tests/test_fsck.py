@@ -32,6 +32,7 @@ from filestore.offline import replay
 from filestore.records import Put, Remove, decode_record
 from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
+from .corruption import verified_snapshot
 from .test_compact import CrashingIO, SimulatedCrash
 from .test_contract import ctx, data
 
@@ -178,6 +179,14 @@ def interrupted_compaction(directory: Path) -> bytes | None:
     return (directory / LOG_NAME).read_bytes()[seal.offset : seal.end]
 
 
+def damaged_header(directory: Path) -> bytes | None:
+    """A flipped bit in the log's generation field: the header's CRC no longer holds."""
+    raw = bytearray((directory / LOG_NAME).read_bytes())
+    raw[30] ^= 0x04
+    (directory / LOG_NAME).write_bytes(bytes(raw))
+    return bytes(raw[:FILE_HEADER_SIZE])
+
+
 def duplicated_record(directory: Path) -> bytes | None:
     """The disk wrote a record twice: a copy of record DAMAGED_RECORD right after it."""
     frame = log_frames(directory)[DAMAGED_RECORD]
@@ -239,6 +248,7 @@ class Damage:
 DAMAGE: dict[str, Damage] = {
     "torn-tail": Damage(torn_tail, "torn-tail", refuses_open=False),
     "damaged-record": Damage(damaged_record, "damaged-record", refuses_open=True, loses_record=True),
+    "damaged-header": Damage(damaged_header, "log-header", refuses_open=True),
     "duplicated-record": Damage(duplicated_record, "sequence", refuses_open=True),
     "duplicated-last-record": Damage(duplicated_last_record, "sequence", refuses_open=False),
     "missing-record": Damage(missing_record, "sequence", refuses_open=True, loses_record=True),
@@ -260,6 +270,21 @@ def expected_after_repair(pristine: Pristine, damage: Damage) -> dict[str, Sessi
 
 
 # -- the tests -----------------------------------------------------------------------
+
+
+def test_a_missing_snapshot_is_a_note_and_repair_writes_it(pristine: Pristine, tmp_path: Path) -> None:
+    """The snapshot is a cache: without one fsck exits 0 with a note; --repair writes it."""
+    directory = copy_of(pristine, tmp_path / "s")
+    (directory / SNAPSHOT_NAME).unlink()
+    report = fsck(directory)
+    assert report.exit_code == 0
+    assert [(finding.kind, finding.severity) for finding in report.findings] == [("snapshot", Severity.NOTE)]
+    assert not (directory / SNAPSHOT_NAME).exists()
+    repaired = fsck(directory, repair=True)
+    assert repaired.exit_code == 0
+    assert repaired.findings[0].action == "wrote the snapshot from the log"
+    assert verified_snapshot(directory) is not None
+    assert fsck(directory).findings == []
 
 
 def test_clean_store_exits_0(pristine: Pristine, tmp_path: Path) -> None:
@@ -442,13 +467,16 @@ def test_directory_without_a_log_is_an_uncorrectable_error(tmp_path: Path) -> No
     assert sorted(path.name for path in (tmp_path / "s").iterdir()) == ["filestore.json"]
 
 
-def test_crash_at_every_step_of_a_repair_then_repair_again(pristine: Pristine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["damaged-record", "damaged-header"])
+def test_crash_at_every_step_of_a_repair_then_repair_again(
+    pristine: Pristine, tmp_path: Path, name: str
+) -> None:
     """A repair that crashes at any step, repaired again, ends clean with every undamaged session."""
-    expected = expected_after_repair(pristine, DAMAGE["damaged-record"])
+    expected = expected_after_repair(pristine, DAMAGE[name])
     crash_at = 1
     while True:
         directory = copy_of(pristine, tmp_path / f"crash{crash_at}")
-        damaged_record(directory)
+        DAMAGE[name].make(directory)
         try:
             fsck(directory, repair=True, io=CrashingIO(crash_at))
         except SimulatedCrash:
@@ -505,10 +533,7 @@ def test_a_stale_record_never_rolls_a_session_back(tmp_path: Path) -> None:
     with pytest.raises(CorruptionError):
         FileSessionStore(directory)  # cutting from the stale record on would drop the acknowledged third
     found = fsck(directory)
-    assert [(finding.kind, finding.offset) for finding in found.errors] == [
-        ("sequence", frames[1].end),
-        ("snapshot", None),  # removed above, so that opening must read the log
-    ]
+    assert [(finding.kind, finding.offset) for finding in found.errors] == [("sequence", frames[1].end)]
     assert fsck(directory, repair=True).exit_code == 1
     assert fsck(directory).exit_code == 0
     assert contents(directory) == {str(key): data(step=2), str(other): data(ctx(user="other"))}
