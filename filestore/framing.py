@@ -111,6 +111,15 @@ class FileHeader:
             return None
         return cls(uuid.UUID(bytes=raw_uuid), generation)
 
+    @classmethod
+    def unverified_fields(cls, data: bytes) -> tuple[uuid.UUID, int]:
+        """The store UUID and generation fields as they stand in ``data`` (zero-padded if
+        short), trusting neither CRC, magic nor version: candidates for recovering a
+        damaged header, never an answer on their own."""
+        padded = data[:FILE_HEADER_SIZE].ljust(FILE_HEADER_SIZE, b"\0")
+        _magic, _version, _flags, raw_uuid, generation = _FILE_HEADER.unpack_from(padded)
+        return uuid.UUID(bytes=raw_uuid), int(generation)
+
     @property
     def salt(self) -> int:
         """The CRC-32 seed every record checksum of this file starts from."""

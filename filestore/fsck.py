@@ -25,9 +25,9 @@ Repair (``repair=True``) needs the store to itself. It cuts a torn tail to a
 side file; rewrites the log (after damage in the middle, records out of
 sequence or that the store never writes, or a recovered header) as a new
 generation of every record that verifies, skipping damaged bytes (kept in
-a side file) and keeping the old
-generation as ``sessions.log.old`` (or the first free ``sessions.log.oldN``
-when an earlier one is kept); rewrites the snapshot and identity file;
+a side file) and keeping the old generation as ``sessions.log.old`` (or the
+first free ``sessions.log.oldN`` when an earlier one is kept); rewrites the
+snapshot, and the identity file (keeping the old one as a side file);
 removes temp files.
 
 Not detected: lost acknowledged records at the very end of the log (cut

@@ -17,7 +17,6 @@ any later record is salted with it.
 from __future__ import annotations
 
 import os
-import struct
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
@@ -34,18 +33,17 @@ from filestore.framing import (
     is_zero,
     verify_frame,
 )
+from filestore.rewrite import is_old_name
 from filestore.snapshot import SNAPSHOT_NAME, decode_snapshot
 
 MAX_GENERATION_SEARCHED: Final = 1 << 20
 SEARCH_WINDOW: Final = 1 << 20
-_RAW_HEADER: Final = struct.Struct("<8sHH16sQ")
 _T = TypeVar("_T")
 
 
 def recover_header(io: FileIO, directory: str, fd: int) -> tuple[FileHeader, str] | None:
     """The header the log at ``fd`` was written with, and how it was found; ``None`` if not found."""
-    raw = io.pread(fd, FILE_HEADER_SIZE, 0).ljust(FILE_HEADER_SIZE, b"\0")
-    _magic, _version, _flags, raw_uuid, raw_generation = _RAW_HEADER.unpack_from(raw)
+    raw_uuid, raw_generation = FileHeader.unverified_fields(io.pread(fd, FILE_HEADER_SIZE, 0))
     meta = _parse_uuid(read_meta_uuid(io, os.path.join(directory, META_NAME)))
     found = (raw_generation, _snapshot_generation(io, directory), *_old_log_generations(io, directory))
     hints = _unique(g for g in found if g is not None and 1 <= g <= MAX_GENERATION_SEARCHED)
@@ -58,7 +56,7 @@ def recover_header(io: FileIO, directory: str, fd: int) -> tuple[FileHeader, str
         generation = hints[0] if hints else 1
         how = f"the log holds no record: the identity file's UUID, generation {generation}"
         return FileHeader(meta, generation), how
-    uuids = _unique(candidate for candidate in (meta, uuid.UUID(bytes=raw_uuid)) if candidate is not None)
+    uuids = _unique(candidate for candidate in (meta, raw_uuid) if candidate is not None)
     first, second = _leading_frames(window)
     if first:
         for store_uuid in uuids:
@@ -125,7 +123,7 @@ def _old_log_generations(io: FileIO, directory: str) -> list[int]:
     except OSError:
         return found
     for name in names:
-        if not name.startswith("sessions.log.old"):
+        if not is_old_name(name):
             continue
         try:
             fd = io.open_readonly(os.path.join(directory, name))

@@ -25,8 +25,9 @@ a store of 100,000 users spend most of its time there),
 It is written like every file that replaces another: temp file, fsync,
 rename, fsync of the directory. It is never trusted: ``load`` checks the
 CRC, the store identity and generation, that ``position`` is within the log
-and ends a record with ``last_seq`` and ``last_frame_crc``, and spot-checks entries against the
-records they point at. Any failure means "ignore it and rebuild".
+and ends a record with ``last_seq`` and ``last_frame_crc``, and spot-checks
+entries against the records they point at. Any failure means "ignore it
+and rebuild".
 """
 
 from __future__ import annotations
