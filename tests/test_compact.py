@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,45 +126,51 @@ class CrashingIO(OsFileIO):
         super().sync_dir(path)
 
 
+def compactions_crashed_at_every_step(pristine: Path, work: Path) -> Iterator[tuple[int, Path, bool]]:
+    """Copies of ``pristine`` compacted with a crash at step 1, 2, ... until a compaction runs
+    through: ``(step, directory, crashed)`` for each, the last one not crashed."""
+    crash_at = 1
+    while True:
+        directory = work / f"crash{crash_at}"
+        shutil.copytree(pristine, directory)
+        try:
+            compact(directory, io=CrashingIO(crash_at))
+        except SimulatedCrash:
+            yield crash_at, directory, True
+            crash_at += 1
+            continue
+        yield crash_at, directory, False
+        return
+
+
 def test_crash_at_every_step_leaves_a_complete_store(tmp_path: Path) -> None:
     """Crash compaction at step N for every N: the store reopens with exactly its contents, fsck-clean."""
     build(tmp_path / "pristine", sessions=30, payload=200)
     expected = contents(tmp_path / "pristine")
-    crash_at = 1
-    while True:
-        directory = tmp_path / f"crash{crash_at}"
-        shutil.copytree(tmp_path / "pristine", directory)
-        try:
-            compact(directory, io=CrashingIO(crash_at))
-        except SimulatedCrash:
-            assert contents(directory) == expected, f"crash at step {crash_at}"
+    crashes = 0
+    for step, directory, crashed in compactions_crashed_at_every_step(tmp_path / "pristine", tmp_path):
+        assert contents(directory) == expected, f"crash at step {step}"
+        if crashed:
             report = fsck(directory)
-            assert not report.errors, f"crash at step {crash_at}: {list(iter_findings(report))}"
-            crash_at += 1
-            continue
-        assert contents(directory) == expected
-        break
-    assert crash_at > 8, "compaction should take several crashable steps"
+            assert not report.errors, f"crash at step {step}: {list(iter_findings(report))}"
+            crashes += 1
+    assert crashes > 8, "compaction should take several crashable steps"
 
 
 def test_crash_at_every_step_then_fsck_repair_first(tmp_path: Path) -> None:
     """After a crash at any step, fsck --repair (before anyone opens the store) leaves it clean and whole."""
     build(tmp_path / "pristine", sessions=10, payload=50)
     expected = contents(tmp_path / "pristine")
-    crash_at = 1
-    while True:
-        directory = tmp_path / f"crash{crash_at}"
-        shutil.copytree(tmp_path / "pristine", directory)
-        try:
-            compact(directory, io=CrashingIO(crash_at))
-        except SimulatedCrash:
-            repaired = fsck(directory, repair=True)
-            assert repaired.exit_code in {0, 1}, f"crash at step {crash_at}: {list(iter_findings(repaired))}"
-            assert fsck(directory).exit_code == 0, f"crash at step {crash_at}"
-            assert contents(directory) == expected, f"crash at step {crash_at}"
-            crash_at += 1
+    crashes = 0
+    for step, directory, crashed in compactions_crashed_at_every_step(tmp_path / "pristine", tmp_path):
+        if not crashed:
             continue
-        break
+        repaired = fsck(directory, repair=True)
+        assert repaired.exit_code in {0, 1}, f"crash at step {step}: {list(iter_findings(repaired))}"
+        assert fsck(directory).exit_code == 0, f"crash at step {step}"
+        assert contents(directory) == expected, f"crash at step {step}"
+        crashes += 1
+    assert crashes > 8, "compaction should take several crashable steps"
 
 
 def test_progress_reports_every_byte_of_the_old_log(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from filestore.ids import SessionKey, UserId
 from filestore.logfile import LOG_NAME, LogFile
 from filestore.offline import replay
 from filestore.records import Put, Remove, decode_record
-from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
+from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, write_snapshot
 
 from .corruption import verified_snapshot
 from .test_compact import CrashingIO, SimulatedCrash
@@ -400,14 +400,8 @@ def test_repair_rewrites_a_snapshot_that_forgot_a_session(pristine: Pristine, tm
     snapshot_missing_a_session(directory)
     assert kinds(fsck(directory)) == ["snapshot"]
     fsck(directory, repair=True)
-    log = LogFile.open(OS_IO, str(directory))
-    try:
-        snapshot, why = load_snapshot(
-            OS_IO, str(directory / SNAPSHOT_NAME), log.fd, log.header, OS_IO.size(log.fd)
-        )
-    finally:
-        log.close()
-    assert snapshot is not None, why
+    snapshot = verified_snapshot(directory)
+    assert snapshot is not None, "the rewritten snapshot is refused"
     assert len(snapshot.index) == SESSIONS
 
 
