@@ -5,7 +5,9 @@ Everything a user imports comes from here; the submodules are implementation.
 
 from __future__ import annotations
 
-from filestore.contract import SessionScope, SessionStore, StoredSession
+from filestore.contract import SessionStore, StoredSession
+from filestore.engine.options import Durability
+from filestore.engine.store import FileSessionStore
 from filestore.errors import (
     BackendUnavailableError,
     CorruptionError,
@@ -20,13 +22,11 @@ from filestore.errors import (
     TenantMismatchError,
     UnsupportedFilesystemError,
 )
-from filestore.ids import EnvId, FlowId, PackId, SessionKey, TeamId, TenantId, UserId
+from filestore.ids import EnvId, FlowId, PackId, SessionKey, SessionScope, TeamId, TenantId, UserId
 from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
 from filestore.memory import InMemorySessionStore
 from filestore.model import Impersonation, InvocationDeadline, SessionCursor, SessionData, TenantCtx
-from filestore.options import Durability
 from filestore.redis_store import RedisSessionStore
-from filestore.store import FileSessionStore
 
 __all__ = [
     "BackendUnavailableError",

@@ -23,10 +23,10 @@ from typing import Any, Final, Protocol
 import attrs
 
 from filestore.contract import SessionStore, StoredSession
+from filestore.engine.store import FileSessionStore
 from filestore.errors import InvalidInputError
 from filestore.memory import InMemorySessionStore
 from filestore.redis_store import DEFAULT_NAMESPACE, RedisSessionStore
-from filestore.store import FileSessionStore
 
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 

@@ -19,17 +19,17 @@ from typing import BinaryIO, Final, TextIO
 import click
 from tqdm import tqdm
 
-from filestore import fsck as fsck_module
 from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
-from filestore.compact import compact as compact_store
 from filestore.demo import run_demo
+from filestore.engine.fileio import OsFileIO
+from filestore.engine.layout import LOG_NAME
 from filestore.errors import FilestoreError, InvalidInputError
-from filestore.fileio import OsFileIO
-from filestore.fsck import fsck as check_store
-from filestore.fsck import iter_findings
-from filestore.logfile import LOG_NAME
-from filestore.stats import stats as store_stats
+from filestore.offline import fsck as fsck_module
+from filestore.offline.compact import compact as compact_store
+from filestore.offline.fsck import fsck as check_store
+from filestore.offline.fsck import iter_findings
+from filestore.offline.stats import stats as store_stats
 from filestore.transfer import DEFAULT_BATCH, export_sessions, import_sessions
 
 EXIT_OK: Final = 0

@@ -13,26 +13,13 @@ cannot drift apart:
 from __future__ import annotations
 
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import attrs
 
 from filestore.errors import InvalidInputError, TenantMismatchError
-from filestore.ids import EnvId, SessionKey, TeamId, TenantId, UserId
+from filestore.ids import SessionKey, SessionScope, TeamId, UserId
 from filestore.model import SessionData, TenantCtx
-
-
-class SessionScope(NamedTuple):
-    """Who owns a session: ``(env, tenant_id, team, user)``.
-
-    ``team`` is the context's ``team_id`` or else ``team``; ``user`` likewise.
-    A scope with a user is the session's user lookup key.
-    """
-
-    env: EnvId
-    tenant_id: TenantId
-    team: TeamId | None
-    user: UserId | None
 
 
 @attrs.frozen

@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from filestore.engine.layout import LOG_NAME
+from filestore.engine.store import FileSessionStore
 from filestore.model import SessionCursor, SessionData, TenantCtx
-from filestore.store import FileSessionStore
 
 DEMO_USERS = ("alice", "bob", "carol")
 # The nodes of the demo's onboarding flow, in order; the session ends after the last.
@@ -70,6 +71,6 @@ def run_demo(directory: Path, say: Callable[[str], None] = print) -> int:
             _handle_message(store, ctx_of[user], user, f"{user}@example.com", say)
         _handle_message(store, ctx_of["alice"], "alice", "yes", say)
         left = len(store)
-    log_bytes = (directory / "sessions.log").stat().st_size
+    log_bytes = (directory / LOG_NAME).stat().st_size
     say(f"done: {left} sessions still paused, log is {log_bytes} bytes")
     return left

@@ -12,7 +12,7 @@ plain string it is; constructing one validates it:
 from __future__ import annotations
 
 import re
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from filestore.errors import InvalidInputError
 
@@ -183,3 +183,29 @@ def check_key(key: object) -> SessionKey:
             rule=f"at most {MAX_KEY_LENGTH} characters",
         )
     return key if isinstance(key, SessionKey) else SessionKey(key)
+
+
+class SessionScope(NamedTuple):
+    """Who owns a session: ``(env, tenant_id, team, user)``.
+
+    ``team`` is the context's ``team_id`` or else ``team``; ``user`` likewise.
+    A scope with a user is the session's user lookup key.
+    """
+
+    env: EnvId
+    tenant_id: TenantId
+    team: TeamId | None
+    user: UserId | None
+
+    @classmethod
+    def parse(cls, value: object, *, field: str = "scope") -> SessionScope:
+        """A stored ``[env, tenant_id, team, user]`` list, validated; ``InvalidInputError`` if not."""
+        if not isinstance(value, list) or len(value) != len(cls._fields):
+            raise InvalidInputError(f"{field} is not a list of four ids", field=field, rule="scope")
+        env, tenant, team, user = value
+        return cls(
+            EnvId.parse(env, field=f"{field}.env"),
+            TenantId.parse(tenant, field=f"{field}.tenant_id"),
+            None if team is None else TeamId.parse(team, field=f"{field}.team"),
+            None if user is None else UserId.parse(user, field=f"{field}.user"),
+        )

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 from filestore.contract import (
     ClosesOnExit,
-    SessionScope,
     StoredSession,
     check_context_fence,
     check_same_owner,
@@ -22,7 +21,7 @@ from filestore.contract import (
     session_scope,
 )
 from filestore.errors import InvalidInputError, SessionNotFoundError, StoreClosedError
-from filestore.ids import SessionKey, UserId, check_key
+from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import SessionData, TenantCtx
 
 

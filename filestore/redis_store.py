@@ -33,7 +33,6 @@ import redis.exceptions
 
 from filestore.contract import (
     ClosesOnExit,
-    SessionScope,
     StoredSession,
     check_context_fence,
     check_same_owner,
@@ -49,9 +48,8 @@ from filestore.errors import (
     StoreClosedError,
     TenantMismatchError,
 )
-from filestore.ids import SessionKey, UserId, check_key
+from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import SessionData, TenantCtx
-from filestore.records import decode_scope
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
 # The field a TenantMismatchError names, by the part that differs (as the other stores do).
@@ -264,7 +262,11 @@ class RedisSessionStore(ClosesOnExit):
             if value is None:
                 continue  # removed while we scanned
             data = SessionData.from_json(value)
-            scope = decode_scope(json.loads(owner)) if owner else session_scope(data.tenant_ctx, data)
+            scope = (
+                SessionScope.parse(json.loads(owner), field="owner")
+                if owner
+                else session_scope(data.tenant_ctx, data)
+            )
             active = scope.user is not None and self._call(self._client.get, self._lookup_key(scope)) == key
             yield StoredSession(key, scope, data, active)
 

@@ -21,10 +21,10 @@ from typing import IO, Any, Final
 import attrs
 
 from filestore.backends import MovableStore
-from filestore.contract import SessionScope, StoredSession, check_same_owner
+from filestore.contract import StoredSession, check_same_owner
 from filestore.errors import InvalidInputError
 from filestore.fields import refuse_duplicate_keys
-from filestore.ids import EnvId, TeamId, TenantId, UserId, check_key
+from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
 from filestore.model import SessionData
 
 DEFAULT_BATCH: Final = 1000

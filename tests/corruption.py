@@ -19,10 +19,11 @@ from typing import Literal
 import attrs
 
 from filestore import FileSessionStore, InMemorySessionStore, SessionData, SessionKey
-from filestore.fileio import OsFileIO
-from filestore.framing import FILE_HEADER_SIZE
-from filestore.logfile import LOG_NAME, LogFile
-from filestore.snapshot import SNAPSHOT_NAME, Snapshot, load_snapshot
+from filestore.engine.fileio import OsFileIO
+from filestore.engine.framing import FILE_HEADER_SIZE
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
+from filestore.engine.logfile import LogFile
+from filestore.engine.snapshot import Snapshot, load_snapshot
 
 from .test_contract import ctx, data
 

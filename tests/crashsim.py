@@ -25,7 +25,7 @@ from pathlib import Path
 
 import attrs
 
-from filestore.fileio import OsFileIO
+from filestore.engine.fileio import OsFileIO
 
 
 @attrs.frozen

@@ -6,7 +6,7 @@ keep: opening either shows the model's state after some prefix of the
 operations, or raises ``CorruptionError`` naming the log with an integer
 offset; any other exception fails the test.
 
-Beyond it, the expected outcome follows from the format (``filestore.framing``):
+Beyond it, the expected outcome follows from the format (``filestore.engine.framing``):
 every record here was fdatasync'd, so each record's ``synced_through`` names
 the one before it. Damage to the file header is refused; damage to record
 ``d`` followed by an intact record is refused at record ``d``'s offset;
@@ -28,9 +28,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from filestore import CorruptionError, FileSessionStore
-from filestore.framing import FILE_HEADER_SIZE, FRAME_HEADER_SIZE
-from filestore.logfile import LOG_NAME
-from filestore.snapshot import SNAPSHOT_NAME
+from filestore.engine.framing import FILE_HEADER_SIZE, FRAME_HEADER_SIZE
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 
 from .corruption import Op, Pristine, State, build_pristine, observe, side_files
 

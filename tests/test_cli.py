@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from filestore import FileSessionStore, InvalidInputError, SessionData, SessionKey
-from filestore import fsck as fsck_module
 from filestore.cli import main
-from filestore.fileio import OsFileIO
-from filestore.locking import Registration, WriterLock
-from filestore.stats import stats
+from filestore.engine.fileio import OsFileIO
+from filestore.engine.locking import Registration, WriterLock
+from filestore.offline import fsck as fsck_module
+from filestore.offline.stats import stats
 from filestore.transfer import export_sessions, import_sessions, parse_line
 
 from .strategies import small_session_datas

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from filestore import CorruptionError, FileSessionStore, StoreInUseError
-from filestore.compact import compact
-from filestore.fileio import OsFileIO
-from filestore.framing import FILE_HEADER_SIZE
-from filestore.fsck import fsck, iter_findings
-from filestore.logfile import LogFile
-from filestore.stats import stats
+from filestore.engine.fileio import OsFileIO
+from filestore.engine.framing import FILE_HEADER_SIZE
+from filestore.engine.logfile import LogFile
+from filestore.offline.compact import compact
+from filestore.offline.fsck import fsck, iter_findings
+from filestore.offline.stats import stats
 
 from .test_contract import ctx, data
 

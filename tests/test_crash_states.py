@@ -25,8 +25,8 @@ import attrs
 import pytest
 
 from filestore import FileSessionStore, SessionData, TenantCtx
-from filestore.compact import compact
-from filestore.fsck import fsck
+from filestore.offline.compact import compact
+from filestore.offline.fsck import fsck
 
 from .crashsim import CrashState, RecordingIO, crash_states
 from .test_contract import ctx, data

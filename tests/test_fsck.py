@@ -21,16 +21,16 @@ import attrs
 import pytest
 
 from filestore import CorruptionError, FileSessionStore, InvalidInputError, SessionData, StoreInUseError
-from filestore.compact import compact
-from filestore.contract import SessionScope
-from filestore.fileio import OS_IO, temp_path
-from filestore.framing import FILE_HEADER_SIZE, FLAG_SYNCED, KIND_PUT, Frame, encode_frame
-from filestore.fsck import FsckReport, Severity, fsck, iter_findings
-from filestore.ids import SessionKey, UserId
-from filestore.logfile import LOG_NAME, LogFile
-from filestore.offline import replay
-from filestore.records import Put, Remove, decode_record
-from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, write_snapshot
+from filestore.engine.fileio import OS_IO
+from filestore.engine.framing import FILE_HEADER_SIZE, FLAG_SYNCED, KIND_PUT, Frame, encode_frame
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME, temp_path
+from filestore.engine.logfile import LogFile
+from filestore.engine.records import Put, Remove, decode_record
+from filestore.engine.snapshot import encode_snapshot, write_snapshot
+from filestore.ids import SessionKey, SessionScope, UserId
+from filestore.offline.compact import compact
+from filestore.offline.exclusive import replay
+from filestore.offline.fsck import FsckReport, Severity, fsck, iter_findings
 
 from .corruption import verified_snapshot
 from .test_compact import CrashingIO, SimulatedCrash

@@ -27,9 +27,8 @@ import attrs
 import pytest
 
 from filestore import FileSessionStore, SessionData
-from filestore.fsck import fsck, iter_findings
-from filestore.logfile import LOG_NAME
-from filestore.snapshot import SNAPSHOT_NAME
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
+from filestore.offline.fsck import fsck, iter_findings
 
 from .corruption import Op, Pristine, State, build_pristine, observe, verified_snapshot
 from .test_bitflip_damage import BLOCK, SMALL, flip, larger_workload, zero_block

@@ -13,10 +13,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from filestore import FileSessionStore
-from filestore.fileio import OsFileIO
-from filestore.framing import FILE_HEADER_SIZE, KIND_SEAL
-from filestore.fsck import fsck
-from filestore.logfile import LogFile
+from filestore.engine.fileio import OsFileIO
+from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL
+from filestore.engine.logfile import LogFile
+from filestore.offline.fsck import fsck
 
 from .test_contract import ctx, data
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from filestore import FileSessionStore
-from filestore.compact import compact
-from filestore.fileio import OS_IO
-from filestore.framing import FILE_HEADER_SIZE, FileHeader
-from filestore.headerrecovery import recover_header
-from filestore.logfile import LOG_NAME
-from filestore.snapshot import SNAPSHOT_NAME
+from filestore.engine.fileio import OS_IO
+from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
+from filestore.offline.compact import compact
+from filestore.offline.headerrecovery import recover_header
 
 from .test_contract import ctx, data
 

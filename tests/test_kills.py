@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from filestore import FileSessionStore, SessionData
-from filestore.fileio import OsFileIO
-from filestore.fsck import fsck
+from filestore.engine.fileio import OsFileIO
+from filestore.offline.fsck import fsck
 
 from .test_contract import ctx, data
 

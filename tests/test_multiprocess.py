@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from filestore import FileSessionStore, LockTimeoutError, SessionData, SessionKey
-from filestore.framing import FILE_HEADER_SIZE
-from filestore.logfile import LogFile
+from filestore.engine.fileio import OS_IO
+from filestore.engine.framing import FILE_HEADER_SIZE
+from filestore.engine.logfile import LogFile
+from filestore.engine.records import Put, decode_record
 
 from .test_contract import ctx, data
 
@@ -61,9 +63,7 @@ def _stress_worker(directory: str, worker: int, seconds: float, results: Connect
 
 def _lookup_from_log(directory: Path) -> dict[tuple[str, str, str | None, str | None], str]:
     """The user lookup rebuilt independently, by replaying every record in log order."""
-    from filestore.records import Put, decode_record  # noqa: PLC0415
-
-    log = LogFile.open(__import__("filestore.fileio").fileio.OS_IO, str(directory))
+    log = LogFile.open(OS_IO, str(directory))
     owners: dict[str, tuple[str, str, str | None, str | None]] = {}
     lookup: dict[tuple[str, str, str | None, str | None], str] = {}
     try:

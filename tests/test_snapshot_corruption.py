@@ -6,7 +6,7 @@ closed (close writes the *final* one). Each case puts a damaged snapshot
 next to the intact log and reopens: every session and every user lookup
 must be as the model says, the log untouched, and afterwards the snapshot
 file valid and current (``load_snapshot`` accepts it, covering the whole
-log). Edited snapshots get a recomputed CRC (layout in ``filestore.snapshot``),
+log). Edited snapshots get a recomputed CRC (layout in ``filestore.engine.snapshot``),
 so only the edited field can make opening refuse them; each such case first
 checks that ``load_snapshot`` does refuse it.
 """
@@ -26,9 +26,10 @@ import cbor2
 import pytest
 
 from filestore import FileSessionStore
-from filestore.framing import Frame
-from filestore.logfile import LOG_NAME, LogFile, ScanResult
-from filestore.snapshot import SNAPSHOT_HEADER_SIZE, SNAPSHOT_NAME
+from filestore.engine.framing import Frame
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
+from filestore.engine.logfile import LogFile, ScanResult
+from filestore.engine.snapshot import SNAPSHOT_HEADER_SIZE
 
 from .corruption import Op, Pristine, build_pristine, reopen, side_files, verified_snapshot
 

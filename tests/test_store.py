@@ -19,8 +19,8 @@ from filestore import (
     StorePoisonedError,
     UnsupportedFilesystemError,
 )
-from filestore.fileio import OsFileIO
-from filestore.locking import network_filesystem
+from filestore.engine.fileio import OsFileIO
+from filestore.engine.locking import network_filesystem
 
 from .test_contract import ctx, data
 
@@ -230,7 +230,7 @@ def test_handle_refuses_use_after_fork(tmp_path: Path) -> None:
 
 def test_network_filesystem_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A store on NFS is refused with UnsupportedFilesystemError, unless explicitly allowed."""
-    monkeypatch.setattr("filestore.directory.network_filesystem", lambda path: "nfs4")
+    monkeypatch.setattr("filestore.engine.directory.network_filesystem", lambda path: "nfs4")
     with pytest.raises(UnsupportedFilesystemError) as info:
         FileSessionStore(tmp_path / "s")
     assert info.value.fstype == "nfs4"

@@ -21,9 +21,8 @@ from typing import Final
 import pytest
 
 from filestore import CorruptionError, FileSessionStore
-from filestore.framing import FRAME_HEADER_SIZE
-from filestore.logfile import LOG_NAME
-from filestore.snapshot import SNAPSHOT_NAME
+from filestore.engine.framing import FRAME_HEADER_SIZE
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 
 from .corruption import (
     Op,
@@ -51,7 +50,7 @@ OPERATIONS: Final = (
     Op("update", target=2),
 )
 N: Final = len(OPERATIONS)
-LENGTH_FIELD: Final = 20  # offset of the payload length (u32) in a frame header; see filestore.framing
+LENGTH_FIELD: Final = 20  # offset of the payload length (u32) in a frame header; see filestore.engine.framing
 
 
 @pytest.fixture(scope="module")

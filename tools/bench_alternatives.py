@@ -23,13 +23,8 @@ from typing import Any, Final
 from bench_stores import directory_bytes, parse_scope, scope_from_parts, scope_text
 
 from filestore import SessionData, TenantCtx
-from filestore.contract import (
-    SessionScope,
-    check_context_fence,
-    check_same_owner,
-    lookup_scope,
-    session_scope,
-)
+from filestore.contract import check_context_fence, check_same_owner, lookup_scope, session_scope
+from filestore.ids import SessionScope
 
 # -- SQLite --------------------------------------------------------------------------
 

@@ -17,10 +17,8 @@ from typing import Any, Final, Protocol
 import attrs
 
 from filestore import EnvId, FileSessionStore, SessionData, TeamId, TenantCtx, TenantId, UserId
-from filestore.contract import (
-    SessionScope,
-)
-from filestore.fileio import OsFileIO
+from filestore.engine.fileio import OsFileIO
+from filestore.ids import SessionScope
 
 _SEP: Final = "\x1f"
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 from typing import Final
+
+from filestore.engine.layout import temp_path
 
 _O_BINARY: Final = getattr(os, "O_BINARY", 0)
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
@@ -131,19 +132,6 @@ class OsFileIO(FileIO):
 
 
 OS_IO: Final[FileIO] = OsFileIO()
-
-
-_TEMP_NAME: Final = re.compile(r"^\.[^/]+\.\d+\.[0-9a-f]{8}\.tmp$")
-
-
-def temp_path(directory: str, name: str) -> str:
-    """A fresh temp name for a file that will be renamed to ``name``: unique per process and call."""
-    return os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-
-
-def is_temp_name(name: str) -> bool:
-    """Whether ``name`` is one of our temp files (left behind if a crash hit before its rename)."""
-    return _TEMP_NAME.match(name) is not None
 
 
 def replace_file(io: FileIO, directory: str, name: str, data: bytes, *, mode: int = 0o600) -> None:

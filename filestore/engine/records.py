@@ -31,10 +31,9 @@ import attrs
 import cbor2
 
 from filestore import strictcbor
-from filestore.contract import SessionScope
+from filestore.engine.framing import KIND_PUT, KIND_REMOVE, KIND_SEAL
 from filestore.errors import InvalidInputError
-from filestore.framing import KIND_PUT, KIND_REMOVE, KIND_SEAL
-from filestore.ids import MAX_KEY_LENGTH, EnvId, SessionKey, TeamId, TenantId, UserId
+from filestore.ids import MAX_KEY_LENGTH, SessionKey, SessionScope
 from filestore.model import SessionData
 
 _PUT_FIELDS: Final = 3
@@ -97,16 +96,8 @@ def _key(value: object) -> SessionKey:
 
 def decode_scope(value: object) -> SessionScope:
     """A stored ``[env, tenant_id, team, user]`` list, validated."""
-    if not isinstance(value, list) or len(value) != _SCOPE_FIELDS:
-        raise RecordDecodeError("record scope is not a list of four ids")
-    env, tenant, team, user = value
     try:
-        return SessionScope(
-            EnvId.parse(env, field="scope.env"),
-            TenantId.parse(tenant, field="scope.tenant_id"),
-            None if team is None else TeamId.parse(team, field="scope.team"),
-            None if user is None else UserId.parse(user, field="scope.user"),
-        )
+        return SessionScope.parse(value)
     except InvalidInputError as error:
         raise RecordDecodeError(str(error)) from None
 

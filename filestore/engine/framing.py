@@ -24,7 +24,7 @@ Record frame (``FRAME_HEADER_SIZE`` = 28 bytes, then the payload)::
                 when this record was written)
     20     4    payload length (u32, at most MAX_PAYLOAD)
     24     4    CRC-32 over (the file's salt, bytes 0..24, the payload)
-    28     n    payload (CBOR; see ``filestore.records``)
+    28     n    payload (CBOR; see ``filestore.engine.records``)
 
 A SEAL record ends a generation that compaction replaces (payload: the
 next generation's number). Every handle looks for new records before each

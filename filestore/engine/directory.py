@@ -3,9 +3,9 @@
 Layout::
 
     filestore.json   identity (format, version, store UUID); written after the log
-    sessions.log     the log (filestore.framing)
-    sessions.idx     the index snapshot (filestore.snapshot)
-    LOCK, OPEN       lock files (filestore.locking); never deleted
+    sessions.log     the log (filestore.engine.framing)
+    sessions.idx     the index snapshot (filestore.engine.snapshot)
+    LOCK, OPEN       lock files (filestore.engine.locking); never deleted
     sessions.log.trN bytes cut from a torn tail, kept as evidence
 
 Rule: never create a new store where data may be missing. An empty (or new)
@@ -22,18 +22,21 @@ import os
 import uuid
 from typing import Final
 
+from filestore.engine.fileio import FileIO, replace_file
+from filestore.engine.framing import FileHeader
+from filestore.engine.layout import (
+    BOOKKEEPING,
+    LOG_NAME,
+    META_NAME,
+    SNAPSHOT_NAME,
+    is_temp_name,
+)
+from filestore.engine.locking import network_filesystem
+from filestore.engine.logfile import LogFile
 from filestore.errors import CorruptionError, InvalidInputError, UnsupportedFilesystemError
-from filestore.fileio import FileIO, is_temp_name, replace_file
-from filestore.framing import FileHeader
-from filestore.locking import LOCK_NAME, REGISTRATION_NAME, network_filesystem
-from filestore.logfile import LOG_NAME, LogFile
-from filestore.snapshot import SNAPSHOT_NAME
 
-META_NAME: Final = "filestore.json"
 META_FORMAT: Final = "filestore"
 META_VERSION: Final = 1
-# Files of ours that may sit in a directory before the store exists in it.
-BOOKKEEPING: Final = frozenset({LOCK_NAME, REGISTRATION_NAME})
 
 logger = logging.getLogger("filestore")
 

@@ -22,10 +22,9 @@ from typing import Final
 
 import filelock
 
+from filestore.engine.layout import LOCK_NAME, REGISTRATION_NAME
 from filestore.errors import LockTimeoutError, StoreInUseError
 
-LOCK_NAME: Final = "LOCK"
-REGISTRATION_NAME: Final = "OPEN"
 _FIRST_WAIT: Final = 0.0005
 _LONGEST_WAIT: Final = 0.02
 

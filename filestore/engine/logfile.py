@@ -1,6 +1,6 @@
 """One log file: creating it, reading its frames, recovering its tail, appending.
 
-The format itself is in ``filestore.framing``; this module applies its rules
+The format itself is in ``filestore.engine.framing``; this module applies its rules
 to a file: where the log ends, what is a torn tail (cut, after copying the
 bytes to a numbered side file ``sessions.log.trN``) and what is damage to
 acknowledged records (``CorruptionError``), and how the file grows (in
@@ -17,9 +17,8 @@ from typing import Final
 
 import attrs
 
-from filestore.errors import CorruptionError
-from filestore.fileio import FileIO, temp_path
-from filestore.framing import (
+from filestore.engine.fileio import FileIO
+from filestore.engine.framing import (
     FILE_HEADER_SIZE,
     FLAG_SYNCED,
     FRAME_HEADER_SIZE,
@@ -35,9 +34,10 @@ from filestore.framing import (
     probe,
     verify_frame,
 )
-from filestore.records import encode_seal
+from filestore.engine.layout import LOG_NAME, side_file_name, temp_path
+from filestore.engine.records import encode_seal
+from filestore.errors import CorruptionError
 
-LOG_NAME: Final = "sessions.log"
 READ_CHUNK: Final = 4 << 20
 _ZERO_HEADER: Final = bytes(FRAME_HEADER_SIZE)
 
@@ -53,14 +53,6 @@ class ScanResult:
     last_frame_offset: int
     known_durable: int
     stopped_at_bad: bool
-
-
-def side_file_name(directory: str, base: str, io_exists: Callable[[str], bool]) -> str:
-    """The first free ``<base>.trN`` name in ``directory``."""
-    number = 1
-    while io_exists(os.path.join(directory, f"{base}.tr{number}")):
-        number += 1
-    return os.path.join(directory, f"{base}.tr{number}")
 
 
 class LogFile:

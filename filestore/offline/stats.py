@@ -14,13 +14,14 @@ import time
 
 import attrs
 
+from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.framing import FILE_HEADER_SIZE, Frame
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
+from filestore.engine.logfile import LogFile
+from filestore.engine.records import RecordDecodeError, decode_record
+from filestore.engine.snapshot import load_snapshot
 from filestore.errors import CorruptionError
-from filestore.fileio import OS_IO, FileIO
-from filestore.framing import FILE_HEADER_SIZE, Frame
-from filestore.logfile import LOG_NAME, LogFile
-from filestore.offline import replay
-from filestore.records import RecordDecodeError, decode_record
-from filestore.snapshot import SNAPSHOT_NAME, load_snapshot
+from filestore.offline.exclusive import replay
 
 
 @attrs.frozen

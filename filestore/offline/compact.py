@@ -1,25 +1,21 @@
 """Offline compaction: rewrite only the live records into a new generation.
 
 Refuses while other processes have the store open (or waits, if asked).
-Crash-safe at every step: see ``filestore.rewrite`` for the sequence and
+Crash-safe at every step: see ``filestore.engine.rewrite`` for the sequence and
 its commit point.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import attrs
 
-from filestore.fileio import OS_IO, FileIO
-from filestore.framing import FILE_HEADER_SIZE, Frame
-from filestore.index import Index
-from filestore.logfile import LogFile
-from filestore.offline import exclusive_store, replay
-from filestore.records import Put, decode_record
-from filestore.rewrite import rewrite_generation
-from filestore.snapshot import SNAPSHOT_NAME
+from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.layout import SNAPSHOT_NAME
+from filestore.engine.rewrite import live_frames, rewrite_generation
+from filestore.offline.exclusive import exclusive_store, replay
 
 
 @attrs.frozen
@@ -44,32 +40,6 @@ def _file_size(path: str) -> int:
         return os.path.getsize(path)
     except FileNotFoundError:
         return 0
-
-
-def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | None = None) -> Iterator[Frame]:
-    """The newest PUT of every live session, in log order, ready for a new generation.
-
-    A session the user lookup no longer points at (its user's newer session
-    was removed) is re-encoded as a PUT that does not point the lookup, so
-    the new generation has exactly the old one's lookups.
-    """
-    live = {entry.offset: (key, entry) for key, entry in index.entries.items()}
-    for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end):
-        if frame is None:
-            return
-        if progress is not None:
-            progress(frame.size)
-        found = live.get(frame.offset)
-        if found is None:
-            continue
-        key, entry = found
-        if entry.scope.user is None or index.by_user.get(entry.scope) == key:
-            yield frame
-            continue
-        record = decode_record(frame.kind, frame.payload)
-        assert isinstance(record, Put), "index entries point at PUT records"
-        payload = attrs.evolve(record, points_lookup=False).encode()
-        yield attrs.evolve(frame, payload=payload)
 
 
 def compact(

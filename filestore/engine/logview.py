@@ -15,22 +15,53 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 
-from filestore.cache import SessionCache
-from filestore.directory import open_existing_log
+from filestore.engine.directory import open_existing_log
+from filestore.engine.fileio import FileIO
+from filestore.engine.framing import KIND_PUT, KIND_SEAL, Frame, Probe
+from filestore.engine.index import Entry, Index
+from filestore.engine.layout import SNAPSHOT_NAME
+from filestore.engine.locking import WriterLock
+from filestore.engine.logfile import LogFile
+from filestore.engine.records import RecordDecodeError, decode_record, decode_session
+from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
 from filestore.errors import CorruptionError, LockTimeoutError
-from filestore.fileio import FileIO
-from filestore.framing import KIND_PUT, KIND_SEAL, Frame, Probe
 from filestore.ids import SessionKey
-from filestore.index import Entry, Index
-from filestore.locking import WriterLock
-from filestore.logfile import LogFile
 from filestore.model import SessionData
-from filestore.records import RecordDecodeError, decode_record, decode_session
-from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
 
 logger = logging.getLogger("filestore")
+
+
+class SessionCache:
+    """A bounded LRU map of key -> (record offset, session). Not thread-safe: the store locks."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[SessionKey, tuple[int, SessionData]] = OrderedDict()
+
+    def get(self, key: SessionKey, offset: int) -> SessionData | None:
+        """The session decoded from the record at ``offset``, if cached."""
+        cached = self._entries.get(key)
+        if cached is None or cached[0] != offset:
+            return None
+        self._entries.move_to_end(key)
+        return cached[1]
+
+    def put(self, key: SessionKey, offset: int, session: SessionData) -> None:
+        if self.size == 0:
+            return
+        self._entries[key] = (offset, session)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: SessionKey) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 class LogView:

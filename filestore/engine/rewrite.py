@@ -29,23 +29,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 import attrs
 
+from filestore.engine.fileio import FileIO
+from filestore.engine.framing import FILE_HEADER_SIZE, FLAG_SYNCED, FileHeader, Frame, encode_frame, frame_crc
+from filestore.engine.index import Index
+from filestore.engine.layout import COMPACT_NAME, LOG_NAME, old_name
+from filestore.engine.logfile import LogFile
+from filestore.engine.records import Put, decode_record
+from filestore.engine.snapshot import encode_snapshot, write_snapshot
 from filestore.errors import CorruptionError
-from filestore.fileio import FileIO
-from filestore.framing import FILE_HEADER_SIZE, FLAG_SYNCED, FileHeader, Frame, encode_frame, frame_crc
-from filestore.index import Index
-from filestore.logfile import LOG_NAME, LogFile
-from filestore.records import decode_record
-from filestore.snapshot import encode_snapshot, write_snapshot
 
-COMPACT_NAME: Final = LOG_NAME + ".compact"
-OLD_NAME: Final = LOG_NAME + ".old"
-_OLD_PATTERN: Final = re.compile(r"^sessions\.log\.old(?:[2-9]|[1-9]\d+)?$")
 _WRITE_BATCH: Final = 4 << 20
 
 
@@ -106,11 +103,6 @@ def rewrite_generation(
     return RewriteResult(header.generation, seq, end, len(snapshot), kept)
 
 
-def is_old_name(name: str) -> bool:
-    """Whether ``name`` is a previous generation kept by a rewrite."""
-    return _OLD_PATTERN.match(name) is not None
-
-
 def _free_old_name(io: FileIO, directory: str, log_path: str) -> str:
     """Where to link the current log: the first ``.old`` name that holds no evidence.
 
@@ -119,7 +111,7 @@ def _free_old_name(io: FileIO, directory: str, log_path: str) -> str:
     """
     number = 1
     while True:
-        path = os.path.join(directory, OLD_NAME if number == 1 else f"{OLD_NAME}{number}")
+        path = os.path.join(directory, old_name(number))
         try:
             if not os.path.samefile(path, log_path):
                 number += 1
@@ -181,3 +173,29 @@ def _verify(io: FileIO, directory: str, header: FileHeader, seq: int, end: int) 
             )
     finally:
         log.close()
+
+
+def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | None = None) -> Iterator[Frame]:
+    """The newest PUT of every live session, in log order, ready for a new generation.
+
+    A session the user lookup no longer points at (its user's newer session
+    was removed) is re-encoded as a PUT that does not point the lookup, so
+    the new generation has exactly the old one's lookups.
+    """
+    live = {entry.offset: (key, entry) for key, entry in index.entries.items()}
+    for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end):
+        if frame is None:
+            return
+        if progress is not None:
+            progress(frame.size)
+        found = live.get(frame.offset)
+        if found is None:
+            continue
+        key, entry = found
+        if entry.scope.user is None or index.by_user.get(entry.scope) == key:
+            yield frame
+            continue
+        record = decode_record(frame.kind, frame.payload)
+        assert isinstance(record, Put), "index entries point at PUT records"
+        payload = attrs.evolve(record, points_lookup=False).encode()
+        yield attrs.evolve(frame, payload=payload)

@@ -5,7 +5,7 @@ Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
 - ``identity``: the identity file names the log's store UUID;
 - ``log-header``: the log's header verifies (else its store UUID and
   generation are recovered from what the records' checksums are salted with,
-  see ``filestore.headerrecovery``; if that fails, nothing more can be read);
+  see ``filestore.offline.headerrecovery``; if that fails, nothing more can be read);
 - ``torn-tail``: an incomplete or bad record at the end, with nothing valid after it;
 - ``interrupted-compaction``: the current log ends with a seal (a compaction
   that stopped before its switch); repair cuts the seal;
@@ -42,28 +42,36 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import re
 from collections.abc import Iterator
 from typing import Final
 
 import attrs
 
-from filestore.directory import META_NAME, looks_like_a_store, read_meta_uuid, write_meta
+from filestore.engine.directory import looks_like_a_store, read_meta_uuid, write_meta
+from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe, find_valid_frames
+from filestore.engine.index import Index
+from filestore.engine.layout import (
+    COMPACT_NAME,
+    LOG_NAME,
+    META_NAME,
+    SNAPSHOT_NAME,
+    is_old_name,
+    is_side_file,
+    is_temp_name,
+    side_file_name,
+)
+from filestore.engine.logfile import LogFile
+from filestore.engine.records import Put, Record, RecordDecodeError, decode_record, decode_seal
+from filestore.engine.rewrite import rewrite_generation
+from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
 from filestore.errors import CorruptionError, InvalidInputError
-from filestore.fileio import OS_IO, FileIO, is_temp_name
-from filestore.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe, find_valid_frames
-from filestore.headerrecovery import recover_header
-from filestore.index import Index
-from filestore.logfile import LOG_NAME, LogFile, side_file_name
-from filestore.offline import exclusive_store
-from filestore.records import Put, Record, RecordDecodeError, decode_record, decode_seal
-from filestore.rewrite import COMPACT_NAME, is_old_name, rewrite_generation
-from filestore.snapshot import SNAPSHOT_NAME, encode_snapshot, load_snapshot, write_snapshot
+from filestore.offline.exclusive import exclusive_store
+from filestore.offline.headerrecovery import recover_header
 
 EXIT_CLEAN: Final = 0
 EXIT_CORRECTED: Final = 1
 EXIT_UNCORRECTED: Final = 4
-_SIDE_FILE: Final = re.compile(r"^(?:sessions\.log|filestore\.json)\.tr\d+$")
 
 
 class Severity(enum.StrEnum):
@@ -461,7 +469,7 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
                 io.unlink(full)
                 finding.action = "removed"
             report.findings.append(finding)
-        elif _SIDE_FILE.match(name) or is_old_name(name) or name == COMPACT_NAME:
+        elif is_side_file(name) or is_old_name(name) or name == COMPACT_NAME:
             report.findings.append(
                 Finding(
                     "stray-file",

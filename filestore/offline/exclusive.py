@@ -11,13 +11,14 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader, Frame
+from filestore.engine.index import Index
+from filestore.engine.layout import LOG_NAME
+from filestore.engine.locking import Registration, WriterLock
+from filestore.engine.logfile import LogFile, ScanResult
+from filestore.engine.records import RecordDecodeError, decode_record
 from filestore.errors import CorruptionError
-from filestore.fileio import OS_IO, FileIO
-from filestore.framing import FILE_HEADER_SIZE, FileHeader, Frame
-from filestore.index import Index
-from filestore.locking import Registration, WriterLock
-from filestore.logfile import LOG_NAME, LogFile, ScanResult
-from filestore.records import RecordDecodeError, decode_record
 
 
 @contextmanager

@@ -45,9 +45,8 @@ import attrs
 import cbor2
 
 from filestore import strictcbor
-from filestore.contract import SessionScope
-from filestore.fileio import FileIO, replace_file
-from filestore.framing import (
+from filestore.engine.fileio import FileIO, replace_file
+from filestore.engine.framing import (
     FILE_HEADER_SIZE,
     FRAME_HEADER_SIZE,
     KIND_PUT,
@@ -55,11 +54,11 @@ from filestore.framing import (
     frame_crc,
     verify_frame,
 )
-from filestore.ids import EnvId, SessionKey, TeamId, TenantId, UserId
-from filestore.index import Index
-from filestore.records import RecordDecodeError, decode_record
+from filestore.engine.index import Index
+from filestore.engine.layout import SNAPSHOT_NAME
+from filestore.engine.records import RecordDecodeError, decode_record
+from filestore.ids import EnvId, SessionKey, SessionScope, TeamId, TenantId, UserId
 
-SNAPSHOT_NAME: Final = "sessions.idx"
 SNAPSHOT_MAGIC: Final = b"FSTIDX\x00\n"
 SNAPSHOT_VERSION: Final = 2
 _HEADER: Final = struct.Struct("<8sIIQ")

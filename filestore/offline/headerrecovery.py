@@ -22,9 +22,9 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Final, TypeVar
 
-from filestore.directory import META_NAME, read_meta_uuid
-from filestore.fileio import FileIO
-from filestore.framing import (
+from filestore.engine.directory import read_meta_uuid
+from filestore.engine.fileio import FileIO
+from filestore.engine.framing import (
     FILE_HEADER_SIZE,
     FRAME_HEADER_SIZE,
     FileHeader,
@@ -33,8 +33,8 @@ from filestore.framing import (
     is_zero,
     verify_frame,
 )
-from filestore.rewrite import is_old_name
-from filestore.snapshot import SNAPSHOT_NAME, decode_snapshot
+from filestore.engine.layout import META_NAME, SNAPSHOT_NAME, is_old_name
+from filestore.engine.snapshot import decode_snapshot
 
 MAX_GENERATION_SEARCHED: Final = 1 << 20
 SEARCH_WINDOW: Final = 1 << 20

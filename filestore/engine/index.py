@@ -14,9 +14,8 @@ from __future__ import annotations
 from itertools import repeat
 from typing import NamedTuple, cast
 
-from filestore.contract import SessionScope
-from filestore.ids import SessionKey
-from filestore.records import Put, Record
+from filestore.engine.records import Put, Record
+from filestore.ids import SessionKey, SessionScope
 
 
 class Entry(NamedTuple):

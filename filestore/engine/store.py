@@ -3,8 +3,8 @@
 Directory layout::
 
     filestore.json   identity (format, store UUID); written once, after the log
-    sessions.log     the log (see filestore.framing for its format)
-    sessions.idx     the index snapshot (a verified cache; see filestore.snapshot)
+    sessions.log     the log (see filestore.engine.framing for its format)
+    sessions.idx     the index snapshot (a verified cache; see filestore.engine.snapshot)
     LOCK             the writer lock file (never deleted)
     OPEN             the open-registration lock file (never deleted)
     sessions.log.trN bytes cut from a torn tail, kept as evidence
@@ -26,8 +26,6 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from filestore.cache import SessionCache
-from filestore.compact import live_frames
 from filestore.contract import (
     ClosesOnExit,
     StoredSession,
@@ -38,27 +36,18 @@ from filestore.contract import (
     lookup_scope,
     session_scope,
 )
-from filestore.directory import (
+from filestore.engine.directory import (
     check_filesystem,
     needs_housekeeping,
     open_existing_log,
     open_or_create_log,
     prepare_directory,
 )
-from filestore.errors import (
-    FilestoreError,
-    InvalidInputError,
-    SessionNotFoundError,
-    StoreClosedError,
-    StorePoisonedError,
-)
-from filestore.fileio import OS_IO, FileIO
-from filestore.groupcommit import GroupCommit
-from filestore.ids import SessionKey, UserId, check_key
-from filestore.locking import Registration, WriterLock
-from filestore.logview import LogView
-from filestore.model import SessionData, TenantCtx
-from filestore.options import (
+from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.groupcommit import GroupCommit
+from filestore.engine.locking import Registration, WriterLock
+from filestore.engine.logview import LogView, SessionCache
+from filestore.engine.options import (
     DEFAULT_CACHE_SIZE,
     DEFAULT_MAX_RECORD_SIZE,
     DEFAULT_PREALLOCATE,
@@ -69,8 +58,17 @@ from filestore.options import (
     parse_durability,
     seconds,
 )
-from filestore.records import Put, Record, Remove
-from filestore.rewrite import RewriteResult, rewrite_generation
+from filestore.engine.records import Put, Record, Remove
+from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
+from filestore.errors import (
+    FilestoreError,
+    InvalidInputError,
+    SessionNotFoundError,
+    StoreClosedError,
+    StorePoisonedError,
+)
+from filestore.ids import SessionKey, UserId, check_key
+from filestore.model import SessionData, TenantCtx
 
 logger = logging.getLogger("filestore")
 _T = TypeVar("_T")
@@ -299,8 +297,8 @@ class FileSessionStore(ClosesOnExit):
 
         Holds the writer lock throughout (writers wait; readers go on from the
         old generation until they meet its seal, then reload). Crash-safe at
-        every step: see ``filestore.rewrite``. The offline tool
-        ``filestore.compact.compact`` does the same with nobody else attached.
+        every step: see ``filestore.engine.rewrite``. The offline tool
+        ``filestore.offline.compact.compact`` does the same with nobody else attached.
         """
         with self._mutex:
             self._check_writable()

@@ -1,0 +1,1 @@
+"""Implementation: the file-backed engine (log, index, snapshot, locks); users import ``filestore``."""

@@ -1,0 +1,1 @@
+"""Implementation: the offline tools (compact, fsck, stats), which take a store for themselves."""
