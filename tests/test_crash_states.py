@@ -28,8 +28,8 @@ from filestore import FileSessionStore, SessionData, TenantCtx
 from filestore.offline.compact import compact
 from filestore.offline.fsck import fsck
 
-from .crashsim import CrashState, RecordingIO, crash_states
-from .test_contract import ctx, data
+from .support import ctx, data
+from .support.crashsim import CrashState, RecordingIO, crash_states
 
 USERS = ("u1", "u2")
 State = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str | None]]]

@@ -30,8 +30,19 @@ from filestore import FileSessionStore, SessionData
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.offline.fsck import fsck, iter_findings
 
-from .corruption import Op, Pristine, State, build_pristine, observe, verified_snapshot
-from .test_bitflip_damage import BLOCK, SMALL, flip, larger_workload, zero_block
+from .support.corruption import (
+    BLOCK,
+    SMALL,
+    Op,
+    Pristine,
+    State,
+    build_pristine,
+    flip,
+    larger_workload,
+    observe,
+    verified_snapshot,
+    zero_block,
+)
 
 LARGER = larger_workload(30, seed=7)
 

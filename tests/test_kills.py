@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from filestore import FileSessionStore, SessionData
-from filestore.engine.fileio import OsFileIO
 from filestore.offline.fsck import fsck
 
-from .test_contract import ctx, data
+from .support import ctx, data
+from .support.fileio import ExitAt
 
 FORK = multiprocessing.get_context("fork")
 
@@ -153,36 +153,8 @@ def test_random_kills_lose_no_acknowledged_write_slow(tmp_path: Path) -> None:
     assert kills == 200
 
 
-class _ExitAt(OsFileIO):
-    """Ends the process (as a kill would) just before or after the Nth rename or directory sync."""
-
-    def __init__(self, operation: str, nth: int, after: bool) -> None:
-        self.operation = operation
-        self.nth = nth
-        self.after = after
-        self.seen = 0
-
-    def rename(self, source: str, target: str) -> None:
-        if self.operation == "rename":
-            self.seen += 1
-            if self.seen == self.nth and not self.after:
-                os._exit(3)
-        super().rename(source, target)
-        if self.operation == "rename" and self.seen == self.nth and self.after:
-            os._exit(3)
-
-    def sync_dir(self, path: str) -> None:
-        if self.operation == "sync_dir":
-            self.seen += 1
-            if self.seen == self.nth and not self.after:
-                os._exit(3)
-        super().sync_dir(path)
-        if self.operation == "sync_dir" and self.seen == self.nth and self.after:
-            os._exit(3)
-
-
 def _snapshot_then_die(directory: str, keys_out: Connection, operation: str, after: bool) -> None:
-    store = FileSessionStore(directory, io=_ExitAt(operation, 1, after))
+    store = FileSessionStore(directory, io=ExitAt(operation, after=after))
     keys = [store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n)) for n in range(5)]
     keys_out.send(keys)
     store.write_snapshot()
