@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from filestore import FileSessionStore, FilestoreError, SessionKey, StorePoisonedError
+from filestore.engine.fileio import FileIO
 from filestore.offline.fsck import fsck
 
 from .support import ctx, data
-from .support.fileio import FaultyIO, os_error
+from .support.fileio import FaultyIO, HookedIO, os_error
 
 Expected = dict[str, str | None]
 # The workload: (verb, step) pairs; the steps make distinct session contents.
@@ -113,3 +114,12 @@ def test_fault_during_recovery(tmp_path: Path) -> None:
             log.write(b"\xf5\x1e torn again")
         fail_at += 1
     assert fail_at > 2
+
+
+def test_the_io_doubles_hook_every_file_operation() -> None:
+    """Each FileIO call the engine can make passes the doubles' hook, so no fault point is missed.
+
+    ``write_file`` and ``read_file`` are built from the other calls on ``self``, so are hooked through them.
+    """
+    operations = {name for name in dir(FileIO) if not name.startswith("_")} - {"write_file", "read_file"}
+    assert operations <= set(vars(HookedIO)), operations - set(vars(HookedIO))
