@@ -16,11 +16,9 @@ the first ``d - 1`` records and keeps the cut bytes in a side file.
 
 from __future__ import annotations
 
-import random
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Final
 
 import attrs
 import pytest
@@ -31,36 +29,18 @@ from filestore import CorruptionError, FileSessionStore
 from filestore.engine.framing import FILE_HEADER_SIZE, FRAME_HEADER_SIZE
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 
-from .corruption import Op, Pristine, State, build_pristine, observe, side_files
-
-SMALL: Final = (
-    Op("create", user="u0"),
-    Op("create", user="u1"),
-    Op("update", target=0),
-    Op("remove", target=1),
+from .support.corruption import (
+    BLOCK,
+    SMALL,
+    Pristine,
+    State,
+    build_pristine,
+    flip,
+    larger_workload,
+    observe,
+    side_files,
+    zero_block,
 )
-BLOCK: Final = 512
-
-
-def larger_workload(count: int, seed: int) -> list[Op]:
-    """A reproducible mix of creates, updates and removes over four users."""
-    chooser = random.Random(seed)
-    operations: list[Op] = []
-    live: list[int] = []
-    created = 0
-    for _ in range(count):
-        roll = chooser.random()
-        if live and roll < 0.3:
-            operations.append(Op("update", target=chooser.choice(live)))
-        elif live and roll < 0.45:
-            target = chooser.choice(live)
-            live.remove(target)
-            operations.append(Op("remove", target=target))
-        else:
-            operations.append(Op("create", user=f"u{chooser.randrange(4)}"))
-            live.append(created)
-            created += 1
-    return operations
 
 
 @pytest.fixture(scope="module")
@@ -144,20 +124,6 @@ def expected_outcome(pristine: Pristine, log: bytes) -> Expected:
     cut = log[start:].rstrip(b"\0")
     evidence = {f"{LOG_NAME}.tr1": cut} if cut else {}
     return Expected(Opened(pristine.states[first - 1], evidence))
-
-
-def flip(log: bytes, bits: list[int]) -> bytes:
-    damaged = bytearray(log)
-    for bit in bits:
-        damaged[bit // 8] ^= 1 << (bit % 8)
-    return bytes(damaged)
-
-
-def zero_block(log: bytes, start: int, length: int = BLOCK) -> bytes:
-    damaged = bytearray(log)
-    end = min(start + length, len(damaged))
-    damaged[start:end] = bytes(end - start)
-    return bytes(damaged)
 
 
 def test_expected_outcomes_of_the_pristine_store(small: Pristine, workdir: Path) -> None:

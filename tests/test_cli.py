@@ -21,14 +21,14 @@ from hypothesis import strategies as st
 
 from filestore import FileSessionStore, InvalidInputError, SessionData, SessionKey
 from filestore.cli import main
-from filestore.engine.fileio import OsFileIO
 from filestore.engine.locking import Registration, WriterLock
 from filestore.offline import fsck as fsck_module
 from filestore.offline.stats import stats
 from filestore.transfer import export_sessions, import_sessions, parse_line
 
-from .strategies import small_session_datas
-from .test_contract import ctx, data
+from .support import ctx, data
+from .support.fileio import ReadOnlyIO
+from .support.strategies import small_session_datas
 
 COMMANDS = ["demo", "fsck", "compact", "stats", "export", "import", "migrate"]
 
@@ -389,28 +389,6 @@ def test_stats_never_waits_for_locks_and_sees_records_not_yet_snapshotted(tmp_pa
         assert stats(tmp_path / "s").sessions == 6
     finally:
         exclusive.close()
-
-
-class ReadOnlyIO(OsFileIO):
-    """The real file layer, failing the test on any call that could change a file."""
-
-    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
-        raise AssertionError(f"opened {path} for writing")
-
-    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
-        raise AssertionError("wrote")
-
-    def truncate(self, fd: int, size: int) -> None:
-        raise AssertionError("truncated")
-
-    def rename(self, source: str, target: str) -> None:
-        raise AssertionError("renamed")
-
-    def link(self, source: str, target: str) -> None:
-        raise AssertionError("linked")
-
-    def unlink(self, path: str) -> None:
-        raise AssertionError("unlinked")
 
 
 def test_stats_opens_nothing_for_writing_and_creates_nothing(tmp_path: Path) -> None:

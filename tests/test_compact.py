@@ -14,12 +14,14 @@ import pytest
 from filestore import CorruptionError, FileSessionStore, StoreInUseError
 from filestore.engine.fileio import OsFileIO
 from filestore.engine.framing import FILE_HEADER_SIZE
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.logfile import LogFile
 from filestore.offline.compact import compact
 from filestore.offline.fsck import fsck, iter_findings
 from filestore.offline.stats import stats
 
-from .test_contract import ctx, data
+from .support import ctx, data
+from .support.fileio import ExitAt, SimulatedCrash, crashing_io
 
 FORK = multiprocessing.get_context("fork")
 
@@ -71,61 +73,6 @@ def test_refused_while_open_elsewhere_then_allowed(tmp_path: Path) -> None:
     assert (tmp_path / "s" / "sessions.log.old").exists()
 
 
-class SimulatedCrash(BaseException):
-    """Raised by CrashingIO: the process 'dies' here (the page cache survives, as in a kill)."""
-
-
-class CrashingIO(OsFileIO):
-    """Counts every mutating operation and crashes at the Nth.
-
-    After the crash every mutating operation crashes again, so clean-up code
-    on the way out (``finally``, ``except BaseException``) cannot tidy up
-    what a dead process would have left behind.
-    """
-
-    def __init__(self, crash_at: int) -> None:
-        self.crash_at = crash_at
-        self.count = 0
-
-    def _step(self) -> None:
-        self.count += 1
-        if self.count >= self.crash_at:
-            raise SimulatedCrash
-
-    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
-        if create or exclusive:
-            self._step()
-        return super().open(path, create=create, exclusive=exclusive, mode=mode)
-
-    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
-        self._step()
-        super().pwrite(fd, data, offset)
-
-    def sync_data(self, fd: int) -> None:
-        self._step()
-        super().sync_data(fd)
-
-    def truncate(self, fd: int, size: int) -> None:
-        self._step()
-        super().truncate(fd, size)
-
-    def rename(self, source: str, target: str) -> None:
-        self._step()
-        super().rename(source, target)
-
-    def link(self, source: str, target: str) -> None:
-        self._step()
-        super().link(source, target)
-
-    def unlink(self, path: str) -> None:
-        self._step()
-        super().unlink(path)
-
-    def sync_dir(self, path: str) -> None:
-        self._step()
-        super().sync_dir(path)
-
-
 def compactions_crashed_at_every_step(pristine: Path, work: Path) -> Iterator[tuple[int, Path, bool]]:
     """Copies of ``pristine`` compacted with a crash at step 1, 2, ... until a compaction runs
     through: ``(step, directory, crashed)`` for each, the last one not crashed."""
@@ -134,7 +81,7 @@ def compactions_crashed_at_every_step(pristine: Path, work: Path) -> Iterator[tu
         directory = work / f"crash{crash_at}"
         shutil.copytree(pristine, directory)
         try:
-            compact(directory, io=CrashingIO(crash_at))
+            compact(directory, io=crashing_io(crash_at))
         except SimulatedCrash:
             yield crash_at, directory, True
             crash_at += 1
@@ -235,24 +182,13 @@ def test_waits_for_the_other_handle_to_close(tmp_path: Path) -> None:
 
 def _compact_and_die(directory: str, step: str) -> None:
     """Compact ``directory``, the process exiting (no clean-up at all) at ``step``."""
-
-    class DieAt(OsFileIO):
-        def link(self, source: str, target: str) -> None:
-            if step == "before-link":  # the new generation is written, synced and verified
-                os._exit(3)
-            super().link(source, target)
-
-        def rename(self, source: str, target: str) -> None:
-            switching = target.endswith("sessions.log")
-            if step == "before-rename" and switching:  # the old log is sealed
-                os._exit(3)
-            if step == "during-snapshot" and target.endswith("sessions.idx"):  # switched; no snapshot yet
-                os._exit(3)
-            super().rename(source, target)
-            if step == "after-rename" and switching:
-                os._exit(3)
-
-    compact(directory, io=DieAt())
+    at = {
+        "before-link": ExitAt("link"),  # the new generation is written, synced and verified
+        "before-rename": ExitAt("rename", name=LOG_NAME),  # the old log is sealed
+        "after-rename": ExitAt("rename", name=LOG_NAME, after=True),
+        "during-snapshot": ExitAt("rename", name=SNAPSHOT_NAME),  # switched; no snapshot yet
+    }
+    compact(directory, io=at[step])
 
 
 @pytest.mark.parametrize("step", ["before-link", "before-rename", "after-rename", "during-snapshot"])

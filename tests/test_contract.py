@@ -17,8 +17,6 @@ import pytest
 from filestore import (
     ErrorCode,
     InvalidInputError,
-    SessionCursor,
-    SessionData,
     SessionKey,
     SessionNotFoundError,
     SessionStore,
@@ -27,23 +25,8 @@ from filestore import (
     TenantMismatchError,
 )
 
-from .conftest import Backend
-
-
-def ctx(
-    env: str = "dev", tenant: str = "acme", team: str | None = "support", user: str | None = "u1"
-) -> TenantCtx:
-    return TenantCtx.new(env, tenant).with_team(team).with_user(user)
-
-
-def data(context: TenantCtx | None = None, step: int = 0, flow: str = "onboarding.flow") -> SessionData:
-    return SessionData(
-        tenant_ctx=context if context is not None else ctx(),
-        flow_id=flow,
-        cursor=SessionCursor(node_pointer=f"node.{step}", wait_reason="input"),
-        context_json=f'{{"step":{step}}}',
-    )
-
+from .support import ctx, data
+from .support.backends import Backend
 
 # -- create / get ------------------------------------------------------------
 

@@ -28,8 +28,8 @@ from filestore import FileSessionStore, SessionData, TenantCtx
 from filestore.offline.compact import compact
 from filestore.offline.fsck import fsck
 
-from .crashsim import CrashState, RecordingIO, crash_states
-from .test_contract import ctx, data
+from .support import ctx, data
+from .support.crashsim import CrashState, RecordingIO, count_crash_states, crash_states
 
 USERS = ("u1", "u2")
 State = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str | None]]]
@@ -264,15 +264,21 @@ def explore(workload: Workload, tmp_path: Path, *, thorough: bool) -> int:
     return explored
 
 
-EXPLORED: dict[str, int] = {}
-EXPLORED_THOROUGHLY: dict[str, int] = {}
+def count_states(workloads: list[Workload], tmp_path: Path, *, thorough: bool) -> int:
+    """How many crash states ``explore`` checks for ``workloads`` (recorded here, not checked)."""
+    total = 0
+    for number, workload in enumerate(workloads):
+        root = tmp_path / str(number)
+        root.mkdir()
+        io, _, _ = record(workload, root)
+        total += count_crash_states(io.initial, io.ops, thorough=thorough, seed=len(workload.name))
+    return total
 
 
 @pytest.mark.parametrize("workload", WORKLOADS + SHORT_WORKLOADS, ids=lambda workload: workload.name)
 def test_every_crash_state_recovers(workload: Workload, tmp_path: Path) -> None:
     """Every crash state of the workload opens with exactly the acknowledged data."""
     explored = explore(workload, tmp_path, thorough=False)
-    EXPLORED[workload.name] = explored
     print(f"{workload.name}: explored {explored} crash states")
     assert explored > 20
 
@@ -282,25 +288,20 @@ def test_every_crash_state_recovers(workload: Workload, tmp_path: Path) -> None:
 def test_every_crash_state_recovers_thoroughly(workload: Workload, tmp_path: Path) -> None:
     """The slow lane: more torn points per write, and single undone directory operations."""
     explored = explore(workload, tmp_path, thorough=True)
-    EXPLORED_THOROUGHLY[workload.name] = explored
     print(f"{workload.name}: explored {explored} crash states (thorough)")
     assert explored > 20
 
 
-def test_explored_enough_states() -> None:
-    """The default lane explores at least 2,000 crash states in all (run after the workloads)."""
-    if len(EXPLORED) < len(WORKLOADS + SHORT_WORKLOADS):
-        pytest.skip("run with the whole module to count the states")
-    total = sum(EXPLORED.values())
+def test_explored_enough_states(tmp_path: Path) -> None:
+    """The default lane's workloads explore at least 2,000 crash states in all."""
+    total = count_states(WORKLOADS + SHORT_WORKLOADS, tmp_path, thorough=False)
     print(f"crash states explored in all: {total}")
     assert total >= 2000
 
 
 @pytest.mark.slow
-def test_explored_enough_states_thoroughly() -> None:
-    """The slow lane explores at least 10,000 crash states in all (run after its workloads)."""
-    if len(EXPLORED_THOROUGHLY) < len(SLOW_WORKLOADS):
-        pytest.skip("run with the whole slow lane to count the states")
-    total = sum(EXPLORED_THOROUGHLY.values())
+def test_explored_enough_states_thoroughly(tmp_path: Path) -> None:
+    """The slow lane's workloads explore at least 10,000 crash states in all."""
+    total = count_states(SLOW_WORKLOADS, tmp_path, thorough=True)
     print(f"crash states explored in all (thorough): {total}")
     assert total >= 10_000

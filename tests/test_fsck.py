@@ -32,9 +32,9 @@ from filestore.offline.compact import compact
 from filestore.offline.exclusive import replay
 from filestore.offline.fsck import FsckReport, Severity, fsck, iter_findings
 
-from .corruption import verified_snapshot
-from .test_compact import CrashingIO, SimulatedCrash
-from .test_contract import ctx, data
+from .support import ctx, data
+from .support.corruption import verified_snapshot
+from .support.fileio import SimulatedCrash, crashing_io
 
 SESSIONS = 6
 DAMAGED_RECORD = 2  # index of the record the middle-damage cases hit
@@ -472,7 +472,7 @@ def test_crash_at_every_step_of_a_repair_then_repair_again(
         directory = copy_of(pristine, tmp_path / f"crash{crash_at}")
         DAMAGE[name].make(directory)
         try:
-            fsck(directory, repair=True, io=CrashingIO(crash_at))
+            fsck(directory, repair=True, io=crashing_io(crash_at))
         except SimulatedCrash:
             assert fsck(directory, repair=True).exit_code in {0, 1}, f"crash at step {crash_at}"
             assert fsck(directory).exit_code == 0, f"crash at step {crash_at}"

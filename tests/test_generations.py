@@ -18,7 +18,7 @@ from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL
 from filestore.engine.logfile import LogFile
 from filestore.offline.fsck import fsck
 
-from .test_contract import ctx, data
+from .support import ctx, data
 
 FORK = multiprocessing.get_context("fork")
 

@@ -18,7 +18,7 @@ from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.offline.compact import compact
 from filestore.offline.headerrecovery import recover_header
 
-from .test_contract import ctx, data
+from .support import ctx, data
 
 
 def make_store(directory: Path, sessions: int = 3, compactions: int = 0) -> FileHeader:

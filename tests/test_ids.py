@@ -21,7 +21,7 @@ from filestore import (
 )
 from filestore.ids import MAX_ID_LENGTH, MAX_KEY_LENGTH, check_key
 
-from .strategies import FORBIDDEN_ID_CHARS, ID_ALPHABET, bad_ids, ids
+from .support.strategies import FORBIDDEN_ID_CHARS, ID_ALPHABET, bad_ids, ids
 
 ID_TYPES: Final[list[type[str]]] = [EnvId, TenantId, TeamId, UserId, FlowId, PackId]
 by_name = pytest.mark.parametrize("id_type", ID_TYPES, ids=lambda kind: kind.__name__)

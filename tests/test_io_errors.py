@@ -16,66 +16,11 @@ from pathlib import Path
 import pytest
 
 from filestore import FileSessionStore, FilestoreError, SessionKey, StorePoisonedError
-from filestore.engine.fileio import OsFileIO
+from filestore.engine.fileio import FileIO
 from filestore.offline.fsck import fsck
 
-from .test_contract import ctx, data
-
-MUTATING = ("open", "pwrite", "truncate", "sync_data", "rename", "link", "unlink", "sync_dir", "write_file")
-
-
-class FaultyIO(OsFileIO):
-    """Counts mutating operations; fails the Nth (and, if persistent, every later one)."""
-
-    def __init__(self, fail_at: int, error: int, *, persistent: bool) -> None:
-        self.fail_at = fail_at
-        self.error = error
-        self.persistent = persistent
-        self.count = 0
-        self.fired = False
-        self.enabled = True
-
-    def _tick(self) -> None:
-        if not self.enabled:
-            return
-        self.count += 1
-        if self.count == self.fail_at or (self.persistent and self.fired):
-            self.fired = True
-            raise OSError(self.error, os.strerror(self.error))
-
-    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
-        if create or exclusive:
-            self._tick()
-        return super().open(path, create=create, exclusive=exclusive, mode=mode)
-
-    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
-        self._tick()
-        super().pwrite(fd, data, offset)
-
-    def truncate(self, fd: int, size: int) -> None:
-        self._tick()
-        super().truncate(fd, size)
-
-    def sync_data(self, fd: int) -> None:
-        self._tick()
-        super().sync_data(fd)
-
-    def rename(self, source: str, target: str) -> None:
-        self._tick()
-        super().rename(source, target)
-
-    def link(self, source: str, target: str) -> None:
-        self._tick()
-        super().link(source, target)
-
-    def unlink(self, path: str) -> None:
-        self._tick()
-        super().unlink(path)
-
-    def sync_dir(self, path: str) -> None:
-        self._tick()
-        super().sync_dir(path)
-
+from .support import ctx, data
+from .support.fileio import FaultyIO, HookedIO, os_error
 
 Expected = dict[str, str | None]
 # The workload: (verb, step) pairs; the steps make distinct session contents.
@@ -84,7 +29,7 @@ STEPS = (("create", 1), ("update", 2), ("create", 3), ("remove", 0), ("snapshot"
 
 def run_with_fault(directory: Path, fail_at: int, error: int, persistent: bool) -> bool:
     """One iteration of the loop; returns whether the fault fired."""
-    io = FaultyIO(fail_at, error, persistent=persistent)
+    io = FaultyIO(fail_at, os_error(error), persistent=persistent)
     acknowledged: Expected = {}
     keys: list[SessionKey] = []
     in_flight: tuple[str, int] | None = ("open", 0)
@@ -156,7 +101,7 @@ def test_fault_during_recovery(tmp_path: Path) -> None:
         log.write(b"\xf5\x1e torn record")
     fail_at = 1
     while True:
-        io = FaultyIO(fail_at, errno.EIO, persistent=False)
+        io = FaultyIO(fail_at, os_error(errno.EIO), persistent=False)
         try:
             FileSessionStore(directory, io=io).close()
         except (FilestoreError, OSError):
@@ -169,3 +114,12 @@ def test_fault_during_recovery(tmp_path: Path) -> None:
             log.write(b"\xf5\x1e torn again")
         fail_at += 1
     assert fail_at > 2
+
+
+def test_the_io_doubles_hook_every_file_operation() -> None:
+    """Each FileIO call the engine can make passes the doubles' hook, so no fault point is missed.
+
+    ``write_file`` and ``read_file`` are built from the other calls on ``self``, so are hooked through them.
+    """
+    operations = {name for name in dir(FileIO) if not name.startswith("_")} - {"write_file", "read_file"}
+    assert operations <= set(vars(HookedIO)), operations - set(vars(HookedIO))

@@ -1,7 +1,8 @@
 """The package's import graph runs one way: model, contract, engine and stores, offline tools, transfer, app.
 
 Read from the source (AST), so an import added anywhere, even under
-``TYPE_CHECKING`` or inside a function, is checked.
+``TYPE_CHECKING`` or inside a function, is checked. The tests' own graph
+is checked too: test modules share code only through ``tests/support/``.
 """
 
 from __future__ import annotations
@@ -122,3 +123,30 @@ def test_the_checker_catches_an_upward_import(
     problems = _violations()
     assert len(problems) == 1
     assert expected in problems[0]
+
+
+TESTS: Final = Path(__file__).resolve().parent
+
+
+def _imports_of_test_modules(source: str) -> list[str]:
+    """The test modules (``test_*``, ``conftest``) that ``source`` imports."""
+    imported = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module is not None:
+            name = node.module.removeprefix("tests.").rsplit(".", 1)[-1]
+            if name.startswith("test_") or name == "conftest":
+                imported.append(node.module)
+    return imported
+
+
+def test_test_modules_share_code_only_through_support() -> None:
+    """No test module imports another test module or conftest; what they share lives in tests/support/."""
+    offenders = {
+        path.name: found
+        for path in sorted(TESTS.rglob("*.py"))
+        if (found := _imports_of_test_modules(path.read_text()))
+    }
+    assert offenders == {}
+    assert _imports_of_test_modules("from .test_contract import ctx\nfrom .support import data\n") == [
+        "test_contract"
+    ]

@@ -28,7 +28,7 @@ from filestore import (
     UserId,
 )
 
-from .strategies import bad_ids, cursors, ids, session_datas, tenant_ctxs
+from .support.strategies import bad_ids, cursors, ids, session_datas, tenant_ctxs
 
 # SPEC.md's example, character for character.
 SPEC_EXAMPLE: Final = r"""

@@ -22,7 +22,7 @@ from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.logfile import LogFile
 from filestore.engine.records import Put, decode_record
 
-from .test_contract import ctx, data
+from .support import ctx, data
 
 FORK = multiprocessing.get_context("fork")
 USERS = ("u1", "u2", "u3")

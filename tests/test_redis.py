@@ -25,8 +25,8 @@ from filestore import (
 )
 from filestore.backends import MovableStore, migrate, open_store
 
-from .redis_server import redis_url
-from .test_contract import ctx, data
+from .support import ctx, data
+from .support.redis_server import redis_url
 
 FORK = multiprocessing.get_context("fork")
 
@@ -81,9 +81,9 @@ def test_dangling_lookup_is_cleaned(namespace: str, raw: redis.Redis) -> None:
 
 def test_unreachable_server_is_unavailable() -> None:
     """A server that does not answer raises BackendUnavailableError naming its address."""
-    from .redis_server import _free_port  # noqa: PLC0415
+    from .support.redis_server import free_port  # noqa: PLC0415
 
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     with RedisSessionStore(url, connect_timeout=0.5, command_timeout=0.5) as store:
         with pytest.raises(BackendUnavailableError) as info:
             store.get_session("k")

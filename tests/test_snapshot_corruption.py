@@ -31,7 +31,7 @@ from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.logfile import LogFile, ScanResult
 from filestore.engine.snapshot import SNAPSHOT_HEADER_SIZE
 
-from .corruption import Op, Pristine, build_pristine, reopen, side_files, verified_snapshot
+from .support.corruption import Op, Pristine, build_pristine, reopen, side_files, verified_snapshot
 
 _HEADER: Final = struct.Struct("<8sIIQ")  # magic, version, CRC-32 of the body, body length
 TAIL: Final = 8  # records written after the stale snapshot

@@ -35,7 +35,7 @@ from filestore import (
     TenantMismatchError,
 )
 
-from .conftest import BACKENDS, Backend
+from .support.backends import BACKENDS, Backend
 
 ENVS = ("dev",)
 TENANTS = ("acme", "globex")

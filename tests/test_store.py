@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import multiprocessing
-import os
 import stat
 import threading
 from pathlib import Path
@@ -19,38 +17,10 @@ from filestore import (
     StorePoisonedError,
     UnsupportedFilesystemError,
 )
-from filestore.engine.fileio import OsFileIO
 from filestore.engine.locking import network_filesystem
 
-from .test_contract import ctx, data
-
-
-class FailingIO(OsFileIO):
-    """Fails the chosen operation with an OSError once armed; counts data syncs."""
-
-    def __init__(self) -> None:
-        self.fail_on: str | None = None
-        self.error = errno.EIO
-        self.syncs = 0
-        self._lock = threading.Lock()
-
-    def _maybe_fail(self, operation: str) -> None:
-        if self.fail_on == operation:
-            raise OSError(self.error, os.strerror(self.error))
-
-    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
-        self._maybe_fail("pwrite")
-        super().pwrite(fd, data, offset)
-
-    def sync_data(self, fd: int) -> None:
-        self._maybe_fail("sync_data")
-        with self._lock:
-            self.syncs += 1
-        super().sync_data(fd)
-
-    def rename(self, source: str, target: str) -> None:
-        self._maybe_fail("rename")
-        super().rename(source, target)
+from .support import ctx, data
+from .support.fileio import FailingIO, HookedIO
 
 
 def test_new_store_files_and_permissions(tmp_path: Path) -> None:
@@ -163,9 +133,9 @@ def test_io_error_poisons_the_handle(tmp_path: Path, operation: str) -> None:
 
 def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
     """In group mode, concurrent writers need fewer fdatasyncs than writes, and all land."""
-    io = FailingIO()
+    io = HookedIO()
     store = FileSessionStore(tmp_path / "s", durability="group", io=io, preallocate_bytes=0)
-    before = io.syncs
+    before = io.calls["sync_data"]
     keys: list[str] = []
     keys_lock = threading.Lock()
 
@@ -181,7 +151,7 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    syncs = io.syncs - before
+    syncs = io.calls["sync_data"] - before
     assert len(keys) == 240
     assert syncs < 240
     store.close()
@@ -247,15 +217,9 @@ def test_mount_table_lookup_finds_local_tmp(tmp_path: Path) -> None:
 def test_get_is_one_positioned_read(tmp_path: Path, cache_size: int, reads: int) -> None:
     """get_session peeks for new records, then reads the record (unless its decoded copy is cached)."""
 
-    class CountingIO(OsFileIO):
-        reads = 0
-
-        def pread(self, fd: int, size: int, offset: int) -> bytes:
-            CountingIO.reads += 1
-            return super().pread(fd, size, offset)
-
-    with FileSessionStore(tmp_path / "s", io=CountingIO(), cache_size=cache_size) as store:
+    io = HookedIO()
+    with FileSessionStore(tmp_path / "s", io=io, cache_size=cache_size) as store:
         keys = [store.create_session(ctx(), data(step=step)) for step in range(50)]
-        CountingIO.reads = 0
+        io.calls.clear()
         assert store.get_session(keys[10]) == data(step=10)
-        assert CountingIO.reads == reads
+        assert io.calls["pread"] == reads

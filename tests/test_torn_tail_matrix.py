@@ -24,7 +24,8 @@ from filestore import CorruptionError, FileSessionStore
 from filestore.engine.framing import FRAME_HEADER_SIZE
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 
-from .corruption import (
+from .support import ctx
+from .support.corruption import (
     Op,
     Pristine,
     State,
@@ -37,7 +38,6 @@ from .corruption import (
     side_files,
     verified_snapshot,
 )
-from .test_contract import ctx
 
 # Creates, updates and removes; the last two records are a remove and an
 # update, and both move a user lookup.

@@ -21,7 +21,7 @@ import redis
 _server: tuple[subprocess.Popen[bytes], str] | None = None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -49,7 +49,7 @@ def redis_url() -> str:
             pytest.fail(message + "; CI must run the Redis tests")
         pytest.skip(message)
     directory = tempfile.mkdtemp(prefix="filestore-redis-")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             binary,

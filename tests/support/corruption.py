@@ -11,10 +11,11 @@ that store and check what reopening shows against those states.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 
@@ -25,7 +26,7 @@ from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.logfile import LogFile
 from filestore.engine.snapshot import Snapshot, load_snapshot
 
-from .test_contract import ctx, data
+from . import ctx, data
 
 OpKind = Literal["create", "update", "remove"]
 
@@ -61,6 +62,37 @@ class Pristine:
     def complete_records(self, size: int) -> int:
         """How many records lie wholly within the first ``size`` bytes of the log."""
         return sum(1 for end in self.ends[1:] if end <= size)
+
+
+# The workloads the damage tests share: 4 records, and a mix of any length.
+SMALL: Final = (
+    Op("create", user="u0"),
+    Op("create", user="u1"),
+    Op("update", target=0),
+    Op("remove", target=1),
+)
+BLOCK: Final = 512
+
+
+def larger_workload(count: int, seed: int) -> list[Op]:
+    """A reproducible mix of creates, updates and removes over four users."""
+    chooser = random.Random(seed)
+    operations: list[Op] = []
+    live: list[int] = []
+    created = 0
+    for _ in range(count):
+        roll = chooser.random()
+        if live and roll < 0.3:
+            operations.append(Op("update", target=chooser.choice(live)))
+        elif live and roll < 0.45:
+            target = chooser.choice(live)
+            live.remove(target)
+            operations.append(Op("remove", target=target))
+        else:
+            operations.append(Op("create", user=f"u{chooser.randrange(4)}"))
+            live.append(created)
+            created += 1
+    return operations
 
 
 def session_data(user: str, step: int) -> SessionData:
@@ -179,3 +211,22 @@ def verified_snapshot(directory: Path) -> Snapshot | None:
     finally:
         log.close()
     return snapshot
+
+
+# -- damage ------------------------------------------------------------------
+
+
+def flip(log: bytes, bits: list[int]) -> bytes:
+    """``log`` with each of ``bits`` (numbered from the first byte's lowest bit) inverted."""
+    damaged = bytearray(log)
+    for bit in bits:
+        damaged[bit // 8] ^= 1 << (bit % 8)
+    return bytes(damaged)
+
+
+def zero_block(log: bytes, start: int, length: int = BLOCK) -> bytes:
+    """``log`` with ``length`` bytes from ``start`` zeroed (fewer at its end), as a lost disk block reads."""
+    damaged = bytearray(log)
+    end = min(start + length, len(damaged))
+    damaged[start:end] = bytes(end - start)
+    return bytes(damaged)

@@ -242,50 +242,76 @@ def _torn_versions(op: Op, rng: random.Random, thorough: bool) -> Iterator[tuple
     for cut in sorted(cut for cut in cuts if 0 < cut < size):
         yield f"torn@{cut}", op.data[:cut]
     yield "zeros", bytes(size)
-    yield "garbage", bytes(rng.randrange(256) for _ in range(size))
+    yield "garbage", rng.randbytes(size)
 
 
 def crash_states(
     initial: dict[str, bytes], ops: list[Op], *, thorough: bool = False, seed: int = 0
 ) -> Iterator[CrashState]:
     """Every crash state of the model at every point of ``ops`` (see module docs)."""
+    for model, point, variant in _variants(initial, ops, thorough=thorough, seed=seed):
+        yield variant.build(model, point)
+
+
+def count_crash_states(
+    initial: dict[str, bytes], ops: list[Op], *, thorough: bool = False, seed: int = 0
+) -> int:
+    """How many states ``crash_states`` yields for these arguments, without building their files."""
+    return sum(1 for _ in _variants(initial, ops, thorough=thorough, seed=seed))
+
+
+@attrs.frozen
+class _Variant:
+    """One way the pending operations at a crash point may have reached the disk."""
+
+    name: str
+    kept_dir: list[Op]  # the pending directory operations that survived
+    keep: object  # the pending writes that survived: "all", or a set of their ids
+    torn: tuple[Op, bytes] | None = None  # a pending write that reached the disk as these bytes
+
+    def build(self, model: _Model, point: int) -> CrashState:
+        names = model.names_with(self.kept_dir)
+        files: dict[str, bytes] = {}
+        for name, inode in names.items():
+            pending = model.inodes[inode].pending
+            kept = [
+                op
+                for op in pending
+                if self.keep == "all" or (isinstance(self.keep, set) and id(op) in self.keep)
+            ]
+            torn = self.torn if self.torn is not None and self.torn[0] in pending else None
+            files[name] = model.content(inode, kept, torn)
+        return CrashState(files, point, self.name, model.acknowledged, model.in_flight)
+
+
+def _variants(
+    initial: dict[str, bytes], ops: list[Op], *, thorough: bool, seed: int
+) -> Iterator[tuple[_Model, int, _Variant]]:
+    """Each crash point's variants, with the model as it stands there (valid until the next one)."""
     rng = random.Random(seed)
     model = _Model(initial)
     for point, op in enumerate(ops):
         model.apply(op)
         if op.kind in {"begin", "end"}:
             continue
-        yield from _states_at(model, point, rng, thorough)
+        for variant in _variants_at(model, rng, thorough):
+            yield model, point, variant
 
 
-def _states_at(model: _Model, point: int, rng: random.Random, thorough: bool) -> Iterator[CrashState]:
+def _variants_at(model: _Model, rng: random.Random, thorough: bool) -> Iterator[_Variant]:
     pending_data = [(inode, op) for inode, state in model.inodes.items() for op in state.pending]
-
-    def build(
-        variant: str, kept_dir: list[Op], keep: object, torn: tuple[Op, bytes] | None = None
-    ) -> CrashState:
-        names = model.names_with(kept_dir)
-        files: dict[str, bytes] = {}
-        for name, inode in names.items():
-            pending = model.inodes[inode].pending
-            kept = [op for op in pending if keep == "all" or (isinstance(keep, set) and id(op) in keep)]
-            files[name] = model.content(
-                inode, kept, torn if torn is not None and torn[0] in pending else None
-            )
-        return CrashState(files, point, variant, model.acknowledged, model.in_flight)
-
     everything = {id(op) for _, op in pending_data}
-    yield build("all-persisted", model.pending_dir, "all")
+    yield _Variant("all-persisted", model.pending_dir, "all")
     if pending_data or model.pending_dir:
-        yield build("only-durable", [], set())
+        yield _Variant("only-durable", [], set())
     for number, (_, op) in enumerate(pending_data):
         before = {id(other) for _, other in pending_data[:number]}
         if op.kind == "write":
             for label, data in _torn_versions(op, rng, thorough):
-                yield build(f"prefix-then-{label}", model.pending_dir, before, (op, data))
-        yield build("lost-one-write", model.pending_dir, everything - {id(op)})
+                yield _Variant(f"prefix-then-{label}", model.pending_dir, before, (op, data))
+        yield _Variant("lost-one-write", model.pending_dir, everything - {id(op)})
     for number in range(len(model.pending_dir)):
-        yield build(f"dir-prefix-{number}", model.pending_dir[:number], "all")
+        yield _Variant(f"dir-prefix-{number}", model.pending_dir[:number], "all")
         if thorough:
             without = model.pending_dir[:number] + model.pending_dir[number + 1 :]
-            yield build(f"dir-without-{number}", without, "all")
+            yield _Variant(f"dir-without-{number}", without, "all")
