@@ -1,4 +1,4 @@
-"""A tiny smoke run of the benchmark harness, ``tools/bench.py``.
+"""A tiny smoke run of the benchmark harness, ``tools/bench``.
 
 The harness runs as a user runs it (a subprocess, from the repository root)
 on a few dozen sessions and only cheap contenders. These tests check the
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "tools" / "bench.py"
+BENCH = ROOT / "tools" / "bench"
 CHEAP = "dict,floor-append-nosync,filestore-none,filestore-none-nocache,sqlite-normal"
 PHASE_KEYS = {"ops", "seconds", "ops_per_s", "misses", "latency_us"}
 LATENCY_KEYS = {"n", "p50", "p99", "mean", "max"}

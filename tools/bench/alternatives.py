@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from bench_stores import directory_bytes, parse_scope, scope_from_parts, scope_text
-
 from filestore import SessionData, TenantCtx
 from filestore.contract import check_context_fence, check_same_owner, lookup_scope, session_scope
 from filestore.ids import SessionScope
+from tools.bench.contenders import directory_bytes, parse_scope, scope_from_parts, scope_text
 
 # -- SQLite --------------------------------------------------------------------------
 

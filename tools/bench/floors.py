@@ -14,11 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Final
 
-from bench_stores import directory_bytes, parse_scope, scope_text
-
 from filestore import SessionData, TenantCtx
 from filestore.contract import lookup_scope, session_scope
 from filestore.ids import SessionScope
+from tools.bench.contenders import directory_bytes, parse_scope, scope_text
 
 # A floor record: total length, kind, key length, owner length; then key, owner, CBOR.
 _RECORD: Final = struct.Struct("<IBHH")

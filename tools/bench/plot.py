@@ -11,7 +11,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Final
 
-from bench_report import FLOOR, concurrent_throughput, lookup, main_table
+from tools.bench.report import FLOOR, concurrent_throughput, lookup, main_table
 
 _COLOURS: Final = {"filestore": "#1f77b4", "alternative": "#ff7f0e", "floor": "#7f7f7f"}
 

@@ -2,8 +2,8 @@
 
 Every contender sits behind ``Contender``: the five calls of the contract
 with plain-string keys, plus reopen, disk usage and compaction. The
-alternatives are in ``bench_alternatives``, the floors in ``bench_floors``,
-and the list of them all in ``bench_registry``.
+alternatives are in ``alternatives``, the floors in ``floors``,
+and the list of them all in ``registry``.
 """
 
 from __future__ import annotations
