@@ -1,4 +1,4 @@
-"""The alternatives a user would pick instead of filestore, behind the benchmark's protocol.
+"""The alternatives a user would pick instead of filestore, as benchmark contenders.
 
 SQLite in WAL mode (``synchronous=FULL`` and ``NORMAL``), diskcache, and one
 file per session. Each applies the contract's rules through

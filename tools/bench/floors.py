@@ -1,4 +1,4 @@
-"""The floors: the least work a session store could do on this disk, behind the benchmark's protocol.
+"""The floors: the least work a session store could do on this disk, as benchmark contenders.
 
 Raw append + fdatasync; pwrite into pre-zeroed, pre-synced space +
 fdatasync; raw append without sync (each reading back by pread +
