@@ -1,14 +1,14 @@
-"""A tiny smoke run of the benchmark harness, ``tools/bench.py``.
+"""A tiny smoke run of the benchmark harness, ``tools/bench``.
 
 The harness runs as a user runs it (a subprocess, from the repository root)
-on a few dozen sessions and only cheap contenders. These tests check the
-shape of the JSON it writes and that each contender kept what it was given;
-they never look at how fast anything was.
+on a few dozen sessions and few contenders. These tests check the
+shape of the JSON it writes, that each contender kept what it was given, and
+that the plot's data (``tools.bench.plot.plot_data``, tested without
+matplotlib) carries the run's figures; they never look at how fast anything was.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,8 +17,11 @@ from typing import Any
 
 import pytest
 
+from tools.bench.plot import LATENCY_KINDS, THREAD_SERIES, ScaleBar, plot_data
+from tools.bench.report import FLOOR
+
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "tools" / "bench.py"
+BENCH = ROOT / "tools" / "bench"
 CHEAP = "dict,floor-append-nosync,filestore-none,filestore-none-nocache,sqlite-normal"
 PHASE_KEYS = {"ops", "seconds", "ops_per_s", "misses", "latency_us"}
 LATENCY_KEYS = {"n", "p50", "p99", "mean", "max"}
@@ -138,11 +141,100 @@ def test_threads_and_processes(tmp_path: Path) -> None:
     assert "writes/fdatasync" in report.stdout
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is in the bench extra")
-def test_plot_is_written(tmp_path: Path) -> None:
-    """With matplotlib installed, --plot writes a PNG."""
-    plot = tmp_path / "bench.png"
-    run_bench(
-        tmp_path, "--n", "30", "--only", "dict,filestore-none", "--sections", "main", "--plot", str(plot)
+def test_plot_data_reads_every_panel_from_a_run(tmp_path: Path) -> None:
+    """The plot's four panels carry the run's own figures, in their order, with both target lines.
+
+    ``plot_data`` is what ``--plot`` draws, so this runs without matplotlib.
+    """
+    document = run_bench(
+        tmp_path,
+        "--n",
+        "30",
+        "--only",
+        f"dict,filestore-none,{FLOOR}",
+        "--sections",
+        "main,concurrency,scale",
+        "--threads",
+        "1,4",
+        "--processes",
+        "2",
+        "--concurrency-ops",
+        "40",
+        "--scale",
+        "40",
     )
-    assert plot.read_bytes().startswith(b"\x89PNG")
+    data = plot_data(document)
+    contenders = document["main"]["1024"]["contenders"]
+
+    assert "N=30," in data.title
+    assert f"{document['machine']['cpus']} cores" in data.title
+    speeds = {name: result["mixed"]["ops_per_s"] for name, result in contenders.items()}
+    assert [bar.name for bar in data.throughput] == sorted(speeds, key=speeds.__getitem__)
+    assert {bar.name: bar.value for bar in data.throughput} == speeds
+    colours = {bar.name: bar.colour for bar in data.throughput}
+    assert colours["filestore-none"] != colours["dict"] == colours[FLOOR]
+    assert data.floor_target == pytest.approx(0.9 * speeds[FLOOR])
+
+    writes = {name: result["mixed"]["latency_us"]["write"]["p50"] for name, result in contenders.items()}
+    assert list(data.latency_names) == sorted(writes, key=writes.__getitem__)
+    assert [kind for kind, _ in data.latency_p50] == list(LATENCY_KINDS)
+    for kind, values in data.latency_p50:
+        expected = [contenders[name]["mixed"]["latency_us"][kind]["p50"] for name in data.latency_names]
+        assert list(values) == expected
+
+    threads = document["concurrency"]["threads"]
+    assert [series.name for series in data.thread_series] == list(THREAD_SERIES)
+    for series in data.thread_series:
+        mine = sorted(
+            (run["threads"], run["ops_per_s"]) for run in threads if run["contender"] == series.name
+        )
+        assert list(series.points) == mine
+        assert [count for count, _ in series.points] == [1, 4]
+    (processes,) = document["concurrency"]["processes"]
+    assert data.process_points == ((2, processes["ops_per_s"]),)
+    sqlite_four = next(run for run in threads if run["contender"] == "sqlite-full" and run["threads"] == 4)
+    assert data.group_target == pytest.approx(3 * sqlite_four["ops_per_s"])
+    assert data.worker_counts == (1, 2, 4)
+
+    (scale,) = document["scale"]
+    assert data.scale == (
+        ScaleBar(40, scale["reopen_snapshot_ms"], scale["reopen_replay_ms"], scale["heap_bytes_per_session"]),
+    )
+
+
+def test_plot_data_of_an_empty_run_has_empty_panels_and_no_targets() -> None:
+    """A run that measured nothing (``--report`` of a partial JSON) gets empty panels and no targets."""
+    data = plot_data({})
+    assert data.throughput == ()
+    assert data.latency_names == ()
+    assert all(values == () for _, values in data.latency_p50)
+    assert data.thread_series == ()
+    assert data.process_points == ()
+    assert data.worker_counts == ()
+    assert data.scale == ()
+    assert data.floor_target is None
+    assert data.group_target is None
+    assert "N=0," in data.title
+
+
+def test_plot_data_orders_bars_by_throughput_and_latency_by_write_p50() -> None:
+    """Throughput bars go slowest first and latency rows by write p50: two orders, neither the input's."""
+
+    def contender(family: str, ops_per_s: float, get: float, write: float) -> dict[str, Any]:
+        latency = {"get": {"p50": get}, "find_by_user": {"p50": get + 1}, "write": {"p50": write}}
+        return {"family": family, "mixed": {"ops_per_s": ops_per_s, "latency_us": latency}}
+
+    table = {
+        "sessions": 3,
+        "contenders": {
+            "a": contender("filestore", 300, get=3, write=10),
+            "b": contender("floor", 100, get=1, write=30),
+            "c": contender("alternative", 200, get=2, write=20),
+        },
+    }
+    data = plot_data({"main": {"1024": table}})
+    assert [bar.name for bar in data.throughput] == ["b", "c", "a"]
+    assert [bar.value for bar in data.throughput] == [100, 200, 300]
+    assert len({bar.colour for bar in data.throughput}) == 3
+    assert data.latency_names == ("a", "c", "b")
+    assert dict(data.latency_p50) == {"get": (3, 2, 1), "find_by_user": (4, 3, 2), "write": (10, 20, 30)}

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import bench_workload as wl
-from bench_stores import FileStoreContender, Spec, open_counting
-
 from filestore import FileSessionStore, SessionData
+from tools.bench import workload as wl
+from tools.bench.contenders import FileStoreContender, Spec, open_counting
 
 # -- single steps -------------------------------------------------------------------
 

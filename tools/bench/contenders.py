@@ -1,54 +1,87 @@
-"""The benchmark's adapter protocol, its contender spec, and the filestore contender.
+"""The base class every benchmark contender shares, its spec, and the filestore contender.
 
-Every contender sits behind ``Contender``: the five calls of the contract
-with plain-string keys, plus reopen, disk usage and compaction. The
-alternatives are in ``bench_alternatives``, the floors in ``bench_floors``,
-and the list of them all in ``bench_registry``.
+Every contender is a ``Contender``: the five calls of the contract with
+plain-string keys, plus reopen, disk usage and compaction, with the calls
+most of them would otherwise repeat written once. The alternatives are in
+``alternatives``, the floors in ``floors``, and the list of them all in
+``registry``.
 """
 
 from __future__ import annotations
 
+import abc
 import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import attrs
 
 from filestore import EnvId, FileSessionStore, SessionData, TeamId, TenantCtx, TenantId, UserId
+from filestore.contract import lookup_scope
 from filestore.engine.fileio import OsFileIO
 from filestore.ids import SessionScope
 
 _SEP: Final = "\x1f"
 
 
-class Contender(Protocol):
-    """The calls the benchmark makes; keys are plain strings."""
+class Contender(abc.ABC):
+    """What the benchmark calls: the contract's five calls with plain-string keys, reopen, disk, compaction.
 
+    A contender holds its store under ``path``: ``open`` opens it (from
+    ``__init__``, and again after ``close``) and ``close`` releases it. The
+    rest is written once here for every contender that has nothing better:
+    ``find_by_user`` looks up the user's key (``user_key``) then reads it with
+    ``get``, ``reopen`` closes then opens, disk usage is the files under
+    ``path``, and there is no compaction.
+    """
+
+    path: Path
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open the store under ``path``, ready for calls (and a read straight after a reopen)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what ``open`` took; the store's contents stay for the next ``open``."""
+
+    @abc.abstractmethod
     def create(self, ctx: TenantCtx, data: SessionData) -> str: ...
 
+    @abc.abstractmethod
     def get(self, key: str) -> SessionData | None: ...
 
+    @abc.abstractmethod
     def update(self, key: str, data: SessionData) -> None: ...
 
+    @abc.abstractmethod
     def remove(self, key: str) -> None: ...
 
-    def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None: ...
+    def user_key(self, scope: SessionScope) -> str | None:
+        """The key of the session the user of ``scope`` holds, if any (what ``find_by_user`` looks up)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither user_key nor find_by_user")
 
-    def close(self) -> None: ...
+    def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None:
+        key = self.user_key(lookup_scope(ctx, user))
+        if key is None:
+            return None
+        found = self.get(key)
+        return None if found is None else (key, found)
 
     def reopen(self) -> None:
         """Close, then open the same directory again (ready for a read afterwards)."""
-        ...
+        self.close()
+        self.open()
 
     def disk_bytes(self) -> tuple[int, int]:
         """The bytes the store's files hold: ``(allocated, apparent)``."""
-        ...
+        return directory_bytes(self.path)
 
     def compact(self) -> bool:
         """Reclaim dead space if the contender can; whether it did."""
-        ...
+        return False
 
 
 @attrs.frozen
@@ -110,13 +143,21 @@ class SyncCounter(OsFileIO):
             self.syncs += 1
 
 
-class FileStoreContender:
+class FileStoreContender(Contender):
     """``FileSessionStore`` with the given options."""
 
+    store: FileSessionStore
+
     def __init__(self, path: Path, **options: Any) -> None:
-        self._path = path
+        self.path = path
         self._options = options
-        self.store = FileSessionStore(path, **options)
+        self.open()
+
+    def open(self) -> None:
+        self.store = FileSessionStore(self.path, **self._options)
+
+    def close(self) -> None:
+        self.store.close()
 
     def create(self, ctx: TenantCtx, data: SessionData) -> str:
         return self.store.create_session(ctx, data)
@@ -132,16 +173,6 @@ class FileStoreContender:
 
     def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None:
         return self.store.find_by_user(ctx, user)
-
-    def close(self) -> None:
-        self.store.close()
-
-    def reopen(self) -> None:
-        self.store.close()
-        self.store = FileSessionStore(self._path, **self._options)
-
-    def disk_bytes(self) -> tuple[int, int]:
-        return directory_bytes(self._path)
 
     def compact(self) -> bool:
         self.store.compact()

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 import attrs
-from bench_stores import Contender
 
 from filestore import SessionCursor, SessionData, TenantCtx
+from tools.bench.contenders import Contender
 
 GET: Final = "get"
 UPDATE: Final = "update"

@@ -1,4 +1,4 @@
-"""The benchmark's report: ratios against issue 7's targets, and the text tables (the plot: bench_plot).
+"""The benchmark's report: ratios against issue 7's targets, and the text tables (the plot: ``plot``).
 
 Every ratio is computed from figures of the same run, so machine noise that
 hits all contenders alike cancels out.

@@ -1,4 +1,4 @@
-"""The alternatives a user would pick instead of filestore, behind the benchmark's protocol.
+"""The alternatives a user would pick instead of filestore, as benchmark contenders.
 
 SQLite in WAL mode (``synchronous=FULL`` and ``NORMAL``), diskcache, and one
 file per session. Each applies the contract's rules through
@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from bench_stores import directory_bytes, parse_scope, scope_from_parts, scope_text
-
 from filestore import SessionData, TenantCtx
 from filestore.contract import check_context_fence, check_same_owner, lookup_scope, session_scope
 from filestore.ids import SessionScope
+from tools.bench.contenders import Contender, parse_scope, scope_from_parts, scope_text
 
 # -- SQLite --------------------------------------------------------------------------
 
@@ -42,7 +41,7 @@ def _columns(scope: SessionScope) -> tuple[str, str, str, str]:
     return str(env), str(tenant), "" if team is None else str(team), "" if user is None else str(user)
 
 
-class SqliteContender:
+class SqliteContender(Contender):
     """SQLite, WAL mode: a key -> CBOR table and a unique user -> key table.
 
     Each thread gets its own connection (SQLite's rule); writes are one
@@ -52,15 +51,19 @@ class SqliteContender:
 
     def __init__(self, path: Path, synchronous: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self._path = path
+        self.path = path
         self._db = str(path / "sessions.db")
         self._pragma = _SYNCHRONOUS[synchronous]
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self.open()
         with self._transaction() as connection:
             for statement in _SCHEMA:
                 connection.execute(statement)
+
+    def open(self) -> None:
+        self._connection()
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -154,13 +157,6 @@ class SqliteContender:
             self._connections.clear()
         self._local = threading.local()
 
-    def reopen(self) -> None:
-        self.close()
-        self._connection()
-
-    def disk_bytes(self) -> tuple[int, int]:
-        return directory_bytes(self._path)
-
     def compact(self) -> bool:
         connection = self._connection()
         connection.execute("VACUUM")
@@ -179,7 +175,7 @@ def diskcache_missing() -> str | None:
     return None
 
 
-class DiskcacheContender:
+class DiskcacheContender(Contender):
     """diskcache's ``Cache`` (SQLite WAL, synchronous=NORMAL: not durable per write).
 
     Three keys per session, written in one ``transact()``: ``s:<key>`` -> the
@@ -187,12 +183,15 @@ class DiskcacheContender:
     """
 
     def __init__(self, path: Path) -> None:
-        self._path = path
+        self.path = path
         self._module: Any = importlib.import_module("diskcache")
-        self._cache = self._open()
+        self.open()
 
-    def _open(self) -> Any:
-        return self._module.Cache(str(self._path), size_limit=2**40, eviction_policy="none")
+    def open(self) -> None:
+        self._cache: Any = self._module.Cache(str(self.path), size_limit=2**40, eviction_policy="none")
+
+    def close(self) -> None:
+        self._cache.close()
 
     def create(self, ctx: TenantCtx, data: SessionData) -> str:
         check_context_fence(ctx, data)
@@ -236,25 +235,9 @@ class DiskcacheContender:
             if cache.get("u:" + owner) == key:
                 cache.delete("u:" + owner)
 
-    def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None:
-        key = self._cache.get("u:" + scope_text(lookup_scope(ctx, user)))
-        if key is None:
-            return None
-        found = self.get(key)
-        return None if found is None else (key, found)
-
-    def close(self) -> None:
-        self._cache.close()
-
-    def reopen(self) -> None:
-        self._cache.close()
-        self._cache = self._open()
-
-    def disk_bytes(self) -> tuple[int, int]:
-        return directory_bytes(self._path)
-
-    def compact(self) -> bool:
-        return False
+    def user_key(self, scope: SessionScope) -> str | None:
+        key: str | None = self._cache.get("u:" + scope_text(scope))
+        return key
 
 
 # -- one file per session ---------------------------------------------------------------
@@ -262,7 +245,7 @@ class DiskcacheContender:
 _FILE_HEADER: Final = struct.Struct("<QH")  # sequence number, owner length; then owner, then CBOR
 
 
-class FilePerSessionContender:
+class FilePerSessionContender(Contender):
     """One file per session: write a temp file, fsync, rename, fsync the directory.
 
     The user lookup lives in memory and is rebuilt on open by reading every
@@ -270,18 +253,18 @@ class FilePerSessionContender:
     """
 
     def __init__(self, path: Path) -> None:
-        self._path = path
+        self.path = path
         path.mkdir(parents=True, exist_ok=True)
-        self._owners: dict[str, SessionScope] = {}
-        self._users: dict[SessionScope, str] = {}
-        self._seq = 0
         self._dir_fd = -1
-        self._load()
+        self.open()
 
-    def _load(self) -> None:
-        self._dir_fd = os.open(self._path, os.O_RDONLY)
+    def open(self) -> None:
+        """Read every file: the owners, and each user's newest session (by sequence number)."""
+        self._owners: dict[str, SessionScope] = {}
+        self._seq = 0
+        self._dir_fd = os.open(self.path, os.O_RDONLY)
         newest: dict[SessionScope, tuple[int, str]] = {}
-        for entry in os.scandir(self._path):
+        for entry in os.scandir(self.path):
             if entry.name.startswith("."):
                 continue
             blob = Path(entry.path).read_bytes()
@@ -292,20 +275,20 @@ class FilePerSessionContender:
             self._seq = max(self._seq, seq)
             if scope.user is not None and seq > newest.get(scope, (-1, ""))[0]:
                 newest[scope] = (seq, entry.name)
-        self._users = {scope: key for scope, (_, key) in newest.items()}
+        self._users: dict[SessionScope, str] = {scope: key for scope, (_, key) in newest.items()}
 
     def _write(self, key: str, scope: SessionScope, data: SessionData) -> None:
         self._seq += 1
         owner = scope_text(scope).encode()
         blob = _FILE_HEADER.pack(self._seq, len(owner)) + owner + data.to_cbor()
-        temp = self._path / f".{key}.tmp"
+        temp = self.path / f".{key}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, blob)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp, self._path / key)
+        os.replace(temp, self.path / key)
         os.fsync(self._dir_fd)
 
     def create(self, ctx: TenantCtx, data: SessionData) -> str:
@@ -322,7 +305,7 @@ class FilePerSessionContender:
         if "/" in key or key.startswith("."):
             return None
         try:
-            blob = (self._path / key).read_bytes()
+            blob = (self.path / key).read_bytes()
         except FileNotFoundError:
             return None
         _, owner_length = _FILE_HEADER.unpack_from(blob)
@@ -337,30 +320,15 @@ class FilePerSessionContender:
 
     def remove(self, key: str) -> None:
         stored = self._owners.pop(key)
-        os.unlink(self._path / key)
+        os.unlink(self.path / key)
         os.fsync(self._dir_fd)
         if self._users.get(stored) == key:
             del self._users[stored]
 
-    def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None:
-        key = self._users.get(lookup_scope(ctx, user))
-        if key is None:
-            return None
-        found = self.get(key)
-        return None if found is None else (key, found)
+    def user_key(self, scope: SessionScope) -> str | None:
+        return self._users.get(scope)
 
     def close(self) -> None:
         if self._dir_fd >= 0:
             os.close(self._dir_fd)
             self._dir_fd = -1
-
-    def reopen(self) -> None:
-        self.close()
-        self._owners, self._users, self._seq = {}, {}, 0
-        self._load()
-
-    def disk_bytes(self) -> tuple[int, int]:
-        return directory_bytes(self._path)
-
-    def compact(self) -> bool:
-        return False

@@ -1,4 +1,4 @@
-"""The floors: the least work a session store could do on this disk, behind the benchmark's protocol.
+"""The floors: the least work a session store could do on this disk, as benchmark contenders.
 
 Raw append + fdatasync; pwrite into pre-zeroed, pre-synced space +
 fdatasync; raw append without sync (each reading back by pread +
@@ -14,11 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Final
 
-from bench_stores import directory_bytes, parse_scope, scope_text
-
 from filestore import SessionData, TenantCtx
 from filestore.contract import lookup_scope, session_scope
 from filestore.ids import SessionScope
+from tools.bench.contenders import Contender, parse_scope, scope_text
 
 # A floor record: total length, kind, key length, owner length; then key, owner, CBOR.
 _RECORD: Final = struct.Struct("<IBHH")
@@ -27,7 +26,7 @@ _REMOVE: Final = 2
 PREZERO_CHUNK: Final = 64 << 20
 
 
-class LogFloor:
+class LogFloor(Contender):
     """The least a log store can do: one write per call, reads by pread + ``from_cbor``.
 
     ``mode``: ``append-sync`` (``write`` on ``O_APPEND``, the file grows, then
@@ -38,17 +37,17 @@ class LogFloor:
 
     def __init__(self, path: Path, mode: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._file = path / "floor.log"
         self._mode = mode
         self._sync = mode != "append-nosync"
+        self._fd = -1
+        self.open()
+
+    def open(self) -> None:
+        """Read the log back: each live key's body offset, length and owner, and each user's key."""
         self._entries: dict[str, tuple[int, int, SessionScope]] = {}
         self._users: dict[SessionScope, str] = {}
-        self._fd = -1
-        self._end = 0
-        self._allocated = 0
-        self._load()
-
-    def _load(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | (os.O_APPEND if self._mode != "prezeroed-sync" else 0)
         self._fd = os.open(self._file, flags, 0o600)
         data = self._file.read_bytes()
@@ -122,36 +121,28 @@ class LogFloor:
         if self._users.get(owner) == key:
             del self._users[owner]
 
-    def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None:
-        key = self._users.get(lookup_scope(ctx, user))
-        if key is None:
-            return None
-        found = self.get(key)
-        return None if found is None else (key, found)
+    def user_key(self, scope: SessionScope) -> str | None:
+        return self._users.get(scope)
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
-    def reopen(self) -> None:
-        self.close()
-        self._entries, self._users = {}, {}
-        self._load()
 
-    def disk_bytes(self) -> tuple[int, int]:
-        return directory_bytes(self._file.parent)
-
-    def compact(self) -> bool:
-        return False
-
-
-class DictFloor:
+class DictFloor(Contender):
     """A plain dict of ``SessionData`` objects: no I/O, no encoding (reopen keeps it)."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._sessions: dict[str, tuple[SessionScope, SessionData]] = {}
         self._users: dict[SessionScope, str] = {}
+
+    def open(self) -> None:
+        """Nothing to open: the dict is the store, and it outlives a reopen."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def create(self, ctx: TenantCtx, data: SessionData) -> str:
         key = str(uuid.uuid4())
@@ -177,19 +168,11 @@ class DictFloor:
             del self._users[scope]
 
     def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None:
+        # Not the shared lookup-then-get: a floor does the least work, one dict read per index.
         key = self._users.get(lookup_scope(ctx, user))
         if key is None:
             return None
         return key, self._sessions[key][1]
 
-    def close(self) -> None:
-        pass
-
-    def reopen(self) -> None:
-        pass
-
     def disk_bytes(self) -> tuple[int, int]:
         return 0, 0
-
-    def compact(self) -> bool:
-        return False

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from bench_alternatives import DiskcacheContender, FilePerSessionContender, SqliteContender, diskcache_missing
-from bench_floors import DictFloor, LogFloor
-from bench_stores import Contender, FileStoreContender, Spec
+from tools.bench.alternatives import (
+    DiskcacheContender,
+    FilePerSessionContender,
+    SqliteContender,
+    diskcache_missing,
+)
+from tools.bench.contenders import Contender, FileStoreContender, Spec
+from tools.bench.floors import DictFloor, LogFloor
 
 
 def _filestore(**options: Any) -> Callable[[Path], Contender]:
@@ -108,3 +114,14 @@ SPECS: Final[tuple[Spec, ...]] = (
 )
 
 SPEC_BY_NAME: Final = {spec.name: spec for spec in SPECS}
+
+
+def select(only: str | None) -> list[Spec]:
+    """The contenders ``--only`` names (names or globs, comma-separated); all of them for none."""
+    if not only:
+        return list(SPECS)
+    patterns = [part.strip() for part in only.split(",") if part.strip()]
+    chosen = [spec for spec in SPECS if any(fnmatch.fnmatchcase(spec.name, p) for p in patterns)]
+    if not chosen:
+        raise SystemExit(f"--only {only!r} matches no contender; known: {', '.join(SPEC_BY_NAME)}")
+    return chosen

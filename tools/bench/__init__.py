@@ -1,0 +1,47 @@
+"""Benchmark filestore against what a user would pick instead, and against the floors (issue 7).
+
+Run from the repository root (``pip install -e '.[bench]'`` adds diskcache and matplotlib)::
+
+    python tools/bench --profile --plot docs/benchmarks.png --json docs/benchmarks.json
+
+prints a table and writes JSON (``--json``, default ``bench-results/latest.json``).
+``--quick`` is a small smoke run; ``--only`` picks contenders of the main table
+by name or glob; ``--sections`` picks sections; ``--big`` adds 1M sessions to
+the scale section; ``--profile`` adds a cProfile of filestore's calls;
+``--report FILE`` prints (and ``--plot``s) the JSON of an earlier run.
+
+Sections:
+
+- ``steps``: single steps (decode, pread, dict, fdatasync) as p50 microseconds;
+- ``main``: per payload, every contender loads N sessions, runs the mixed
+  phase (50% get, 30% update, 10% find_by_user, 5% create, 5% remove),
+  reopens (timed up to the first read), then disk bytes against live bytes
+  (the CBOR of the live sessions), before and after compaction if it has one;
+- ``concurrency``: filestore group commit with 1, 2, 4, 8 threads, fsync and
+  SQLite FULL with 1 and 4 threads, and 2 and 4 processes on one store;
+- ``scale``: reopen with a fresh snapshot and by full replay, and Python heap
+  per session, at 10k and 100k sessions (and 1M with ``--big``).
+
+JSON (``schema`` 1): ``machine``, ``config``, ``steps``, ``main`` (payload ->
+``contenders`` name -> ``load``/``mixed`` phases with ``ops_per_s`` and
+``latency_us`` per kind {n, p50, p99, mean, max}, ``reopen_ms``,
+``disk_bytes``, ``live_bytes``, ``disk_over_live``, ``compacted``,
+``verified``, ``rounds_ops_per_s``; and ``skipped`` name -> reason),
+``concurrency`` (``threads`` and ``processes`` lists; filestore thread runs
+also count ``writes_per_fdatasync``), ``scale`` (list), ``profile``, ``ratios`` and
+``ratios_info`` (lists of {id, what, target, measured, holds}), ``notes``.
+
+Main and concurrency runs are repeated ``--rounds`` times (default 5), the
+contenders taking turns; each reports its median round by mixed throughput,
+with every round's throughput in ``rounds_ops_per_s``. Timings are noisy on
+shared machines: compare ratios from one run, never absolute times across
+runs. Nothing here asserts a timing.
+
+Modules: ``cli`` (options, entry point), ``run`` (the sections in order, the
+main table, the JSON document), ``machine`` (what it ran on), ``workload``
+(sessions, plans, the timed loop), ``contenders`` (the base class every
+contender shares, and filestore), ``alternatives`` (SQLite, diskcache, a file
+per session), ``floors``, ``registry`` (every contender by name),
+``sections`` (steps, threads, processes, scale, profile), ``report`` (ratios
+and text) and ``plot``.
+"""

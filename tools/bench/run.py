@@ -1,0 +1,271 @@
+"""One benchmark run: the sections in order, the main table, and the JSON document they make.
+
+The package docstring describes the sections and the document; ``cli`` parses
+the options this module reads from its ``argparse.Namespace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tools.bench import report, sections
+from tools.bench import workload as wl
+from tools.bench.contenders import Spec
+from tools.bench.machine import machine_facts
+from tools.bench.registry import SPEC_BY_NAME, select
+
+SECTIONS = ("steps", "main", "concurrency", "scale")
+
+
+# -- the main table --------------------------------------------------------------------
+
+
+def run_contender(spec: Spec, path: Path, load: wl.Plan, mixed: wl.Plan) -> dict[str, object]:
+    """Load, mixed phase, reopen, disk against live bytes, compaction, and a check of the contents."""
+    contender = spec.open(path)
+    try:
+        keys: dict[int, str] = {}
+        load_timings = wl.run_plan(contender, load.ops, keys)
+        mixed_timings = wl.run_plan(contender, mixed.ops, keys)
+        probe = keys[next(iter(mixed.expected))] if mixed.expected else None
+
+        def reopen() -> None:
+            contender.reopen()
+            if probe is not None:
+                contender.get(probe)
+
+        reopen_ns = wl.time_call(reopen)
+        live = sum(len(data.to_cbor()) for data in mixed.expected.values())
+        allocated, apparent = contender.disk_bytes()
+        compacted: dict[str, object] | None = None
+        if spec.durable and contender.compact():
+            contender.reopen()
+            after, after_apparent = contender.disk_bytes()
+            compacted = {
+                "disk_bytes": after,
+                "apparent_bytes": after_apparent,
+                "disk_over_live": round(after / live, 3),
+            }
+        wrong = sum(contender.get(keys[n]) != data for n, data in mixed.expected.items())
+        resurrected = sum(contender.get(keys[n]) is not None for n in mixed.removed)
+    finally:
+        contender.close()
+    return {
+        "description": spec.description,
+        "family": spec.family,
+        "durable": spec.durable,
+        "load": wl.phase_result(load_timings),
+        "mixed": wl.phase_result(mixed_timings),
+        "reopen_ms": round(reopen_ns / 1e6, 2),
+        "disk_bytes": allocated,
+        "apparent_bytes": apparent,
+        "live_bytes": live,
+        "disk_over_live": round(allocated / live, 3) if spec.durable or allocated else None,
+        "compacted": compacted,
+        "verified": wrong == 0 and resurrected == 0,
+        "wrong_after_reopen": wrong,
+        "removed_but_found": resurrected,
+    }
+
+
+def median_round(rounds: list[dict[str, object]]) -> dict[str, object]:
+    """The round with the median throughput, carrying every round's throughput as ``rounds_ops_per_s``."""
+    speeds = [_speed(result) for result in rounds]
+    chosen = dict(sorted(rounds, key=_speed)[len(rounds) // 2])
+    chosen["rounds_ops_per_s"] = speeds
+    return chosen
+
+
+def _speed(result: dict[str, object]) -> float:
+    phase = result.get("mixed", result)
+    value = phase.get("ops_per_s") if isinstance(phase, dict) else None
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def run_main(args: argparse.Namespace, work: Path, payload: int) -> dict[str, object]:
+    """Every selected contender, ``--rounds`` times in turn; each reports its median round."""
+    population = wl.Population(payload, args.seed)
+    load = wl.plan_load(population, range(args.n))
+    mixed = wl.plan_mixed(
+        population, load.expected, ops=args.ops, new_numbers=range(args.n, args.n + args.ops), seed=args.seed
+    )
+    rounds: dict[str, list[dict[str, object]]] = {}
+    skipped: dict[str, str] = {}
+    for number in range(args.rounds):
+        for spec in select(args.only):
+            reason = spec.missing()
+            if reason is not None:
+                skipped[spec.name] = reason
+                continue
+            path = work / f"main-{payload}-{spec.name}"
+            started = time.perf_counter()
+            rounds.setdefault(spec.name, []).append(run_contender(spec, path, load, mixed))
+            _remove(path)
+            print(f"  round {number + 1}: {spec.name} {time.perf_counter() - started:.1f} s", flush=True)
+    for name, reason in skipped.items():
+        print(f"  {name}: skipped ({reason})", flush=True)
+    contenders: dict[str, object] = {name: median_round(results) for name, results in rounds.items()}
+    return {
+        "sessions": args.n,
+        "ops": args.ops,
+        "rounds": args.rounds,
+        "contenders": contenders,
+        "skipped": skipped,
+    }
+
+
+def run_concurrency(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """Threads on one handle and processes on one store, each configuration ``--rounds`` times."""
+    population = wl.Population(1024, args.seed)
+    preload = max(min(args.n // 5, 2000), 20)
+    runs = [("filestore-group", count) for count in args.thread_counts]
+    four = 4 if 4 in args.thread_counts or not args.thread_counts else max(args.thread_counts)
+    runs += [("filestore-fsync", count) for count in sorted({1, four})]
+    runs += [("sqlite-full", count) for count in sorted({1, four})]
+    thread_rounds: dict[tuple[str, int], list[dict[str, object]]] = {}
+    process_rounds: dict[int, list[dict[str, object]]] = {}
+    for number in range(args.rounds):
+        for name, count in runs:
+            path = work / f"threads-{name}-{count}"
+            print(f"  round {number + 1}: {name} x {count} threads", flush=True)
+            thread_rounds.setdefault((name, count), []).append(
+                sections.run_threads(
+                    SPEC_BY_NAME[name],
+                    path,
+                    population,
+                    preload=preload,
+                    ops=args.concurrency_ops,
+                    threads=count,
+                    seed=args.seed,
+                )
+            )
+            _remove(path)
+        for count in args.process_counts:
+            path = work / f"processes-{count}"
+            print(f"  round {number + 1}: filestore-fsync x {count} processes", flush=True)
+            process_rounds.setdefault(count, []).append(
+                sections.run_processes(
+                    path,
+                    population,
+                    seed=args.seed,
+                    preload=preload,
+                    ops=args.concurrency_ops,
+                    processes=count,
+                    durability="fsync",
+                )
+            )
+            _remove(path)
+    return {
+        "preload": preload,
+        "ops": args.concurrency_ops,
+        "rounds": args.rounds,
+        "threads": [median_round(results) for results in thread_rounds.values()],
+        "processes": [median_round(results) for results in process_rounds.values()],
+    }
+
+
+def run_scale(args: argparse.Namespace, work: Path) -> list[dict[str, object]]:
+    population = wl.Population(1024, args.seed)
+    results = []
+    for size in args.scale_sizes:
+        path = work / f"scale-{size}"
+        print(f"  {size} sessions", flush=True)
+        repeats = 3 if size <= 100_000 else 2
+        results.append(
+            sections.run_scale(path, population, sessions=size, repeats=repeats, replays=repeats - 1)
+        )
+        _remove(path)
+    return results
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def work_directory(path: Path, *, keep: bool) -> Iterator[Path]:
+    if path.exists():
+        _remove(path)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        if not keep:
+            _remove(path)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """Every section asked for, then the ratios: the JSON document."""
+    started = time.perf_counter()
+    steps: dict[str, float] = {}
+    tables: dict[str, object] = {}
+    concurrency: dict[str, object] = {"threads": [], "processes": []}
+    scale: list[dict[str, object]] = []
+    profile: dict[str, object] = {}
+    with work_directory(args.dir, keep=args.keep) as work:
+        machine = machine_facts(work)
+        if "steps" in args.section_set:
+            print("steps", flush=True)
+            steps = sections.measure_steps(
+                work / "steps",
+                wl.Population(1024, args.seed),
+                rounds=5 if args.quick else 50,
+                syncs=10 if args.quick else 200,
+            )
+        if "main" in args.section_set:
+            for payload in args.payloads:
+                print(f"main table, {payload}-byte context_json, N={args.n}", flush=True)
+                tables[str(payload)] = run_main(args, work, payload)
+        if "concurrency" in args.section_set:
+            print("concurrency", flush=True)
+            concurrency = run_concurrency(args, work)
+        if "scale" in args.section_set:
+            print("scale", flush=True)
+            scale = run_scale(args, work)
+        if args.profile:
+            print("profile", flush=True)
+            profile = sections.profile_filestore(
+                work / "profile", wl.Population(1024, args.seed), sessions=min(args.n, 10_000), top=12
+            )
+    machine["loadavg_end"] = [round(value, 2) for value in os.getloadavg()]
+    results: dict[str, object] = {
+        "schema": 1,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "duration_s": round(time.perf_counter() - started, 1),
+        "machine": machine,
+        "config": {
+            "n": args.n,
+            "ops": args.ops,
+            "payloads": args.payloads,
+            "quick": args.quick,
+            "seed": args.seed,
+            "rounds": args.rounds,
+            "only": args.only,
+            "sections": sorted(args.section_set),
+            "threads": args.thread_counts,
+            "processes": args.process_counts,
+            "concurrency_ops": args.concurrency_ops,
+            "scale": args.scale_sizes,
+            "profile": args.profile,
+            "argv": sys.argv[1:],
+        },
+        "steps": steps,
+        "main": tables,
+        "concurrency": concurrency,
+        "scale": scale,
+        "profile": profile,
+    }
+    results["ratios"] = report.target_ratios(results)
+    results["ratios_info"] = report.info_ratios(results)
+    results["notes"] = report.NOTES
+    return results
