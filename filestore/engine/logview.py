@@ -25,7 +25,7 @@ from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
 from filestore.engine.logfile import LogFile
-from filestore.engine.records import RecordDecodeError, decode_record, decode_session
+from filestore.engine.records import RecordDecodeError, decode_session
 from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
 from filestore.errors import CorruptionError, LockTimeoutError
 from filestore.ids import SessionKey
@@ -139,16 +139,7 @@ class LogView:
                 logger.warning("filestore: %s is busy; the index snapshot is rewritten later", self.path)
 
     def _apply_frame(self, frame: Frame) -> None:
-        try:
-            record = decode_record(frame.kind, frame.payload)
-        except RecordDecodeError as error:
-            raise CorruptionError(
-                f"{self.log.path}: record {frame.seq} at offset {frame.offset} passes its checksum "
-                f"but does not decode ({error}); run `filestore fsck`",
-                path=self.log.path,
-                offset=frame.offset,
-            ) from None
-        self.index.apply(record, frame.offset, frame.size)
+        self.index.apply_frame(frame, self.log.path)
 
     # -- keeping up with other processes ---------------------------------------
 

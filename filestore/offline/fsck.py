@@ -410,7 +410,7 @@ def _check_snapshot(
         for frame in walk.good:
             if frame.end > snapshot.position:
                 break
-            as_of.apply(decode_record(frame.kind, frame.payload), frame.offset, frame.size)
+            as_of.apply_frame(frame, log.path)
         if as_of.entries != snapshot.index.entries or as_of.by_user != snapshot.index.by_user:
             problem = "the snapshot disagrees with the index rebuilt from the log"
     if problem is None:
