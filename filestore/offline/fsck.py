@@ -49,7 +49,7 @@ import attrs
 
 from filestore.engine.directory import looks_like_a_store, read_meta_uuid, write_meta
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe, find_valid_frames
+from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe
 from filestore.engine.index import Index
 from filestore.engine.layout import (
     COMPACT_NAME,
@@ -238,7 +238,6 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
     walk = _Walk()
     expected = 1
     offset = FILE_HEADER_SIZE
-    size = log.io.size(log.fd)
     while True:
         why, stop_offset = Probe.END.value, offset
         stale: Finding | None = None
@@ -285,25 +284,22 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
             walk.good.append(frame)
             expected = frame.seq + 1
             walk.end = frame.end
-        rest = log.io.pread(log.fd, size - stop_offset, stop_offset)
-        later = [
-            frame for frame in find_valid_frames(log.salt, rest, 0, stop_offset) if frame.seq >= expected
-        ]
-        if not later:
-            if rest.rstrip(b"\0"):
+        after = log.resync(stop_offset, expected)
+        if not after.later:
+            if after.cut:
                 walk.tail_cut = stop_offset
                 walk.tail_finding = stale or Finding(
                     "torn-tail",
                     Severity.ERROR,
                     LOG_NAME,
                     stop_offset,
-                    f"{len(rest.rstrip(bytes(1)))} bytes after the last valid record "
+                    f"{len(after.cut)} bytes after the last valid record "
                     f"(record {expected} never completed, or was damaged)",
                 )
                 if stale is None:
                     report.findings.append(walk.tail_finding)
             return walk
-        resume = later[0].offset
+        resume = after.later[0].offset
         walk.damaged_ranges.append((stop_offset, resume))
         if stale is None:
             report.findings.append(
@@ -313,11 +309,11 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
                     LOG_NAME,
                     stop_offset,
                     f"{resume - stop_offset} bytes do not verify ({why}), "
-                    f"valid records resume at offset {resume} with record {later[0].seq}",
+                    f"valid records resume at offset {resume} with record {after.later[0].seq}",
                 )
             )
         offset = resume
-        expected = later[0].seq
+        expected = after.later[0].seq
 
 
 def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame], bool]:
