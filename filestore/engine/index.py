@@ -109,9 +109,3 @@ class Index:
         index._scopes = {scope: scope for scope in scopes}
         index.live_bytes = sum(sizes)
         return index
-
-    def drop_dangling(self, scope: SessionScope) -> None:
-        """Forget a lookup entry whose session is gone."""
-        key = self.by_user.get(scope)
-        if key is not None and key not in self.entries:
-            del self.by_user[scope]
