@@ -55,8 +55,8 @@ Checks: the identity file against the log header; every record's length
 and checksum; sequence numbers; torn tails; damaged records in the middle;
 a seal left by an interrupted compaction; that every payload decodes and
 validates as a SessionData; that no record moves a session to another
-owner; the index snapshot against an index rebuilt from the log; the user
-lookup against the sessions; stray temp and side files.
+owner; the index snapshot (its sessions and user lookups) against an index
+rebuilt from the log; stray temp and side files.
 
 \b
 Without --repair nothing is changed. Repair never destroys evidence: cut

@@ -157,6 +157,27 @@ def snapshot_missing_a_session(directory: Path) -> bytes | None:
     return None
 
 
+def snapshot_missing_a_lookup(directory: Path) -> bytes | None:
+    """A snapshot whose sessions all agree with the log, but whose user lookup forgot one user."""
+    log = LogFile.open(OS_IO, str(directory))
+    try:
+        index, _ = replay(log)
+        forgotten = next(iter(index.by_user))
+        del index.by_user[forgotten]
+        snapshot = encode_snapshot(
+            log.header,
+            index,
+            position=log.end,
+            last_seq=log.last_seq,
+            last_frame_offset=log.last_frame_offset,
+            last_frame_crc=log.frame_crc_at(log.last_frame_offset),
+        )
+    finally:
+        log.close()
+    write_snapshot(OS_IO, str(directory), snapshot, mode=0o600)
+    return None
+
+
 def foreign_identity(directory: Path) -> bytes | None:
     meta = json.loads((directory / "filestore.json").read_text())
     meta["store_uuid"] = str(uuid.uuid4())
@@ -257,6 +278,7 @@ DAMAGE: dict[str, Damage] = {
     "bad-payload": Damage(bad_payload, "bad-payload", refuses_open=True),
     "damaged-snapshot": Damage(damaged_snapshot, "snapshot", refuses_open=False),
     "snapshot-missing-a-session": Damage(snapshot_missing_a_session, "snapshot", refuses_open=False),
+    "snapshot-missing-a-lookup": Damage(snapshot_missing_a_lookup, "snapshot", refuses_open=False),
     "foreign-identity": Damage(foreign_identity, "identity", refuses_open=True),
     "stray-temp-file": Damage(stray_temp_file, "stray-file", refuses_open=False),
     "interrupted-compaction": Damage(interrupted_compaction, "interrupted-compaction", refuses_open=False),
