@@ -30,7 +30,7 @@ from filestore.engine.snapshot import encode_snapshot, write_snapshot
 from filestore.ids import SessionKey, SessionScope, UserId
 from filestore.offline.compact import compact
 from filestore.offline.exclusive import replay
-from filestore.offline.fsck import FsckReport, Severity, fsck, iter_findings
+from filestore.offline.fsck import Action, FsckReport, Severity, fsck, iter_findings
 
 from .corruption import verified_snapshot
 from .test_compact import CrashingIO, SimulatedCrash
@@ -304,7 +304,7 @@ def test_a_missing_snapshot_is_a_note_and_repair_writes_it(pristine: Pristine, t
     assert not (directory / SNAPSHOT_NAME).exists()
     repaired = fsck(directory, repair=True)
     assert repaired.exit_code == 0
-    assert repaired.findings[0].action == "wrote the snapshot from the log"
+    assert repaired.findings[0].action is Action.WROTE_SNAPSHOT
     assert verified_snapshot(directory) is not None
     assert fsck(directory).findings == []
 
@@ -378,7 +378,8 @@ def test_middle_damage_repair_keeps_the_old_log_and_the_damaged_bytes(
     [finding] = [finding for finding in report.errors if finding.kind == "damaged-record"]
     assert finding.offset == log_frames(pristine.directory)[DAMAGED_RECORD].offset
     repaired = fsck(directory, repair=True)
-    assert "generation 2" in repaired.errors[0].action
+    assert repaired.errors[0].action is Action.REWROTE_LOG
+    assert "generation 2" in repaired.errors[0].outcome
     assert (directory / "sessions.log.old").read_bytes() == damaged_log
     assert (directory / "sessions.log.tr1").read_bytes() == damaged_frame
     notes = {finding.file for finding in fsck(directory).findings}
@@ -436,7 +437,7 @@ def test_stray_temp_file_is_kept_without_repair_and_removed_with_it(
     [temp] = [path for path in directory.iterdir() if path.name.endswith(".tmp")]
     assert kinds(fsck(directory)) == ["stray-file"]
     assert temp.exists()
-    assert fsck(directory, repair=True).errors[0].action == "removed"
+    assert fsck(directory, repair=True).errors[0].action is Action.REMOVED
     assert not temp.exists()
 
 

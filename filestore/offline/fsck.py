@@ -1,6 +1,7 @@
 """``fsck``: verify a store, and repair it only when asked, never destroying evidence.
 
-Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
+Checks, each reported as a ``Finding`` (kind, file, offset, detail, and the
+``Action`` repair took, with its outcome in words):
 
 - ``identity``: the identity file names the log's store UUID;
 - ``log-header``: the log's header verifies (else its store UUID and
@@ -79,16 +80,36 @@ class Severity(enum.StrEnum):
     NOTE = "note"
 
 
+class Action(enum.StrEnum):
+    """What repair did about a finding; anything but ``NONE`` corrected it."""
+
+    NONE = "none"  # nothing (no --repair, or nothing repair can do)
+    CUT = "cut"  # bytes at the log's end cut, kept in a side file
+    REWROTE_LOG = "rewrote-log"  # the log rewritten as a new generation, the old one kept
+    REWROTE_IDENTITY = "rewrote-identity"  # from the log header, the old file kept
+    WROTE_SNAPSHOT = "wrote-snapshot"  # from the log
+    REMOVED = "removed"  # a temp file
+
+
 @attrs.define
 class Finding:
-    """One thing fsck found: what, where, and what was done about it."""
+    """One thing fsck found: what, where, and what repair did about it.
+
+    ``outcome`` says the ``action`` in words, naming the file that keeps the
+    evidence (side file, old log) where there is one.
+    """
 
     kind: str
     severity: Severity
     file: str
     offset: int | None
     detail: str
-    action: str = "none"
+    action: Action = Action.NONE
+    outcome: str = ""
+
+    def resolve(self, action: Action, outcome: str) -> None:
+        """Record that repair took ``action`` (described by ``outcome``)."""
+        self.action, self.outcome = action, outcome
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -97,7 +118,8 @@ class Finding:
             "file": self.file,
             "offset": self.offset,
             "detail": self.detail,
-            "action": self.action,
+            "action": self.action.value,
+            "outcome": self.outcome,
         }
 
 
@@ -121,7 +143,7 @@ class FsckReport:
         errors = self.errors
         if not errors:
             return EXIT_CLEAN
-        if all(finding.action not in {"none", "failed"} for finding in errors):
+        if all(finding.action is not Action.NONE for finding in errors):
             return EXIT_CORRECTED
         return EXIT_UNCORRECTED
 
@@ -198,14 +220,15 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
             f"the identity file names {meta_uuid}, the log {log.header.store_uuid}",
         )
         if report.repair:
-            finding.action = "rewrote the identity file from the log header"
+            outcome = "rewrote the identity file from the log header"
             meta_path = os.path.join(directory, META_NAME)
             with contextlib.suppress(FileNotFoundError):
                 kept = side_file_name(directory, META_NAME, os.path.exists)
                 io.write_file(kept, io.read_file(meta_path))
                 io.sync_dir(directory)
-                finding.action += f"; the old one is kept as {os.path.basename(kept)}"
+                outcome += f"; the old one is kept as {os.path.basename(kept)}"
             write_meta(io, directory, log.header, 0o600)
+            finding.resolve(Action.REWROTE_IDENTITY, outcome)
         report.findings.append(finding)
 
     walk = _walk(log, report)
@@ -222,7 +245,9 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
         side = log.recover_tail()
         if walk.tail_finding is not None:
-            walk.tail_finding.action = f"cut; the bytes are kept in {os.path.basename(side or '?')}"
+            walk.tail_finding.resolve(
+                Action.CUT, f"cut; the bytes are kept in {os.path.basename(side or '?')}"
+            )
     _check_snapshot(io, directory, log, index, walk, report)
 
 
@@ -411,7 +436,7 @@ def _check_snapshot(
             last_frame_crc=log.frame_crc_at(last.offset) if last else 0,
         )
         write_snapshot(io, directory, data, mode=0o600)
-        finding.action = "wrote the snapshot from the log"
+        finding.resolve(Action.WROTE_SNAPSHOT, "wrote the snapshot from the log")
     report.findings.append(finding)
 
 
@@ -425,13 +450,13 @@ def _repair_by_rewrite(
     io.sync_dir(directory)
     log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
     result = rewrite_generation(io, directory, log.header, frames, keep_old=True, seal=_no_seal)
-    action = (
+    outcome = (
         f"rewrote the log as generation {result.generation}; "
         f"old log kept as {os.path.basename(result.old_log or '?')}"
     )
     for finding in report.findings:
         if finding.severity is Severity.ERROR and finding.kind != "identity":
-            finding.action = action
+            finding.resolve(Action.REWROTE_LOG, outcome)
 
 
 def _no_seal(next_generation: int) -> None:
@@ -451,7 +476,7 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
             )
             if report.repair:
                 io.unlink(full)
-                finding.action = "removed"
+                finding.resolve(Action.REMOVED, "removed")
             report.findings.append(finding)
         elif is_side_file(name) or is_old_name(name) or name == COMPACT_NAME:
             report.findings.append(
@@ -469,4 +494,5 @@ def iter_findings(report: FsckReport) -> Iterator[str]:
     """Human-readable lines for a report."""
     for finding in report.findings:
         where = f"{finding.file}" + (f" @{finding.offset}" if finding.offset is not None else "")
-        yield f"{finding.severity.value}: {finding.kind}: {where}: {finding.detail} [{finding.action}]"
+        done = finding.outcome or finding.action.value
+        yield f"{finding.severity.value}: {finding.kind}: {where}: {finding.detail} [{done}]"
