@@ -52,10 +52,9 @@ def _durable_after(known_durable: int, frame: Frame) -> int:
 
 @attrs.frozen
 class Resync:
-    """What follows a bad frame at ``offset``: the bytes from there to the end of the file,
-    and the frames among them that verify and are numbered at or above the one expected."""
+    """What follows a bad frame: the bytes from it to the end of the file, and the frames
+    among them that verify and are numbered at or above the one expected."""
 
-    offset: int
     rest: bytes
     later: list[Frame]
 
@@ -187,7 +186,7 @@ class LogFile:
         later = [
             frame for frame in find_valid_frames(self.salt, rest, 0, offset) if frame.seq >= expected_seq
         ]
-        return Resync(offset, rest, later)
+        return Resync(rest, later)
 
     def scan(self, start: int, expected_seq: int, apply: Callable[[Frame], None]) -> ScanResult:
         """Apply every valid frame from ``start`` in sequence; stop at the end, a bad frame or a seal."""
