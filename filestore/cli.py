@@ -32,9 +32,8 @@ from filestore.offline.fsck import iter_findings
 from filestore.offline.stats import stats as store_stats
 from filestore.transfer import DEFAULT_BATCH, export_sessions, import_sessions
 
+# fsck's own codes (1 corrected, 4 uncorrected) come from its report's exit_code.
 EXIT_OK: Final = 0
-EXIT_CORRECTED: Final = 1
-EXIT_UNCORRECTED: Final = 4
 EXIT_OPERATIONAL: Final = 8
 
 DEFAULT_DEMO_DIR: Final = "filestore-demo"
@@ -55,8 +54,8 @@ Checks: the identity file against the log header; every record's length
 and checksum; sequence numbers; torn tails; damaged records in the middle;
 a seal left by an interrupted compaction; that every payload decodes and
 validates as a SessionData; that no record moves a session to another
-owner; the index snapshot against an index rebuilt from the log; the user
-lookup against the sessions; stray temp and side files.
+owner; the index snapshot (its sessions and user lookups) against an index
+rebuilt from the log; stray temp and side files.
 
 \b
 Without --repair nothing is changed. Repair never destroys evidence: cut
@@ -143,6 +142,8 @@ _WAIT_OPTION: Final = click.option(
     help="Seconds to wait for other processes to close the store (0: refuse at once).",
 )
 
+_JSON_OPTION: Final = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
 
 def _emit(as_json: bool, document: dict[str, object], lines: list[str]) -> None:
     if as_json:
@@ -172,7 +173,7 @@ def demo(directory: Path) -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (needs the store to itself).")
 @_WAIT_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_JSON_OPTION
 def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
     with _progress(not as_json, "fsck", "B", _log_size(directory)) as progress:
         report = check_store(directory, repair=repair, wait=wait, io=_ReadMeter(progress))
@@ -191,7 +192,7 @@ def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
     help="Keep the previous generation as sessions.log.old (or the first free sessions.log.oldN).",
 )
 @_WAIT_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_JSON_OPTION
 def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
     """Rewrite only the live sessions of the store in DIRECTORY, offline.
 
@@ -215,7 +216,7 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_JSON_OPTION
 def stats(directory: Path, as_json: bool) -> int:
     """Count what is in the store in DIRECTORY, without blocking its writers."""
     report = store_stats(directory)
@@ -268,7 +269,7 @@ def export_command(store: str, output: TextIO) -> int:
     show_default=True,
     help="Lines validated together before any of them is written.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_JSON_OPTION
 def import_command(store: str, source: BinaryIO, batch_size: int, as_json: bool) -> int:
     """Import JSON Lines from SOURCE (a file, or - for stdin) into STORE.
 
@@ -291,7 +292,7 @@ def import_command(store: str, source: BinaryIO, batch_size: int, as_json: bool)
 @cli.command()
 @click.argument("source")
 @click.argument("target")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_JSON_OPTION
 def migrate(source: str, target: str, as_json: bool) -> int:
     """Move every session from SOURCE to TARGET (directories, memory: or redis:// URLs).
 

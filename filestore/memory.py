@@ -83,12 +83,8 @@ class InMemorySessionStore(ClosesOnExit):
             key = self._by_user.get(scope)
             if key is None:
                 return None
-            entry = self._sessions.get(key)
-            if entry is None:
-                # A dangling lookup entry: clean it up, as the contract says.
-                del self._by_user[scope]
-                return None
-            return key, entry[0]
+            # Removing a session drops the lookup entry pointing at it: none dangles here.
+            return key, self._sessions[key][0]
 
     def iter_sessions(self) -> Iterator[StoredSession]:
         """Every session with its key, owner and lookup state (a copy taken at the call)."""

@@ -30,7 +30,7 @@ from filestore.engine.snapshot import encode_snapshot, write_snapshot
 from filestore.ids import SessionKey, SessionScope, UserId
 from filestore.offline.compact import compact
 from filestore.offline.exclusive import replay
-from filestore.offline.fsck import FsckReport, Severity, fsck, iter_findings
+from filestore.offline.fsck import Action, FsckReport, Severity, fsck, iter_findings
 
 from .support import ctx, data
 from .support.corruption import verified_snapshot
@@ -157,6 +157,27 @@ def snapshot_missing_a_session(directory: Path) -> bytes | None:
     return None
 
 
+def snapshot_missing_a_lookup(directory: Path) -> bytes | None:
+    """A snapshot whose sessions all agree with the log, but whose user lookup forgot one user."""
+    log = LogFile.open(OS_IO, str(directory))
+    try:
+        index, _ = replay(log)
+        forgotten = next(iter(index.by_user))
+        del index.by_user[forgotten]
+        snapshot = encode_snapshot(
+            log.header,
+            index,
+            position=log.end,
+            last_seq=log.last_seq,
+            last_frame_offset=log.last_frame_offset,
+            last_frame_crc=log.frame_crc_at(log.last_frame_offset),
+        )
+    finally:
+        log.close()
+    write_snapshot(OS_IO, str(directory), snapshot, mode=0o600)
+    return None
+
+
 def foreign_identity(directory: Path) -> bytes | None:
     meta = json.loads((directory / "filestore.json").read_text())
     meta["store_uuid"] = str(uuid.uuid4())
@@ -257,6 +278,7 @@ DAMAGE: dict[str, Damage] = {
     "bad-payload": Damage(bad_payload, "bad-payload", refuses_open=True),
     "damaged-snapshot": Damage(damaged_snapshot, "snapshot", refuses_open=False),
     "snapshot-missing-a-session": Damage(snapshot_missing_a_session, "snapshot", refuses_open=False),
+    "snapshot-missing-a-lookup": Damage(snapshot_missing_a_lookup, "snapshot", refuses_open=False),
     "foreign-identity": Damage(foreign_identity, "identity", refuses_open=True),
     "stray-temp-file": Damage(stray_temp_file, "stray-file", refuses_open=False),
     "interrupted-compaction": Damage(interrupted_compaction, "interrupted-compaction", refuses_open=False),
@@ -282,7 +304,7 @@ def test_a_missing_snapshot_is_a_note_and_repair_writes_it(pristine: Pristine, t
     assert not (directory / SNAPSHOT_NAME).exists()
     repaired = fsck(directory, repair=True)
     assert repaired.exit_code == 0
-    assert repaired.findings[0].action == "wrote the snapshot from the log"
+    assert repaired.findings[0].action is Action.WROTE_SNAPSHOT
     assert verified_snapshot(directory) is not None
     assert fsck(directory).findings == []
 
@@ -356,7 +378,8 @@ def test_middle_damage_repair_keeps_the_old_log_and_the_damaged_bytes(
     [finding] = [finding for finding in report.errors if finding.kind == "damaged-record"]
     assert finding.offset == log_frames(pristine.directory)[DAMAGED_RECORD].offset
     repaired = fsck(directory, repair=True)
-    assert "generation 2" in repaired.errors[0].action
+    assert repaired.errors[0].action is Action.REWROTE_LOG
+    assert "generation 2" in repaired.errors[0].outcome
     assert (directory / "sessions.log.old").read_bytes() == damaged_log
     assert (directory / "sessions.log.tr1").read_bytes() == damaged_frame
     notes = {finding.file for finding in fsck(directory).findings}
@@ -414,7 +437,7 @@ def test_stray_temp_file_is_kept_without_repair_and_removed_with_it(
     [temp] = [path for path in directory.iterdir() if path.name.endswith(".tmp")]
     assert kinds(fsck(directory)) == ["stray-file"]
     assert temp.exists()
-    assert fsck(directory, repair=True).errors[0].action == "removed"
+    assert fsck(directory, repair=True).errors[0].action is Action.REMOVED
     assert not temp.exists()
 
 

@@ -223,3 +223,16 @@ def test_get_is_one_positioned_read(tmp_path: Path, cache_size: int, reads: int)
         io.calls.clear()
         assert store.get_session(keys[10]) == data(step=10)
         assert io.calls["pread"] == reads
+
+
+def test_iteration_meets_a_closed_handle_with_store_closed(tmp_path: Path) -> None:
+    """A handle closed while iter_sessions is paused raises StoreClosedError at the next step,
+    rather than reading through a closed (or reused) descriptor."""
+    store = FileSessionStore(tmp_path / "s")
+    for step in range(2):
+        store.create_session(ctx(user=f"u{step}"), data(ctx(user=f"u{step}"), step=step))
+    sessions = store.iter_sessions()
+    next(sessions)
+    store.close()
+    with pytest.raises(StoreClosedError):
+        next(sessions)

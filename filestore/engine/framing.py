@@ -83,7 +83,8 @@ KNOWN_FLAGS: Final = FLAG_SYNCED
 # The hard limit of the format; stores apply their own, lower, configured limit.
 MAX_PAYLOAD: Final = 1 << 30
 
-_ZERO_HEADER: Final = bytes(FRAME_HEADER_SIZE)
+# A frame header of all zeros at a frame boundary: the end of the log (preallocated space).
+ZERO_FRAME_HEADER: Final = bytes(FRAME_HEADER_SIZE)
 
 
 @attrs.frozen
@@ -182,7 +183,7 @@ def probe(salt: int, buffer: bytes | memoryview, start: int, base_offset: int) -
     ``buffer`` is ``BAD`` (the caller decides whether more bytes exist).
     """
     header = bytes(buffer[start : start + FRAME_HEADER_SIZE])
-    if not header or header == _ZERO_HEADER[: len(header)]:
+    if not header or header == ZERO_FRAME_HEADER[: len(header)]:
         return Probe.END, None
     total = frame_length(header)
     if total is None or start + total > len(buffer):

@@ -6,7 +6,8 @@ Two dicts, kept exact by ``apply``:
 - ``by_user``: user lookup scope -> key (the user's active session).
 
 The same ``apply`` serves replay on open, catching up with other processes
-and the store's own writes, so the three can never disagree.
+and the store's own writes, so the three can never disagree; ``apply_frame``
+is the one way a verified frame read back from a log gets there.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 from itertools import repeat
 from typing import NamedTuple, cast
 
-from filestore.engine.records import Put, Record
+from filestore.engine.framing import Frame
+from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
+from filestore.errors import CorruptionError
 from filestore.ids import SessionKey, SessionScope
 
 
@@ -61,6 +64,24 @@ class Index:
         if self.by_user.get(previous.scope) == key:
             del self.by_user[previous.scope]
 
+    def apply_frame(self, frame: Frame, path: str) -> None:
+        """Decode the verified ``frame`` read from the log at ``path`` and apply it.
+
+        Raises ``CorruptionError`` (naming ``path`` and the frame's offset) if
+        its payload does not decode: the checksum passed, so the record is
+        damage the store cannot read past, for ``fsck`` to report.
+        """
+        try:
+            record = decode_record(frame.kind, frame.payload)
+        except RecordDecodeError as error:
+            raise CorruptionError(
+                f"{path}: record {frame.seq} at offset {frame.offset} passes its checksum "
+                f"but does not decode ({error}); run `filestore fsck`",
+                path=path,
+                offset=frame.offset,
+            ) from None
+        self.apply(record, frame.offset, frame.size)
+
     @classmethod
     def from_columns(
         cls,
@@ -88,9 +109,3 @@ class Index:
         index._scopes = {scope: scope for scope in scopes}
         index.live_bytes = sum(sizes)
         return index
-
-    def drop_dangling(self, scope: SessionScope) -> None:
-        """Forget a lookup entry whose session is gone."""
-        key = self.by_user.get(scope)
-        if key is not None and key not in self.entries:
-            del self.by_user[scope]

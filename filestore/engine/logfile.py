@@ -23,6 +23,7 @@ from filestore.engine.framing import (
     FLAG_SYNCED,
     FRAME_HEADER_SIZE,
     KIND_SEAL,
+    ZERO_FRAME_HEADER,
     FileHeader,
     Frame,
     Probe,
@@ -39,9 +40,28 @@ from filestore.engine.records import encode_seal
 from filestore.errors import CorruptionError
 
 READ_CHUNK: Final = 4 << 20
-_ZERO_HEADER: Final = bytes(FRAME_HEADER_SIZE)
 
 logger = logging.getLogger("filestore")
+
+
+def _durable_after(known_durable: int, frame: Frame) -> int:
+    """The highest record known durable once ``frame`` is read: its writer vouched for
+    every record up to its ``synced_through``, and for itself if it is SYNCED."""
+    return max(known_durable, frame.synced_through, frame.seq if frame.flags & FLAG_SYNCED else 0)
+
+
+@attrs.frozen
+class Resync:
+    """What follows a bad frame: the bytes from it to the end of the file, and the frames
+    among them that verify and are numbered at or above the one expected."""
+
+    rest: bytes
+    later: list[Frame]
+
+    @property
+    def cut(self) -> bytes:
+        """The bytes a torn tail cut would keep: ``rest`` less the preallocated zeros at its end."""
+        return self.rest.rstrip(b"\0")
 
 
 @attrs.define
@@ -155,6 +175,19 @@ class LogFile:
             yield result, frame, offset
             offset = frame.end
 
+    def resync(self, offset: int, expected_seq: int) -> Resync:
+        """Look past a bad frame at ``offset`` for valid records numbered ``expected_seq`` or above.
+
+        Never trusts the damaged length field: every later record is found by
+        its magic and kept only if its whole frame checksums (and, salted with
+        this file's generation, it belongs here).
+        """
+        rest = self.io.pread(self.fd, self.io.size(self.fd) - offset, offset)
+        later = [
+            frame for frame in find_valid_frames(self.salt, rest, 0, offset) if frame.seq >= expected_seq
+        ]
+        return Resync(rest, later)
+
     def scan(self, start: int, expected_seq: int, apply: Callable[[Frame], None]) -> ScanResult:
         """Apply every valid frame from ``start`` in sequence; stop at the end, a bad frame or a seal."""
         result = ScanResult(start, expected_seq - 1, self.last_frame_offset, self.known_durable, False)
@@ -165,9 +198,7 @@ class LogFile:
                 result.end = frame.end
                 result.last_seq = frame.seq
                 result.last_frame_offset = frame.offset
-                result.known_durable = max(
-                    result.known_durable, frame.synced_through, frame.seq if frame.flags & FLAG_SYNCED else 0
-                )
+                result.known_durable = _durable_after(result.known_durable, frame)
                 continue
             result.end = offset
             result.stopped_at_bad = kind is not Probe.END
@@ -184,7 +215,7 @@ class LogFile:
         writer holding the lock.
         """
         header = self.io.pread(self.fd, FRAME_HEADER_SIZE, self.end)
-        if not header or header == _ZERO_HEADER:
+        if not header or header == ZERO_FRAME_HEADER:
             return Probe.END, None
         total = frame_length(header)
         if total is None:
@@ -199,9 +230,7 @@ class LogFile:
         self.end = frame.end
         self.last_seq = frame.seq
         self.last_frame_offset = frame.offset
-        self.known_durable = max(
-            self.known_durable, frame.synced_through, frame.seq if frame.flags & FLAG_SYNCED else 0
-        )
+        self.known_durable = _durable_after(self.known_durable, frame)
 
     def adopt(self, result: ScanResult) -> None:
         self.end = result.end
@@ -229,14 +258,11 @@ class LogFile:
         landed out of order looks exactly like damage followed by records no
         sync has vouched for, and a tool should not be the one to decide.
         """
-        size = self.io.size(self.fd)
-        rest = self.io.pread(self.fd, size - self.end, self.end)
-        if is_zero(rest):
-            return self.end, b""
         expected = self.last_seq + 1
-        for frame in find_valid_frames(self.salt, rest, 0, self.end):
-            if frame.seq < expected:
-                continue
+        after = self.resync(self.end, expected)
+        if not after.cut:
+            return self.end, b""
+        for frame in after.later:
             # A record further on (not at ``end``, where a seal stops the scan)
             # that was SYNCED also proves damage: the bytes before it came later.
             moved = frame.seq > expected or frame.offset > self.end
@@ -257,7 +283,7 @@ class LogFile:
                     path=self.path,
                     offset=self.end,
                 )
-        return self.end, rest.rstrip(b"\0")
+        return self.end, after.cut
 
     def recover_tail(self, *, keep_valid_records: bool = False) -> str | None:
         """Cut a torn tail after ``end`` (keeping its bytes in a side file); the side file's path.
@@ -321,9 +347,18 @@ class LogFile:
         return self.append(KIND_SEAL, encode_seal(next_generation), sync=True, preallocate=0)
 
     def sync(self) -> None:
-        """Make everything written so far durable (group commit, close)."""
+        """Make everything written so far durable (on open, close)."""
         self.io.sync_data(self.fd)
         self.known_durable = self.last_seq
+
+    def sync_data(self) -> None:
+        """fdatasync the log and nothing else: group commit runs it beside appends, then
+        ``note_durable`` with the last record written before it began."""
+        self.io.sync_data(self.fd)
+
+    def note_durable(self, seq: int) -> None:
+        """Record that every record up to ``seq`` is durable (a sync covered it)."""
+        self.known_durable = max(self.known_durable, seq)
 
     def trim(self) -> None:
         """Give back the preallocated space after the log's end."""

@@ -17,6 +17,9 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import attrs
 
 from filestore.engine.directory import open_existing_log
 from filestore.engine.fileio import FileIO
@@ -25,13 +28,15 @@ from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
 from filestore.engine.logfile import LogFile
-from filestore.engine.records import RecordDecodeError, decode_record, decode_session
+from filestore.engine.records import Record, RecordDecodeError, decode_session
+from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
 from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
 from filestore.errors import CorruptionError, LockTimeoutError
-from filestore.ids import SessionKey
+from filestore.ids import SessionKey, SessionScope
 from filestore.model import SessionData
 
 logger = logging.getLogger("filestore")
+_T = TypeVar("_T")
 
 
 class SessionCache:
@@ -64,8 +69,36 @@ class SessionCache:
         self._entries.clear()
 
 
+class IOGuard(Protocol):
+    """Runs a file operation so that an ``OSError`` poisons the store handle (and re-raises)."""
+
+    def __call__(self, operation: Callable[[], _T], /) -> _T: ...
+
+
+@attrs.frozen
+class SyncPoint:
+    """What one group-commit sync covers: the log as written so far, up to record ``seq``.
+
+    ``sync`` runs outside the store's mutex (an fdatasync does not disturb
+    appends on the same descriptor), ``mark_durable`` under it.
+    """
+
+    log: LogFile
+    seq: int
+
+    def sync(self) -> None:
+        self.log.sync_data()
+
+    def mark_durable(self) -> None:
+        self.log.note_durable(self.seq)
+
+
 class LogView:
-    """The index and cache of one generation of the log, kept in step with the file."""
+    """The index and cache of one generation of the log, kept in step with the file.
+
+    Everything ``FileSessionStore`` needs goes through the methods below;
+    the log, index and cache themselves stay inside.
+    """
 
     def __init__(
         self,
@@ -74,22 +107,21 @@ class LogView:
         log: LogFile,
         lock: WriterLock,
         cache: SessionCache,
-        guard: Callable[[Callable[[], object]], object],
+        guard: IOGuard,
         *,
         file_mode: int,
         snapshot_every_records: int,
         snapshot_every_bytes: int,
     ) -> None:
-        self.io = io
-        self.path = path
-        self.log = log
-        self.index = Index()
-        self.cache = cache
-        self.file_mode = file_mode
-        self.snapshot_every_records = snapshot_every_records
-        self.snapshot_every_bytes = snapshot_every_bytes
+        self._io = io
+        self._path = path
+        self._log = log
+        self._index = Index()
+        self._cache = cache
+        self._file_mode = file_mode
+        self._snapshot_every_records = snapshot_every_records
+        self._snapshot_every_bytes = snapshot_every_bytes
         self._lock = lock
-        # Runs a file operation so that an OSError poisons the store handle.
         self._guard = guard
         self._snapshot_position = 0
         self._snapshot_seq = 0
@@ -100,12 +132,12 @@ class LogView:
 
     def load(self) -> None:
         """Build the index: from a verified snapshot plus the log tail, else by full replay."""
-        log = self.log
+        log = self._log
         snapshot, why = load_snapshot(
-            self.io, os.path.join(self.path, SNAPSHOT_NAME), log.fd, log.header, self.io.size(log.fd)
+            self._io, os.path.join(self._path, SNAPSHOT_NAME), log.fd, log.header, self._io.size(log.fd)
         )
         if snapshot is not None:
-            self.index = snapshot.index
+            self._index = snapshot.index
             log.end = snapshot.position
             log.last_seq = snapshot.last_seq
             log.last_frame_offset = snapshot.last_frame_offset
@@ -113,7 +145,7 @@ class LogView:
             self._snapshot_seq = snapshot.last_seq
         elif why != "no snapshot":
             logger.warning(
-                "filestore: ignoring the index snapshot of %s (%s); replaying the log", self.path, why
+                "filestore: ignoring the index snapshot of %s (%s); replaying the log", self._path, why
             )
         log.adopt(log.scan(log.end, log.last_seq + 1, self._apply_frame))
         if not log.tail_is_clean():
@@ -121,34 +153,25 @@ class LogView:
             # under the writer lock, where an incomplete record is a torn tail.
             with self._lock:
                 self.catch_up(locked=True)
-                if not self.log.tail_is_clean():
+                if not self._log.tail_is_clean():
                     # Non-zero bytes after a zeroed frame header: intact records
                     # there mean damage (CorruptionError); anything else is cut,
                     # and kept in a side file, before close() could trim it away.
-                    self.log.recover_tail()
+                    self._log.recover_tail()
         # One sync makes whatever a crashed process left in the page cache
         # durable, so our records may claim everything before them is.
         log.sync()
-        stale = log.last_seq - self._snapshot_seq >= self.snapshot_every_records
+        stale = log.last_seq - self._snapshot_seq >= self._snapshot_every_records
         if (snapshot is None and log.last_seq > 0) or stale:
             try:
                 with self._lock:
                     self.catch_up(locked=True)
                     self.write_snapshot()
             except LockTimeoutError:
-                logger.warning("filestore: %s is busy; the index snapshot is rewritten later", self.path)
+                logger.warning("filestore: %s is busy; the index snapshot is rewritten later", self._path)
 
     def _apply_frame(self, frame: Frame) -> None:
-        try:
-            record = decode_record(frame.kind, frame.payload)
-        except RecordDecodeError as error:
-            raise CorruptionError(
-                f"{self.log.path}: record {frame.seq} at offset {frame.offset} passes its checksum "
-                f"but does not decode ({error}); run `filestore fsck`",
-                path=self.log.path,
-                offset=frame.offset,
-            ) from None
-        self.index.apply(record, frame.offset, frame.size)
+        self._index.apply_frame(frame, self._log.path)
 
     # -- keeping up with other processes ---------------------------------------
 
@@ -159,16 +182,16 @@ class LogView:
         writer may be writing it); under the lock it is a torn tail to recover.
         """
         while True:
-            found, frame = self.log.peek_new_frame()
+            found, frame = self._log.peek_new_frame()
             if frame is None:
                 break
             if frame.kind == KIND_SEAL:
                 self._follow_seal()
                 continue
             self._apply_frame(frame)
-            self.log.advance(frame)
+            self._log.advance(frame)
         if locked and found is Probe.BAD:
-            self._guard(self.log.recover_tail)
+            self._guard(self._log.recover_tail)
 
     def _follow_seal(self) -> None:
         """Our log was sealed by a compaction: reload the generation that replaced it.
@@ -178,78 +201,169 @@ class LogView:
         switching: the seal is cut (kept in a side file) and work goes on.
         """
         with self._lock:
-            current = open_existing_log(self.io, self.path, self.file_mode)
-            same_store = current.header.store_uuid == self.log.header.store_uuid
-            if same_store and current.header.generation > self.log.header.generation:
-                self.adopt_generation(current)
+            current = open_existing_log(self._io, self._path, self._file_mode)
+            same_store = current.header.store_uuid == self._log.header.store_uuid
+            if same_store and current.header.generation > self._log.header.generation:
+                self._adopt_generation(current)
                 return
             current.close()
-            self._guard(self.log.recover_tail)
+            self._guard(self._log.recover_tail)
 
-    def adopt_generation(self, log: LogFile) -> None:
+    def _adopt_generation(self, log: LogFile) -> None:
         """Switch to ``log`` (a newer generation) and rebuild the index from it."""
-        self._retired.append(self.log)
-        self.log = log
-        self.index = Index()
-        self.cache.clear()
+        self._retired.append(self._log)
+        self._log = log
+        self._index = Index()
+        self._cache.clear()
         self._snapshot_position = 0
         self._snapshot_seq = 0
         self.load()
 
-    # -- reading ------------------------------------------------------------------
+    # -- reading (caught up first) ---------------------------------------------------
+
+    def __len__(self) -> int:
+        """The number of live sessions."""
+        return len(self._index)
+
+    def keys(self) -> list[SessionKey]:
+        """The key of every live session, in no particular order."""
+        # Keys loaded from a snapshot are plain str: hand out the public type.
+        return [SessionKey(key) for key in self._index.entries]
+
+    def entry(self, key: SessionKey) -> Entry | None:
+        """Where the live session ``key`` is, and its owner; ``None`` if there is none."""
+        return self._index.entries.get(key)
+
+    def is_active(self, key: SessionKey, entry: Entry) -> bool:
+        """Whether the user lookup of ``entry``'s owner points at ``key``."""
+        return self._index.by_user.get(entry.scope) == key
+
+    def stored(self, key: SessionKey) -> tuple[Entry, SessionData, bool] | None:
+        """The live session ``key``: where it is and its owner, its data, and whether its
+        owner's user lookup points at it; ``None`` if there is none."""
+        entry = self._index.entries.get(key)
+        if entry is None:
+            return None
+        return entry, self.read_session(key, entry), self.is_active(key, entry)
+
+    def get(self, key: SessionKey) -> SessionData | None:
+        """The live session ``key``, or ``None``."""
+        entry = self._index.entries.get(key)
+        return None if entry is None else self.read_session(key, entry)
+
+    def find(self, scope: SessionScope) -> tuple[SessionKey, SessionData] | None:
+        """The session the user lookup ``scope`` points at, with its key; ``None`` if none."""
+        key = self._index.by_user.get(scope)
+        if key is None:
+            return None
+        # ``Index.apply`` drops a lookup entry with its session: none dangles here.
+        return SessionKey(key), self.read_session(key, self._index.entries[key])
 
     def read_session(self, key: SessionKey, entry: Entry) -> SessionData:
         """The session ``entry`` points at: from the cache if it holds that very record."""
-        session = self.cache.get(key, entry.offset)
+        session = self._cache.get(key, entry.offset)
         if session is None:
             session = self._decode_session(entry)
-            self.cache.put(key, entry.offset, session)
+            self._cache.put(key, entry.offset, session)
         return session
 
     def _decode_session(self, entry: Entry) -> SessionData:
-        frame = self.log.read_frame(entry.offset, entry.size)
+        log = self._log
+        frame = log.read_frame(entry.offset, entry.size)
         if frame is None or frame.kind != KIND_PUT:
             raise CorruptionError(
-                f"{self.log.path}: the record at offset {entry.offset} no longer verifies; "
-                "run `filestore fsck`",
-                path=self.log.path,
+                f"{log.path}: the record at offset {entry.offset} no longer verifies; run `filestore fsck`",
+                path=log.path,
                 offset=entry.offset,
             )
         try:
             return decode_session(frame.payload)
         except RecordDecodeError as error:
             raise CorruptionError(
-                f"{self.log.path}: the record at offset {entry.offset} does not decode ({error})",
-                path=self.log.path,
+                f"{log.path}: the record at offset {entry.offset} does not decode ({error})",
+                path=log.path,
                 offset=entry.offset,
             ) from None
 
+    # -- writing (writer lock held, caught up) -------------------------------------
+
+    def write(
+        self, record: Record, payload: bytes, session: SessionData | None, *, sync: bool, preallocate: int
+    ) -> Frame:
+        """Append our own ``record`` (its encoded ``payload``) and apply it to the index.
+
+        ``session`` is the data a PUT stores, kept in the read cache. Writes
+        the snapshot when enough was written since the last one. An
+        ``OSError`` poisons the handle (through the guard).
+        """
+        log = self._log
+        frame = self._guard(lambda: log.append(record.kind, payload, sync=sync, preallocate=preallocate))
+        self._index.apply(record, frame.offset, frame.size)
+        if session is not None:
+            self._cache.put(record.key, frame.offset, session)
+        else:
+            self._cache.drop(record.key)
+        if self._snapshot_due():
+            self._guard(self.write_snapshot)
+        return frame
+
+    def sync_point(self) -> SyncPoint:
+        """What a sync now would make durable (group commit; see ``SyncPoint``)."""
+        return SyncPoint(self._log, self._log.last_seq)
+
+    def compact(self, *, keep_old: bool) -> RewriteResult:
+        """Rewrite the live sessions as the next generation, switch to it, and reload from it.
+
+        Crash-safe at every step: see ``filestore.engine.rewrite``. An
+        ``OSError`` while rewriting poisons the handle (through the guard).
+        """
+        log = self._log
+        frames = live_frames(log, self._index)
+        result = self._guard(
+            lambda: rewrite_generation(
+                self._io,
+                self._path,
+                log.header,
+                frames,
+                keep_old=keep_old,
+                seal=log.append_seal,
+                file_mode=self._file_mode,
+            )
+        )
+        self._adopt_generation(open_existing_log(self._io, self._path, self._file_mode))
+        return result
+
+    def tidy_up(self, *, sync: bool) -> None:
+        """Before closing: snapshot the index if it is behind, ``sync`` the log if asked
+        (durability ``none``), give back the preallocated space."""
+        if self._log.last_seq > self._snapshot_seq:
+            self.write_snapshot()
+        if sync:
+            self._log.sync()
+        self._log.trim()
+
     # -- the snapshot ---------------------------------------------------------------
 
-    def snapshot_behind(self) -> bool:
-        """Whether records were written since the last snapshot."""
-        return self.log.last_seq > self._snapshot_seq
-
-    def snapshot_due(self) -> bool:
+    def _snapshot_due(self) -> bool:
         """Whether enough was written since the last snapshot to write the next one."""
-        log = self.log
+        log = self._log
         return (
-            log.last_seq - self._snapshot_seq >= self.snapshot_every_records
-            or log.end - self._snapshot_position >= self.snapshot_every_bytes
+            log.last_seq - self._snapshot_seq >= self._snapshot_every_records
+            or log.end - self._snapshot_position >= self._snapshot_every_bytes
         )
 
     def write_snapshot(self) -> None:
         """Snapshot the index as of the log's end (the writer lock must be held)."""
-        log = self.log
+        log = self._log
         data = encode_snapshot(
             log.header,
-            self.index,
+            self._index,
             position=log.end,
             last_seq=log.last_seq,
             last_frame_offset=log.last_frame_offset if log.last_seq else 0,
             last_frame_crc=log.frame_crc_at(log.last_frame_offset) if log.last_seq else 0,
         )
-        write_snapshot(self.io, self.path, data, mode=self.file_mode)
+        write_snapshot(self._io, self._path, data, mode=self._file_mode)
         self._snapshot_position = log.end
         self._snapshot_seq = log.last_seq
 
@@ -259,4 +373,4 @@ class LogView:
         """Close every log descriptor this view opened, through ``close`` (which may swallow errors)."""
         for retired in self._retired:
             close(retired.close)
-        close(self.log.close)
+        close(self._log.close)

@@ -24,6 +24,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TypeVar
 
 from filestore.contract import (
@@ -44,6 +45,7 @@ from filestore.engine.directory import (
     prepare_directory,
 )
 from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.framing import Frame
 from filestore.engine.groupcommit import GroupCommit
 from filestore.engine.locking import Registration, WriterLock
 from filestore.engine.logview import LogView, SessionCache
@@ -59,7 +61,7 @@ from filestore.engine.options import (
     seconds,
 )
 from filestore.engine.records import Put, Record, Remove
-from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
+from filestore.engine.rewrite import RewriteResult
 from filestore.errors import (
     FilestoreError,
     InvalidInputError,
@@ -194,13 +196,7 @@ class FileSessionStore(ClosesOnExit):
 
     def get_session(self, key: SessionKey | str) -> SessionData | None:
         checked = check_key(key)
-        with self._mutex:
-            self._check_usable()
-            self._view.catch_up()
-            entry = self._view.index.entries.get(checked)
-            if entry is None:
-                return None
-            return self._view.read_session(checked, entry)
+        return self._read(lambda view: view.get(checked))
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
@@ -208,7 +204,7 @@ class FileSessionStore(ClosesOnExit):
         data_cbor = data.to_cbor()
 
         def build() -> Record:
-            entry = self._view.index.entries.get(checked)
+            entry = self._view.entry(checked)
             if entry is None:
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked)
             check_same_owner(entry.scope, data)
@@ -220,7 +216,7 @@ class FileSessionStore(ClosesOnExit):
         checked = check_key(key)
 
         def build() -> Record:
-            if checked not in self._view.index.entries:
+            if self._view.entry(checked) is None:
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked)
             return Remove(checked)
 
@@ -228,18 +224,7 @@ class FileSessionStore(ClosesOnExit):
 
     def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
         scope = lookup_scope(check_tenant_ctx(ctx), user)
-        with self._mutex:
-            self._check_usable()
-            self._view.catch_up()
-            key = self._view.index.by_user.get(scope)
-            if key is None:
-                return None
-            entry = self._view.index.entries.get(key)
-            if entry is None:
-                self._view.index.drop_dangling(scope)
-                return None
-            # Keys loaded from a snapshot are plain str: hand out the public type.
-            return SessionKey(key), self._view.read_session(key, entry)
+        return self._read(lambda view: view.find(scope))
 
     def close(self) -> None:
         """Snapshot the index if it is behind, give back preallocated space, release locks.
@@ -270,27 +255,19 @@ class FileSessionStore(ClosesOnExit):
         try:
             with self._lock:
                 self._view.catch_up(locked=True)
-                if self._view.snapshot_behind():
-                    self._view.write_snapshot()
-                if self.durability is Durability.NONE:
-                    self._view.log.sync()
-                self._view.log.trim()
+                self._view.tidy_up(sync=self.durability is Durability.NONE)
         except (OSError, FilestoreError) as error:
             logger.warning("filestore: could not tidy up %s on close: %s", self.path, error)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._view.index)} sessions"
+        state = "closed" if self._closed else f"{len(self._view)} sessions"
         return f"FileSessionStore({self.path!r}, durability={self.durability.value!r}, {state})"
 
     # -- maintenance -------------------------------------------------------------
 
     def write_snapshot(self) -> None:
         """Write the index snapshot now (it is also written periodically and on close)."""
-        with self._mutex:
-            self._check_writable()
-            with self._lock:
-                self._view.catch_up(locked=True)
-                self._guard_io(self._view.write_snapshot)
+        self._change(lambda view: self._guard_io(view.write_snapshot))
 
     def compact(self, *, keep_old: bool = False) -> RewriteResult:
         """Compact online: rewrite the live sessions as a new generation while others keep it open.
@@ -300,48 +277,19 @@ class FileSessionStore(ClosesOnExit):
         every step: see ``filestore.engine.rewrite``. The offline tool
         ``filestore.offline.compact.compact`` does the same with nobody else attached.
         """
-        with self._mutex:
-            self._check_writable()
-            with self._lock:
-                self._view.catch_up(locked=True)
-                log = self._view.log
-                frames = live_frames(log, self._view.index)
-                result = self._guard_io(
-                    lambda: rewrite_generation(
-                        self._io,
-                        self.path,
-                        log.header,
-                        frames,
-                        keep_old=keep_old,
-                        seal=log.append_seal,
-                        file_mode=self.file_mode,
-                    )
-                )
-                self._view.adopt_generation(open_existing_log(self._io, self.path, self.file_mode))
-                return result
+        return self._change(lambda view: view.compact(keep_old=keep_old))
 
     def __len__(self) -> int:
         """The number of live sessions (after catching up with other processes)."""
-        with self._mutex:
-            self._check_usable()
-            self._view.catch_up()
-            return len(self._view.index)
+        return self._read(len)
 
     def iter_sessions(self) -> Iterator[StoredSession]:
         """Every live session with its key, owner and lookup state (for export and migrate)."""
-        with self._mutex:
-            self._check_usable()
-            self._view.catch_up()
-            keys = list(self._view.index.entries)
-        for key in keys:
-            with self._mutex:
-                self._view.catch_up()
-                entry = self._view.index.entries.get(key)
-                if entry is None:
-                    continue  # removed meanwhile
-                session = self._view.read_session(key, entry)
-                active = self._view.index.by_user.get(entry.scope) == key
-            yield StoredSession(SessionKey(key), entry.scope, session, active)
+        for key in self._read(LogView.keys):
+            stored = self._read(partial(LogView.stored, key=key))
+            if stored is not None:  # else removed meanwhile
+                entry, session, active = stored
+                yield StoredSession(key, entry.scope, session, active)
 
     def import_session(self, session: StoredSession) -> bool:
         """Store a session under its own key and owner (moving sessions between stores).
@@ -358,16 +306,16 @@ class FileSessionStore(ClosesOnExit):
 
         def build() -> Record:
             nonlocal fresh
-            entry = self._view.index.entries.get(key)
+            entry = self._view.entry(key)
             if entry is not None:
                 if self._view.read_session(key, entry) != session.data or entry.scope != session.scope:
                     raise InvalidInputError(
                         f"key {key} already holds a different session", field="key", rule="no overwrite"
                     )
                 fresh = False
-                if not session.active or self._view.index.by_user.get(entry.scope) == key:
+                if not session.active or self._view.is_active(key, entry):
                     raise _AlreadyThere
-            return Put(key, self._view.index.intern(session.scope), data_cbor, points_lookup=session.active)
+            return Put(key, session.scope, data_cbor, points_lookup=session.active)
 
         with contextlib.suppress(_AlreadyThere):
             self._write(build, session.data)
@@ -375,10 +323,7 @@ class FileSessionStore(ClosesOnExit):
 
     def session_keys(self) -> list[SessionKey]:
         """The keys of every live session (after catching up), in no particular order."""
-        with self._mutex:
-            self._check_usable()
-            self._view.catch_up()
-            return [SessionKey(key) for key in self._view.index.entries]
+        return self._read(LogView.keys)
 
     # -- internals -----------------------------------------------------------------
 
@@ -400,6 +345,24 @@ class FileSessionStore(ClosesOnExit):
                 cause=self._poisoned,
             )
 
+    # Callables rather than context managers: a generator-based one costs more
+    # than a cached read itself.
+    def _read(self, read: Callable[[LogView], _T]) -> _T:
+        """``read`` the latest state: under the mutex, the handle usable, caught up."""
+        with self._mutex:
+            self._check_usable()
+            self._view.catch_up()
+            return read(self._view)
+
+    def _change(self, change: Callable[[LogView], _T]) -> _T:
+        """Run ``change`` under the mutex and the writer lock, the handle writable, caught up
+        (a torn tail left by a crashed writer recovered)."""
+        with self._mutex:
+            self._check_writable()
+            with self._lock:
+                self._view.catch_up(locked=True)
+                return change(self._view)
+
     def _write(self, build: Callable[[], Record], session: SessionData | None = None) -> None:
         """Append the record ``build`` returns, deciding and writing under the writer lock.
 
@@ -407,43 +370,32 @@ class FileSessionStore(ClosesOnExit):
         (does the key exist, who owns it) see the latest state. ``session`` is
         the data a PUT stores, kept in the read cache.
         """
-        with self._mutex:
-            self._check_writable()
-            with self._lock:
-                self._view.catch_up(locked=True)
-                record = build()
-                payload = record.encode()
-                if len(payload) > self.max_record_size:
-                    raise InvalidInputError(
-                        f"the record is {len(payload)} bytes, more than max_record_size "
-                        f"({self.max_record_size}); nothing was stored",
-                        field="data",
-                        rule=f"at most {self.max_record_size} bytes encoded",
-                    )
-                sync = self.durability is Durability.FSYNC
-                log = self._view.log
-                frame = self._guard_io(
-                    lambda: log.append(record.kind, payload, sync=sync, preallocate=self.preallocate_bytes)
+
+        def append(view: LogView) -> Frame:
+            record = build()
+            payload = record.encode()
+            if len(payload) > self.max_record_size:
+                raise InvalidInputError(
+                    f"the record is {len(payload)} bytes, more than max_record_size "
+                    f"({self.max_record_size}); nothing was stored",
+                    field="data",
+                    rule=f"at most {self.max_record_size} bytes encoded",
                 )
-                self._view.index.apply(record, frame.offset, frame.size)
-                if session is not None:
-                    self._view.cache.put(record.key, frame.offset, session)
-                else:
-                    self._view.cache.drop(record.key)
-                if self._view.snapshot_due():
-                    self._guard_io(self._view.write_snapshot)
+            sync = self.durability is Durability.FSYNC
+            return view.write(record, payload, session, sync=sync, preallocate=self.preallocate_bytes)
+
+        frame = self._change(append)
         if self.durability is Durability.GROUP:
             self._group.wait_durable(frame.seq, self._sync_everything)
 
     def _sync_everything(self) -> int:
         """Group commit's sync: everything written so far, outside the mutex; the last seq covered."""
         with self._mutex:
-            log = self._view.log
-            covered = log.last_seq
-        self._guard_io(lambda: self._io.sync_data(log.fd))
+            point = self._view.sync_point()
+        self._guard_io(point.sync)
         with self._mutex:
-            log.known_durable = max(log.known_durable, covered)
-        return covered
+            point.mark_durable()
+        return point.seq
 
     def _guard_io(self, operation: Callable[[], _T]) -> _T:
         """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync)."""

@@ -12,12 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader, Frame
+from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader
 from filestore.engine.index import Index
 from filestore.engine.layout import LOG_NAME
 from filestore.engine.locking import Registration, WriterLock
 from filestore.engine.logfile import LogFile, ScanResult
-from filestore.engine.records import RecordDecodeError, decode_record
 from filestore.errors import CorruptionError
 
 
@@ -81,18 +80,6 @@ def _open_log(
 def replay(log: LogFile) -> tuple[Index, ScanResult]:
     """Rebuild the index from the whole log (stopping at the end or the first bad frame)."""
     index = Index()
-
-    def apply(frame: Frame) -> None:
-        try:
-            index.apply(decode_record(frame.kind, frame.payload), frame.offset, frame.size)
-        except RecordDecodeError as error:
-            raise CorruptionError(
-                f"{log.path}: record {frame.seq} at offset {frame.offset} does not decode ({error}); "
-                "run `filestore fsck --repair`",
-                path=log.path,
-                offset=frame.offset,
-            ) from None
-
-    result = log.scan(FILE_HEADER_SIZE, 1, apply)
+    result = log.scan(FILE_HEADER_SIZE, 1, lambda frame: index.apply_frame(frame, log.path))
     log.adopt(result)
     return index, result

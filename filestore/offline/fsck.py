@@ -1,6 +1,7 @@
 """``fsck``: verify a store, and repair it only when asked, never destroying evidence.
 
-Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
+Checks, each reported as a ``Finding`` (kind, file, offset, detail, and the
+``Action`` repair took, with its outcome in words):
 
 - ``identity``: the identity file names the log's store UUID;
 - ``log-header``: the log's header verifies (else its store UUID and
@@ -16,8 +17,8 @@ Checks, each reported as a ``Finding`` (kind, file, offset, detail, action):
 - ``orphan-remove`` / ``owner-change``: a tombstone for an unknown key, a PUT
   that moves a session to another owner (the store never writes either);
 - ``snapshot``: the index snapshot is refused, or disagrees with the index
-  rebuilt from the log (a missing one is only a note: it is a cache);
-- ``lookup``: a user lookup entry pointing at a missing or foreign session;
+  rebuilt from the log, in its sessions or its user lookups (a missing one
+  is only a note: it is a cache);
 - ``stray-file``: temp files (errors, removed by repair), and side files,
   ``.old`` and ``.compact`` files (notes: evidence, kept).
 
@@ -49,7 +50,7 @@ import attrs
 
 from filestore.engine.directory import looks_like_a_store, read_meta_uuid, write_meta
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe, find_valid_frames
+from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe
 from filestore.engine.index import Index
 from filestore.engine.layout import (
     COMPACT_NAME,
@@ -79,16 +80,36 @@ class Severity(enum.StrEnum):
     NOTE = "note"
 
 
+class Action(enum.StrEnum):
+    """What repair did about a finding; anything but ``NONE`` corrected it."""
+
+    NONE = "none"  # nothing (no --repair, or nothing repair can do)
+    CUT = "cut"  # bytes at the log's end cut, kept in a side file
+    REWROTE_LOG = "rewrote-log"  # the log rewritten as a new generation, the old one kept
+    REWROTE_IDENTITY = "rewrote-identity"  # from the log header, the old file kept
+    WROTE_SNAPSHOT = "wrote-snapshot"  # from the log
+    REMOVED = "removed"  # a temp file
+
+
 @attrs.define
 class Finding:
-    """One thing fsck found: what, where, and what was done about it."""
+    """One thing fsck found: what, where, and what repair did about it.
+
+    ``outcome`` says the ``action`` in words, naming the file that keeps the
+    evidence (side file, old log) where there is one.
+    """
 
     kind: str
     severity: Severity
     file: str
     offset: int | None
     detail: str
-    action: str = "none"
+    action: Action = Action.NONE
+    outcome: str = ""
+
+    def resolve(self, action: Action, outcome: str) -> None:
+        """Record that repair took ``action`` (described by ``outcome``)."""
+        self.action, self.outcome = action, outcome
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -97,7 +118,8 @@ class Finding:
             "file": self.file,
             "offset": self.offset,
             "detail": self.detail,
-            "action": self.action,
+            "action": self.action.value,
+            "outcome": self.outcome,
         }
 
 
@@ -121,7 +143,7 @@ class FsckReport:
         errors = self.errors
         if not errors:
             return EXIT_CLEAN
-        if all(finding.action not in {"none", "failed"} for finding in errors):
+        if all(finding.action is not Action.NONE for finding in errors):
             return EXIT_CORRECTED
         return EXIT_UNCORRECTED
 
@@ -198,21 +220,21 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
             f"the identity file names {meta_uuid}, the log {log.header.store_uuid}",
         )
         if report.repair:
-            finding.action = "rewrote the identity file from the log header"
+            outcome = "rewrote the identity file from the log header"
             meta_path = os.path.join(directory, META_NAME)
             with contextlib.suppress(FileNotFoundError):
                 kept = side_file_name(directory, META_NAME, os.path.exists)
                 io.write_file(kept, io.read_file(meta_path))
                 io.sync_dir(directory)
-                finding.action += f"; the old one is kept as {os.path.basename(kept)}"
+                outcome += f"; the old one is kept as {os.path.basename(kept)}"
             write_meta(io, directory, log.header, 0o600)
+            finding.resolve(Action.REWROTE_IDENTITY, outcome)
         report.findings.append(finding)
 
     walk = _walk(log, report)
     index, rewrite_frames, replay_changed = _replay(walk.good, report)
     report.records = len(walk.good)
     report.sessions = len(index)
-    _check_lookup(index, report)
     log.end = walk.end
     header_recovered = any(finding.kind == "log-header" for finding in report.findings)
     needs_rewrite = bool(walk.damaged_ranges) or replay_changed or walk.gaps or header_recovered
@@ -223,7 +245,9 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
         side = log.recover_tail()
         if walk.tail_finding is not None:
-            walk.tail_finding.action = f"cut; the bytes are kept in {os.path.basename(side or '?')}"
+            walk.tail_finding.resolve(
+                Action.CUT, f"cut; the bytes are kept in {os.path.basename(side or '?')}"
+            )
     _check_snapshot(io, directory, log, index, walk, report)
 
 
@@ -238,7 +262,6 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
     walk = _Walk()
     expected = 1
     offset = FILE_HEADER_SIZE
-    size = log.io.size(log.fd)
     while True:
         why, stop_offset = Probe.END.value, offset
         stale: Finding | None = None
@@ -285,25 +308,22 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
             walk.good.append(frame)
             expected = frame.seq + 1
             walk.end = frame.end
-        rest = log.io.pread(log.fd, size - stop_offset, stop_offset)
-        later = [
-            frame for frame in find_valid_frames(log.salt, rest, 0, stop_offset) if frame.seq >= expected
-        ]
-        if not later:
-            if rest.rstrip(b"\0"):
+        after = log.resync(stop_offset, expected)
+        if not after.later:
+            if after.cut:
                 walk.tail_cut = stop_offset
                 walk.tail_finding = stale or Finding(
                     "torn-tail",
                     Severity.ERROR,
                     LOG_NAME,
                     stop_offset,
-                    f"{len(rest.rstrip(bytes(1)))} bytes after the last valid record "
+                    f"{len(after.cut)} bytes after the last valid record "
                     f"(record {expected} never completed, or was damaged)",
                 )
                 if stale is None:
                     report.findings.append(walk.tail_finding)
             return walk
-        resume = later[0].offset
+        resume = after.later[0].offset
         walk.damaged_ranges.append((stop_offset, resume))
         if stale is None:
             report.findings.append(
@@ -313,11 +333,11 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
                     LOG_NAME,
                     stop_offset,
                     f"{resume - stop_offset} bytes do not verify ({why}), "
-                    f"valid records resume at offset {resume} with record {later[0].seq}",
+                    f"valid records resume at offset {resume} with record {after.later[0].seq}",
                 )
             )
         offset = resume
-        expected = later[0].seq
+        expected = after.later[0].seq
 
 
 def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame], bool]:
@@ -375,21 +395,6 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame]
     return index, keep, changed
 
 
-def _check_lookup(index: Index, report: FsckReport) -> None:
-    for scope, key in index.by_user.items():
-        entry = index.entries.get(key)
-        if entry is None or entry.scope != scope:
-            report.findings.append(
-                Finding(
-                    "lookup",
-                    Severity.ERROR,
-                    LOG_NAME,
-                    None,
-                    f"{tuple(scope)} points at {key}, not its session",
-                )
-            )
-
-
 def _check_snapshot(
     io: FileIO, directory: str, log: LogFile, index: Index, walk: _Walk, report: FsckReport
 ) -> None:
@@ -410,9 +415,13 @@ def _check_snapshot(
         for frame in walk.good:
             if frame.end > snapshot.position:
                 break
-            as_of.apply(decode_record(frame.kind, frame.payload), frame.offset, frame.size)
-        if as_of.entries != snapshot.index.entries or as_of.by_user != snapshot.index.by_user:
-            problem = "the snapshot disagrees with the index rebuilt from the log"
+            as_of.apply_frame(frame, log.path)
+        # The user lookups a replay builds are exact by construction (Index.apply),
+        # so the snapshot's are the only ones that can be wrong.
+        if as_of.entries != snapshot.index.entries:
+            problem = "the snapshot disagrees with the index rebuilt from the log (its sessions)"
+        elif as_of.by_user != snapshot.index.by_user:
+            problem = "the snapshot disagrees with the index rebuilt from the log (its user lookups)"
     if problem is None:
         return
     finding = Finding("snapshot", severity, SNAPSHOT_NAME, None, problem)
@@ -427,7 +436,7 @@ def _check_snapshot(
             last_frame_crc=log.frame_crc_at(last.offset) if last else 0,
         )
         write_snapshot(io, directory, data, mode=0o600)
-        finding.action = "wrote the snapshot from the log"
+        finding.resolve(Action.WROTE_SNAPSHOT, "wrote the snapshot from the log")
     report.findings.append(finding)
 
 
@@ -441,13 +450,13 @@ def _repair_by_rewrite(
     io.sync_dir(directory)
     log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
     result = rewrite_generation(io, directory, log.header, frames, keep_old=True, seal=_no_seal)
-    action = (
+    outcome = (
         f"rewrote the log as generation {result.generation}; "
         f"old log kept as {os.path.basename(result.old_log or '?')}"
     )
     for finding in report.findings:
         if finding.severity is Severity.ERROR and finding.kind != "identity":
-            finding.action = action
+            finding.resolve(Action.REWROTE_LOG, outcome)
 
 
 def _no_seal(next_generation: int) -> None:
@@ -467,7 +476,7 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
             )
             if report.repair:
                 io.unlink(full)
-                finding.action = "removed"
+                finding.resolve(Action.REMOVED, "removed")
             report.findings.append(finding)
         elif is_side_file(name) or is_old_name(name) or name == COMPACT_NAME:
             report.findings.append(
@@ -485,4 +494,5 @@ def iter_findings(report: FsckReport) -> Iterator[str]:
     """Human-readable lines for a report."""
     for finding in report.findings:
         where = f"{finding.file}" + (f" @{finding.offset}" if finding.offset is not None else "")
-        yield f"{finding.severity.value}: {finding.kind}: {where}: {finding.detail} [{finding.action}]"
+        done = finding.outcome or finding.action.value
+        yield f"{finding.severity.value}: {finding.kind}: {where}: {finding.detail} [{done}]"

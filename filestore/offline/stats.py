@@ -15,10 +15,9 @@ import time
 import attrs
 
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, Frame
+from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.logfile import LogFile
-from filestore.engine.records import RecordDecodeError, decode_record
 from filestore.engine.snapshot import load_snapshot
 from filestore.errors import CorruptionError
 from filestore.offline.exclusive import replay
@@ -77,14 +76,7 @@ def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
         else:
             index = snapshot.index
             log.end, log.last_seq = snapshot.position, snapshot.last_seq
-
-            def apply(frame: Frame) -> None:
-                try:
-                    index.apply(decode_record(frame.kind, frame.payload), frame.offset, frame.size)
-                except RecordDecodeError as error:
-                    raise CorruptionError(str(error), path=log.path, offset=frame.offset) from None
-
-            log.adopt(log.scan(log.end, log.last_seq + 1, apply))
+            log.adopt(log.scan(log.end, log.last_seq + 1, lambda frame: index.apply_frame(frame, log.path)))
         used = log.end - FILE_HEADER_SIZE
         dead = max(used - index.live_bytes, 0)
         files = _file_sizes(directory)
