@@ -83,8 +83,10 @@ def parse_line(text: str, number: int) -> StoredSession:
         active = doc.get("active", True)
         if not isinstance(active, bool):
             raise InvalidInputError("active must be true or false", field="active", rule="a boolean")
-        stored = StoredSession(check_key(doc["key"]), scope, SessionData.from_dict(doc["session"]), active)
-        check_same_owner(scope, stored.data)
+        key = check_key(doc["key"])
+        stored = StoredSession(
+            key, scope, check_same_owner(scope, SessionData.from_dict(doc["session"])), active
+        )
     except RecursionError:
         raise _bad_line(number, "nested too deeply") from None
     except (ValueError, KeyError, TypeError) as error:

@@ -204,8 +204,7 @@ class FileSessionStore(ClosesOnExit):
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
-        check_session_data(data)
-        data_cbor = data.to_cbor()
+        data_cbor = check_session_data(data).to_cbor()
 
         def build() -> Record:
             entry = self._view.index.entries.get(checked)
