@@ -17,7 +17,6 @@ positioned read.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -355,7 +354,7 @@ class FileSessionStore(ClosesOnExit):
         data_cbor = session.data.to_cbor()
         fresh = True
 
-        def build() -> Record:
+        def build() -> Record | None:
             nonlocal fresh
             entry = self._view.index.entries.get(key)
             if entry is not None:
@@ -365,11 +364,10 @@ class FileSessionStore(ClosesOnExit):
                     )
                 fresh = False
                 if not session.active or self._view.index.by_user.get(entry.scope) == key:
-                    raise _AlreadyThere
+                    return None
             return Put(key, self._view.index.intern(session.scope), data_cbor, points_lookup=session.active)
 
-        with contextlib.suppress(_AlreadyThere):
-            self._write(build, session.data)
+        self._write(build, session.data)
         return fresh
 
     def session_keys(self) -> list[SessionKey]:
@@ -399,18 +397,21 @@ class FileSessionStore(ClosesOnExit):
                 cause=self._poisoned,
             )
 
-    def _write(self, build: Callable[[], Record], session: SessionData | None = None) -> None:
+    def _write(self, build: Callable[[], Record | None], session: SessionData | None = None) -> None:
         """Append the record ``build`` returns, deciding and writing under the writer lock.
 
         ``build`` runs after catching up with other processes, so its checks
-        (does the key exist, who owns it) see the latest state. ``session`` is
-        the data a PUT stores, kept in the read cache.
+        (does the key exist, who owns it) see the latest state; it returns
+        ``None`` when there is nothing to write. ``session`` is the data a PUT
+        stores, kept in the read cache.
         """
         with self._mutex:
             self._check_writable()
             with self._lock:
                 self._view.catch_up(locked=True)
                 record = build()
+                if record is None:
+                    return
                 payload = record.encode()
                 if len(payload) > self.max_record_size:
                     raise InvalidInputError(
@@ -456,10 +457,6 @@ class FileSessionStore(ClosesOnExit):
                 path=self.path,
                 cause=self._poisoned,
             ) from error
-
-
-class _AlreadyThere(Exception):
-    """import_session found the very same session: nothing to write."""
 
 
 def _close_quietly(close: Callable[[], None]) -> None:
