@@ -3,6 +3,8 @@
 attrs' mypy plugin understands only named functions as converters, hence one
 small function per id field; each names its field in the error it raises.
 Decoding helpers prefix errors with the field path (``tenant_ctx.env``).
+``DocumentCodec`` gives the model classes their one copy of ``to_json``,
+``from_json``, ``to_cbor`` and ``from_cbor``.
 """
 
 from __future__ import annotations
@@ -268,7 +270,7 @@ class DocumentCodec:
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Self:
-        """Parse serde's JSON (text, bytes or an already-parsed dict), validating every field."""
+        """Parse serde's JSON (text, bytes or an already-parsed dict); ``InvalidInputError`` if invalid."""
         return cls.from_dict(load_json(text, cls.document))
 
     def to_cbor(self) -> bytes:
@@ -277,5 +279,5 @@ class DocumentCodec:
 
     @classmethod
     def from_cbor(cls, blob: bytes) -> Self:
-        """Parse the CBOR ``to_cbor`` writes, validating every field."""
+        """Parse the CBOR ``to_cbor`` writes; ``InvalidInputError`` if it is not a valid document."""
         return cls.from_dict(load_cbor(blob, cls.document))
