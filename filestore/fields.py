@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar, Final, ParamSpec, Self, TypeVar
+from typing import Any, ClassVar, Final, Self, TypeVar
 
 import attrs
 import cbor2
@@ -26,7 +26,6 @@ I128_MAX: Final = 2**127 - 1
 
 JsonDict = dict[str, Any]
 
-_P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
@@ -199,10 +198,11 @@ def field_path(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
-def decoding(where: str, build: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """``build(*args, **kwargs)``, prefixing the field path ``where`` to any error it raises."""
+def decoding(where: str, build: Callable[..., _T], *args: Any) -> _T:
+    """``build(*args)``, prefixing the field path ``where`` to any error it raises."""
+    # Positional arguments only: passing keywords through would copy them twice on every decode.
     try:
-        return build(*args, **kwargs)
+        return build(*args)
     except InvalidInputError as error:
         if not where:
             raise

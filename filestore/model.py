@@ -213,7 +213,7 @@ class TenantCtx(DocumentCodec):
         }
         for name in ("team", "team_id", "user", "user_id", "idempotency_key", *_CTX_OPTIONAL_STRINGS):
             kwargs[name] = mapping.get(name)
-        return decoding(where, cls, **kwargs)
+        return decoding(where, lambda: cls(**kwargs))
 
 
 @attrs.frozen
