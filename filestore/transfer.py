@@ -84,9 +84,8 @@ def parse_line(text: str, number: int) -> StoredSession:
         if not isinstance(active, bool):
             raise InvalidInputError("active must be true or false", field="active", rule="a boolean")
         key = check_key(doc["key"])
-        stored = StoredSession(
-            key, scope, check_same_owner(scope, SessionData.from_dict(doc["session"])), active
-        )
+        data = check_same_owner(scope, SessionData.from_dict(doc["session"]))
+        stored = StoredSession(key, scope, data, active)
     except RecursionError:
         raise _bad_line(number, "nested too deeply") from None
     except (ValueError, KeyError, TypeError) as error:
