@@ -1,10 +1,16 @@
 """filestore: a crash-safe, embedded session store for paused conversational flows.
 
 Everything a user imports comes from here; the submodules are implementation.
+That includes the library functions behind the command line (``fsck``,
+``compact``, ``stats``, ``export_sessions``, ``import_sessions``,
+``migrate``, each returning a typed report) and ``main(argv)``, the command
+line itself.
 """
 
 from __future__ import annotations
 
+from filestore.backends import MigrateReport, MovableStore, migrate, open_store
+from filestore.cli import main
 from filestore.contract import SessionStore, StoredSession
 from filestore.engine.options import Durability
 from filestore.engine.store import FileSessionStore
@@ -26,10 +32,17 @@ from filestore.ids import EnvId, FlowId, PackId, SessionKey, SessionScope, TeamI
 from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
 from filestore.memory import InMemorySessionStore
 from filestore.model import Impersonation, InvocationDeadline, SessionCursor, SessionData, TenantCtx
+from filestore.offline.compact import CompactReport, compact
+from filestore.offline.fsck import Finding as FsckFinding
+from filestore.offline.fsck import FsckReport, fsck
+from filestore.offline.fsck import Severity as FsckSeverity
+from filestore.offline.stats import StatsReport, stats
 from filestore.redis_store import RedisSessionStore
+from filestore.transfer import ImportReport, export_sessions, import_sessions
 
 __all__ = [
     "BackendUnavailableError",
+    "CompactReport",
     "CorruptionError",
     "Durability",
     "EnvId",
@@ -37,11 +50,17 @@ __all__ = [
     "FileSessionStore",
     "FilestoreError",
     "FlowId",
+    "FsckFinding",
+    "FsckReport",
+    "FsckSeverity",
     "Impersonation",
+    "ImportReport",
     "InMemorySessionStore",
     "InvalidInputError",
     "InvocationDeadline",
     "LockTimeoutError",
+    "MigrateReport",
+    "MovableStore",
     "PackId",
     "RedisSessionStore",
     "SessionCursor",
@@ -50,6 +69,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionScope",
     "SessionStore",
+    "StatsReport",
     "StoreClosedError",
     "StoreInUseError",
     "StorePoisonedError",
@@ -60,6 +80,14 @@ __all__ = [
     "TenantMismatchError",
     "UnsupportedFilesystemError",
     "UserId",
+    "compact",
+    "export_sessions",
+    "fsck",
+    "import_sessions",
+    "main",
+    "migrate",
+    "open_store",
+    "stats",
     "telegram_update_to_session_key",
     "webhook_to_session_key",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
 import attrs
@@ -81,15 +81,7 @@ def migrate(
     It ends by reading every source session back from the target: the count
     copied plus already there must be the source's, each one equal.
     """
-    copied = already = seen = 0
-    for session in source.iter_sessions():
-        seen += 1
-        if target.import_session(session):
-            copied += 1
-        else:
-            already += 1
-        if progress is not None:
-            progress(1)
+    counts = copy_sessions(target, enumerate(source.iter_sessions(), 1), progress=progress)
     missing = [
         session.key for session in source.iter_sessions() if target.get_session(session.key) != session.data
     ]
@@ -99,4 +91,43 @@ def migrate(
             field="target",
             rule="complete",
         )
-    return MigrateReport(seen, copied, already)
+    return MigrateReport(counts.copied + counts.already_there, counts.copied, counts.already_there)
+
+
+@attrs.frozen
+class CopyCounts:
+    """What ``copy_sessions`` did: sessions written, and sessions the target already held."""
+
+    copied: int
+    already_there: int
+
+
+def copy_sessions(
+    target: MovableStore,
+    numbered: Iterable[tuple[int, StoredSession]],
+    *,
+    progress: Callable[[int], None] | None = None,
+    refused: Callable[[int, InvalidInputError], InvalidInputError] | None = None,
+) -> CopyCounts:
+    """``target.import_session`` each session (numbered, for errors), counting; ``progress(1)`` after each.
+
+    A session the target refuses (its key holds a different session) stops
+    the copy with the target's ``InvalidInputError``, or with
+    ``refused(number, error)`` when given. Shared by ``migrate`` and
+    ``filestore.transfer.import_sessions``.
+    """
+    copied = already = 0
+    for number, session in numbered:
+        try:
+            fresh = target.import_session(session)
+        except InvalidInputError as error:
+            if refused is None:
+                raise
+            raise refused(number, error) from None
+        if fresh:
+            copied += 1
+        else:
+            already += 1
+        if progress is not None:
+            progress(1)
+    return CopyCounts(copied, already)

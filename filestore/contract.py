@@ -7,13 +7,18 @@ cannot drift apart:
 - ``check_context_fence``: ``create_session``'s agreement check between
   ``ctx`` and ``data.tenant_ctx`` (greentic-session 0.4);
 - ``check_same_owner``: ``update_session`` may not move a session to another
-  env, tenant, team or user.
+  env, tenant, team or user (one comparison serves both checks);
+- ``check_tenant_ctx``, ``check_session_data``: the type checks of a call's
+  arguments.
+
+Every ``check_*`` returns what it checked (the data, for the two owner
+checks), so a caller may check and use in one expression.
 """
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Final, Protocol, Self, runtime_checkable
 
 import attrs
 
@@ -51,42 +56,18 @@ def lookup_scope(ctx: TenantCtx, user: UserId | str) -> SessionScope:
     return SessionScope(ctx.env, ctx.tenant_id, ctx.effective_team, checked)
 
 
-def check_context_fence(ctx: TenantCtx, data: SessionData) -> None:
-    """Raise ``TenantMismatchError`` unless ``ctx`` and ``data.tenant_ctx`` agree.
-
-    They must agree on env and tenant_id, on the team (``team_id`` or else
-    ``team``), and when the data names a user, ``ctx`` must name the same one.
-    """
-    _check_types(ctx, data)
-    data_ctx = data.tenant_ctx
-    if (ctx.env, ctx.tenant_id) != (data_ctx.env, data_ctx.tenant_id):
-        raise TenantMismatchError(
-            f"env/tenant mismatch: ctx is {ctx.env}/{ctx.tenant_id}, "
-            f"session data is {data_ctx.env}/{data_ctx.tenant_id}",
-            part="env/tenant",
-            field="tenant_ctx",
-            rule="ctx and data agree on env and tenant",
-        )
-    if ctx.effective_team != data_ctx.effective_team:
-        raise TenantMismatchError(
-            f"team mismatch: ctx has {_team(ctx.effective_team)}, "
-            f"session data has {_team(data_ctx.effective_team)}",
-            part="team",
-            field="tenant_ctx.team",
-            rule="ctx and data agree on team",
-        )
-    data_user = data_ctx.effective_user
-    if data_user is not None and ctx.effective_user != data_user:
-        raise TenantMismatchError(
-            f"user mismatch: session data names user {data_user}, ctx names {ctx.effective_user}",
-            part="user",
-            field="tenant_ctx.user",
-            rule="ctx names the data's user",
-        )
+# The parts of a session's owner, in the order they are checked, and the
+# field a TenantMismatchError about each names.
+MISMATCH_FIELDS: Final = {"env/tenant": "tenant_ctx", "team": "tenant_ctx.team", "user": "tenant_ctx.user"}
 
 
-def _team(team: TeamId | None) -> str:
-    return "no team" if team is None else f"team {team}"
+def check_tenant_ctx(ctx: object) -> TenantCtx:
+    """Return ``ctx`` if it is a ``TenantCtx``, else raise ``InvalidInputError``."""
+    if not isinstance(ctx, TenantCtx):
+        raise InvalidInputError(
+            f"ctx: expected TenantCtx, not {type(ctx).__name__}", field="ctx", rule="a TenantCtx"
+        )
+    return ctx
 
 
 def check_session_data(data: object) -> SessionData:
@@ -98,51 +79,93 @@ def check_session_data(data: object) -> SessionData:
     return data
 
 
-def check_same_owner(stored: SessionScope, data: SessionData) -> None:
-    """Raise ``TenantMismatchError`` if ``data`` would move a session to another owner."""
-    check_session_data(data)
-    data_ctx = data.tenant_ctx
-    if (data_ctx.env, data_ctx.tenant_id) != (stored.env, stored.tenant_id):
-        raise TenantMismatchError(
-            f"env/tenant mismatch: the session belongs to {stored.env}/{stored.tenant_id}, "
+def check_context_fence(ctx: TenantCtx, data: SessionData) -> SessionData:
+    """Return ``data`` if ``ctx`` and ``data.tenant_ctx`` agree, else raise ``TenantMismatchError``.
+
+    They must agree on env and tenant_id, on the team (``team_id`` or else
+    ``team``), and when the data names a user, ``ctx`` must name the same one.
+    A ``ctx`` or ``data`` of the wrong type is ``InvalidInputError``.
+    """
+    ctx = check_tenant_ctx(ctx)
+    data_ctx = check_session_data(data).tenant_ctx
+    part = _changed_part(SessionScope(ctx.env, ctx.tenant_id, ctx.effective_team, ctx.effective_user), data)
+    if part == "env/tenant":
+        raise _mismatch(
+            part,
+            f"ctx is {ctx.env}/{ctx.tenant_id}, session data is {data_ctx.env}/{data_ctx.tenant_id}",
+            "ctx and data agree on env and tenant",
+        )
+    if part == "team":
+        raise _mismatch(
+            part,
+            f"ctx has {_team(ctx.effective_team)}, session data has {_team(data_ctx.effective_team)}",
+            "ctx and data agree on team",
+        )
+    if part == "user":
+        raise _mismatch(
+            part,
+            f"session data names user {data_ctx.effective_user}, ctx names {ctx.effective_user}",
+            "ctx names the data's user",
+        )
+    return data
+
+
+def check_same_owner(stored: SessionScope, data: SessionData) -> SessionData:
+    """Return ``data`` unless it would move a session owned by ``stored`` to another owner.
+
+    Raises ``TenantMismatchError`` if it names another env, tenant, team or
+    user (it may leave the user out), ``InvalidInputError`` if it is not a
+    ``SessionData``.
+    """
+    data_ctx = check_session_data(data).tenant_ctx
+    part = _changed_part(stored, data)
+    if part == "env/tenant":
+        raise _mismatch(
+            part,
+            f"the session belongs to {stored.env}/{stored.tenant_id}, "
             f"the update names {data_ctx.env}/{data_ctx.tenant_id}",
-            part="env/tenant",
-            field="tenant_ctx",
-            rule="an update keeps env and tenant",
+            "an update keeps env and tenant",
         )
-    if data_ctx.effective_team != stored.team:
-        raise TenantMismatchError(
-            f"team mismatch: the session belongs to {_team(stored.team)}, "
-            f"the update names {_team(data_ctx.effective_team)}",
-            part="team",
-            field="tenant_ctx.team",
-            rule="an update keeps the team",
+    if part == "team":
+        raise _mismatch(
+            part,
+            f"the session belongs to {_team(stored.team)}, the update names {_team(data_ctx.effective_team)}",
+            "an update keeps the team",
         )
+    if part == "user":
+        raise _mismatch(
+            part,
+            f"the session belongs to user {stored.user}, the update names user {data_ctx.effective_user}",
+            "an update keeps the user",
+        )
+    return data
+
+
+def _changed_part(owner: SessionScope, data: SessionData) -> str | None:
+    """The first part of ``owner`` (a key of ``MISMATCH_FIELDS``) ``data`` disagrees with, or ``None``.
+
+    The data must keep env, tenant and team; it may name no user, but a
+    user it names must be the owner's.
+    """
+    data_ctx = data.tenant_ctx
+    if (data_ctx.env, data_ctx.tenant_id) != (owner.env, owner.tenant_id):
+        return "env/tenant"
+    if data_ctx.effective_team != owner.team:
+        return "team"
     user = data_ctx.effective_user
-    if user is not None and user != stored.user:
-        raise TenantMismatchError(
-            f"user mismatch: the session belongs to user {stored.user}, the update names user {user}",
-            part="user",
-            field="tenant_ctx.user",
-            rule="an update keeps the user",
-        )
+    if user is not None and user != owner.user:
+        return "user"
+    return None
 
 
-def _check_types(ctx: object, data: object) -> None:
-    if not isinstance(ctx, TenantCtx):
-        raise InvalidInputError(
-            f"ctx: expected TenantCtx, not {type(ctx).__name__}", field="ctx", rule="a TenantCtx"
-        )
-    check_session_data(data)
+def _mismatch(part: str, detail: str, rule: str) -> TenantMismatchError:
+    return TenantMismatchError(
+        f"{part} mismatch: {detail}", part=part, field=MISMATCH_FIELDS[part], rule=rule
+    )
 
 
-def check_tenant_ctx(ctx: object) -> TenantCtx:
-    """Return ``ctx`` if it is a ``TenantCtx``, else raise ``InvalidInputError``."""
-    if not isinstance(ctx, TenantCtx):
-        raise InvalidInputError(
-            f"ctx: expected TenantCtx, not {type(ctx).__name__}", field="ctx", rule="a TenantCtx"
-        )
-    return ctx
+def _team(team: TeamId | None) -> str:
+    return "no team" if team is None else f"team {team}"
 
 
 class ClosesOnExit:

@@ -3,13 +3,15 @@
 attrs' mypy plugin understands only named functions as converters, hence one
 small function per id field; each names its field in the error it raises.
 Decoding helpers prefix errors with the field path (``tenant_ctx.env``).
+``DocumentCodec`` gives the model classes their one copy of ``to_json``,
+``from_json``, ``to_cbor`` and ``from_cbor``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, Final, Self, TypeVar
 
 import attrs
 import cbor2
@@ -23,6 +25,8 @@ I128_MIN: Final = -(2**127)
 I128_MAX: Final = 2**127 - 1
 
 JsonDict = dict[str, Any]
+
+_T = TypeVar("_T")
 
 
 def invalid(field: str, rule: str, detail: str) -> InvalidInputError:
@@ -194,8 +198,9 @@ def field_path(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
-def decoding(where: str, build: Any, *args: Any) -> Any:
-    """Call a constructor, prefixing the field path of any error it raises."""
+def decoding(where: str, build: Callable[..., _T], *args: Any) -> _T:
+    """``build(*args)``, prefixing the field path ``where`` to any error it raises."""
+    # Positional arguments only: passing keywords through would copy them twice on every decode.
     try:
         return build(*args)
     except InvalidInputError as error:
@@ -238,3 +243,41 @@ def load_cbor(blob: bytes, what: str) -> Mapping[str, Any]:
 def dump_json(doc: JsonDict) -> str:
     # serde_json's compact form, UTF-8 left as is.
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+class DocumentCodec:
+    """JSON and CBOR for a model class, in serde's shape, through its ``to_dict``/``from_dict``.
+
+    A subclass implements those two and names its document in ``document``
+    (what a parse error is reported under: ``session``, ``cursor``).
+    """
+
+    # The model classes are slotted attrs classes; a base with a __dict__ would undo that.
+    __slots__ = ()
+
+    document: ClassVar[str]
+
+    def to_dict(self) -> JsonDict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, doc: object) -> Self:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        """serde_json's compact text."""
+        return dump_json(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Self:
+        """Parse serde's JSON (text, bytes or an already-parsed dict); ``InvalidInputError`` if invalid."""
+        return cls.from_dict(load_json(text, cls.document))
+
+    def to_cbor(self) -> bytes:
+        """The same document as CBOR (what the file store keeps)."""
+        return cbor2.dumps(self.to_dict())
+
+    @classmethod
+    def from_cbor(cls, blob: bytes) -> Self:
+        """Parse the CBOR ``to_cbor`` writes; ``InvalidInputError`` if it is not a valid document."""
+        return cls.from_dict(load_cbor(blob, cls.document))

@@ -13,21 +13,18 @@ ignores unknown fields, as serde does by default.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Self
+from typing import Any, ClassVar, Final, Self
 
 import attrs
-import cbor2
 
 from filestore.fields import (
+    DocumentCodec,
     JsonDict,
     as_mapping,
     decoding,
-    dump_json,
     field_path,
     i128,
     instance_of,
-    load_cbor,
-    load_json,
     optional_instance_of,
     optional_text,
     required_field,
@@ -62,7 +59,7 @@ class InvocationDeadline:
     @classmethod
     def from_dict(cls, doc: object, *, where: str = "deadline") -> Self:
         mapping = as_mapping(doc, where)
-        return decoding(where, cls, required_field(mapping, "unix_millis", where))  # type: ignore[no-any-return]
+        return decoding(where, cls, required_field(mapping, "unix_millis", where))
 
 
 @attrs.frozen
@@ -81,9 +78,7 @@ class Impersonation:
     @classmethod
     def from_dict(cls, doc: object, *, where: str = "impersonation") -> Self:
         mapping = as_mapping(doc, where)
-        return decoding(  # type: ignore[no-any-return]
-            where, cls, required_field(mapping, "actor_id", where), mapping.get("reason")
-        )
+        return decoding(where, cls, required_field(mapping, "actor_id", where), mapping.get("reason"))
 
 
 # TenantCtx's optional plain-string fields, in serde's field order.
@@ -99,7 +94,7 @@ _CTX_OPTIONAL_STRINGS: Final = (
 
 
 @attrs.frozen
-class TenantCtx:
+class TenantCtx(DocumentCodec):
     """greentic-types' tenant context: who a session belongs to, and call metadata.
 
     Build it with ``TenantCtx.new(env, tenant)`` and the ``with_*`` helpers,
@@ -130,6 +125,8 @@ class TenantCtx:
     impersonation: Impersonation | None = attrs.field(
         default=None, validator=optional_instance_of(Impersonation)
     )
+
+    document: ClassVar[str] = "tenant_ctx"
 
     @classmethod
     def new(cls, env: str, tenant: str) -> Self:
@@ -216,31 +213,18 @@ class TenantCtx:
         }
         for name in ("team", "team_id", "user", "user_id", "idempotency_key", *_CTX_OPTIONAL_STRINGS):
             kwargs[name] = mapping.get(name)
-        return decoding(where, lambda: cls(**kwargs))  # type: ignore[no-any-return]
-
-    def to_json(self) -> str:
-        return dump_json(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Self:
-        """Parse serde's JSON (text, bytes or an already-parsed dict)."""
-        return cls.from_dict(load_json(text, "tenant_ctx"))
-
-    def to_cbor(self) -> bytes:
-        return cbor2.dumps(self.to_dict())
-
-    @classmethod
-    def from_cbor(cls, blob: bytes) -> Self:
-        return cls.from_dict(load_cbor(blob, "tenant_ctx"))
+        return decoding(where, lambda: cls(**kwargs))
 
 
 @attrs.frozen
-class SessionCursor:
+class SessionCursor(DocumentCodec):
     """Where a paused flow stands: the node, why it waits, and its outbox marker."""
 
     node_pointer: str = attrs.field(validator=required_text)
     wait_reason: str | None = attrs.field(default=None, validator=optional_text)
     outbox_marker: str | None = attrs.field(default=None, validator=optional_text)
+
+    document: ClassVar[str] = "cursor"
 
     def to_dict(self) -> JsonDict:
         doc: JsonDict = {"node_pointer": self.node_pointer}
@@ -253,7 +237,7 @@ class SessionCursor:
     @classmethod
     def from_dict(cls, doc: object, *, where: str = "") -> Self:
         mapping = as_mapping(doc, where or "cursor")
-        return decoding(  # type: ignore[no-any-return]
+        return decoding(
             where,
             cls,
             required_field(mapping, "node_pointer", where),
@@ -261,23 +245,9 @@ class SessionCursor:
             mapping.get("outbox_marker"),
         )
 
-    def to_json(self) -> str:
-        return dump_json(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Self:
-        return cls.from_dict(load_json(text, "cursor"))
-
-    def to_cbor(self) -> bytes:
-        return cbor2.dumps(self.to_dict())
-
-    @classmethod
-    def from_cbor(cls, blob: bytes) -> Self:
-        return cls.from_dict(load_cbor(blob, "cursor"))
-
 
 @attrs.frozen
-class SessionData:
+class SessionData(DocumentCodec):
     """A paused flow: whose it is, which flow, where it stands, and its serialised state.
 
     ``context_json`` is stored verbatim and never parsed.
@@ -288,6 +258,8 @@ class SessionData:
     cursor: SessionCursor = attrs.field(validator=instance_of(SessionCursor))
     context_json: str = attrs.field(validator=required_text)
     pack_id: PackId | None = attrs.field(default=None, converter=to_pack_id)
+
+    document: ClassVar[str] = "session"
 
     def to_dict(self) -> JsonDict:
         """The JSON object serde emits (``pack_id`` omitted when absent)."""
@@ -311,18 +283,3 @@ class SessionData:
             context_json=required_field(mapping, "context_json", ""),
             pack_id=mapping.get("pack_id"),
         )
-
-    def to_json(self) -> str:
-        return dump_json(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Self:
-        """Parse serde's JSON (text, bytes or an already-parsed dict)."""
-        return cls.from_dict(load_json(text, "session"))
-
-    def to_cbor(self) -> bytes:
-        return cbor2.dumps(self.to_dict())
-
-    @classmethod
-    def from_cbor(cls, blob: bytes) -> Self:
-        return cls.from_dict(load_cbor(blob, "session"))

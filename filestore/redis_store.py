@@ -32,6 +32,7 @@ import redis
 import redis.exceptions
 
 from filestore.contract import (
+    MISMATCH_FIELDS,
     ClosesOnExit,
     StoredSession,
     check_context_fence,
@@ -52,8 +53,6 @@ from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import SessionData, TenantCtx
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
-# The field a TenantMismatchError names, by the part that differs (as the other stores do).
-_MISMATCH_FIELDS: Final = {"env/tenant": "tenant_ctx", "team": "tenant_ctx.team", "user": "tenant_ctx.user"}
 
 # KEYS: session, owner, lookup (or "" when the session has no user); ARGV: key, data, owner.
 _CREATE: Final = """
@@ -201,8 +200,7 @@ class RedisSessionStore(ClosesOnExit):
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
-        check_session_data(data)
-        owner = data.tenant_ctx
+        owner = check_session_data(data).tenant_ctx
         outcome = self._call(
             self._update,
             [self._session_key(checked), self._owner_key(checked)],
@@ -223,7 +221,7 @@ class RedisSessionStore(ClosesOnExit):
             raise TenantMismatchError(
                 f"{part} mismatch: an update may not move session {checked} to another {part}",
                 part=part,
-                field=_MISMATCH_FIELDS.get(part, "tenant_ctx"),
+                field=MISMATCH_FIELDS.get(part, "tenant_ctx"),
                 rule=f"an update keeps the {part}",
             )
 

@@ -20,7 +20,7 @@ from typing import IO, Any, Final
 
 import attrs
 
-from filestore.backends import MovableStore
+from filestore.backends import MovableStore, copy_sessions
 from filestore.contract import StoredSession, check_same_owner
 from filestore.errors import InvalidInputError
 from filestore.fields import refuse_duplicate_keys
@@ -83,8 +83,9 @@ def parse_line(text: str, number: int) -> StoredSession:
         active = doc.get("active", True)
         if not isinstance(active, bool):
             raise InvalidInputError("active must be true or false", field="active", rule="a boolean")
-        stored = StoredSession(check_key(doc["key"]), scope, SessionData.from_dict(doc["session"]), active)
-        check_same_owner(scope, stored.data)
+        key = check_key(doc["key"])
+        data = check_same_owner(scope, SessionData.from_dict(doc["session"]))
+        stored = StoredSession(key, scope, data, active)
     except RecursionError:
         raise _bad_line(number, "nested too deeply") from None
     except (ValueError, KeyError, TypeError) as error:
@@ -96,6 +97,10 @@ def parse_line(text: str, number: int) -> StoredSession:
 
 def _bad_line(number: int, detail: str) -> InvalidInputError:
     return InvalidInputError(f"line {number}: {detail}", field=f"line {number}", rule="a session line")
+
+
+def _refused_line(number: int, error: InvalidInputError) -> InvalidInputError:
+    return _bad_line(number, str(error))
 
 
 @attrs.frozen
@@ -141,17 +146,9 @@ def import_sessions(
     def flush() -> None:
         nonlocal imported, already
         _check_batch(store, batch)
-        for number, stored in batch:
-            try:
-                fresh = store.import_session(stored)
-            except InvalidInputError as error:
-                raise _bad_line(number, str(error)) from None
-            if fresh:
-                imported += 1
-            else:
-                already += 1
-            if progress is not None:
-                progress(1)
+        counts = copy_sessions(store, batch, progress=progress, refused=_refused_line)
+        imported += counts.copied
+        already += counts.already_there
         batch.clear()
 
     for number, text in _numbered(lines):

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
+import typing
 from pathlib import Path
+from typing import Final
 
 import filestore
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+DOCUMENTS: Final = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PACKAGE_DIR: Final = ROOT / "filestore"
+# Every module and subpackage name directly under filestore/ (``filestore.X`` in a doc would be one).
+SUBMODULES: Final = {
+    path.stem for path in PACKAGE_DIR.iterdir() if path.suffix == ".py" or (path / "__init__.py").is_file()
+} - {"__init__"}
 
 
 def test_all_is_sorted() -> None:
@@ -66,6 +78,51 @@ def test_the_model_errors_and_helpers_are_public() -> None:
         "webhook_to_session_key",
     }
     assert expected <= set(filestore.__all__)
+
+
+def test_the_tools_are_public_with_typed_results() -> None:
+    """open_store, migrate, fsck, compact, stats, export/import and main come from filestore, each
+    annotated with a result type that is itself public."""
+    results = {
+        "compact": "CompactReport",
+        "export_sessions": "int",
+        "fsck": "FsckReport",
+        "import_sessions": "ImportReport",
+        "main": "int",
+        "migrate": "MigrateReport",
+        "open_store": "MovableStore",
+        "stats": "StatsReport",
+    }
+    for name, result in results.items():
+        assert name in filestore.__all__
+        returned = typing.get_type_hints(getattr(filestore, name))["return"]
+        assert returned is (int if result == "int" else getattr(filestore, result)), name
+        assert result == "int" or result in filestore.__all__
+    finding = typing.get_type_hints(filestore.FsckReport)["findings"]
+    assert typing.get_args(finding) == (filestore.FsckFinding,)
+    assert typing.get_type_hints(filestore.FsckFinding)["severity"] is filestore.FsckSeverity
+
+
+def test_subpackages_say_they_are_implementation() -> None:
+    """Each subpackage's docstring opens with "Implementation", pointing users at filestore."""
+    for init in sorted(PACKAGE_DIR.glob("*/__init__.py")):
+        docstring = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert docstring.startswith("Implementation"), init
+        assert "``filestore``" in docstring, init
+
+
+def test_docs_import_only_from_filestore() -> None:
+    """README.md and docs/*.md import nothing but filestore in their examples, and name no submodule."""
+    for document in DOCUMENTS:
+        text = document.read_text(encoding="utf-8")
+        for block in re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+            for node in ast.walk(ast.parse(block)):
+                if isinstance(node, ast.ImportFrom) and node.module is not None:
+                    assert not node.module.startswith("filestore."), (document.name, node.module)
+                elif isinstance(node, ast.Import):
+                    assert not [a.name for a in node.names if a.name.startswith("filestore.")], document.name
+        named = {match for match in re.findall(r"\bfilestore\.(\w+)", text) if match in SUBMODULES}
+        assert not named, (document.name, named)
 
 
 def test_package_ships_py_typed() -> None:

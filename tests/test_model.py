@@ -188,6 +188,13 @@ def test_cursor_round_trips(cursor: SessionCursor) -> None:
     assert SessionCursor.from_cbor(cursor.to_cbor()) == cursor
 
 
+@pytest.mark.parametrize("kind", [SessionData, TenantCtx, SessionCursor, Impersonation, InvocationDeadline])
+def test_model_instances_have_no_instance_dict(kind: type) -> None:
+    """The model classes stay slotted (no per-instance __dict__), codec base class included."""
+    assert "__dict__" not in dir(kind)
+    assert not any("__dict__" in vars(base) for base in kind.__mro__ if base is not object)
+
+
 @given(session_datas())
 def test_decoded_sessions_are_equal_and_hash_alike(session: SessionData) -> None:
     """A decoded copy is equal to and hashes like the original, and a set keeps one of them."""

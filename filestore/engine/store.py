@@ -17,7 +17,6 @@ positioned read.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -200,8 +199,7 @@ class FileSessionStore(ClosesOnExit):
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
-        check_session_data(data)
-        data_cbor = data.to_cbor()
+        data_cbor = check_session_data(data).to_cbor()
 
         def build() -> Record:
             entry = self._view.entry(checked)
@@ -304,7 +302,7 @@ class FileSessionStore(ClosesOnExit):
         data_cbor = session.data.to_cbor()
         fresh = True
 
-        def build() -> Record:
+        def build() -> Record | None:
             nonlocal fresh
             entry = self._view.entry(key)
             if entry is not None:
@@ -314,11 +312,10 @@ class FileSessionStore(ClosesOnExit):
                     )
                 fresh = False
                 if not session.active or self._view.is_active(key, entry):
-                    raise _AlreadyThere
+                    return None
             return Put(key, session.scope, data_cbor, points_lookup=session.active)
 
-        with contextlib.suppress(_AlreadyThere):
-            self._write(build, session.data)
+        self._write(build, session.data)
         return fresh
 
     def session_keys(self) -> list[SessionKey]:
@@ -363,16 +360,19 @@ class FileSessionStore(ClosesOnExit):
                 self._view.catch_up(locked=True)
                 return change(self._view)
 
-    def _write(self, build: Callable[[], Record], session: SessionData | None = None) -> None:
+    def _write(self, build: Callable[[], Record | None], session: SessionData | None = None) -> None:
         """Append the record ``build`` returns, deciding and writing under the writer lock.
 
         ``build`` runs after catching up with other processes, so its checks
-        (does the key exist, who owns it) see the latest state. ``session`` is
-        the data a PUT stores, kept in the read cache.
+        (does the key exist, who owns it) see the latest state; it returns
+        ``None`` when there is nothing to write. ``session`` is the data a PUT
+        stores, kept in the read cache.
         """
 
-        def append(view: LogView) -> Frame:
+        def append(view: LogView) -> Frame | None:
             record = build()
+            if record is None:
+                return None
             payload = record.encode()
             if len(payload) > self.max_record_size:
                 raise InvalidInputError(
@@ -385,6 +385,8 @@ class FileSessionStore(ClosesOnExit):
             return view.write(record, payload, session, sync=sync, preallocate=self.preallocate_bytes)
 
         frame = self._change(append)
+        if frame is None:
+            return
         if self.durability is Durability.GROUP:
             self._group.wait_durable(frame.seq, self._sync_everything)
 
@@ -409,10 +411,6 @@ class FileSessionStore(ClosesOnExit):
                 path=self.path,
                 cause=self._poisoned,
             ) from error
-
-
-class _AlreadyThere(Exception):
-    """import_session found the very same session: nothing to write."""
 
 
 def _close_quietly(close: Callable[[], None]) -> None:

@@ -1,1 +1,4 @@
-"""Implementation: the offline tools (compact, fsck, stats), which take a store for themselves."""
+"""Implementation: the offline tools (compact, fsck, stats); users import them from ``filestore``.
+
+``compact`` and ``fsck`` take the store for themselves; ``stats`` reads it without any lock.
+"""
