@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from filestore.transfer import export_sessions, import_sessions, parse_line, ses
 
 from .strategies import ids, session_datas, small_session_datas
 from .test_contract import ctx, data
+from .waiting import release_once_blocked
 
 COMMANDS = ["demo", "fsck", "compact", "stats", "export", "import", "migrate"]
 
@@ -216,14 +216,15 @@ def test_fsck_in_use_is_8_with_a_one_line_message(tmp_path: Path, capsys: pytest
     assert captured.err.startswith("filestore: ")
 
 
-def test_fsck_waits_for_the_store_to_close(tmp_path: Path) -> None:
-    """--wait SECONDS: fsck starts once the other handle closes."""
+@pytest.mark.parametrize("command", ["fsck", "compact"])
+def test_wait_outlasts_a_handle_that_closes_after_the_command_found_it(tmp_path: Path, command: str) -> None:
+    """--wait SECONDS: the command finds the store open, waits, and runs once the other handle
+    closes (which it does only after the command found it open: without --wait, that is exit 8)."""
     make_store(tmp_path / "s")
     store = FileSessionStore(tmp_path / "s")
-    closer = threading.Timer(0.2, store.close)
-    closer.start()
-    assert main(["fsck", str(tmp_path / "s"), "--wait", "10"]) == 0
-    closer.join()
+    with release_once_blocked(store.close) as watcher:
+        assert main([command, str(tmp_path / "s"), "--wait", "30"]) == 0
+    assert watcher.blocked
 
 
 @pytest.mark.parametrize("wait", ["-1", "nan", "soon"])
