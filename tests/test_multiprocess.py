@@ -195,31 +195,35 @@ def test_lock_timeout_is_typed_and_reads_go_on(tmp_path: Path) -> None:
         child.join(30)
 
 
-def _write_forever(directory: str, ready: Connection) -> None:
+def _write_forever(directory: str, acknowledged: int, ready: Connection) -> None:
+    """Create sessions without end, saying so once ``acknowledged`` of them have returned."""
     with FileSessionStore(directory, preallocate_bytes=4096) as store:
-        ready.send("go")
         step = 0
         while True:
             step += 1
             store.create_session(ctx(), data(step=step))
+            if step == acknowledged:
+                ready.send(step)
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.13, 0.31])
-def test_writer_killed_mid_stream_leaves_an_openable_store(tmp_path: Path, delay: float) -> None:
-    """SIGKILL a busy writer at some moment: the store opens, and accepts writes."""
+@pytest.mark.parametrize("acknowledged", [1, 13, 31])
+def test_writer_killed_mid_stream_leaves_an_openable_store(tmp_path: Path, acknowledged: int) -> None:
+    """SIGKILL a busy writer once it has acknowledged some writes: the store opens with at least
+    those sessions, finds the user's newest, and accepts writes."""
     directory = tmp_path / "s"
     FileSessionStore(directory).close()
     receiver, sender = FORK.Pipe(duplex=False)
-    child = FORK.Process(target=_write_forever, args=(str(directory), sender))
+    child = FORK.Process(target=_write_forever, args=(str(directory), acknowledged, sender))
     child.start()
-    assert receiver.recv() == "go"
-    time.sleep(delay)
+    assert receiver.recv() == acknowledged
     child.kill()
     child.join(30)
     with FileSessionStore(directory) as store:
         count = len(store)
+        assert count >= acknowledged
         found = store.find_by_user(ctx(), "u1")
         assert found is not None
+        assert found[1].cursor.node_pointer == f"node.{count}", "the newest session, and nothing after"
         key: SessionKey = store.create_session(ctx(), data())
         assert store.find_by_user(ctx(), "u1") == (key, data())
     with FileSessionStore(directory) as store:
