@@ -4,6 +4,10 @@
 file store writes nothing at all for a session that is already there with
 its lookup as asked. ``copy_sessions`` is the one loop ``migrate`` and
 ``import_sessions`` share: counts, progress, and a refusal named by number.
+``migrate``'s closing check: a target may acknowledge an import and not hold
+it afterwards (a backend bug, another writer, an eviction policy on a Redis
+server); ``migrate`` then raises ``InvalidInputError`` naming how many
+sessions and the first key, instead of reporting success.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ from filestore import (
     SessionStore,
     StoredSession,
     TenantCtx,
+    migrate,
 )
 from filestore.backends import MovableStore, copy_sessions
+
+from .support import ctx, data
 
 CTX = TenantCtx.new("dev", "acme").with_team("support").with_user("u1")
 SCOPE = SessionScope(CTX.env, CTX.tenant_id, CTX.team_id, CTX.user_id)
@@ -121,3 +128,59 @@ def test_copy_sessions_names_a_refused_session_by_its_number() -> None:
     with pytest.raises(InvalidInputError, match=r"^item 2: key .* already holds a different session$"):
         copy_sessions(target, enumerate(sessions, 1), refused=refused)
     assert target.get_session(sessions[2].key) is None  # stopped at the refusal
+
+
+class LosingStore(InMemorySessionStore):
+    """Acknowledges every import, but stores ``lose`` sessions not at all and ``alter`` ones altered."""
+
+    def __init__(self, *, lose: frozenset[str] = frozenset(), alter: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.lose = lose
+        self.alter = alter
+
+    def import_session(self, session: StoredSession) -> bool:
+        if session.key in self.lose:
+            return True
+        if session.key in self.alter:
+            changed = attrs.evolve(session.data, context_json='{"altered":true}')
+            return super().import_session(attrs.evolve(session, data=changed))
+        return super().import_session(session)
+
+
+def source_store(directory: Path, sessions: int = 5) -> tuple[FileSessionStore, list[str]]:
+    store = FileSessionStore(directory)
+    keys = [
+        str(store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n))) for n in range(sessions)
+    ]
+    return store, keys
+
+
+def test_migrate_reports_what_it_copied_and_calls_progress_per_session(tmp_path: Path) -> None:
+    """A sound target: the report counts each session once, progress is called once per session."""
+    source, keys = source_store(tmp_path / "a")
+    ticks: list[int] = []
+    with source, InMemorySessionStore() as target:
+        report = migrate(source, target, progress=ticks.append)
+        assert report.to_dict() == {"source_sessions": 5, "copied": 5, "already_there": 0}
+        assert ticks == [1] * 5
+        assert migrate(source, target).to_dict() == {"source_sessions": 5, "copied": 0, "already_there": 5}
+        assert {key: target.get_session(key) for key in keys} == {
+            key: source.get_session(key) for key in keys
+        }
+
+
+@pytest.mark.parametrize("fault", ["lose", "alter"])
+def test_migrate_fails_when_a_session_does_not_arrive_intact(tmp_path: Path, fault: str) -> None:
+    """A target that acknowledged imports but lost or altered two sessions: InvalidInputError on
+    ``target`` naming the count and the first such key; nothing in the source changes."""
+    source, keys = source_store(tmp_path / "a")
+    damaged = frozenset(keys[1:3])
+    target = LosingStore(lose=damaged) if fault == "lose" else LosingStore(alter=damaged)
+    with source, target:
+        before = list(source.iter_sessions())
+        with pytest.raises(InvalidInputError, match="2 sessions did not arrive intact") as info:
+            migrate(source, target)
+        assert info.value.field == "target"
+        first = next(session.key for session in source.iter_sessions() if session.key in damaged)
+        assert f"(first: {first})" in str(info.value)
+        assert list(source.iter_sessions()) == before

@@ -12,23 +12,25 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from filestore import FileSessionStore, InvalidInputError, SessionData, SessionKey
 from filestore.cli import main
+from filestore.contract import StoredSession, session_scope
 from filestore.engine.locking import Registration, WriterLock
 from filestore.offline import fsck as fsck_module
 from filestore.offline.stats import stats
-from filestore.transfer import export_sessions, import_sessions, parse_line
+from filestore.transfer import export_sessions, import_sessions, parse_line, session_line
 
 from .support import ctx, data
 from .support.fileio import ReadOnlyIO
-from .support.strategies import small_session_datas
+from .support.strategies import ids, session_datas, small_session_datas
+from .support.waiting import release_once_blocked
 
 COMMANDS = ["demo", "fsck", "compact", "stats", "export", "import", "migrate"]
 
@@ -214,14 +216,15 @@ def test_fsck_in_use_is_8_with_a_one_line_message(tmp_path: Path, capsys: pytest
     assert captured.err.startswith("filestore: ")
 
 
-def test_fsck_waits_for_the_store_to_close(tmp_path: Path) -> None:
-    """--wait SECONDS: fsck starts once the other handle closes."""
+@pytest.mark.parametrize("command", ["fsck", "compact"])
+def test_wait_outlasts_a_handle_that_closes_after_the_command_found_it(tmp_path: Path, command: str) -> None:
+    """--wait SECONDS: the command finds the store open, waits, and runs once the other handle
+    closes (which it does only after the command found it open: without --wait, that is exit 8)."""
     make_store(tmp_path / "s")
     store = FileSessionStore(tmp_path / "s")
-    closer = threading.Timer(0.2, store.close)
-    closer.start()
-    assert main(["fsck", str(tmp_path / "s"), "--wait", "10"]) == 0
-    closer.join()
+    with release_once_blocked(store.close) as watcher:
+        assert main([command, str(tmp_path / "s"), "--wait", "30"]) == 0
+    assert watcher.blocked
 
 
 @pytest.mark.parametrize("wait", ["-1", "nan", "soon"])
@@ -585,18 +588,81 @@ json_values = st.recursive(
     max_leaves=12,
 )
 
+# Any object with the line's field names: almost never a session.
+arbitrary_lines = st.dictionaries(
+    st.sampled_from(["key", "scope", "session", "active", "extra"]), json_values
+)
 
-@settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["key", "scope", "session", "active", "extra"]), json_values))
-def test_parse_line_accepts_a_session_or_names_the_line(document: dict[str, object]) -> None:
-    """Any JSON object is either a session or InvalidInputError naming its line; never another error."""
-    text = json.dumps(document)
-    try:
-        parse_line(text, 12)
-    except InvalidInputError:
-        with pytest.raises(InvalidInputError, match=r"^line 12: ") as refused:
-            parse_line(text, 12)
-        assert refused.value.field == "line 12"
+
+@st.composite
+def stored_sessions(draw: st.DrawFn) -> StoredSession:
+    """A session as a store would export it: any valid session, key and owner, active or not."""
+    session = draw(session_datas())
+    creating_ctx = session.tenant_ctx
+    if creating_ctx.effective_user is None:
+        # The session's user may come from the creating context, or there may be none.
+        creating_ctx = creating_ctx.with_user(draw(st.none() | ids()))
+    key = draw(st.uuids().map(str) | ids())
+    return StoredSession(SessionKey(key), session_scope(creating_ctx, session), session, draw(st.booleans()))
+
+
+@st.composite
+def mutated_lines(draw: st.DrawFn) -> tuple[dict[str, object], StoredSession | None]:
+    """An export line of a valid session, as a JSON object, and the session it must parse to;
+    or, most of the time, that line with one field dropped, replaced by any JSON value, or added
+    (anywhere in its tree), and ``None``: the mutation may or may not leave a valid line."""
+    stored = draw(stored_sessions())
+    document = json.loads(session_line(stored))
+    mutation = draw(st.sampled_from(["none", "drop", "replace", "add"]))
+    if mutation == "none":
+        return document, stored
+    parent = document
+    while True:
+        name = draw(st.sampled_from(sorted(parent)))
+        child = parent[name]
+        if not (isinstance(child, dict) and child) or draw(st.booleans()):
+            break
+        parent = child
+    if mutation == "drop":
+        del parent[name]
+    elif mutation == "replace":
+        parent[name] = draw(json_values)
+    else:
+        parent[draw(st.text(max_size=8))] = draw(json_values)
+    return document, None
+
+
+def test_parse_line_accepts_a_session_or_names_the_line() -> None:
+    """Any JSON object is either a session or InvalidInputError naming its line, never another
+    error; an exported line parses to the very session exported. Both outcomes occur."""
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=300, deadline=None)
+    @given(arbitrary_lines.map(lambda document: (document, None)) | mutated_lines())
+    def check(case: tuple[dict[str, object], StoredSession | None]) -> None:
+        document, expected = case
+        text = json.dumps(document)
+        try:
+            stored: StoredSession | None = parse_line(text, 12)
+        except InvalidInputError:
+            stored = None
+        if stored is None:
+            assert expected is None, "an exported line was refused"
+            with pytest.raises(InvalidInputError, match=r"^line 12: ") as refused:
+                parse_line(text, 12)
+            assert refused.value.field == "line 12"
+            outcomes["refused"] += 1
+            event("refused")
+        else:
+            if expected is not None:
+                assert stored == expected
+            assert parse_line(session_line(stored), 3) == stored
+            outcomes["accepted"] += 1
+            event("accepted")
+
+    check()
+    assert outcomes["accepted"] > 0
+    assert outcomes["refused"] > 0
 
 
 Step = tuple[SessionData, str | None] | int

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from filestore.offline.stats import stats
 
 from .support import ctx, data
 from .support.fileio import ExitAt, SimulatedCrash, crashing_io
+from .support.waiting import release_once_blocked
 
 FORK = multiprocessing.get_context("fork")
 
@@ -171,13 +171,13 @@ def test_compaction_never_drops_valid_records_after_damage(tmp_path: Path) -> No
 
 
 def test_waits_for_the_other_handle_to_close(tmp_path: Path) -> None:
-    """With ``wait``, compaction starts once the other handle closes, within the wait."""
+    """With ``wait``, compaction that finds the store open waits, and starts once the other handle
+    closes (only after compaction found it open, so compaction that did not wait would fail)."""
     build(tmp_path / "s", sessions=5)
     store = FileSessionStore(tmp_path / "s")
-    closer = threading.Timer(0.2, store.close)
-    closer.start()
-    assert compact(tmp_path / "s", wait=10).generation == 2
-    closer.join()
+    with release_once_blocked(store.close) as watcher:
+        assert compact(tmp_path / "s", wait=30).generation == 2
+    assert watcher.blocked
 
 
 def _compact_and_die(directory: str, step: str) -> None:

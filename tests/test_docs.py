@@ -10,19 +10,42 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^[ \t]*```(.*)$", re.MULTILINE)
 
 
 def python_blocks(document: Path) -> list[str]:
     return PYTHON_BLOCK.findall(document.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+# Only documents with examples: a document without one would "pass" having run nothing.
+WITH_EXAMPLES = [document for document in DOCUMENTS if python_blocks(document)]
+# Languages of blocks that are not Python examples; any other label (```py, ```pycon...) could be
+# an example this test silently skips.
+NOT_EXAMPLES = frozenset({"sh", "json", "text"})
+
+
+@pytest.mark.parametrize("document", WITH_EXAMPLES, ids=lambda path: path.name)
 def test_python_examples_run(document: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every ```python block of a document runs, in order, in one namespace."""
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": f"docs_{document.stem}"}
-    for block in python_blocks(document):
+    blocks = python_blocks(document)
+    ran = 0
+    for block in blocks:
         exec(compile(block, str(document), "exec"), namespace)  # noqa: S102 - our own docs
+        ran += 1
+    assert ran == len(blocks) >= 1
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_every_code_block_is_an_example_or_labelled_otherwise(document: Path) -> None:
+    """Each fenced block is labelled ```python (and run above) or with a language that is not Python."""
+    labels = FENCE.findall(document.read_text(encoding="utf-8"))
+    openings = labels[::2]
+    assert len(labels) % 2 == 0, "an unclosed code block"
+    assert all(label.strip() == "" for label in labels[1::2]), "a block opened inside another"
+    assert set(openings) <= {"python", *NOT_EXAMPLES}, openings
+    assert openings.count("python") == len(python_blocks(document)), "an indented ```python block"
 
 
 def test_readme_has_an_example() -> None:

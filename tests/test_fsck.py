@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +33,7 @@ from filestore.offline.fsck import Action, FsckReport, Severity, fsck, iter_find
 from .support import ctx, data
 from .support.corruption import verified_snapshot
 from .support.fileio import SimulatedCrash, crashing_io
+from .support.waiting import release_once_blocked
 
 SESSIONS = 6
 DAMAGED_RECORD = 2  # index of the record the middle-damage cases hit
@@ -447,12 +446,9 @@ def test_refused_while_the_store_is_open_unless_it_closes_in_time(pristine: Pris
     store = FileSessionStore(directory)
     with pytest.raises(StoreInUseError):
         fsck(directory)
-    closer = threading.Timer(0.2, store.close)
-    closer.start()
-    started = time.monotonic()
-    assert fsck(directory, wait=10).exit_code == 0
-    assert time.monotonic() - started >= 0.1
-    closer.join()
+    with release_once_blocked(store.close) as watcher:
+        assert fsck(directory, wait=30).exit_code == 0
+    assert watcher.blocked
 
 
 @pytest.mark.parametrize("contents", [[], ["notes.txt"]])

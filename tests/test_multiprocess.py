@@ -10,8 +10,8 @@ import multiprocessing
 import os
 import random
 import signal
-import time
 from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -29,15 +29,14 @@ USERS = ("u1", "u2", "u3")
 TEAMS = ("support", "sales")
 
 
-def _stress_worker(directory: str, worker: int, seconds: float, results: Connection) -> None:
-    """Random operations on shared users; report the final state this worker acknowledged."""
+def _stress_worker(directory: str, worker: int, operations: int, start: Barrier, results: Connection) -> None:
+    """Random operations on shared users, started together with the other workers; report the
+    final state this worker acknowledged."""
     rng = random.Random(worker)
     mine: dict[str, SessionData | None] = {}
     with FileSessionStore(directory, durability="none" if worker % 2 else "fsync") as store:
-        deadline = time.monotonic() + seconds
-        step = 0
-        while time.monotonic() < deadline:
-            step += 1
+        start.wait()
+        for step in range(1, operations + 1):
             context = ctx(team=rng.choice(TEAMS), user=rng.choice(USERS))
             live = [key for key, value in mine.items() if value is not None]
             roll = rng.random()
@@ -85,13 +84,15 @@ def _lookup_from_log(directory: Path) -> dict[tuple[str, str, str | None, str | 
 
 
 def test_four_processes_lose_nothing(tmp_path: Path) -> None:
-    """4 processes (fsync and none modes) for ~3 s: every acknowledged write is there, the lookup agrees."""
+    """4 processes (fsync and none modes), 600 operations each: every acknowledged write is there,
+    the lookup agrees."""
     directory = tmp_path / "s"
     FileSessionStore(directory).close()
     watcher = FileSessionStore(directory)
     pipes = [FORK.Pipe(duplex=False) for _ in range(4)]
+    start = FORK.Barrier(4, timeout=60)
     workers = [
-        FORK.Process(target=_stress_worker, args=(str(directory), worker, 3.0, pipes[worker][1]))
+        FORK.Process(target=_stress_worker, args=(str(directory), worker, 600, start, pipes[worker][1]))
         for worker in range(4)
     ]
     for process in workers:
@@ -156,7 +157,7 @@ def _hold_lock_then(directory: str, ready: Connection, action: str) -> None:
     ready.send("holding")
     if action == "die":
         os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(60)
+    signal.pause()  # holding the lock until the test kills us
 
 
 def test_killed_writer_holding_the_lock_blocks_nobody(tmp_path: Path) -> None:
@@ -195,31 +196,35 @@ def test_lock_timeout_is_typed_and_reads_go_on(tmp_path: Path) -> None:
         child.join(30)
 
 
-def _write_forever(directory: str, ready: Connection) -> None:
+def _write_forever(directory: str, acknowledged: int, ready: Connection) -> None:
+    """Create sessions without end, saying so once ``acknowledged`` of them have returned."""
     with FileSessionStore(directory, preallocate_bytes=4096) as store:
-        ready.send("go")
         step = 0
         while True:
             step += 1
             store.create_session(ctx(), data(step=step))
+            if step == acknowledged:
+                ready.send(step)
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.13, 0.31])
-def test_writer_killed_mid_stream_leaves_an_openable_store(tmp_path: Path, delay: float) -> None:
-    """SIGKILL a busy writer at some moment: the store opens, and accepts writes."""
+@pytest.mark.parametrize("acknowledged", [1, 13, 31])
+def test_writer_killed_mid_stream_leaves_an_openable_store(tmp_path: Path, acknowledged: int) -> None:
+    """SIGKILL a busy writer once it has acknowledged some writes: the store opens with at least
+    those sessions, finds the user's newest, and accepts writes."""
     directory = tmp_path / "s"
     FileSessionStore(directory).close()
     receiver, sender = FORK.Pipe(duplex=False)
-    child = FORK.Process(target=_write_forever, args=(str(directory), sender))
+    child = FORK.Process(target=_write_forever, args=(str(directory), acknowledged, sender))
     child.start()
-    assert receiver.recv() == "go"
-    time.sleep(delay)
+    assert receiver.recv() == acknowledged
     child.kill()
     child.join(30)
     with FileSessionStore(directory) as store:
         count = len(store)
+        assert count >= acknowledged
         found = store.find_by_user(ctx(), "u1")
         assert found is not None
+        assert found[1].cursor.node_pointer == f"node.{count}", "the newest session, and nothing after"
         key: SessionKey = store.create_session(ctx(), data())
         assert store.find_by_user(ctx(), "u1") == (key, data())
     with FileSessionStore(directory) as store:

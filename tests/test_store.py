@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import os
 import stat
 import threading
 from pathlib import Path
@@ -17,6 +19,8 @@ from filestore import (
     StorePoisonedError,
     UnsupportedFilesystemError,
 )
+from filestore.engine.fileio import OsFileIO
+from filestore.engine.framing import RECORD_MAGIC
 from filestore.engine.locking import network_filesystem
 
 from .support import ctx, data
@@ -131,42 +135,167 @@ def test_io_error_poisons_the_handle(tmp_path: Path, operation: str) -> None:
         assert reopened.get_session(kept) == data(step=4)
 
 
+class RoundGateIO(OsFileIO):
+    """Holds every fdatasync until all writers of the current round have appended their record.
+
+    Records are counted by the frames written (``preallocate_bytes=0`` makes
+    each append one ``pwrite`` starting with the record magic). A sync asked
+    for mid-round therefore waits for the round to be complete, as a slow disk
+    makes it wait in production, and the writers really do contend.
+    """
+
+    def __init__(self, writers: int) -> None:
+        self.writers = writers
+        self.appended = 0
+        self.syncs = 0
+        self._changed = threading.Condition()
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        super().pwrite(fd, data, offset)
+        if data.startswith(RECORD_MAGIC):
+            with self._changed:
+                self.appended += 1
+                self._changed.notify_all()
+
+    def sync_data(self, fd: int) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.appended % self.writers == 0, timeout=60):
+                raise AssertionError("a round's writers never all appended")
+            self.syncs += 1
+        super().sync_data(fd)
+
+
 def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
-    """In group mode, concurrent writers need fewer fdatasyncs than writes, and all land."""
-    io = HookedIO()
+    """In group mode, writers that append while a sync is in progress share the next one: 8 threads
+    writing in lock-step rounds need at most 2 fdatasyncs per round of 8 writes, and all land."""
+    writers, rounds = 8, 30
+    io = RoundGateIO(writers)
     store = FileSessionStore(tmp_path / "s", durability="group", io=io, preallocate_bytes=0)
-    before = io.calls["sync_data"]
+    io.appended = io.syncs = 0
+    start_round = threading.Barrier(writers, timeout=60)
     keys: list[str] = []
+    failures: list[BaseException] = []
     keys_lock = threading.Lock()
 
     def writer(worker: int) -> None:
         context = ctx(user=f"w{worker}")
-        for step in range(30):
-            key = store.create_session(context, data(context, step=step))
-            with keys_lock:
-                keys.append(key)
+        try:
+            for step in range(rounds):
+                start_round.wait()
+                key = store.create_session(context, data(context, step=step))
+                with keys_lock:
+                    keys.append(key)
+        except BaseException as error:
+            failures.append(error)
+            start_round.abort()
 
-    threads = [threading.Thread(target=writer, args=(worker,)) for worker in range(8)]
+    threads = [threading.Thread(target=writer, args=(worker,)) for worker in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    syncs = io.calls["sync_data"] - before
-    assert len(keys) == 240
-    assert syncs < 240
+    assert failures == []
+    assert len(keys) == writers * rounds
+    assert io.appended == writers * rounds
+    assert 1 <= io.syncs <= 2 * rounds
     store.close()
     with FileSessionStore(tmp_path / "s") as reopened:
-        assert len(reopened) == 240
+        assert len(reopened) == writers * rounds
 
 
-def test_group_commit_sync_failure_poisons_every_waiter(tmp_path: Path) -> None:
-    """A failed group fsync raises StorePoisonedError to its writer and refuses later writes."""
-    io = FailingIO()
-    store = FileSessionStore(tmp_path / "s", durability="group", io=io)
-    io.fail_on = "sync_data"
-    with pytest.raises(StorePoisonedError):
-        store.create_session(ctx(), data())
-    io.fail_on = None
+class CountingWaits:
+    """``threading`` as ``filestore.engine.groupcommit`` sees it, except that its Condition counts
+    the writers waiting on it and says when ``expected`` of them do.
+
+    ``wait`` is entered holding the condition's lock and releases it only
+    inside; so once ``all_waiting`` is set, the leader cannot take that lock
+    to publish its outcome before the last waiter is truly asleep in ``wait``.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.waits = 0
+        self.all_waiting = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(threading, name)
+
+    def Condition(self, lock: threading.Lock) -> threading.Condition:
+        shim = self
+
+        class Counting(threading.Condition):
+            def wait(self, timeout: float | None = None) -> bool:
+                shim.waits += 1
+                if shim.waits >= shim.expected:
+                    shim.all_waiting.set()
+                return super().wait(timeout)
+
+        return Counting(lock)
+
+
+class LeaderFailsIO(OsFileIO):
+    """Once armed, every fdatasync fails with EIO and is counted; the first (the group leader's)
+    first blocks until ``release`` is set."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.armed = False
+        self.release = release
+        self.leader_syncing = threading.Event()
+        self.syncs = 0
+        self._lock = threading.Lock()
+
+    def sync_data(self, fd: int) -> None:
+        if not self.armed:
+            super().sync_data(fd)
+            return
+        with self._lock:
+            self.syncs += 1
+            leading = self.syncs == 1
+        if leading:
+            self.leader_syncing.set()
+            self.release.wait(timeout=60)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def test_group_commit_sync_failure_poisons_every_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed group fsync raises its one StorePoisonedError to the leader and to every writer
+    waiting on that sync (none of which syncs itself), and the handle refuses later writes."""
+    waiters = 3
+    waits = CountingWaits(expected=waiters)
+    monkeypatch.setattr("filestore.engine.groupcommit.threading", waits)
+    io = LeaderFailsIO(release=waits.all_waiting)
+    store = FileSessionStore(tmp_path / "s", durability="group", io=io, preallocate_bytes=0)
+    io.armed = True
+    outcomes: dict[str, BaseException | None] = {}
+
+    def write(name: str) -> None:
+        try:
+            store.create_session(ctx(user=name), data(ctx(user=name)))
+        except BaseException as error:
+            outcomes[name] = error
+        else:
+            outcomes[name] = None
+
+    leader = threading.Thread(target=write, args=("leader",))
+    leader.start()
+    assert io.leader_syncing.wait(timeout=60)
+    followers = [threading.Thread(target=write, args=(f"w{number}",)) for number in range(waiters)]
+    for thread in followers:
+        thread.start()
+    for thread in [leader, *followers]:
+        thread.join()
+
+    assert waits.waits == waiters, "every follower waited on the leader's sync"
+    assert io.syncs == 1, "no waiter synced for itself"
+    leader_error = outcomes.pop("leader")
+    assert isinstance(leader_error, StorePoisonedError)
+    assert "EIO" in leader_error.cause or "Input/output" in leader_error.cause
+    assert len(outcomes) == waiters
+    got_the_leaders_error = [name for name, error in outcomes.items() if error is leader_error]
+    assert len(got_the_leaders_error) == waiters
+    io.armed = False
     with pytest.raises(StorePoisonedError):
         store.create_session(ctx(), data())
     store.close()

@@ -1,0 +1,219 @@
+"""Record payloads: what a verified frame may carry, and every way a payload can be malformed.
+
+A frame whose checksum passes but whose payload is not a well-formed record
+(a bug, or bytes crafted to pass the CRC) is ``RecordDecodeError`` in the
+decoder, ``CorruptionError`` naming the record's offset when a store opens,
+and a ``bad-payload`` finding in fsck. A PUT whose session bytes do not
+validate passes replay (which never decodes sessions) and is refused when read.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import attrs
+import cbor2
+import pytest
+
+from filestore import CorruptionError, FileSessionStore
+from filestore.engine.fileio import OS_IO
+from filestore.engine.framing import (
+    FILE_HEADER_SIZE,
+    FLAG_SYNCED,
+    KIND_PUT,
+    KIND_REMOVE,
+    KIND_SEAL,
+    Frame,
+    encode_frame,
+)
+from filestore.engine.layout import LOG_NAME
+from filestore.engine.logfile import LogFile
+from filestore.engine.records import (
+    Put,
+    RecordDecodeError,
+    Remove,
+    decode_record,
+    decode_seal,
+    decode_session,
+    encode_seal,
+)
+from filestore.ids import MAX_KEY_LENGTH, SessionKey, SessionScope
+from filestore.offline.fsck import fsck
+
+from .support import ctx, data
+
+KEY = "0b7d3c52-6a36-4a3c-9d0e-6c1bd6e1a0f1"
+SCOPE = ["dev", "acme", "support", "u1"]
+SESSION = data().to_cbor()
+
+
+@attrs.frozen
+class Malformed:
+    """A payload of ``kind`` that no decoder may accept, and what its error must say."""
+
+    kind: int
+    payload: bytes
+    message: str
+
+
+MALFORMED: dict[str, Malformed] = {
+    "not CBOR": Malformed(KIND_PUT, b"\xff", "not valid CBOR"),
+    "empty": Malformed(KIND_PUT, b"", "not valid CBOR"),
+    "bytes after the item": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION]) + b"\x00", "not valid CBOR"
+    ),
+    "indefinite length": Malformed(KIND_PUT, b"\x9f\xff", "not valid CBOR"),
+    "duplicate map key": Malformed(KIND_PUT, b"\xa2\x01\x01\x01\x01", "not valid CBOR"),
+    "nested too deeply": Malformed(KIND_PUT, b"\x81" * 1000 + b"\x00", "not valid CBOR"),
+    "put: a map": Malformed(KIND_PUT, cbor2.dumps({"key": KEY}), "PUT payload is not"),
+    "put: two fields": Malformed(KIND_PUT, cbor2.dumps([KEY, SCOPE]), "PUT payload is not"),
+    "put: five fields": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, False, 1]), "PUT payload is not"
+    ),
+    "put: data as text": Malformed(KIND_PUT, cbor2.dumps([KEY, SCOPE, "session"]), "PUT payload is not"),
+    "put: fourth field true": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, True]), "PUT payload is not"
+    ),
+    "put: empty key": Malformed(KIND_PUT, cbor2.dumps(["", SCOPE, SESSION]), "not a valid session key"),
+    "put: key a number": Malformed(KIND_PUT, cbor2.dumps([7, SCOPE, SESSION]), "not a valid session key"),
+    "put: key too long": Malformed(
+        KIND_PUT, cbor2.dumps(["k" * (MAX_KEY_LENGTH + 1), SCOPE, SESSION]), "not a valid session key"
+    ),
+    "put: scope a string": Malformed(KIND_PUT, cbor2.dumps([KEY, "dev", SESSION]), "scope"),
+    "put: scope of three": Malformed(KIND_PUT, cbor2.dumps([KEY, SCOPE[:3], SESSION]), "scope"),
+    "put: bad user id": Malformed(KIND_PUT, cbor2.dumps([KEY, [*SCOPE[:3], "u 1"], SESSION]), "scope.user"),
+    "put: no env": Malformed(KIND_PUT, cbor2.dumps([KEY, [None, *SCOPE[1:]], SESSION]), "scope.env"),
+    "remove: a bare key": Malformed(KIND_REMOVE, cbor2.dumps(KEY), "REMOVE payload is not [key]"),
+    "remove: two fields": Malformed(KIND_REMOVE, cbor2.dumps([KEY, KEY]), "REMOVE payload is not [key]"),
+    "remove: empty key": Malformed(KIND_REMOVE, cbor2.dumps([""]), "not a valid session key"),
+    "remove: not CBOR": Malformed(KIND_REMOVE, b"\x5f", "not valid CBOR"),
+    "a seal": Malformed(KIND_SEAL, encode_seal(2), "a SEAL record ends a generation"),
+    "an unknown kind": Malformed(9, cbor2.dumps([KEY]), "unknown record kind 9"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED.values(), ids=MALFORMED)
+def test_decode_record_refuses_every_malformed_payload(case: Malformed) -> None:
+    """decode_record raises RecordDecodeError, and only that, saying what is wrong."""
+    with pytest.raises(RecordDecodeError, match=re.escape(case.message)):
+        decode_record(case.kind, case.payload)
+
+
+def test_well_formed_records_decode() -> None:
+    """The table's neighbours that are well formed decode to the records they encode."""
+    scope = SessionScope.parse(SCOPE)
+    put = Put(SessionKey(KEY), scope, SESSION)
+    hidden = Put(SessionKey(KEY), scope, SESSION, points_lookup=False)
+    assert decode_record(KIND_PUT, put.encode()) == put
+    assert decode_record(KIND_PUT, hidden.encode()) == hidden
+    assert decode_record(KIND_REMOVE, Remove(SessionKey(KEY)).encode()) == Remove(SessionKey(KEY))
+    assert decode_session(put.encode()) == data()
+    assert decode_seal(encode_seal(7)) == 7
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (cbor2.dumps([KEY, SCOPE]), "PUT payload is not"),
+        (b"\xff", "not valid CBOR"),
+        (cbor2.dumps([KEY, SCOPE, b"\x00\x00"]), "stored session does not validate"),
+        (cbor2.dumps([KEY, SCOPE, cbor2.dumps({"flow_id": "f"})]), "stored session does not validate"),
+        (cbor2.dumps([KEY, SCOPE, b"\xff"]), "stored session does not validate"),
+    ],
+)
+def test_decode_session_refuses_a_malformed_put_or_session(payload: bytes, message: str) -> None:
+    """The read path's decoder raises RecordDecodeError for a bad PUT or a session that does not validate."""
+    with pytest.raises(RecordDecodeError, match=message):
+        decode_session(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff",
+        cbor2.dumps(["2"]),
+        cbor2.dumps([2, 3]),
+        cbor2.dumps(2),
+        pytest.param(
+            cbor2.dumps([True]),
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="decode_seal checks isinstance(value[0], int), which a CBOR true passes: "
+                "a checksummed SEAL [true] reads as generation True (fsck only names it in a message)",
+            ),
+        ),
+    ],
+)
+def test_decode_seal_refuses_anything_but_one_generation(payload: bytes) -> None:
+    """A SEAL payload is [next_generation]; anything else is RecordDecodeError."""
+    with pytest.raises(RecordDecodeError):
+        decode_seal(payload)
+
+
+# -- through a store and fsck ---------------------------------------------------------
+
+
+def store_with_sessions(directory: Path) -> dict[str, object]:
+    """A closed store of three sessions (no preallocated tail); its sessions by key."""
+    with FileSessionStore(directory, preallocate_bytes=0) as store:
+        keys = [store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n)) for n in range(3)]
+        return {str(key): store.get_session(key) for key in keys}
+
+
+def append_verified_frame(directory: Path, kind: int, payload: bytes) -> Frame:
+    """Append a frame whose checksum passes (the next sequence number, synced) carrying ``payload``."""
+    log = LogFile.open(OS_IO, str(directory))
+    try:
+        frames = [frame for _, frame, _ in log.frames(FILE_HEADER_SIZE) if frame is not None]
+        last, salt = frames[-1], log.salt
+    finally:
+        log.close()
+    raw = encode_frame(salt, kind, FLAG_SYNCED, last.seq + 1, last.seq, payload)
+    with (directory / LOG_NAME).open("ab") as file:
+        file.write(raw)
+    return Frame(last.end, kind, FLAG_SYNCED, last.seq + 1, last.seq, payload)
+
+
+FRAMED = {name: case for name, case in MALFORMED.items() if case.kind in {KIND_PUT, KIND_REMOVE}}
+
+
+@pytest.mark.parametrize("case", FRAMED.values(), ids=FRAMED)
+def test_a_verified_frame_with_a_malformed_payload_refuses_open_and_is_found_by_fsck(
+    tmp_path: Path, case: Malformed
+) -> None:
+    """Opening raises CorruptionError at the frame's offset, pointing to fsck (the store is not
+    changed); fsck reports bad-payload there, and --repair leaves the three sessions."""
+    directory = tmp_path / "s"
+    sessions = store_with_sessions(directory)
+    frame = append_verified_frame(directory, case.kind, case.payload)
+    before = (directory / LOG_NAME).read_bytes()
+    with pytest.raises(CorruptionError, match="fsck") as info:
+        FileSessionStore(directory)
+    assert info.value.offset == frame.offset
+    assert (directory / LOG_NAME).read_bytes() == before
+    report = fsck(directory)
+    assert [(finding.kind, finding.offset) for finding in report.errors] == [("bad-payload", frame.offset)]
+    assert fsck(directory, repair=True).exit_code == 1
+    with FileSessionStore(directory) as store:
+        assert {str(key): store.get_session(key) for key in store.session_keys()} == sessions
+
+
+def test_a_put_whose_session_does_not_validate_is_refused_when_read(tmp_path: Path) -> None:
+    """fsck reports bad-payload; replay never decodes sessions, so the store opens, and reading
+    that session is CorruptionError (never wrong data) while the others read as written."""
+    directory = tmp_path / "s"
+    sessions = store_with_sessions(directory)
+    payload = cbor2.dumps([KEY, SCOPE, cbor2.dumps({"flow_id": "f"})])
+    frame = append_verified_frame(directory, KIND_PUT, payload)
+    assert [(finding.kind, finding.offset) for finding in fsck(directory).errors] == [
+        ("bad-payload", frame.offset)
+    ]
+    with FileSessionStore(directory) as store:
+        with pytest.raises(CorruptionError) as info:
+            store.get_session(KEY)
+        assert info.value.offset == frame.offset
+        with pytest.raises(CorruptionError):
+            store.find_by_user(ctx(), "u1")
+        for key, session in sessions.items():
+            assert store.get_session(key) == session
