@@ -124,8 +124,8 @@ def test_a_damaged_header_is_opened_only_through_recover_header(tmp_path: Path) 
 
 
 def test_replay_stops_at_a_record_that_does_not_decode(tmp_path: Path) -> None:
-    """A checksummed record whose payload is not a record: CorruptionError at its offset, pointing to
-    fsck --repair."""
+    """A checksummed record whose payload is not a record: CorruptionError at its offset, naming the
+    log and pointing to fsck."""
     directory = tmp_path / "s"
     make_store(directory)
     log = LogFile.open(OS_IO, str(directory))
@@ -136,6 +136,7 @@ def test_replay_stops_at_a_record_that_does_not_decode(tmp_path: Path) -> None:
         log.close()
     with (directory / LOG_NAME).open("ab") as file:
         file.write(encode_frame(salt, KIND_PUT, FLAG_SYNCED, last.seq + 1, last.seq, cbor2.dumps(["k"])))
-    with exclusive_store(directory) as log, pytest.raises(CorruptionError, match="fsck --repair") as info:
+    with exclusive_store(directory) as log, pytest.raises(CorruptionError, match="run `filestore fsck`") as info:
         replay(log)
     assert info.value.offset == last.end
+    assert str(directory / LOG_NAME) in str(info.value)

@@ -15,13 +15,14 @@ import cbor2
 import pytest
 
 from filestore import CorruptionError, FileSessionStore, SessionKey
-from filestore.engine.fileio import OS_IO, OsFileIO
+from filestore.engine.fileio import OS_IO
 from filestore.engine.framing import FILE_HEADER_SIZE, Frame, encode_frame
 from filestore.engine.layout import LOG_NAME
 from filestore.engine.logfile import LogFile
 from filestore.engine.logview import SessionCache
 
 from .support import ctx, data
+from .support.fileio import HookedIO
 
 A, B, C = SessionKey("a"), SessionKey("b"), SessionKey("c")
 
@@ -52,28 +53,17 @@ def test_cache_answers_only_for_the_record_it_holds() -> None:
     assert empty.get(A, 10) is None
 
 
-class CountingIO(OsFileIO):
-    """Counts positioned reads."""
-
-    def __init__(self) -> None:
-        self.reads = 0
-
-    def pread(self, fd: int, size: int, offset: int) -> bytes:
-        self.reads += 1
-        return super().pread(fd, size, offset)
-
-
 def test_store_rereads_a_session_evicted_from_its_cache(tmp_path: Path) -> None:
     """With cache_size=2, a get is one read (the peek for new records) while its session is cached,
     two once it was evicted; reading a session keeps it cached over one only written."""
-    io = CountingIO()
+    io = HookedIO()
     with FileSessionStore(tmp_path / "s", io=io, cache_size=2) as store:
         a, b, c = (store.create_session(ctx(user=user), data(ctx(user=user))) for user in ("ua", "ub", "uc"))
 
         def reads_for(key: str) -> int:
-            io.reads = 0
+            io.calls.clear()
             assert store.get_session(key) is not None
-            return io.reads
+            return io.calls["pread"]
 
         assert reads_for(b) == 1
         assert reads_for(a) == 2, "the first written was evicted by the third"

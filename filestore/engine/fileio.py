@@ -76,7 +76,7 @@ class FileIO:
 
     def size(self, fd: int) -> int:
         # lseek, not fstat: on this kernel a stat before a write made the next
-        # fdatasync ~45 us slower (tools/bench.py); we never use the file offset.
+        # fdatasync ~45 us slower (tools/bench); we never use the file offset.
         return os.lseek(fd, 0, os.SEEK_END)
 
     def sync_data(self, fd: int) -> None:

@@ -143,6 +143,7 @@ def encode_seal(next_generation: int) -> bytes:
 def decode_seal(payload: bytes) -> int:
     """The next generation a verified SEAL payload names."""
     value = _loads(payload)
-    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], int):
+    # type(), not isinstance(): a CBOR true is a bool, which isinstance counts as an int.
+    if not isinstance(value, list) or len(value) != 1 or type(value[0]) is not int:
         raise RecordDecodeError("SEAL payload is not [next_generation]")
     return value[0]
