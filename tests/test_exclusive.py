@@ -136,7 +136,7 @@ def test_replay_stops_at_a_record_that_does_not_decode(tmp_path: Path) -> None:
         log.close()
     with (directory / LOG_NAME).open("ab") as file:
         file.write(encode_frame(salt, KIND_PUT, FLAG_SYNCED, last.seq + 1, last.seq, cbor2.dumps(["k"])))
-    with exclusive_store(directory) as log, pytest.raises(CorruptionError, match="run `filestore fsck`") as info:
+    with exclusive_store(directory) as log, pytest.raises(CorruptionError, match="filestore fsck") as info:
         replay(log)
     assert info.value.offset == last.end
     assert str(directory / LOG_NAME) in str(info.value)
