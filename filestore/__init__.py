@@ -33,9 +33,7 @@ from filestore.mapping import telegram_update_to_session_key, webhook_to_session
 from filestore.memory import InMemorySessionStore
 from filestore.model import Impersonation, InvocationDeadline, SessionCursor, SessionData, TenantCtx
 from filestore.offline.compact import CompactReport, compact
-from filestore.offline.fsck import Finding as FsckFinding
-from filestore.offline.fsck import FsckReport, fsck
-from filestore.offline.fsck import Severity as FsckSeverity
+from filestore.offline.fsck import FsckAction, FsckFinding, FsckReport, FsckSeverity, fsck
 from filestore.offline.stats import StatsReport, stats
 from filestore.redis_store import RedisSessionStore
 from filestore.transfer import ImportReport, export_sessions, import_sessions
@@ -50,6 +48,7 @@ __all__ = [
     "FileSessionStore",
     "FilestoreError",
     "FlowId",
+    "FsckAction",
     "FsckFinding",
     "FsckReport",
     "FsckSeverity",

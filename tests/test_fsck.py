@@ -28,7 +28,7 @@ from filestore.engine.snapshot import encode_snapshot, write_snapshot
 from filestore.ids import SessionKey, SessionScope, UserId
 from filestore.offline.compact import compact
 from filestore.offline.exclusive import replay
-from filestore.offline.fsck import Action, FsckReport, Severity, fsck, iter_findings
+from filestore.offline.fsck import FsckAction, FsckReport, FsckSeverity, fsck, iter_findings
 
 from .support import ctx, data
 from .support.corruption import verified_snapshot
@@ -299,11 +299,13 @@ def test_a_missing_snapshot_is_a_note_and_repair_writes_it(pristine: Pristine, t
     (directory / SNAPSHOT_NAME).unlink()
     report = fsck(directory)
     assert report.exit_code == 0
-    assert [(finding.kind, finding.severity) for finding in report.findings] == [("snapshot", Severity.NOTE)]
+    assert [(finding.kind, finding.severity) for finding in report.findings] == [
+        ("snapshot", FsckSeverity.NOTE)
+    ]
     assert not (directory / SNAPSHOT_NAME).exists()
     repaired = fsck(directory, repair=True)
     assert repaired.exit_code == 0
-    assert repaired.findings[0].action is Action.WROTE_SNAPSHOT
+    assert repaired.findings[0].action is FsckAction.WROTE_SNAPSHOT
     assert verified_snapshot(directory) is not None
     assert fsck(directory).findings == []
 
@@ -349,7 +351,7 @@ def test_damage_is_found_then_repaired(pristine: Pristine, tmp_path: Path, name:
 
     after = fsck(directory)
     assert after.exit_code == 0, list(iter_findings(after))
-    assert all(finding.severity is Severity.NOTE for finding in after.findings)
+    assert all(finding.severity is FsckSeverity.NOTE for finding in after.findings)
     assert contents(directory) == expected_after_repair(pristine, damage)
     assert fsck(directory).exit_code == 0, "opening the repaired store found more to fix"
 
@@ -377,7 +379,7 @@ def test_middle_damage_repair_keeps_the_old_log_and_the_damaged_bytes(
     [finding] = [finding for finding in report.errors if finding.kind == "damaged-record"]
     assert finding.offset == log_frames(pristine.directory)[DAMAGED_RECORD].offset
     repaired = fsck(directory, repair=True)
-    assert repaired.errors[0].action is Action.REWROTE_LOG
+    assert repaired.errors[0].action is FsckAction.REWROTE_LOG
     assert "generation 2" in repaired.errors[0].outcome
     assert (directory / "sessions.log.old").read_bytes() == damaged_log
     assert (directory / "sessions.log.tr1").read_bytes() == damaged_frame
@@ -399,7 +401,7 @@ def test_side_files_are_notes_not_errors(pristine: Pristine, tmp_path: Path) -> 
             "sessions.log.tr1",
             "sessions.log.tr12",
         ]
-        assert {finding.severity for finding in report.findings} == {Severity.NOTE}
+        assert {finding.severity for finding in report.findings} == {FsckSeverity.NOTE}
     assert (directory / "sessions.log.tr12").read_bytes() == b"evidence"
 
 
@@ -436,7 +438,7 @@ def test_stray_temp_file_is_kept_without_repair_and_removed_with_it(
     [temp] = [path for path in directory.iterdir() if path.name.endswith(".tmp")]
     assert kinds(fsck(directory)) == ["stray-file"]
     assert temp.exists()
-    assert fsck(directory, repair=True).errors[0].action is Action.REMOVED
+    assert fsck(directory, repair=True).errors[0].action is FsckAction.REMOVED
     assert not temp.exists()
 
 

@@ -101,6 +101,7 @@ def test_the_tools_are_public_with_typed_results() -> None:
     finding = typing.get_type_hints(filestore.FsckReport)["findings"]
     assert typing.get_args(finding) == (filestore.FsckFinding,)
     assert typing.get_type_hints(filestore.FsckFinding)["severity"] is filestore.FsckSeverity
+    assert typing.get_type_hints(filestore.FsckFinding)["action"] is filestore.FsckAction
 
 
 def test_subpackages_say_they_are_implementation() -> None:

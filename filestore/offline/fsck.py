@@ -1,7 +1,7 @@
 """``fsck``: verify a store, and repair it only when asked, never destroying evidence.
 
-Checks, each reported as a ``Finding`` (kind, file, offset, detail, and the
-``Action`` repair took, with its outcome in words):
+Checks, each reported as a ``FsckFinding`` (kind, file, offset, detail, and the
+``FsckAction`` repair took, with its outcome in words):
 
 - ``identity``: the identity file names the log's store UUID;
 - ``log-header``: the log's header verifies (else its store UUID and
@@ -75,12 +75,12 @@ EXIT_CORRECTED: Final = 1
 EXIT_UNCORRECTED: Final = 4
 
 
-class Severity(enum.StrEnum):
+class FsckSeverity(enum.StrEnum):
     ERROR = "error"
     NOTE = "note"
 
 
-class Action(enum.StrEnum):
+class FsckAction(enum.StrEnum):
     """What repair did about a finding; anything but ``NONE`` corrected it."""
 
     NONE = "none"  # nothing (no --repair, or nothing repair can do)
@@ -92,7 +92,7 @@ class Action(enum.StrEnum):
 
 
 @attrs.define
-class Finding:
+class FsckFinding:
     """One thing fsck found: what, where, and what repair did about it.
 
     ``outcome`` says the ``action`` in words, naming the file that keeps the
@@ -100,14 +100,14 @@ class Finding:
     """
 
     kind: str
-    severity: Severity
+    severity: FsckSeverity
     file: str
     offset: int | None
     detail: str
-    action: Action = Action.NONE
+    action: FsckAction = FsckAction.NONE
     outcome: str = ""
 
-    def resolve(self, action: Action, outcome: str) -> None:
+    def resolve(self, action: FsckAction, outcome: str) -> None:
         """Record that repair took ``action`` (described by ``outcome``)."""
         self.action, self.outcome = action, outcome
 
@@ -131,11 +131,11 @@ class FsckReport:
     repair: bool
     records: int = 0
     sessions: int = 0
-    findings: list[Finding] = attrs.field(factory=list)
+    findings: list[FsckFinding] = attrs.field(factory=list)
 
     @property
-    def errors(self) -> list[Finding]:
-        return [finding for finding in self.findings if finding.severity is Severity.ERROR]
+    def errors(self) -> list[FsckFinding]:
+        return [finding for finding in self.findings if finding.severity is FsckSeverity.ERROR]
 
     @property
     def exit_code(self) -> int:
@@ -143,7 +143,7 @@ class FsckReport:
         errors = self.errors
         if not errors:
             return EXIT_CLEAN
-        if all(finding.action is not Action.NONE for finding in errors):
+        if all(finding.action is not FsckAction.NONE for finding in errors):
             return EXIT_CORRECTED
         return EXIT_UNCORRECTED
 
@@ -165,7 +165,7 @@ class _Walk:
     good: list[Frame] = attrs.field(factory=list)
     damaged_ranges: list[tuple[int, int]] = attrs.field(factory=list)
     tail_cut: int | None = None
-    tail_finding: Finding | None = None
+    tail_finding: FsckFinding | None = None
     gaps: bool = False
     end: int = FILE_HEADER_SIZE
 
@@ -195,7 +195,9 @@ def fsck(
         if found is not None:
             header, how = found
             report.findings.append(
-                Finding("log-header", Severity.ERROR, LOG_NAME, 0, f"the file header is damaged; {how}")
+                FsckFinding(
+                    "log-header", FsckSeverity.ERROR, LOG_NAME, 0, f"the file header is damaged; {how}"
+                )
             )
             return header
         return None
@@ -204,7 +206,9 @@ def fsck(
         with exclusive_store(directory, wait=wait, io=io, recover_header=recover) as log:
             _check_log(io, directory, log, report)
     except CorruptionError as error:
-        report.findings.append(Finding("log-header", Severity.ERROR, error.path, error.offset, str(error)))
+        report.findings.append(
+            FsckFinding("log-header", FsckSeverity.ERROR, error.path, error.offset, str(error))
+        )
     _check_stray_files(io, directory, report)
     return report
 
@@ -212,9 +216,9 @@ def fsck(
 def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> None:
     meta_uuid = read_meta_uuid(io, os.path.join(directory, META_NAME))
     if meta_uuid != str(log.header.store_uuid):
-        finding = Finding(
+        finding = FsckFinding(
             "identity",
-            Severity.ERROR,
+            FsckSeverity.ERROR,
             META_NAME,
             None,
             f"the identity file names {meta_uuid}, the log {log.header.store_uuid}",
@@ -228,7 +232,7 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
                 io.sync_dir(directory)
                 outcome += f"; the old one is kept as {os.path.basename(kept)}"
             write_meta(io, directory, log.header, 0o600)
-            finding.resolve(Action.REWROTE_IDENTITY, outcome)
+            finding.resolve(FsckAction.REWROTE_IDENTITY, outcome)
         report.findings.append(finding)
 
     walk = _walk(log, report)
@@ -246,7 +250,7 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
         side = log.recover_tail()
         if walk.tail_finding is not None:
             walk.tail_finding.resolve(
-                Action.CUT, f"cut; the bytes are kept in {os.path.basename(side or '?')}"
+                FsckAction.CUT, f"cut; the bytes are kept in {os.path.basename(side or '?')}"
             )
     _check_snapshot(io, directory, log, index, walk, report)
 
@@ -264,16 +268,16 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
     offset = FILE_HEADER_SIZE
     while True:
         why, stop_offset = Probe.END.value, offset
-        stale: Finding | None = None
+        stale: FsckFinding | None = None
         for kind, frame, at in log.frames(offset):
             if frame is None:
                 why, stop_offset = kind.value, at
                 break
             if frame.kind == KIND_SEAL:
                 walk.tail_cut = frame.offset
-                walk.tail_finding = Finding(
+                walk.tail_finding = FsckFinding(
                     "interrupted-compaction",
-                    Severity.ERROR,
+                    FsckSeverity.ERROR,
                     LOG_NAME,
                     frame.offset,
                     f"the log ends with a seal naming generation {decode_seal(frame.payload)}, "
@@ -282,9 +286,9 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
                 report.findings.append(walk.tail_finding)
                 return walk
             if frame.seq < expected:
-                stale = Finding(
+                stale = FsckFinding(
                     "sequence",
-                    Severity.ERROR,
+                    FsckSeverity.ERROR,
                     LOG_NAME,
                     frame.offset,
                     f"record {frame.seq} again where {expected} was expected "
@@ -296,9 +300,9 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
             if frame.seq > expected:
                 walk.gaps = True
                 report.findings.append(
-                    Finding(
+                    FsckFinding(
                         "sequence",
-                        Severity.ERROR,
+                        FsckSeverity.ERROR,
                         LOG_NAME,
                         frame.offset,
                         f"record {frame.seq} where {expected} was expected "
@@ -312,9 +316,9 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
         if not after.later:
             if after.cut:
                 walk.tail_cut = stop_offset
-                walk.tail_finding = stale or Finding(
+                walk.tail_finding = stale or FsckFinding(
                     "torn-tail",
-                    Severity.ERROR,
+                    FsckSeverity.ERROR,
                     LOG_NAME,
                     stop_offset,
                     f"{len(after.cut)} bytes after the last valid record "
@@ -327,9 +331,9 @@ def _walk(log: LogFile, report: FsckReport) -> _Walk:
         walk.damaged_ranges.append((stop_offset, resume))
         if stale is None:
             report.findings.append(
-                Finding(
+                FsckFinding(
                     "damaged-record",
-                    Severity.ERROR,
+                    FsckSeverity.ERROR,
                     LOG_NAME,
                     stop_offset,
                     f"{resume - stop_offset} bytes do not verify ({why}), "
@@ -360,14 +364,16 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame]
                 record.session()
         except (RecordDecodeError, InvalidInputError) as error:
             changed = True
-            report.findings.append(Finding("bad-payload", Severity.ERROR, LOG_NAME, frame.offset, str(error)))
+            report.findings.append(
+                FsckFinding("bad-payload", FsckSeverity.ERROR, LOG_NAME, frame.offset, str(error))
+            )
             continue
         previous = index.entries.get(record.key)
         if isinstance(record, Put) and previous is not None and previous.scope != record.scope:
             report.findings.append(
-                Finding(
+                FsckFinding(
                     "owner-change",
-                    Severity.ERROR,
+                    FsckSeverity.ERROR,
                     LOG_NAME,
                     frame.offset,
                     f"session {record.key} moves from {tuple(previous.scope)} to {tuple(record.scope)}; "
@@ -378,9 +384,9 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame]
             keep.append(attrs.evolve(frame, payload=attrs.evolve(record, scope=previous.scope).encode()))
         elif not isinstance(record, Put) and previous is None:
             report.findings.append(
-                Finding(
+                FsckFinding(
                     "orphan-remove",
-                    Severity.ERROR,
+                    FsckSeverity.ERROR,
                     LOG_NAME,
                     frame.offset,
                     f"removes unknown key {record.key}",
@@ -401,13 +407,16 @@ def _check_snapshot(
     path = os.path.join(directory, SNAPSHOT_NAME)
     snapshot, why = load_snapshot(io, path, log.fd, log.header, io.size(log.fd))
     problem: str | None = None
-    severity = Severity.ERROR
+    severity = FsckSeverity.ERROR
     if snapshot is None and why == "no snapshot":
         if not walk.good:
             return
         # Only a cache is missing (a process died before its first one, or
         # someone deleted it): the next open replays the log and writes one.
-        problem, severity = "there is no index snapshot: the next open replays the whole log", Severity.NOTE
+        problem, severity = (
+            "there is no index snapshot: the next open replays the whole log",
+            FsckSeverity.NOTE,
+        )
     elif snapshot is None:
         problem = f"the snapshot is refused: {why}"
     else:
@@ -424,7 +433,7 @@ def _check_snapshot(
             problem = "the snapshot disagrees with the index rebuilt from the log (its user lookups)"
     if problem is None:
         return
-    finding = Finding("snapshot", severity, SNAPSHOT_NAME, None, problem)
+    finding = FsckFinding("snapshot", severity, SNAPSHOT_NAME, None, problem)
     if report.repair:
         last = walk.good[-1] if walk.good else None
         data = encode_snapshot(
@@ -436,7 +445,7 @@ def _check_snapshot(
             last_frame_crc=log.frame_crc_at(last.offset) if last else 0,
         )
         write_snapshot(io, directory, data, mode=0o600)
-        finding.resolve(Action.WROTE_SNAPSHOT, "wrote the snapshot from the log")
+        finding.resolve(FsckAction.WROTE_SNAPSHOT, "wrote the snapshot from the log")
     report.findings.append(finding)
 
 
@@ -455,8 +464,8 @@ def _repair_by_rewrite(
         f"old log kept as {os.path.basename(result.old_log or '?')}"
     )
     for finding in report.findings:
-        if finding.severity is Severity.ERROR and finding.kind != "identity":
-            finding.resolve(Action.REWROTE_LOG, outcome)
+        if finding.severity is FsckSeverity.ERROR and finding.kind != "identity":
+            finding.resolve(FsckAction.REWROTE_LOG, outcome)
 
 
 def _no_seal(next_generation: int) -> None:
@@ -471,18 +480,18 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
     for name in names:
         full = os.path.join(directory, name)
         if is_temp_name(name):
-            finding = Finding(
-                "stray-file", Severity.ERROR, name, None, "a temp file left by an interrupted write"
+            finding = FsckFinding(
+                "stray-file", FsckSeverity.ERROR, name, None, "a temp file left by an interrupted write"
             )
             if report.repair:
                 io.unlink(full)
-                finding.resolve(Action.REMOVED, "removed")
+                finding.resolve(FsckAction.REMOVED, "removed")
             report.findings.append(finding)
         elif is_side_file(name) or is_old_name(name) or name == COMPACT_NAME:
             report.findings.append(
-                Finding(
+                FsckFinding(
                     "stray-file",
-                    Severity.NOTE,
+                    FsckSeverity.NOTE,
                     name,
                     None,
                     "evidence kept by recovery or compaction; delete it once you no longer need it",
