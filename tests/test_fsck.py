@@ -21,6 +21,7 @@ import pytest
 from filestore import CorruptionError, FileSessionStore, InvalidInputError, SessionData, StoreInUseError
 from filestore.engine.fileio import OS_IO
 from filestore.engine.framing import FILE_HEADER_SIZE, FLAG_SYNCED, KIND_PUT, Frame, encode_frame
+from filestore.engine.index import Index
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME, temp_path
 from filestore.engine.logfile import LogFile
 from filestore.engine.records import Put, Remove, decode_record
@@ -133,15 +134,12 @@ def damaged_snapshot(directory: Path) -> bytes | None:
     return None
 
 
-def snapshot_missing_a_session(directory: Path) -> bytes | None:
-    """A snapshot whose checksum and spot checks pass, but that forgot one session."""
+def _snapshot_edited(directory: Path, edit: Callable[[Index], None]) -> None:
+    """Write a snapshot of the log's own index after ``edit``: its checksum and spot checks pass."""
     log = LogFile.open(OS_IO, str(directory))
     try:
         index, _ = replay(log)
-        forgotten = next(iter(index.entries))
-        entry = index.entries.pop(forgotten)
-        index.live_bytes -= entry.size
-        index.by_user = {scope: key for scope, key in index.by_user.items() if key != forgotten}
+        edit(index)
         snapshot = encode_snapshot(
             log.header,
             index,
@@ -153,27 +151,28 @@ def snapshot_missing_a_session(directory: Path) -> bytes | None:
     finally:
         log.close()
     write_snapshot(OS_IO, str(directory), snapshot, mode=0o600)
+
+
+def snapshot_missing_a_session(directory: Path) -> bytes | None:
+    """A snapshot whose checksum and spot checks pass, but that forgot one session."""
+
+    def forget_a_session(index: Index) -> None:
+        forgotten = next(iter(index.entries))
+        entry = index.entries.pop(forgotten)
+        index.live_bytes -= entry.size
+        index.by_user = {scope: key for scope, key in index.by_user.items() if key != forgotten}
+
+    _snapshot_edited(directory, forget_a_session)
     return None
 
 
 def snapshot_missing_a_lookup(directory: Path) -> bytes | None:
     """A snapshot whose sessions all agree with the log, but whose user lookup forgot one user."""
-    log = LogFile.open(OS_IO, str(directory))
-    try:
-        index, _ = replay(log)
-        forgotten = next(iter(index.by_user))
-        del index.by_user[forgotten]
-        snapshot = encode_snapshot(
-            log.header,
-            index,
-            position=log.end,
-            last_seq=log.last_seq,
-            last_frame_offset=log.last_frame_offset,
-            last_frame_crc=log.frame_crc_at(log.last_frame_offset),
-        )
-    finally:
-        log.close()
-    write_snapshot(OS_IO, str(directory), snapshot, mode=0o600)
+
+    def forget_a_lookup(index: Index) -> None:
+        del index.by_user[next(iter(index.by_user))]
+
+    _snapshot_edited(directory, forget_a_lookup)
     return None
 
 
