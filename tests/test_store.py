@@ -312,6 +312,37 @@ class SequenceIO(HookedIO):
         self.done.append(call.operation)
 
 
+def _synced_after_last_record(done: list[str]) -> bool:
+    """Whether an fdatasync was done after the last pwrite in ``done``."""
+    last_write = len(done) - 1 - done[::-1].index("pwrite")
+    return "sync_data" in done[last_write:]
+
+
+def test_group_commit_syncs_every_kind_of_write_of_a_lone_writer(tmp_path: Path) -> None:
+    """In group mode each call that writes a record (create, update, remove, and an import that
+    points the lookup back) returns only after an fdatasync begun after its record was written;
+    an import of a session already there, lookup as asked, writes and syncs nothing."""
+    io = SequenceIO()
+    store = FileSessionStore(tmp_path / "s", durability="group", io=io, preallocate_bytes=0)
+    key = store.create_session(ctx(), data(step=1))
+    assert _synced_after_last_record(io.done)
+    io.done.clear()
+    store.update_session(key, data(step=2))
+    assert _synced_after_last_record(io.done)
+    older = next(iter(store.iter_sessions()))
+    store.create_session(ctx(), data(step=3))  # the user's newest: the lookup moves to it
+    io.done.clear()
+    assert store.import_session(older) is False
+    assert _synced_after_last_record(io.done)
+    io.done.clear()
+    assert store.import_session(older) is False
+    assert "pwrite" not in io.done
+    assert "sync_data" not in io.done
+    store.remove_session(key)
+    assert _synced_after_last_record(io.done)
+    store.close()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="GroupCommit keeps the highest durable sequence number across generations; a "
@@ -334,8 +365,7 @@ def test_group_commit_syncs_each_write_after_a_compaction(tmp_path: Path, compac
             other.compact()
     io.done.clear()
     key = store.create_session(ctx(), data(step=9))
-    record_written = len(io.done) - 1 - io.done[::-1].index("pwrite")
-    assert "sync_data" in io.done[record_written:], f"acknowledged unsynced: {io.done}"
+    assert _synced_after_last_record(io.done), f"acknowledged unsynced: {io.done}"
     store.close()
     with FileSessionStore(tmp_path / "s") as reopened:
         assert reopened.get_session(key) == data(step=9)
