@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import cbor2
 import pytest
 
 from filestore import CorruptionError, FileSessionStore, InvalidInputError, SessionData, StoreInUseError
@@ -553,3 +554,42 @@ def test_a_stale_record_never_rolls_a_session_back(tmp_path: Path) -> None:
     assert contents(directory) == {str(key): data(step=2), str(other): data(ctx(user="other"))}
     kept = [raw for name, raw in directory_bytes(directory).items() if name.startswith("sessions.log.tr")]
     assert kept == [stale]
+
+
+def test_a_bad_payload_the_snapshot_covers_is_a_bad_payload_finding(tmp_path: Path) -> None:
+    """A record that checksums but does not decode, inside the range the index snapshot covers
+    (an update superseded it, so the snapshot never points at it and opening never reads it), is
+    reported as that record's bad payload only: the snapshot comparison skips it rather than
+    failing fsck as a damaged header; repair drops it and the newer data stays."""
+    directory = tmp_path / "s"
+    with FileSessionStore(directory, preallocate_bytes=0) as store:
+        first = store.create_session(ctx(user="u1"), data(ctx(user="u1"), step=1))
+        store.update_session(first, data(ctx(user="u1"), step=2))
+        second = store.create_session(ctx(user="u2"), data(ctx(user="u2"), step=3))
+    superseded = log_frames(directory)[0]
+    size = len(superseded.payload)
+    # A CBOR text string of exactly the old payload's length: the frame keeps its place.
+    payload = next(p for m in range(size, 0, -1) if len(p := cbor2.dumps("x" * m)) == size)
+    raw = bytearray((directory / LOG_NAME).read_bytes())
+    raw[superseded.offset : superseded.end] = encode_frame(
+        log_header_salt(directory),
+        superseded.kind,
+        superseded.flags,
+        superseded.seq,
+        superseded.synced_through,
+        payload,
+    )
+    (directory / LOG_NAME).write_bytes(bytes(raw))
+    assert verified_snapshot(directory) is not None
+
+    report = fsck(directory)
+    assert [(finding.kind, finding.offset) for finding in report.errors] == [
+        ("bad-payload", superseded.offset)
+    ]
+    assert report.exit_code == 4
+    repaired = fsck(directory, repair=True)
+    assert repaired.exit_code == 1
+    assert fsck(directory).exit_code == 0
+    with FileSessionStore(directory) as reopened:
+        assert reopened.get_session(first) == data(ctx(user="u1"), step=2)
+        assert reopened.get_session(second) == data(ctx(user="u2"), step=3)
