@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+import pytest
 
 from filestore import FileSessionStore
 from filestore.engine.fileio import OsFileIO
@@ -19,6 +23,7 @@ from filestore.engine.logfile import LogFile
 from filestore.offline.fsck import fsck
 
 from .support import ctx, data
+from .support.fileio import SyncLedger
 
 FORK = multiprocessing.get_context("fork")
 
@@ -170,3 +175,53 @@ def test_no_write_lands_in_a_replaced_log(tmp_path: Path) -> None:
     assert KIND_SEAL not in kinds
     assert len(kinds) == 2
     assert os.path.exists(tmp_path / "s" / "sessions.log.old")
+
+
+def _assert_synced_within(ledger: SyncLedger, directory: Path, write: Callable[[], object]) -> None:
+    """Run ``write`` and check that, before it returned, its one record went to the current log
+    and an fdatasync of that log completed after it."""
+    since = len(ledger.ledger)
+    write()
+    records, syncs = ledger.synced_after_record(since, (directory / "sessions.log").stat().st_ino)
+    assert records == 1, "the write's record is in the current log"
+    assert syncs >= 1, "an fdatasync of the current log covered the record before the call returned"
+
+
+def _append_result(results: list[str], call: Callable[[], str]) -> None:
+    results.append(call())
+
+
+@pytest.mark.parametrize("compactor", ["this handle", "another handle"])
+@pytest.mark.parametrize("durability", ["fsync", "group"])
+def test_every_write_is_synced_in_its_own_generation(tmp_path: Path, durability: str, compactor: str) -> None:
+    """In the fsync and group modes every acknowledged create, update and remove is covered, within
+    its call, by an fdatasync of the current log completed after its record was written: before
+    any compaction and after each of four in a row, made by this handle or by another one it
+    follows. Each generation runs its record numbers far past the next one's (many updates of
+    three sessions), so durable state remembered across generations would skip the sync."""
+    directory = tmp_path / "s"
+    ledger = SyncLedger()
+    store = FileSessionStore(directory, durability=durability, io=ledger)
+    other = FileSessionStore(directory)
+    compacting = store if compactor == "this handle" else other
+    contexts = [ctx(user=f"u{number}") for number in range(3)]
+    keys = [store.create_session(context, data(context)) for context in contexts]
+    for generation in range(2, 6):
+        for step in range(1, 25):
+            number = step % 3
+            update = partial(store.update_session, keys[number], data(contexts[number], step=step))
+            _assert_synced_within(ledger, directory, update)
+        extra = ctx(user="extra")
+        created: list[str] = []
+        create = partial(_append_result, created, partial(store.create_session, extra, data(extra)))
+        _assert_synced_within(ledger, directory, create)
+        _assert_synced_within(ledger, directory, partial(store.remove_session, created[0]))
+        assert compacting.compact().generation == generation
+    for step in range(25, 28):
+        _assert_synced_within(
+            ledger, directory, partial(store.update_session, keys[0], data(contexts[0], step=step))
+        )
+    assert other.get_session(keys[0]) == data(contexts[0], step=27)
+    other.close()
+    store.close()
+    assert _log_generation(directory) == 5

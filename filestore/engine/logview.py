@@ -24,6 +24,7 @@ import attrs
 from filestore.engine.directory import open_existing_log
 from filestore.engine.fileio import FileIO
 from filestore.engine.framing import KIND_PUT, KIND_SEAL, Frame, Probe
+from filestore.engine.groupcommit import LogPosition
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
@@ -85,6 +86,11 @@ class SyncPoint:
 
     log: LogFile
     seq: int
+
+    @property
+    def position(self) -> LogPosition:
+        """The last record this sync covers, in its log's generation."""
+        return LogPosition(self.log.header.generation, self.seq)
 
     def sync(self) -> None:
         self.log.sync_data()
@@ -289,8 +295,9 @@ class LogView:
 
     def write(
         self, record: Record, payload: bytes, session: SessionData | None, *, sync: bool, preallocate: int
-    ) -> Frame:
-        """Append our own ``record`` (its encoded ``payload``) and apply it to the index.
+    ) -> LogPosition:
+        """Append our own ``record`` (its encoded ``payload``) and apply it to the index;
+        where it landed.
 
         ``session`` is the data a PUT stores, kept in the read cache. Writes
         the snapshot when enough was written since the last one. An
@@ -305,7 +312,7 @@ class LogView:
             self._cache.drop(record.key)
         if self._snapshot_due():
             self._guard(self.write_snapshot)
-        return frame
+        return LogPosition(log.header.generation, frame.seq)
 
     def sync_point(self) -> SyncPoint:
         """What a sync now would make durable (group commit; see ``SyncPoint``)."""

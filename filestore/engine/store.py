@@ -44,8 +44,7 @@ from filestore.engine.directory import (
     prepare_directory,
 )
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import Frame
-from filestore.engine.groupcommit import GroupCommit
+from filestore.engine.groupcommit import GroupCommit, LogPosition
 from filestore.engine.locking import Registration, WriterLock
 from filestore.engine.logview import LogView, SessionCache
 from filestore.engine.options import (
@@ -369,7 +368,7 @@ class FileSessionStore(ClosesOnExit):
         stores, kept in the read cache.
         """
 
-        def append(view: LogView) -> Frame | None:
+        def append(view: LogView) -> LogPosition | None:
             record = build()
             if record is None:
                 return None
@@ -384,20 +383,21 @@ class FileSessionStore(ClosesOnExit):
             sync = self.durability is Durability.FSYNC
             return view.write(record, payload, session, sync=sync, preallocate=self.preallocate_bytes)
 
-        frame = self._change(append)
-        if frame is None:
+        position = self._change(append)
+        if position is None:
             return
         if self.durability is Durability.GROUP:
-            self._group.wait_durable(frame.seq, self._sync_everything)
+            self._group.wait_durable(position, self._sync_everything)
 
-    def _sync_everything(self) -> int:
-        """Group commit's sync: everything written so far, outside the mutex; the last seq covered."""
+    def _sync_everything(self) -> LogPosition:
+        """Group commit's sync: everything written so far, outside the mutex; the last record
+        covered (in the generation current when the sync began)."""
         with self._mutex:
             point = self._view.sync_point()
         self._guard_io(point.sync)
         with self._mutex:
             point.mark_durable()
-        return point.seq
+        return point.position
 
     def _guard_io(self, operation: Callable[[], _T]) -> _T:
         """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync)."""
