@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable
 from functools import partial
 from multiprocessing.connection import Connection
@@ -18,7 +20,7 @@ import pytest
 
 from filestore import FileSessionStore
 from filestore.engine.fileio import OsFileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL
+from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, RECORD_MAGIC
 from filestore.engine.logfile import LogFile
 from filestore.offline.fsck import fsck
 
@@ -225,3 +227,108 @@ def test_every_write_is_synced_in_its_own_generation(tmp_path: Path, durability:
     other.close()
     store.close()
     assert _log_generation(directory) == 5
+
+
+def _held_files(directory: Path) -> tuple[int, list[str]]:
+    """How many descriptors this process holds, and the deleted logs of ``directory`` they point at."""
+    fds = os.listdir("/proc/self/fd")
+    targets = []
+    for fd in fds:
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor listdir itself used, closed since
+            continue
+    logs = [target for target in targets if target.startswith(f"{directory}/sessions.log")]
+    return len(fds), [log for log in logs if log.endswith(" (deleted)")]
+
+
+needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+
+
+@needs_proc
+@pytest.mark.parametrize("durability", ["fsync", "group", "none"])
+def test_descriptors_stay_flat_over_many_compactions(tmp_path: Path, durability: str) -> None:
+    """Over 100 online compactions the descriptors this process holds stay as many as after the
+    first, and no handle holds a deleted log: neither the compacting handle nor a second handle
+    that follows each compaction (and writes in the new generation)."""
+    directory = tmp_path / "s"
+    compacting = FileSessionStore(directory, durability=durability)
+    following = FileSessionStore(directory, durability=durability)
+    key = compacting.create_session(ctx(), data())
+
+    def one_round(step: int) -> None:
+        compacting.update_session(key, data(step=step))
+        compacting.compact()
+        following.update_session(key, data(step=step + 1))
+        assert compacting.get_session(key) == data(step=step + 1)
+
+    one_round(0)
+    held_after_first, deleted_after_first = _held_files(directory)
+    assert deleted_after_first == []
+    for step in range(1, 100):
+        one_round(step)
+    assert _held_files(directory) == (held_after_first, [])
+    following.close()
+    compacting.close()
+    assert _log_generation(directory) == 101
+
+
+class HeldSyncIO(OsFileIO):
+    """Once armed, the next fdatasync of a log after a record was written to it waits for ``release``
+    (a group-commit leader syncing, outside the store's mutex, while another thread compacts)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.record_written = False
+        self.syncing = threading.Event()
+        self.release = threading.Event()
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        super().pwrite(fd, data, offset)
+        if self.armed and data.startswith(RECORD_MAGIC):
+            self.record_written = True
+
+    def sync_data(self, fd: int) -> None:
+        if self.armed and self.record_written:
+            self.armed = False
+            self.syncing.set()
+            if not self.release.wait(timeout=60):
+                raise AssertionError("the held sync was never released")
+        super().sync_data(fd)
+
+
+@needs_proc
+def test_old_log_stays_open_for_a_group_sync_running_on_it(tmp_path: Path) -> None:
+    """A compaction while a group-commit sync of the old log is in flight keeps that log open until
+    the sync ends (the write then returns, not poisoned), and closes it then: no deleted log held."""
+    directory = tmp_path / "s"
+    io = HeldSyncIO()
+    store = FileSessionStore(directory, durability="group", io=io)
+    key = store.create_session(ctx(), data())
+    io.armed = True
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            store.update_session(key, data(step=1))
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert io.syncing.wait(timeout=60)
+        store.compact()
+        assert len(_held_files(directory)[1]) == 1, "the log being synced is still open"
+    finally:
+        io.release.set()
+        writer.join(60)
+    assert outcome == [None]
+    assert _held_files(directory)[1] == []
+    assert store.get_session(key) == data(step=1)
+    store.update_session(key, data(step=2))
+    store.close()
+    with FileSessionStore(directory) as reopened:
+        assert reopened.get_session(key) == data(step=2)

@@ -46,7 +46,7 @@ from filestore.engine.directory import (
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.groupcommit import GroupCommit, LogPosition
 from filestore.engine.locking import Registration, WriterLock
-from filestore.engine.logview import LogView, SessionCache
+from filestore.engine.logview import LogView, SessionCache, close_quietly
 from filestore.engine.options import (
     DEFAULT_CACHE_SIZE,
     DEFAULT_MAX_RECORD_SIZE,
@@ -174,7 +174,7 @@ class FileSessionStore(ClosesOnExit):
                 try:
                     self._view.load()
                 except BaseException:
-                    self._view.close_files(_close_quietly)
+                    self._view.close_files(close_quietly)
                     raise
             except BaseException:
                 self._lock.close()
@@ -236,17 +236,17 @@ class FileSessionStore(ClosesOnExit):
             _OPEN_STORES.discard(self)
             if self._forked:
                 # The parent still uses these descriptors' locks: only drop our copies.
-                self._view.close_files(_close_quietly)
+                self._view.close_files(close_quietly)
                 for fd_owner in (self._lock, self._registration):
-                    _close_quietly(fd_owner.close)
+                    close_quietly(fd_owner.close)
                 return
             try:
                 if self._poisoned is None:
                     self._tidy_up()
             finally:
-                self._view.close_files(_close_quietly)
-                _close_quietly(self._lock.close)
-                _close_quietly(self._registration.close)
+                self._view.close_files(close_quietly)
+                close_quietly(self._lock.close)
+                close_quietly(self._registration.close)
 
     def _tidy_up(self) -> None:
         try:
@@ -394,9 +394,13 @@ class FileSessionStore(ClosesOnExit):
         covered (in the generation current when the sync began)."""
         with self._mutex:
             point = self._view.sync_point()
-        self._guard_io(point.sync)
-        with self._mutex:
-            point.mark_durable()
+        durable = False
+        try:
+            self._guard_io(point.sync)
+            durable = True
+        finally:
+            with self._mutex:
+                self._view.end_sync(point, durable=durable)
         return point.position
 
     def _guard_io(self, operation: Callable[[], _T]) -> _T:
@@ -411,10 +415,3 @@ class FileSessionStore(ClosesOnExit):
                 path=self.path,
                 cause=self._poisoned,
             ) from error
-
-
-def _close_quietly(close: Callable[[], None]) -> None:
-    try:
-        close()
-    except OSError as error:
-        logger.warning("filestore: error while closing: %s", error)
