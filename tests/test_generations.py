@@ -182,10 +182,10 @@ def test_no_write_lands_in_a_replaced_log(tmp_path: Path) -> None:
 def _assert_synced_within(ledger: SyncLedger, directory: Path, write: Callable[[], object]) -> None:
     """Run ``write`` and check that, before it returned, its one record went to the current log
     and an fdatasync of that log completed after it."""
-    since = len(ledger.ledger)
+    since = ledger.mark()
     write()
-    records, syncs = ledger.synced_after_record(since, (directory / "sessions.log").stat().st_ino)
-    assert records == 1, "the write's record is in the current log"
+    inodes, syncs = ledger.records_and_syncs(since, ledger.mark())
+    assert inodes == [(directory / "sessions.log").stat().st_ino], "one record, in the current log"
     assert syncs >= 1, "an fdatasync of the current log covered the record before the call returned"
 
 
@@ -332,3 +332,78 @@ def test_old_log_stays_open_for_a_group_sync_running_on_it(tmp_path: Path) -> No
     store.close()
     with FileSessionStore(directory) as reopened:
         assert reopened.get_session(key) == data(step=2)
+
+
+@pytest.mark.parametrize("compactor", ["this handle", "another handle"])
+@pytest.mark.parametrize("durability", ["fsync", "group"])
+def test_concurrent_writes_are_synced_in_their_generation(
+    tmp_path: Path, durability: str, compactor: str
+) -> None:
+    """With 4 threads writing 160 updates while a fifth compacts 16 times in between (through the
+    writers' handle or another one), every acknowledged write is covered, before it returns, by
+    an fdatasync of the log its record went to, completed after the record: its own generation's
+    log, whether a group leader's sync or the seal a compaction synced when it replaced that log."""
+    directory = tmp_path / "s"
+    ledger = SyncLedger()
+    store = FileSessionStore(directory, durability=durability, io=ledger, preallocate_bytes=0)
+    other = FileSessionStore(directory, io=ledger, preallocate_bytes=0)
+    compacting = store if compactor == "this handle" else other
+    # Writers may start 10 updates per compaction; the next compaction starts once 5 of them
+    # are done, so it runs while the others are being written and synced.
+    progress = threading.Condition()
+    issued = written = compactions = 0
+    writers_done = False
+    failures: list[str] = []
+
+    def may_compact() -> bool:
+        return written >= 10 * compactions - 5 or writers_done
+
+    def may_write() -> bool:
+        return issued < 10 * compactions
+
+    def compact() -> None:
+        nonlocal compactions
+        while True:
+            compacting.compact()
+            with progress:
+                compactions += 1
+                progress.notify_all()
+                assert progress.wait_for(may_compact, timeout=60)
+                if writers_done:
+                    return
+
+    def writer(worker: int) -> None:
+        nonlocal issued, written
+        context = ctx(user=f"w{worker}")
+        key = store.create_session(context, data(context))
+        for step in range(1, 41):
+            with progress:
+                assert progress.wait_for(may_write, timeout=60)
+                issued += 1
+            since = ledger.mark()
+            store.update_session(key, data(context, step=step))
+            inodes, syncs = ledger.records_and_syncs(since, ledger.mark())
+            if len(inodes) != 1 or syncs < 1:
+                failures.append(f"w{worker} step {step}: {len(inodes)} records, {syncs} syncs after")
+            with progress:
+                written += 1
+                progress.notify_all()
+
+    compactor_thread = threading.Thread(target=compact)
+    writers = [threading.Thread(target=writer, args=(worker,)) for worker in range(4)]
+    for thread in writers:
+        thread.start()
+    compactor_thread.start()
+    for thread in writers:
+        thread.join(60)
+    with progress:
+        writers_done = True
+        progress.notify_all()
+    compactor_thread.join(60)
+    assert failures == []
+    assert written == 160
+    assert compactions >= 16
+    other.close()
+    store.close()
+    with FileSessionStore(directory) as reopened:
+        assert len(reopened) == 4

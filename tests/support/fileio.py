@@ -222,15 +222,16 @@ class ReadOnlyIO(HookedIO):
 @attrs.frozen
 class Landed:
     """One event ``SyncLedger`` saw: a record written (``"record"``) or an fdatasync that
-    completed (``"sync"``), on the file with inode ``inode``."""
+    completed (``"sync"``), on the file with inode ``inode``, by thread ``thread``."""
 
     event: str
     inode: int
+    thread: int
 
 
 class SyncLedger(HookedIO):
     """Notes every record written (a ``pwrite`` starting with the record magic) and every
-    completed fdatasync, in order, with the inode of the file each hit.
+    completed fdatasync, in order, with the inode of the file each hit and the thread.
 
     The inode, not the path: a compaction renames a new file over the log, and
     a sync through an old descriptor must not pass for a sync of the new log.
@@ -250,16 +251,28 @@ class SyncLedger(HookedIO):
         self._note("sync", fd)
 
     def _note(self, event: str, fd: int) -> None:
-        landed = Landed(event, os.fstat(fd).st_ino)
+        landed = Landed(event, os.fstat(fd).st_ino, threading.get_ident())
         with self._lock:
             self.ledger.append(landed)
 
-    def synced_after_record(self, since: int, inode: int) -> tuple[int, int]:
-        """Among the events from index ``since`` on: how many records were written to ``inode``,
-        and how many fdatasyncs of ``inode`` completed after the last of them."""
+    def mark(self) -> int:
+        """Where the ledger ends now: pass it as ``since`` or ``until`` below."""
         with self._lock:
-            events = [landed.event for landed in self.ledger[since:] if landed.inode == inode]
-        if "record" not in events:
-            return 0, 0
-        last = len(events) - 1 - events[::-1].index("record")
-        return events.count("record"), events[last + 1 :].count("sync")
+            return len(self.ledger)
+
+    def records_and_syncs(self, since: int, until: int) -> tuple[list[int], int]:
+        """Among the events from ``since`` to ``until``: the inodes of the records this thread
+        wrote, and how many fdatasyncs of the last one's inode completed after it (by any thread)."""
+        with self._lock:
+            events = self.ledger[since:until]
+        me = threading.get_ident()
+        mine = [
+            number for number, landed in enumerate(events) if landed.event == "record" and landed.thread == me
+        ]
+        if not mine:
+            return [], 0
+        inode = events[mine[-1]].inode
+        syncs = [
+            landed for landed in events[mine[-1] + 1 :] if landed.event == "sync" and landed.inode == inode
+        ]
+        return [events[number].inode for number in mine], len(syncs)
