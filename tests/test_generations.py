@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import threading
+from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+import pytest
+
 from filestore import FileSessionStore
 from filestore.engine.fileio import OsFileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL
+from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, RECORD_MAGIC
 from filestore.engine.logfile import LogFile
 from filestore.offline.fsck import fsck
 
 from .support import ctx, data
+from .support.fileio import SyncLedger
 
 FORK = multiprocessing.get_context("fork")
 
@@ -170,3 +177,233 @@ def test_no_write_lands_in_a_replaced_log(tmp_path: Path) -> None:
     assert KIND_SEAL not in kinds
     assert len(kinds) == 2
     assert os.path.exists(tmp_path / "s" / "sessions.log.old")
+
+
+def _assert_synced_within(ledger: SyncLedger, directory: Path, write: Callable[[], object]) -> None:
+    """Run ``write`` and check that, before it returned, its one record went to the current log
+    and an fdatasync of that log completed after it."""
+    since = ledger.mark()
+    write()
+    inodes, syncs = ledger.records_and_syncs(since, ledger.mark())
+    assert inodes == [(directory / "sessions.log").stat().st_ino], "one record, in the current log"
+    assert syncs >= 1, "an fdatasync of the current log covered the record before the call returned"
+
+
+def _append_result(results: list[str], call: Callable[[], str]) -> None:
+    results.append(call())
+
+
+@pytest.mark.parametrize("compactor", ["this handle", "another handle"])
+@pytest.mark.parametrize("durability", ["fsync", "group"])
+def test_every_write_is_synced_in_its_own_generation(tmp_path: Path, durability: str, compactor: str) -> None:
+    """In the fsync and group modes every acknowledged create, update and remove is covered, within
+    its call, by an fdatasync of the current log completed after its record was written: before
+    any compaction and after each of four in a row, made by this handle or by another one it
+    follows. Each generation runs its record numbers far past the next one's (many updates of
+    three sessions), so durable state remembered across generations would skip the sync."""
+    directory = tmp_path / "s"
+    ledger = SyncLedger()
+    store = FileSessionStore(directory, durability=durability, io=ledger)
+    other = FileSessionStore(directory)
+    compacting = store if compactor == "this handle" else other
+    contexts = [ctx(user=f"u{number}") for number in range(3)]
+    keys = [store.create_session(context, data(context)) for context in contexts]
+    for generation in range(2, 6):
+        for step in range(1, 25):
+            number = step % 3
+            update = partial(store.update_session, keys[number], data(contexts[number], step=step))
+            _assert_synced_within(ledger, directory, update)
+        extra = ctx(user="extra")
+        created: list[str] = []
+        create = partial(_append_result, created, partial(store.create_session, extra, data(extra)))
+        _assert_synced_within(ledger, directory, create)
+        _assert_synced_within(ledger, directory, partial(store.remove_session, created[0]))
+        assert compacting.compact().generation == generation
+    for step in range(25, 28):
+        _assert_synced_within(
+            ledger, directory, partial(store.update_session, keys[0], data(contexts[0], step=step))
+        )
+    assert other.get_session(keys[0]) == data(contexts[0], step=27)
+    other.close()
+    store.close()
+    assert _log_generation(directory) == 5
+
+
+def _held_files(directory: Path) -> tuple[int, list[str]]:
+    """How many descriptors this process holds, and the deleted logs of ``directory`` they point at."""
+    fds = os.listdir("/proc/self/fd")
+    targets = []
+    for fd in fds:
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor listdir itself used, closed since
+            continue
+    logs = [target for target in targets if target.startswith(f"{directory}/sessions.log")]
+    return len(fds), [log for log in logs if log.endswith(" (deleted)")]
+
+
+needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+
+
+@needs_proc
+@pytest.mark.parametrize("durability", ["fsync", "group", "none"])
+def test_descriptors_stay_flat_over_many_compactions(tmp_path: Path, durability: str) -> None:
+    """Over 100 online compactions the descriptors this process holds stay as many as after the
+    first, and no handle holds a deleted log: neither the compacting handle nor a second handle
+    that follows each compaction (and writes in the new generation)."""
+    directory = tmp_path / "s"
+    compacting = FileSessionStore(directory, durability=durability)
+    following = FileSessionStore(directory, durability=durability)
+    key = compacting.create_session(ctx(), data())
+
+    def one_round(step: int) -> None:
+        compacting.update_session(key, data(step=step))
+        compacting.compact()
+        following.update_session(key, data(step=step + 1))
+        assert compacting.get_session(key) == data(step=step + 1)
+
+    one_round(0)
+    held_after_first, deleted_after_first = _held_files(directory)
+    assert deleted_after_first == []
+    for step in range(1, 100):
+        one_round(step)
+    assert _held_files(directory) == (held_after_first, [])
+    following.close()
+    compacting.close()
+    assert _log_generation(directory) == 101
+
+
+class HeldSyncIO(OsFileIO):
+    """Once armed, the next fdatasync of a log after a record was written to it waits for ``release``
+    (a group-commit leader syncing, outside the store's mutex, while another thread compacts)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.record_written = False
+        self.syncing = threading.Event()
+        self.release = threading.Event()
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        super().pwrite(fd, data, offset)
+        if self.armed and data.startswith(RECORD_MAGIC):
+            self.record_written = True
+
+    def sync_data(self, fd: int) -> None:
+        if self.armed and self.record_written:
+            self.armed = False
+            self.syncing.set()
+            if not self.release.wait(timeout=60):
+                raise AssertionError("the held sync was never released")
+        super().sync_data(fd)
+
+
+@needs_proc
+def test_old_log_stays_open_for_a_group_sync_running_on_it(tmp_path: Path) -> None:
+    """A compaction while a group-commit sync of the old log is in flight keeps that log open until
+    the sync ends (the write then returns, not poisoned), and closes it then: no deleted log held."""
+    directory = tmp_path / "s"
+    io = HeldSyncIO()
+    store = FileSessionStore(directory, durability="group", io=io)
+    key = store.create_session(ctx(), data())
+    io.armed = True
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            store.update_session(key, data(step=1))
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert io.syncing.wait(timeout=60)
+        store.compact()
+        assert len(_held_files(directory)[1]) == 1, "the log being synced is still open"
+    finally:
+        io.release.set()
+        writer.join(60)
+    assert outcome == [None]
+    assert _held_files(directory)[1] == []
+    assert store.get_session(key) == data(step=1)
+    store.update_session(key, data(step=2))
+    store.close()
+    with FileSessionStore(directory) as reopened:
+        assert reopened.get_session(key) == data(step=2)
+
+
+@pytest.mark.parametrize("compactor", ["this handle", "another handle"])
+@pytest.mark.parametrize("durability", ["fsync", "group"])
+def test_concurrent_writes_are_synced_in_their_generation(
+    tmp_path: Path, durability: str, compactor: str
+) -> None:
+    """With 4 threads writing 160 updates while a fifth compacts 16 times in between (through the
+    writers' handle or another one), every acknowledged write is covered, before it returns, by
+    an fdatasync of the log its record went to, completed after the record: its own generation's
+    log, whether a group leader's sync or the seal a compaction synced when it replaced that log."""
+    directory = tmp_path / "s"
+    ledger = SyncLedger()
+    store = FileSessionStore(directory, durability=durability, io=ledger, preallocate_bytes=0)
+    other = FileSessionStore(directory, io=ledger, preallocate_bytes=0)
+    compacting = store if compactor == "this handle" else other
+    # Writers may start 10 updates per compaction; the next compaction starts once 5 of them
+    # are done, so it runs while the others are being written and synced.
+    progress = threading.Condition()
+    issued = written = compactions = 0
+    writers_done = False
+    failures: list[str] = []
+
+    def may_compact() -> bool:
+        return written >= 10 * compactions - 5 or writers_done
+
+    def may_write() -> bool:
+        return issued < 10 * compactions
+
+    def compact() -> None:
+        nonlocal compactions
+        while True:
+            compacting.compact()
+            with progress:
+                compactions += 1
+                progress.notify_all()
+                assert progress.wait_for(may_compact, timeout=60)
+                if writers_done:
+                    return
+
+    def writer(worker: int) -> None:
+        nonlocal issued, written
+        context = ctx(user=f"w{worker}")
+        key = store.create_session(context, data(context))
+        for step in range(1, 41):
+            with progress:
+                assert progress.wait_for(may_write, timeout=60)
+                issued += 1
+            since = ledger.mark()
+            store.update_session(key, data(context, step=step))
+            inodes, syncs = ledger.records_and_syncs(since, ledger.mark())
+            if len(inodes) != 1 or syncs < 1:
+                failures.append(f"w{worker} step {step}: {len(inodes)} records, {syncs} syncs after")
+            with progress:
+                written += 1
+                progress.notify_all()
+
+    compactor_thread = threading.Thread(target=compact)
+    writers = [threading.Thread(target=writer, args=(worker,)) for worker in range(4)]
+    for thread in writers:
+        thread.start()
+    compactor_thread.start()
+    for thread in writers:
+        thread.join(60)
+    with progress:
+        writers_done = True
+        progress.notify_all()
+    compactor_thread.join(60)
+    assert failures == []
+    assert written == 160
+    assert compactions >= 16
+    other.close()
+    store.close()
+    with FileSessionStore(directory) as reopened:
+        assert len(reopened) == 4

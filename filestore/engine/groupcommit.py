@@ -1,11 +1,16 @@
 """Group commit: concurrent writers share one fdatasync, each returning only once durable.
 
 Writers append their records under the store mutex (fast), then call
-``wait_durable(seq)``. The first to find no sync in progress leads: it syncs
-everything written so far, outside the store mutex, so others keep
-appending meanwhile; they wait for the leader and are covered by its sync,
-or lead the next one. A failed sync is remembered and raised to every
+``wait_durable(position)`` with where their record landed. The first to
+find no sync in progress leads: it syncs everything written so far,
+outside the store mutex, so others keep appending meanwhile; they wait for
+the leader and are covered by its sync, or lead the next one. A failed sync is remembered and raised to every
 waiter: never retry an fsync.
+
+Durable state is a ``LogPosition``, a generation and a record number, not a
+record number alone: a compaction numbers the new generation's records from
+1 again, so "record 40 is durable" said of the old log says nothing of the
+new log's record 40.
 """
 
 from __future__ import annotations
@@ -13,7 +18,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import attrs
+
 from filestore.errors import StorePoisonedError
+
+
+@attrs.frozen(order=True)
+class LogPosition:
+    """Record ``seq`` of log generation ``generation``, ordered by generation, then number.
+
+    A handle moves only to newer generations, and only once the old log ends
+    in a seal its compaction fdatasync'd after every record before it: so a
+    position in an older generation than the current one is always durable,
+    and ordering generation first is what makes ``GroupCommit`` right.
+    """
+
+    generation: int
+    seq: int
 
 
 class GroupCommit:
@@ -22,18 +43,18 @@ class GroupCommit:
     def __init__(self) -> None:
         self._done = threading.Condition(threading.Lock())
         self._syncing = False
-        self._durable_seq = 0
+        self._durable = LogPosition(0, 0)
         self._error: StorePoisonedError | None = None
 
-    def wait_durable(self, seq: int, sync_everything: Callable[[], int]) -> None:
-        """Return once record ``seq`` is durable.
+    def wait_durable(self, position: LogPosition, sync_everything: Callable[[], LogPosition]) -> None:
+        """Return once the record at ``position`` is durable.
 
         ``sync_everything`` makes every record written so far durable and
-        returns the last sequence number it covered; it raises
-        ``StorePoisonedError`` on failure.
+        returns the position of the last one it covered (in the generation it
+        synced); it raises ``StorePoisonedError`` on failure.
         """
         with self._done:
-            while self._durable_seq < seq:
+            while self._durable < position:
                 if self._error is not None:
                     raise self._error
                 if not self._syncing:
@@ -51,6 +72,6 @@ class GroupCommit:
                 self._done.notify_all()
             raise
         with self._done:
-            self._durable_seq = max(self._durable_seq, covered)
+            self._durable = max(self._durable, covered)
             self._syncing = False
             self._done.notify_all()

@@ -24,6 +24,7 @@ import attrs
 from filestore.engine.directory import open_existing_log
 from filestore.engine.fileio import FileIO
 from filestore.engine.framing import KIND_PUT, KIND_SEAL, Frame, Probe
+from filestore.engine.groupcommit import LogPosition
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
@@ -75,22 +76,33 @@ class IOGuard(Protocol):
     def __call__(self, operation: Callable[[], _T], /) -> _T: ...
 
 
+def close_quietly(close: Callable[[], None]) -> None:
+    """Run ``close``; an ``OSError`` is logged, not raised (nothing is lost by it: every
+    descriptor closed this way is one whose writes were already synced, or never made)."""
+    try:
+        close()
+    except OSError as error:
+        logger.warning("filestore: error while closing: %s", error)
+
+
 @attrs.frozen
 class SyncPoint:
     """What one group-commit sync covers: the log as written so far, up to record ``seq``.
 
     ``sync`` runs outside the store's mutex (an fdatasync does not disturb
-    appends on the same descriptor), ``mark_durable`` under it.
+    appends on the same descriptor); ``LogView.end_sync`` then runs under it.
     """
 
     log: LogFile
     seq: int
 
+    @property
+    def position(self) -> LogPosition:
+        """The last record this sync covers, in its log's generation."""
+        return LogPosition(self.log.header.generation, self.seq)
+
     def sync(self) -> None:
         self.log.sync_data()
-
-    def mark_durable(self) -> None:
-        self.log.note_durable(self.seq)
 
 
 class LogView:
@@ -125,7 +137,9 @@ class LogView:
         self._guard = guard
         self._snapshot_position = 0
         self._snapshot_seq = 0
-        # Group commit may still sync through an old generation's descriptor.
+        # The log a group-commit sync is running on, outside the store's mutex;
+        # a compaction meanwhile retires it, but it stays open until the sync ends.
+        self._syncing: LogFile | None = None
         self._retired: list[LogFile] = []
 
     # -- building the index --------------------------------------------------
@@ -212,6 +226,7 @@ class LogView:
     def _adopt_generation(self, log: LogFile) -> None:
         """Switch to ``log`` (a newer generation) and rebuild the index from it."""
         self._retired.append(self._log)
+        self._close_retired()
         self._log = log
         self._index = Index()
         self._cache.clear()
@@ -289,8 +304,9 @@ class LogView:
 
     def write(
         self, record: Record, payload: bytes, session: SessionData | None, *, sync: bool, preallocate: int
-    ) -> Frame:
-        """Append our own ``record`` (its encoded ``payload``) and apply it to the index.
+    ) -> LogPosition:
+        """Append our own ``record`` (its encoded ``payload``) and apply it to the index;
+        where it landed.
 
         ``session`` is the data a PUT stores, kept in the read cache. Writes
         the snapshot when enough was written since the last one. An
@@ -305,11 +321,24 @@ class LogView:
             self._cache.drop(record.key)
         if self._snapshot_due():
             self._guard(self.write_snapshot)
-        return frame
+        return LogPosition(log.header.generation, frame.seq)
 
     def sync_point(self) -> SyncPoint:
-        """What a sync now would make durable (group commit; see ``SyncPoint``)."""
+        """What a sync now would make durable (group commit; see ``SyncPoint``).
+
+        Its log stays open, even if a compaction replaces it meanwhile, until
+        ``end_sync``; group commit runs one sync at a time.
+        """
+        self._syncing = self._log
         return SyncPoint(self._log, self._log.last_seq)
+
+    def end_sync(self, point: SyncPoint, *, durable: bool) -> None:
+        """The sync of ``point`` ended: note what it made ``durable`` (if it did), and close its
+        log if a compaction replaced it meanwhile."""
+        if durable:
+            point.log.note_durable(point.seq)
+        self._syncing = None
+        self._close_retired()
 
     def compact(self, *, keep_old: bool) -> RewriteResult:
         """Rewrite the live sessions as the next generation, switch to it, and reload from it.
@@ -369,8 +398,18 @@ class LogView:
 
     # -- closing --------------------------------------------------------------------------
 
+    def _close_retired(self) -> None:
+        """Close the logs of replaced generations, but one a group-commit sync still runs on:
+        a handle holds at most its current log and that one, however many compactions pass."""
+        kept = [log for log in self._retired if log is self._syncing]
+        for log in self._retired:
+            if log is not self._syncing:
+                close_quietly(log.close)
+        self._retired = kept
+
     def close_files(self, close: Callable[[Callable[[], None]], None]) -> None:
         """Close every log descriptor this view opened, through ``close`` (which may swallow errors)."""
-        for retired in self._retired:
-            close(retired.close)
+        retired, self._retired = self._retired, []  # a sync ending later must not close them again
+        for log in retired:
+            close(log.close)
         close(self._log.close)

@@ -44,10 +44,9 @@ from filestore.engine.directory import (
     prepare_directory,
 )
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import Frame
-from filestore.engine.groupcommit import GroupCommit
+from filestore.engine.groupcommit import GroupCommit, LogPosition
 from filestore.engine.locking import Registration, WriterLock
-from filestore.engine.logview import LogView, SessionCache
+from filestore.engine.logview import LogView, SessionCache, close_quietly
 from filestore.engine.options import (
     DEFAULT_CACHE_SIZE,
     DEFAULT_MAX_RECORD_SIZE,
@@ -175,7 +174,7 @@ class FileSessionStore(ClosesOnExit):
                 try:
                     self._view.load()
                 except BaseException:
-                    self._view.close_files(_close_quietly)
+                    self._view.close_files(close_quietly)
                     raise
             except BaseException:
                 self._lock.close()
@@ -237,17 +236,17 @@ class FileSessionStore(ClosesOnExit):
             _OPEN_STORES.discard(self)
             if self._forked:
                 # The parent still uses these descriptors' locks: only drop our copies.
-                self._view.close_files(_close_quietly)
+                self._view.close_files(close_quietly)
                 for fd_owner in (self._lock, self._registration):
-                    _close_quietly(fd_owner.close)
+                    close_quietly(fd_owner.close)
                 return
             try:
                 if self._poisoned is None:
                     self._tidy_up()
             finally:
-                self._view.close_files(_close_quietly)
-                _close_quietly(self._lock.close)
-                _close_quietly(self._registration.close)
+                self._view.close_files(close_quietly)
+                close_quietly(self._lock.close)
+                close_quietly(self._registration.close)
 
     def _tidy_up(self) -> None:
         try:
@@ -369,7 +368,7 @@ class FileSessionStore(ClosesOnExit):
         stores, kept in the read cache.
         """
 
-        def append(view: LogView) -> Frame | None:
+        def append(view: LogView) -> LogPosition | None:
             record = build()
             if record is None:
                 return None
@@ -384,20 +383,25 @@ class FileSessionStore(ClosesOnExit):
             sync = self.durability is Durability.FSYNC
             return view.write(record, payload, session, sync=sync, preallocate=self.preallocate_bytes)
 
-        frame = self._change(append)
-        if frame is None:
+        position = self._change(append)
+        if position is None:
             return
         if self.durability is Durability.GROUP:
-            self._group.wait_durable(frame.seq, self._sync_everything)
+            self._group.wait_durable(position, self._sync_everything)
 
-    def _sync_everything(self) -> int:
-        """Group commit's sync: everything written so far, outside the mutex; the last seq covered."""
+    def _sync_everything(self) -> LogPosition:
+        """Group commit's sync: everything written so far, outside the mutex; the last record
+        covered (in the generation current when the sync began)."""
         with self._mutex:
             point = self._view.sync_point()
-        self._guard_io(point.sync)
-        with self._mutex:
-            point.mark_durable()
-        return point.seq
+        durable = False
+        try:
+            self._guard_io(point.sync)
+            durable = True
+        finally:
+            with self._mutex:
+                self._view.end_sync(point, durable=durable)
+        return point.position
 
     def _guard_io(self, operation: Callable[[], _T]) -> _T:
         """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync)."""
@@ -411,10 +415,3 @@ class FileSessionStore(ClosesOnExit):
                 path=self.path,
                 cause=self._poisoned,
             ) from error
-
-
-def _close_quietly(close: Callable[[], None]) -> None:
-    try:
-        close()
-    except OSError as error:
-        logger.warning("filestore: error while closing: %s", error)

@@ -8,7 +8,9 @@
 - ``FailingIO``: every call of one named operation fails while armed;
 - ``ExitAt``: the process ends (``os._exit(3)``, no clean-up, as a kill) just
   before or just after the Nth call of one operation on one file name;
-- ``ReadOnlyIO``: any call that could change a file fails the test.
+- ``ReadOnlyIO``: any call that could change a file fails the test;
+- ``SyncLedger``: every record written and every fdatasync, in order, with
+  the inode each hit (did a sync of the current log follow a write's record?).
 
 ``crashsim.RecordingIO`` is not one of them: it models what the page cache
 holds, so it lives with the crash simulator.
@@ -27,6 +29,7 @@ from typing import Final
 import attrs
 
 from filestore.engine.fileio import OsFileIO
+from filestore.engine.framing import RECORD_MAGIC
 
 # "create" is an open that may create the file; an open of an existing file
 # changes nothing and is "open".
@@ -214,3 +217,62 @@ class ReadOnlyIO(HookedIO):
         super().before(call)
         if call.operation == "open" or call.operation in MUTATING:
             raise AssertionError(f"{call.operation} {call.path}".rstrip())
+
+
+@attrs.frozen
+class Landed:
+    """One event ``SyncLedger`` saw: a record written (``"record"``) or an fdatasync that
+    completed (``"sync"``), on the file with inode ``inode``, by thread ``thread``."""
+
+    event: str
+    inode: int
+    thread: int
+
+
+class SyncLedger(HookedIO):
+    """Notes every record written (a ``pwrite`` starting with the record magic) and every
+    completed fdatasync, in order, with the inode of the file each hit and the thread.
+
+    The inode, not the path: a compaction renames a new file over the log, and
+    a sync through an old descriptor must not pass for a sync of the new log.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger: list[Landed] = []
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        super().pwrite(fd, data, offset)
+        if data.startswith(RECORD_MAGIC):
+            self._note("record", fd)
+
+    def sync_data(self, fd: int) -> None:
+        super().sync_data(fd)
+        self._note("sync", fd)
+
+    def _note(self, event: str, fd: int) -> None:
+        landed = Landed(event, os.fstat(fd).st_ino, threading.get_ident())
+        with self._lock:
+            self.ledger.append(landed)
+
+    def mark(self) -> int:
+        """Where the ledger ends now: pass it as ``since`` or ``until`` below."""
+        with self._lock:
+            return len(self.ledger)
+
+    def records_and_syncs(self, since: int, until: int) -> tuple[list[int], int]:
+        """Among the events from ``since`` to ``until``: the inodes of the records this thread
+        wrote, and how many fdatasyncs of the last one's inode completed after it (by any thread)."""
+        with self._lock:
+            events = self.ledger[since:until]
+        me = threading.get_ident()
+        mine = [
+            number for number, landed in enumerate(events) if landed.event == "record" and landed.thread == me
+        ]
+        if not mine:
+            return [], 0
+        inode = events[mine[-1]].inode
+        syncs = [
+            landed for landed in events[mine[-1] + 1 :] if landed.event == "sync" and landed.inode == inode
+        ]
+        return [events[number].inode for number in mine], len(syncs)
