@@ -108,7 +108,7 @@ def test_well_formed_records_decode() -> None:
     assert decode_record(KIND_PUT, put.encode()) == put
     assert decode_record(KIND_PUT, hidden.encode()) == hidden
     assert decode_record(KIND_REMOVE, Remove(SessionKey(KEY)).encode()) == Remove(SessionKey(KEY))
-    assert decode_session(put.encode()) == data()
+    assert decode_session(put.encode(), KEY, scope) == data()
     assert decode_seal(encode_seal(7)) == 7
 
 
@@ -120,12 +120,16 @@ def test_well_formed_records_decode() -> None:
         (cbor2.dumps([KEY, SCOPE, b"\x00\x00"]), "stored session does not validate"),
         (cbor2.dumps([KEY, SCOPE, cbor2.dumps({"flow_id": "f"})]), "stored session does not validate"),
         (cbor2.dumps([KEY, SCOPE, b"\xff"]), "stored session does not validate"),
+        (cbor2.dumps([KEY.replace("0", "1"), SCOPE, SESSION]), "another session's record"),
+        (cbor2.dumps([KEY, [*SCOPE[:3], "u2"], SESSION]), "under another owner"),
+        (cbor2.dumps([KEY, [*SCOPE[:2], None, "u1"], SESSION]), "under another owner"),
     ],
 )
 def test_decode_session_refuses_a_malformed_put_or_session(payload: bytes, message: str) -> None:
-    """The read path's decoder raises RecordDecodeError for a bad PUT or a session that does not validate."""
+    """The read path's decoder raises RecordDecodeError for a bad PUT, a session that does not validate,
+    or a record of another key or owner than the index expects (a misdirected write)."""
     with pytest.raises(RecordDecodeError, match=message):
-        decode_session(payload)
+        decode_session(payload, KEY, SessionScope.parse(SCOPE))
 
 
 @pytest.mark.parametrize(

@@ -124,11 +124,27 @@ def decode_record(kind: int, payload: bytes) -> Record:
     raise RecordDecodeError(f"unknown record kind {kind}")
 
 
-def decode_session(payload: bytes) -> SessionData:
-    """The SessionData of a verified PUT payload (the read path: no scope checks)."""
+class RecordMismatchError(RecordDecodeError):
+    """A verified PUT that is not the record the index expects at its offset: another key's,
+    or its key under another owner (a misdirected write)."""
+
+
+def decode_session(payload: bytes, key: str, scope: SessionScope) -> SessionData:
+    """The SessionData of a verified PUT payload that must be ``key``'s record, owned by ``scope``.
+
+    The read path: the index says whose record is there, and a checksum
+    cannot tell a valid record written at the wrong place from the right
+    one, so the record's own key and owner are compared with the index's
+    (``RecordMismatchError``) before its session is decoded.
+    """
     value = _loads(payload)
     if not _is_put(value):
         raise RecordDecodeError("PUT payload is not [key, scope, data]")
+    if value[0] != key:
+        # Not the other key in the message: it may belong to another tenant.
+        raise RecordMismatchError(f"it holds another session's record, not {key}'s")
+    if value[1] != list(scope):
+        raise RecordMismatchError(f"it holds a record of {key} under another owner than the index's")
     try:
         return SessionData.from_cbor(value[2])
     except InvalidInputError as error:
