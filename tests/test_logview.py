@@ -215,3 +215,19 @@ def test_a_record_of_the_right_key_under_another_owner_is_corruption(tmp_path: P
     with FileSessionStore(directory, cache_size=0) as store:
         overwrite(directory, victim.offset, forged)
         assert_every_read_of_acme_u1_is_corruption(store, keys["acme/u1"], victim.offset)
+
+
+def test_online_compaction_refuses_a_misdirected_record(tmp_path: Path) -> None:
+    """Online compaction, which copies records from where the index points without decoding them,
+    refuses (CorruptionError naming the offset) to copy tenant evil's record found at acme/u1's
+    place: the compacted store would have lost acme/u1 and held evil/u1 twice. The log is untouched."""
+    directory = tmp_path / "s"
+    keys, offsets = two_tenants(directory)
+    with FileSessionStore(directory) as store:
+        copy_record(directory, offsets["evil/u1"], offsets["acme/u1"])
+        damaged = (directory / LOG_NAME).read_bytes()
+        with pytest.raises(CorruptionError, match="not the one the index expects") as info:
+            store.compact()
+        assert info.value.offset == offsets["acme/u1"]
+        assert (directory / LOG_NAME).read_bytes() == damaged
+        assert len(store) == len(keys)

@@ -37,6 +37,7 @@ from filestore.engine.records import (
     decode_seal,
     decode_session,
     encode_seal,
+    is_put_of,
 )
 from filestore.ids import MAX_KEY_LENGTH, SessionKey, SessionScope
 from filestore.offline.fsck import fsck
@@ -215,3 +216,17 @@ def test_a_put_whose_session_does_not_validate_is_refused_when_read(tmp_path: Pa
             store.find_by_user(ctx(), "u1")
         for key, session in sessions.items():
             assert store.get_session(key) == session
+
+
+def test_is_put_of_recognises_a_record_by_its_key_and_owner() -> None:
+    """is_put_of (compaction's undecoded check) holds for a PUT of that key and owner, pointing the
+    lookup or not, and for nothing else: another key, another owner, a REMOVE, garbage."""
+    scope = SessionScope.parse(SCOPE)
+    other = SessionScope.parse([*SCOPE[:3], "u2"])
+    key = SessionKey(KEY)
+    assert is_put_of(Put(key, scope, SESSION).encode(), KEY, scope)
+    assert is_put_of(Put(key, scope, SESSION, points_lookup=False).encode(), key, scope)
+    assert not is_put_of(Put(SessionKey(KEY.replace("0", "1")), scope, SESSION).encode(), KEY, scope)
+    assert not is_put_of(Put(key, other, SESSION).encode(), KEY, scope)
+    assert not is_put_of(Remove(key).encode(), KEY, scope)
+    assert not is_put_of(b"", KEY, scope)

@@ -38,6 +38,8 @@ from filestore.model import SessionData
 
 _PUT_FIELDS: Final = 3
 _SCOPE_FIELDS: Final = 4
+# The first byte of a PUT: a CBOR array of 3 or 4 items.
+_PUT_HEADS: Final = (b"\x83", b"\x84")
 
 
 class RecordDecodeError(Exception):
@@ -149,6 +151,18 @@ def decode_session(payload: bytes, key: str, scope: SessionScope) -> SessionData
         return SessionData.from_cbor(value[2])
     except InvalidInputError as error:
         raise RecordDecodeError(f"stored session does not validate: {error}") from None
+
+
+def is_put_of(payload: bytes, key: str, scope: SessionScope) -> bool:
+    """Whether a verified PUT payload is ``key``'s record under ``scope``, without decoding it.
+
+    For paths that copy records without reading them (compaction): a PUT is
+    ``Put.encode``'s CBOR, deterministic for these types, so its array head
+    is followed by exactly the encoding of ``key`` and then of ``scope``.
+    """
+    if payload[:1] not in _PUT_HEADS:
+        return False
+    return payload.startswith(cbor2.dumps([key, list(scope)])[1:], 1)
 
 
 def encode_seal(next_generation: int) -> bytes:
