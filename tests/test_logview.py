@@ -3,7 +3,8 @@
 The cache keeps the ``cache_size`` sessions last read or written, evicting
 the least recently used. A read that misses it re-reads and re-verifies the
 record, so a record damaged on disk after the store opened is
-``CorruptionError`` naming its offset, never wrong data.
+``CorruptionError`` naming its offset, never wrong data; so is a valid record of
+another session, or of another owner, where the index points (a misdirected write).
 """
 
 from __future__ import annotations
@@ -133,3 +134,100 @@ def test_get_of_a_record_damaged_after_open_is_corruption_never_wrong_data(
             if number != 1:
                 assert store.get_session(key) == data(ctx(user=f"u{number}"), step=number)
         assert (directory / LOG_NAME).read_bytes() == damaged_log
+
+
+# -- misdirected writes: a valid record of another session where the index points ----------
+
+
+def two_tenants(directory: Path) -> tuple[dict[str, SessionKey], dict[str, int]]:
+    """Sessions u0..u4 of tenant ``acme`` then of tenant ``evil`` (frames of equal sizes), closed with a
+    snapshot; their keys and record offsets, named ``acme/u0``..."""
+    keys: dict[str, SessionKey] = {}
+    with FileSessionStore(directory, preallocate_bytes=0) as writer:
+        for tenant in ("acme", "evil"):
+            for number in range(5):
+                owner = ctx(tenant=tenant, user=f"u{number}")
+                keys[f"{tenant}/u{number}"] = writer.create_session(owner, data(owner, step=number))
+    _salt, written = frames(directory)
+    offsets = {name: frame.offset for name, frame in zip(keys, written, strict=True)}
+    return keys, offsets
+
+
+def copy_record(directory: Path, source: int, target: int) -> None:
+    """A misdirected write: the whole valid frame at ``source`` lands again over the one at ``target``."""
+    raw = (directory / LOG_NAME).read_bytes()
+    by_offset = {frame.offset: frame for frame in frames(directory)[1]}
+    moved, victim = by_offset[source], by_offset[target]
+    assert moved.size == victim.size, "same length: the copy verifies at its new place"
+    overwrite(directory, target, raw[moved.offset : moved.end])
+
+
+def assert_every_read_of_acme_u1_is_corruption(store: FileSessionStore, key: SessionKey, offset: int) -> None:
+    """get_session, find_by_user and iter_sessions raise CorruptionError naming ``offset``."""
+    with pytest.raises(CorruptionError, match="not the one the index expects") as info:
+        store.get_session(key)
+    assert info.value.offset == offset
+    with pytest.raises(CorruptionError) as info:
+        store.find_by_user(ctx(tenant="acme", user="u1"), "u1")
+    assert info.value.offset == offset
+    with pytest.raises(CorruptionError) as info:
+        list(store.iter_sessions())
+    assert info.value.offset == offset
+
+
+@pytest.mark.parametrize("when", ["after open", "at rest, the snapshot's spot checks missing it"])
+def test_a_misdirected_record_is_corruption_never_another_tenants_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """With tenant evil's record copied over acme/u1's (a valid frame at the offset acme/u1's index
+    entry points to), reading acme/u1 by key, by user or by iterating raises CorruptionError naming
+    that offset, never evil's session; every other session reads as written."""
+    directory = tmp_path / "s"
+    keys, offsets = two_tenants(directory)
+    if when == "after open":
+        store = FileSessionStore(directory, cache_size=0)
+        copy_record(directory, offsets["evil/u1"], offsets["acme/u1"])
+    else:
+        copy_record(directory, offsets["evil/u1"], offsets["acme/u1"])
+        monkeypatch.setattr("filestore.engine.snapshot.SPOT_CHECKS", 0)
+        store = FileSessionStore(directory)
+    with store:
+        assert_every_read_of_acme_u1_is_corruption(store, keys["acme/u1"], offsets["acme/u1"])
+        for name, key in keys.items():
+            if name != "acme/u1":
+                tenant, user = name.split("/")
+                owner = ctx(tenant=tenant, user=user)
+                assert store.get_session(key) == data(owner, step=int(user[1:]))
+                assert store.find_by_user(owner, user) == (key, data(owner, step=int(user[1:])))
+
+
+def test_a_record_of_the_right_key_under_another_owner_is_corruption(tmp_path: Path) -> None:
+    """A record that carries acme/u1's key but names tenant evil as its owner (a valid checksum) is
+    CorruptionError on every read, never a session handed across tenants."""
+    directory = tmp_path / "s"
+    keys, offsets = two_tenants(directory)
+    salt, written = frames(directory)
+    victim = next(frame for frame in written if frame.offset == offsets["acme/u1"])
+    key, scope, session = cbor2.loads(victim.payload)
+    payload = cbor2.dumps([key, [scope[0], "evil", *scope[2:]], session])
+    assert len(payload) == len(victim.payload)
+    forged = encode_frame(salt, victim.kind, victim.flags, victim.seq, victim.synced_through, payload)
+    with FileSessionStore(directory, cache_size=0) as store:
+        overwrite(directory, victim.offset, forged)
+        assert_every_read_of_acme_u1_is_corruption(store, keys["acme/u1"], victim.offset)
+
+
+def test_online_compaction_refuses_a_misdirected_record(tmp_path: Path) -> None:
+    """Online compaction, which copies records from where the index points without decoding them,
+    refuses (CorruptionError naming the offset) to copy tenant evil's record found at acme/u1's
+    place: the compacted store would have lost acme/u1 and held evil/u1 twice. The log is untouched."""
+    directory = tmp_path / "s"
+    keys, offsets = two_tenants(directory)
+    with FileSessionStore(directory) as store:
+        copy_record(directory, offsets["evil/u1"], offsets["acme/u1"])
+        damaged = (directory / LOG_NAME).read_bytes()
+        with pytest.raises(CorruptionError, match="not the one the index expects") as info:
+            store.compact()
+        assert info.value.offset == offsets["acme/u1"]
+        assert (directory / LOG_NAME).read_bytes() == damaged
+        assert len(store) == len(keys)

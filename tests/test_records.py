@@ -37,6 +37,7 @@ from filestore.engine.records import (
     decode_seal,
     decode_session,
     encode_seal,
+    is_put_of,
 )
 from filestore.ids import MAX_KEY_LENGTH, SessionKey, SessionScope
 from filestore.offline.fsck import fsck
@@ -108,7 +109,7 @@ def test_well_formed_records_decode() -> None:
     assert decode_record(KIND_PUT, put.encode()) == put
     assert decode_record(KIND_PUT, hidden.encode()) == hidden
     assert decode_record(KIND_REMOVE, Remove(SessionKey(KEY)).encode()) == Remove(SessionKey(KEY))
-    assert decode_session(put.encode()) == data()
+    assert decode_session(put.encode(), KEY, scope) == data()
     assert decode_seal(encode_seal(7)) == 7
 
 
@@ -120,12 +121,16 @@ def test_well_formed_records_decode() -> None:
         (cbor2.dumps([KEY, SCOPE, b"\x00\x00"]), "stored session does not validate"),
         (cbor2.dumps([KEY, SCOPE, cbor2.dumps({"flow_id": "f"})]), "stored session does not validate"),
         (cbor2.dumps([KEY, SCOPE, b"\xff"]), "stored session does not validate"),
+        (cbor2.dumps([KEY.replace("0", "1"), SCOPE, SESSION]), "another session's record"),
+        (cbor2.dumps([KEY, [*SCOPE[:3], "u2"], SESSION]), "under another owner"),
+        (cbor2.dumps([KEY, [*SCOPE[:2], None, "u1"], SESSION]), "under another owner"),
     ],
 )
 def test_decode_session_refuses_a_malformed_put_or_session(payload: bytes, message: str) -> None:
-    """The read path's decoder raises RecordDecodeError for a bad PUT or a session that does not validate."""
+    """The read path's decoder raises RecordDecodeError for a bad PUT, a session that does not validate,
+    or a record of another key or owner than the index expects (a misdirected write)."""
     with pytest.raises(RecordDecodeError, match=message):
-        decode_session(payload)
+        decode_session(payload, KEY, SessionScope.parse(SCOPE))
 
 
 @pytest.mark.parametrize(
@@ -211,3 +216,17 @@ def test_a_put_whose_session_does_not_validate_is_refused_when_read(tmp_path: Pa
             store.find_by_user(ctx(), "u1")
         for key, session in sessions.items():
             assert store.get_session(key) == session
+
+
+def test_is_put_of_recognises_a_record_by_its_key_and_owner() -> None:
+    """is_put_of (compaction's undecoded check) holds for a PUT of that key and owner, pointing the
+    lookup or not, and for nothing else: another key, another owner, a REMOVE, garbage."""
+    scope = SessionScope.parse(SCOPE)
+    other = SessionScope.parse([*SCOPE[:3], "u2"])
+    key = SessionKey(KEY)
+    assert is_put_of(Put(key, scope, SESSION).encode(), KEY, scope)
+    assert is_put_of(Put(key, scope, SESSION, points_lookup=False).encode(), key, scope)
+    assert not is_put_of(Put(SessionKey(KEY.replace("0", "1")), scope, SESSION).encode(), KEY, scope)
+    assert not is_put_of(Put(key, other, SESSION).encode(), KEY, scope)
+    assert not is_put_of(Remove(key).encode(), KEY, scope)
+    assert not is_put_of(b"", KEY, scope)

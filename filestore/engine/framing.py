@@ -42,11 +42,14 @@ of the log. Anything else that does not validate is a *bad frame*:
 
 - a bad frame with no valid frame after it is a torn tail (a write that
   never completed): recovery copies it to a side file and cuts it;
-- a bad frame followed by a valid frame whose ``synced_through`` reaches the
-  bad frame's sequence number is damage to an acknowledged record: opening
-  refuses with ``CorruptionError`` (run ``filestore fsck``). A later valid
-  frame whose ``synced_through`` is lower belongs to the same unsynced batch
-  (group commit), so it is torn tail as well.
+- a bad frame followed by a valid frame (numbered after it) is damage in the
+  middle: opening refuses with ``CorruptionError`` (run ``filestore fsck
+  --repair``, which keeps every valid record), in every durability mode. When
+  the valid frame's ``synced_through`` reaches the bad frame's sequence
+  number, or it is SYNCED, the damaged record was an acknowledged one; when
+  not (``none`` mode, or a ``group`` batch a power loss left out of order) it
+  may have been an unfinished write, but the valid records after it are never
+  cut.
 """
 
 from __future__ import annotations

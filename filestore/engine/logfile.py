@@ -245,52 +245,50 @@ class LogFile:
         size = self.io.size(self.fd)
         return size <= self.end or is_zero(self.io.pread(self.fd, size - self.end, self.end))
 
-    def check_tail(self, *, keep_valid_records: bool = False) -> tuple[int, bytes]:
+    def check_tail(self) -> tuple[int, bytes]:
         """Classify what follows ``end``: ``(cut_to, cut_bytes)``.
 
         ``cut_bytes`` is empty when the rest of the file is zeros (a clean
-        end). Otherwise it is a torn tail to cut at ``end``; or, when a later
-        valid frame shows that a lost record had been made durable, this
-        raises ``CorruptionError`` (damage in the middle).
-
-        ``keep_valid_records`` (offline tools) also refuses to cut any valid
-        later record: an unfinished batch (``group``/``none``) whose blocks
-        landed out of order looks exactly like damage followed by records no
-        sync has vouched for, and a tool should not be the one to decide.
+        end), else a torn tail to cut at ``end``: bad bytes with no record
+        after them that verifies. A verified record after them (numbered on
+        from ``end``'s) raises ``CorruptionError`` instead, in every
+        durability mode: a torn write leaves no valid record behind it, so
+        the bad bytes are damage in the middle. When a sync had vouched for
+        the lost record, it was acknowledged data; when none had (``none``
+        mode, whose records never claim a sync, or a ``group`` batch that a
+        power loss left out of order) they may be either, but the records
+        after them are intact, and cutting them would destroy what can be
+        verified: ``filestore fsck --repair`` keeps every one of them.
         """
         expected = self.last_seq + 1
         after = self.resync(self.end, expected)
         if not after.cut:
             return self.end, b""
         for frame in after.later:
-            # A record further on (not at ``end``, where a seal stops the scan)
-            # that was SYNCED also proves damage: the bytes before it came later.
-            moved = frame.seq > expected or frame.offset > self.end
-            if frame.synced_through >= expected or (moved and frame.flags & FLAG_SYNCED):
-                raise CorruptionError(
-                    f"{self.path}: record {expected} at offset {self.end} is damaged, but record "
-                    f"{frame.seq} at offset {frame.offset} was written after it was made durable; "
-                    "refusing to open: run `filestore fsck` to inspect and repair",
-                    path=self.path,
-                    offset=self.end,
-                )
-            if moved and keep_valid_records:
-                raise CorruptionError(
-                    f"{self.path}: record {expected} at offset {self.end} is bad, and valid record "
-                    f"{frame.seq} follows at offset {frame.offset}: either an unfinished batch "
-                    "written without fsync (opening the store cuts it to a side file) or damage "
-                    "(`filestore fsck --repair` keeps every valid record); run `filestore fsck` first",
-                    path=self.path,
-                    offset=self.end,
-                )
+            # A record further on (not at ``end``, where a seal stops the scan).
+            if frame.seq == expected and frame.offset == self.end:
+                continue
+            vouched = frame.synced_through >= expected or frame.flags & FLAG_SYNCED
+            why = (
+                "was written after it was made durable"
+                if vouched
+                else "follows it (damage, or an unsynced batch a power loss left out of order)"
+            )
+            raise CorruptionError(
+                f"{self.path}: record {expected} at offset {self.end} is damaged, but valid record "
+                f"{frame.seq} at offset {frame.offset} {why}; refusing to cut records that verify: "
+                "run `filestore fsck --repair`, which keeps every intact record",
+                path=self.path,
+                offset=self.end,
+            )
         return self.end, after.cut
 
-    def recover_tail(self, *, keep_valid_records: bool = False) -> str | None:
+    def recover_tail(self) -> str | None:
         """Cut a torn tail after ``end`` (keeping its bytes in a side file); the side file's path.
 
-        ``keep_valid_records``: see ``check_tail``.
+        ``CorruptionError`` (and nothing cut) if valid records follow: see ``check_tail``.
         """
-        cut_to, cut = self.check_tail(keep_valid_records=keep_valid_records)
+        cut_to, cut = self.check_tail()
         if not cut:
             return None
         side = side_file_name(self.directory, self.name, os.path.exists)

@@ -29,7 +29,7 @@ from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
 from filestore.engine.logfile import LogFile
-from filestore.engine.records import Record, RecordDecodeError, decode_session
+from filestore.engine.records import Record, RecordDecodeError, RecordMismatchError, decode_session
 from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
 from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
 from filestore.errors import CorruptionError, LockTimeoutError
@@ -278,11 +278,16 @@ class LogView:
         """The session ``entry`` points at: from the cache if it holds that very record."""
         session = self._cache.get(key, entry.offset)
         if session is None:
-            session = self._decode_session(entry)
+            session = self._decode_session(key, entry)
             self._cache.put(key, entry.offset, session)
         return session
 
-    def _decode_session(self, entry: Entry) -> SessionData:
+    def _decode_session(self, key: SessionKey, entry: Entry) -> SessionData:
+        """Read, verify and decode the record ``entry`` points at, which must be ``key``'s.
+
+        Only here, on a cache miss: a cached session was checked the same way
+        when it was read (or is the one this handle wrote), so a hit costs nothing more.
+        """
         log = self._log
         frame = log.read_frame(entry.offset, entry.size)
         if frame is None or frame.kind != KIND_PUT:
@@ -292,7 +297,14 @@ class LogView:
                 offset=entry.offset,
             )
         try:
-            return decode_session(frame.payload)
+            return decode_session(frame.payload, key, entry.scope)
+        except RecordMismatchError as error:
+            raise CorruptionError(
+                f"{log.path}: the record at offset {entry.offset} is not the one the index expects "
+                f"there ({error}; a misdirected write?); run `filestore fsck`",
+                path=log.path,
+                offset=entry.offset,
+            ) from None
         except RecordDecodeError as error:
             raise CorruptionError(
                 f"{log.path}: the record at offset {entry.offset} does not decode ({error})",

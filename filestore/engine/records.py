@@ -38,6 +38,8 @@ from filestore.model import SessionData
 
 _PUT_FIELDS: Final = 3
 _SCOPE_FIELDS: Final = 4
+# The first byte of a PUT: a CBOR array of 3 or 4 items.
+_PUT_HEADS: Final = (b"\x83", b"\x84")
 
 
 class RecordDecodeError(Exception):
@@ -124,15 +126,43 @@ def decode_record(kind: int, payload: bytes) -> Record:
     raise RecordDecodeError(f"unknown record kind {kind}")
 
 
-def decode_session(payload: bytes) -> SessionData:
-    """The SessionData of a verified PUT payload (the read path: no scope checks)."""
+class RecordMismatchError(RecordDecodeError):
+    """A verified PUT that is not the record the index expects at its offset: another key's,
+    or its key under another owner (a misdirected write)."""
+
+
+def decode_session(payload: bytes, key: str, scope: SessionScope) -> SessionData:
+    """The SessionData of a verified PUT payload that must be ``key``'s record, owned by ``scope``.
+
+    The read path: the index says whose record is there, and a checksum
+    cannot tell a valid record written at the wrong place from the right
+    one, so the record's own key and owner are compared with the index's
+    (``RecordMismatchError``) before its session is decoded.
+    """
     value = _loads(payload)
     if not _is_put(value):
         raise RecordDecodeError("PUT payload is not [key, scope, data]")
+    if value[0] != key:
+        # Not the other key in the message: it may belong to another tenant.
+        raise RecordMismatchError(f"it holds another session's record, not {key}'s")
+    if value[1] != list(scope):
+        raise RecordMismatchError(f"it holds a record of {key} under another owner than the index's")
     try:
         return SessionData.from_cbor(value[2])
     except InvalidInputError as error:
         raise RecordDecodeError(f"stored session does not validate: {error}") from None
+
+
+def is_put_of(payload: bytes, key: str, scope: SessionScope) -> bool:
+    """Whether a verified PUT payload is ``key``'s record under ``scope``, without decoding it.
+
+    For paths that copy records without reading them (compaction): a PUT is
+    ``Put.encode``'s CBOR, deterministic for these types, so its array head
+    is followed by exactly the encoding of ``key`` and then of ``scope``.
+    """
+    if payload[:1] not in _PUT_HEADS:
+        return False
+    return payload.startswith(cbor2.dumps([key, list(scope)])[1:], 1)
 
 
 def encode_seal(next_generation: int) -> bytes:

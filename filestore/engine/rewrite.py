@@ -35,11 +35,19 @@ from typing import Final
 import attrs
 
 from filestore.engine.fileio import FileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, FLAG_SYNCED, FileHeader, Frame, encode_frame, frame_crc
+from filestore.engine.framing import (
+    FILE_HEADER_SIZE,
+    FLAG_SYNCED,
+    KIND_PUT,
+    FileHeader,
+    Frame,
+    encode_frame,
+    frame_crc,
+)
 from filestore.engine.index import Index
 from filestore.engine.layout import COMPACT_NAME, LOG_NAME, old_name
 from filestore.engine.logfile import LogFile
-from filestore.engine.records import Put, decode_record
+from filestore.engine.records import Put, decode_record, is_put_of
 from filestore.engine.snapshot import encode_snapshot, write_snapshot
 from filestore.errors import CorruptionError
 
@@ -192,6 +200,16 @@ def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | No
         if found is None:
             continue
         key, entry = found
+        if frame.kind != KIND_PUT or not is_put_of(frame.payload, key, entry.scope):
+            # A valid record written at the wrong place: copying it would give the
+            # new generation two of another session and none of this one.
+            raise CorruptionError(
+                f"{log.path}: the record at offset {frame.offset} is not the one the index expects "
+                "there (another session's, a misdirected write?); the old generation is untouched: "
+                "run `filestore fsck --repair`",
+                path=log.path,
+                offset=frame.offset,
+            )
         if entry.scope.user is None or index.by_user.get(entry.scope) == key:
             yield frame
             continue

@@ -56,7 +56,7 @@ from filestore.engine.framing import (
 )
 from filestore.engine.index import Index
 from filestore.engine.layout import SNAPSHOT_NAME
-from filestore.engine.records import RecordDecodeError, decode_record
+from filestore.engine.records import Put, RecordDecodeError, decode_record
 from filestore.ids import EnvId, SessionKey, SessionScope, TeamId, TenantId, UserId
 
 SNAPSHOT_MAGIC: Final = b"FSTIDX\x00\n"
@@ -292,6 +292,8 @@ def _spot_check(
         frame = verify_frame(header.salt, io.pread(fd, entry.size, entry.offset), entry.offset)
         if frame is None or frame.kind != KIND_PUT:
             return False
-        if decode_record(frame.kind, frame.payload).key != key:
+        record = decode_record(frame.kind, frame.payload)
+        # The same check every read makes: the record is that key's, under that owner.
+        if record.key != key or not isinstance(record, Put) or record.scope != entry.scope:
             return False
     return True

@@ -62,7 +62,7 @@ def compact(
     snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
     with exclusive_store(directory, wait=wait, io=io) as log:
         index, _ = replay(log)
-        log.recover_tail(keep_valid_records=True)
+        log.recover_tail()
         records_before = log.last_seq
         bytes_before = io.size(log.fd) + _file_size(snapshot_path)
         result = rewrite_generation(
