@@ -224,18 +224,20 @@ def _in_place(frames: list[Frame]) -> set[int]:
     """The indexes of the longest run of frames numbered in increasing order (file order),
     preferring the earlier of equal copies; seals never belong."""
     tails: list[int] = []  # tails[k]: the frame ending the best run of length k + 1 found so far
+    tail_seqs: list[int] = []  # their numbers, increasing
     parent = [_NONE] * len(frames)
     for i, frame in enumerate(frames):
         if frame.kind == KIND_SEAL:
             continue
-        at = bisect.bisect_left(tails, frame.seq, key=lambda j: frames[j].seq)
-        if at < len(tails) and frames[tails[at]].seq == frame.seq:
+        at = bisect.bisect_left(tail_seqs, frame.seq)
+        if at < len(tails) and tail_seqs[at] == frame.seq:
             continue  # an equal copy later in the file: the earlier one stays
         parent[i] = tails[at - 1] if at else _NONE
         if at == len(tails):
             tails.append(i)
+            tail_seqs.append(frame.seq)
         else:
-            tails[at] = i
+            tails[at], tail_seqs[at] = i, frame.seq
     chain: set[int] = set()
     i = tails[-1] if tails else _NONE
     while i != _NONE:
