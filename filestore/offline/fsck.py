@@ -11,7 +11,10 @@ Checks, each reported as a ``FsckFinding`` (kind, file, offset, detail, and the
 - ``interrupted-compaction``: the current log ends with a seal (a compaction
   that stopped before its switch); repair cuts the seal;
 - ``damaged-record``: a bad record followed by valid ones (damage in the middle);
-- ``sequence``: sequence numbers of valid records not strictly increasing by one;
+- ``sequence``: a valid record out of place (see ``filestore.offline.logwalk``):
+  a second copy of a record (duplicated, misdirected or stale: set aside,
+  never replayed), the only copy of a record found out of place (kept, in its
+  place in the sequence), or records missing;
 - ``bad-payload``: a record whose checksum passes but whose payload does not
   decode, or whose session does not validate as a SessionData;
 - ``orphan-remove`` / ``owner-change``: a tombstone for an unknown key, a PUT
@@ -21,6 +24,13 @@ Checks, each reported as a ``FsckFinding`` (kind, file, offset, detail, and the
   is only a note: it is a cache);
 - ``stray-file``: temp files (errors, removed by repair), and side files,
   ``.old`` and ``.compact`` files (notes: evidence, kept).
+
+Every record number below the highest one kept that no valid record
+carries is lost: the report's ``lost`` names them (and the finding about the
+bytes where each was says so). A copy written over a record costs that
+record, never the records after it. Two valid copies of one record with
+different contents leave that finding uncorrected (exit 4): the copy in
+sequence is kept, but nothing says it is the right one.
 
 Repair (``repair=True``) needs the store to itself. It cuts a torn tail to a
 side file; rewrites the log (after damage in the middle, records out of
@@ -41,7 +51,6 @@ preallocated zeros after the end, and changes that keep a CRC-32 valid
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 from collections.abc import Iterator
 from typing import Final
@@ -50,7 +59,7 @@ import attrs
 
 from filestore.engine.directory import looks_like_a_store, read_meta_uuid, write_meta
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, FileHeader, Frame, Probe
+from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader, Frame
 from filestore.engine.index import Index
 from filestore.engine.layout import (
     COMPACT_NAME,
@@ -63,64 +72,30 @@ from filestore.engine.layout import (
     side_file_name,
 )
 from filestore.engine.logfile import LogFile
-from filestore.engine.records import Put, Record, RecordDecodeError, decode_record, decode_seal
+from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
 from filestore.engine.rewrite import rewrite_generation
 from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
 from filestore.errors import CorruptionError, InvalidInputError
 from filestore.offline.exclusive import exclusive_store
+from filestore.offline.findings import FsckAction, FsckFinding, FsckSeverity
 from filestore.offline.headerrecovery import recover_header
+from filestore.offline.logwalk import LogWalk, walk_log
+
+__all__ = [
+    "EXIT_CLEAN",
+    "EXIT_CORRECTED",
+    "EXIT_UNCORRECTED",
+    "FsckAction",
+    "FsckFinding",
+    "FsckReport",
+    "FsckSeverity",
+    "fsck",
+    "iter_findings",
+]
 
 EXIT_CLEAN: Final = 0
 EXIT_CORRECTED: Final = 1
 EXIT_UNCORRECTED: Final = 4
-
-
-class FsckSeverity(enum.StrEnum):
-    ERROR = "error"
-    NOTE = "note"
-
-
-class FsckAction(enum.StrEnum):
-    """What repair did about a finding; anything but ``NONE`` corrected it."""
-
-    NONE = "none"  # nothing (no --repair, or nothing repair can do)
-    CUT = "cut"  # bytes at the log's end cut, kept in a side file
-    REWROTE_LOG = "rewrote-log"  # the log rewritten as a new generation, the old one kept
-    REWROTE_IDENTITY = "rewrote-identity"  # from the log header, the old file kept
-    WROTE_SNAPSHOT = "wrote-snapshot"  # from the log
-    REMOVED = "removed"  # a temp file
-
-
-@attrs.define
-class FsckFinding:
-    """One thing fsck found: what, where, and what repair did about it.
-
-    ``outcome`` says the ``action`` in words, naming the file that keeps the
-    evidence (side file, old log) where there is one.
-    """
-
-    kind: str
-    severity: FsckSeverity
-    file: str
-    offset: int | None
-    detail: str
-    action: FsckAction = FsckAction.NONE
-    outcome: str = ""
-
-    def resolve(self, action: FsckAction, outcome: str) -> None:
-        """Record that repair took ``action`` (described by ``outcome``)."""
-        self.action, self.outcome = action, outcome
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "severity": self.severity.value,
-            "file": self.file,
-            "offset": self.offset,
-            "detail": self.detail,
-            "action": self.action.value,
-            "outcome": self.outcome,
-        }
 
 
 @attrs.define
@@ -132,6 +107,7 @@ class FsckReport:
     records: int = 0
     sessions: int = 0
     findings: list[FsckFinding] = attrs.field(factory=list)
+    lost: list[int] = attrs.field(factory=list)  # record numbers the log no longer holds
 
     @property
     def errors(self) -> list[FsckFinding]:
@@ -154,20 +130,9 @@ class FsckReport:
             "records": self.records,
             "sessions": self.sessions,
             "exit_code": self.exit_code,
+            "lost_records": self.lost,
             "findings": [finding.to_dict() for finding in self.findings],
         }
-
-
-@attrs.define
-class _Walk:
-    """What one pass over the log found."""
-
-    good: list[Frame] = attrs.field(factory=list)
-    damaged_ranges: list[tuple[int, int]] = attrs.field(factory=list)
-    tail_cut: int | None = None
-    tail_finding: FsckFinding | None = None
-    gaps: bool = False
-    end: int = FILE_HEADER_SIZE
 
 
 def fsck(
@@ -235,113 +200,24 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
             finding.resolve(FsckAction.REWROTE_IDENTITY, outcome)
         report.findings.append(finding)
 
-    walk = _walk(log, report)
+    walk = walk_log(log)
+    report.findings.extend(walk.findings)
+    report.lost = walk.lost
     index, rewrite_frames, replay_changed = _replay(walk.good, report)
     report.records = len(walk.good)
     report.sessions = len(index)
     log.end = walk.end
     header_recovered = any(finding.kind == "log-header" for finding in report.findings)
-    needs_rewrite = bool(walk.damaged_ranges) or replay_changed or walk.gaps or header_recovered
+    needs_rewrite = walk.rewrite or replay_changed or header_recovered
     if report.repair and needs_rewrite:
         _repair_by_rewrite(io, directory, log, walk, rewrite_frames, report)
         return
     if report.repair and walk.tail_cut is not None:
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
         side = log.recover_tail()
-        if walk.tail_finding is not None:
-            walk.tail_finding.resolve(
-                FsckAction.CUT, f"cut; the bytes are kept in {os.path.basename(side or '?')}"
-            )
+        for finding in walk.tail_findings:
+            finding.resolve(FsckAction.CUT, f"cut; the bytes are kept in {os.path.basename(side or '?')}")
     _check_snapshot(io, directory, log, index, walk, report)
-
-
-def _walk(log: LogFile, report: FsckReport) -> _Walk:
-    """Every frame that verifies and belongs, in order, with bad regions classified as tail or middle.
-
-    A verified record numbered below the one expected (a duplicate, or a stale
-    copy of an earlier record) does not belong: it is set aside like damage,
-    so that replaying it can never roll a session back. A record numbered
-    above it belongs, but the records in between are missing.
-    """
-    walk = _Walk()
-    expected = 1
-    offset = FILE_HEADER_SIZE
-    while True:
-        why, stop_offset = Probe.END.value, offset
-        stale: FsckFinding | None = None
-        for kind, frame, at in log.frames(offset):
-            if frame is None:
-                why, stop_offset = kind.value, at
-                break
-            if frame.kind == KIND_SEAL:
-                walk.tail_cut = frame.offset
-                walk.tail_finding = FsckFinding(
-                    "interrupted-compaction",
-                    FsckSeverity.ERROR,
-                    LOG_NAME,
-                    frame.offset,
-                    f"the log ends with a seal naming generation {decode_seal(frame.payload)}, "
-                    "but it is still the current log: a compaction stopped before its switch",
-                )
-                report.findings.append(walk.tail_finding)
-                return walk
-            if frame.seq < expected:
-                stale = FsckFinding(
-                    "sequence",
-                    FsckSeverity.ERROR,
-                    LOG_NAME,
-                    frame.offset,
-                    f"record {frame.seq} again where {expected} was expected "
-                    "(a duplicated or stale record; it is not replayed)",
-                )
-                report.findings.append(stale)
-                stop_offset = frame.offset
-                break
-            if frame.seq > expected:
-                walk.gaps = True
-                report.findings.append(
-                    FsckFinding(
-                        "sequence",
-                        FsckSeverity.ERROR,
-                        LOG_NAME,
-                        frame.offset,
-                        f"record {frame.seq} where {expected} was expected "
-                        f"(records {expected} to {frame.seq - 1} are missing)",
-                    )
-                )
-            walk.good.append(frame)
-            expected = frame.seq + 1
-            walk.end = frame.end
-        after = log.resync(stop_offset, expected)
-        if not after.later:
-            if after.cut:
-                walk.tail_cut = stop_offset
-                walk.tail_finding = stale or FsckFinding(
-                    "torn-tail",
-                    FsckSeverity.ERROR,
-                    LOG_NAME,
-                    stop_offset,
-                    f"{len(after.cut)} bytes after the last valid record "
-                    f"(record {expected} never completed, or was damaged)",
-                )
-                if stale is None:
-                    report.findings.append(walk.tail_finding)
-            return walk
-        resume = after.later[0].offset
-        walk.damaged_ranges.append((stop_offset, resume))
-        if stale is None:
-            report.findings.append(
-                FsckFinding(
-                    "damaged-record",
-                    FsckSeverity.ERROR,
-                    LOG_NAME,
-                    stop_offset,
-                    f"{resume - stop_offset} bytes do not verify ({why}), "
-                    f"valid records resume at offset {resume} with record {after.later[0].seq}",
-                )
-            )
-        offset = resume
-        expected = after.later[0].seq
 
 
 def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame], bool]:
@@ -402,7 +278,7 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame]
 
 
 def _check_snapshot(
-    io: FileIO, directory: str, log: LogFile, index: Index, walk: _Walk, report: FsckReport
+    io: FileIO, directory: str, log: LogFile, index: Index, walk: LogWalk, report: FsckReport
 ) -> None:
     path = os.path.join(directory, SNAPSHOT_NAME)
     snapshot, why = load_snapshot(io, path, log.fd, log.header, io.size(log.fd))
@@ -450,7 +326,7 @@ def _check_snapshot(
 
 
 def _repair_by_rewrite(
-    io: FileIO, directory: str, log: LogFile, walk: _Walk, frames: list[Frame], report: FsckReport
+    io: FileIO, directory: str, log: LogFile, walk: LogWalk, frames: list[Frame], report: FsckReport
 ) -> None:
     """Write every verified record into a new generation, keeping the damaged bytes and old log."""
     for start, stop in walk.damaged_ranges:
@@ -464,7 +340,9 @@ def _repair_by_rewrite(
         f"old log kept as {os.path.basename(result.old_log or '?')}"
     )
     for finding in report.findings:
-        if finding.severity is FsckSeverity.ERROR and finding.kind != "identity":
+        if finding in walk.unresolvable:
+            finding.outcome = f"left as it is ({outcome}, which holds both copies)"
+        elif finding.severity is FsckSeverity.ERROR and finding.kind != "identity":
             finding.resolve(FsckAction.REWROTE_LOG, outcome)
 
 

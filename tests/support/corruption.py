@@ -141,6 +141,31 @@ def build_pristine(
     return Pristine(directory, log_path.read_bytes(), tuple(ends), tuple(states), users, snapshots)
 
 
+def state_of_intact_records(pristine: Pristine, operations: Sequence[Op], intact: list[bool]) -> State:
+    """What replaying only the intact records shows. Record ``n`` wrote operation ``n``: a create
+    or update sets its session (to what the model held after it) and points its user's lookup at
+    it; a remove deletes the session, and the lookup if it pointed there."""
+    sessions: dict[str, SessionData] = {}
+    lookup: dict[str, str] = {}
+    created: list[tuple[str, str]] = []  # (key, user) of each create, in order
+    for number, (operation, keep) in enumerate(zip(operations, intact, strict=True), start=1):
+        before, after = pristine.states[number - 1], pristine.states[number]
+        if operation.kind == "create":
+            (key,) = after.sessions.keys() - before.sessions.keys()
+            created.append((key, operation.user))
+        key, user = created[operation.target] if operation.kind != "create" else created[-1]
+        if not keep:
+            continue
+        if operation.kind == "remove":
+            sessions.pop(key, None)
+            if lookup.get(user) == key:
+                del lookup[user]
+        else:
+            sessions[key] = after.sessions[key]
+            lookup[user] = key
+    return State(sessions, lookup)
+
+
 def model_state(
     model: InMemorySessionStore,
     model_keys: list[SessionKey],
