@@ -5,13 +5,24 @@ Layout (shared with the Rust crate, so Python and Rust runners can share one Red
     {ns}:session:{key}                              the SessionData JSON (serde's shape)
     {ns}:user:{env}:{tenant_id}:{team or "-"}:{user} the key of the user's active session
     {ns}:owner:{key}                                ours: the session's owner scope, as JSON
+    {ns}:scoped-user:{env}:{tenant_id}:{team}:{user} ours: the same lookup, for team "" (none) or "-" only
 
 The owner entry records the user a session was created for when only the
 creating ``ctx`` named one (the data does not); Rust-written sessions have
 none, and their owner is read from their data. Every mutation is one Lua
-script, so the session, its owner and the user lookup change together, and
+script, so the session, its owner and the user lookups change together, and
 many writers on many hosts never leave the lookup disagreeing with the
 sessions.
+
+greentic's lookup key writes a missing team as ``-``, which is also a valid
+team id, so "no team" and the team ``-`` share it. It keeps greentic's
+meaning (the newest session either scope, or a Rust runner, pointed it at),
+and ``find_by_user`` answers from it only when the session's stored owner is
+the scope asked for; otherwise from that scope's own ``scoped-user`` entry,
+where the empty team field stands for none (an id is never empty). So the two
+scopes never see, take over or remove each other's lookups, exactly as
+``InMemorySessionStore`` behaves. The user part needs none of this: a session
+without a user has no lookup, so ``-`` there is only ever the user ``-``.
 
 Failures: an unreachable or failing server raises ``BackendUnavailableError``
 (greentic code ``Unavailable``) naming the address. A write that raised may or
@@ -54,15 +65,8 @@ from filestore.model import SessionData, TenantCtx
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
 
-# KEYS: session, owner, lookup (or "" when the session has no user); ARGV: key, data, owner.
-_CREATE: Final = """
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[3])
-if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1]) end
-return 'ok'
-"""
-
-# The stored owner of a session: ours if recorded, else read from its (Rust-written) data.
+# The stored owner of a session (ours if recorded, else read from its Rust-written data),
+# the keys that point a user at a session, and whether an owner is a given scope.
 _OWNER: Final = """
 local function owner_of(session_key, owner_key)
   local owner = redis.call('GET', owner_key)
@@ -83,7 +87,41 @@ local function lookup_key(ns, owner)
   if team == cjson.null then team = '-' end
   return ns .. ':user:' .. owner[1] .. ':' .. owner[2] .. ':' .. team .. ':' .. owner[4]
 end
+-- Ours: no team and the team '-' share greentic's lookup key, so each of the two keeps its own
+-- entry too ('' for no team: an id is never empty). Other teams need none.
+local function scoped_key(ns, owner)
+  if owner[4] == cjson.null then return nil end
+  local team = owner[3]
+  if team == cjson.null then team = ''
+  elseif team ~= '-' then return nil end
+  return ns .. ':scoped-user:' .. owner[1] .. ':' .. owner[2] .. ':' .. team .. ':' .. owner[4]
+end
+local function point(ns, owner, key)
+  local lookup = lookup_key(ns, owner)
+  if lookup then redis.call('SET', lookup, key) end
+  local scoped = scoped_key(ns, owner)
+  if scoped then redis.call('SET', scoped, key) end
+end
+-- team and user: '' for none.
+local function owned_by(owner, env, tenant, team, user)
+  local function text(value)
+    if value == cjson.null then return '' end
+    return value
+  end
+  return owner[1] == env and owner[2] == tenant and text(owner[3]) == team and text(owner[4]) == user
+end
 """
+
+# KEYS: session, owner; ARGV: ns, key, data, owner JSON, "1" to point the owner's lookup here.
+_CREATE: Final = (
+    _OWNER
+    + """
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[4])
+if ARGV[5] == '1' then point(ARGV[1], cjson.decode(ARGV[4]), ARGV[2]) end
+return 'ok'
+"""
+)
 
 # KEYS: session, owner; ARGV: ns, key, data, env, tenant_id, team or "", user or "".
 _UPDATE: Final = (
@@ -99,13 +137,13 @@ if owner[1] ~= ARGV[4] or owner[2] ~= ARGV[5] then return 'env/tenant' end
 if team ~= ARGV[6] then return 'team' end
 if ARGV[7] ~= '' and ARGV[7] ~= user then return 'user' end
 redis.call('SET', KEYS[1], ARGV[3])
-local lookup = lookup_key(ARGV[1], owner)
-if lookup then redis.call('SET', lookup, ARGV[2]) end
+point(ARGV[1], owner, ARGV[2])
 return 'ok'
 """
 )
 
-# KEYS: session, owner; ARGV: ns, key.
+# KEYS: session, owner; ARGV: ns, key. The lookup entries go only if they point at this key
+# (greentic's key also when it does: it was then the owner's newest, whoever wrote it).
 _REMOVE: Final = (
     _OWNER
     + """
@@ -113,22 +151,45 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end
 local owner = owner_of(KEYS[1], KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2])
 local lookup = lookup_key(ARGV[1], owner)
-if lookup and redis.call('GET', lookup) == ARGV[2] then redis.call('DEL', lookup) end
+local newest = lookup and redis.call('GET', lookup) == ARGV[2]
+if newest then redis.call('DEL', lookup) end
+local scoped = scoped_key(ARGV[1], owner)
+if scoped and (newest or redis.call('GET', scoped) == ARGV[2]) then redis.call('DEL', scoped) end
 return 'ok'
 """
 )
 
-# KEYS: lookup; ARGV: session key prefix. Returns {key, data} or nil; cleans a dangling entry.
-_FIND: Final = """
-local key = redis.call('GET', KEYS[1])
-if not key then return nil end
-local data = redis.call('GET', ARGV[1] .. key)
-if not data then
-  redis.call('DEL', KEYS[1])
+# ARGV: ns, env, tenant_id, team or "", user. Returns {key, data} or nil; cleans dangling entries.
+# greentic's key holds the newest session written by anyone (a Rust runner writes only it), so it
+# answers when its session is this scope's; otherwise it belongs to the other scope sharing it,
+# and this scope's own entry answers.
+_FIND: Final = (
+    _OWNER
+    + """
+local ns = ARGV[1]
+local wanted = {ARGV[2], ARGV[3], ARGV[4], ARGV[5]}
+if wanted[3] == '' then wanted[3] = cjson.null end
+local function candidate(entry)
+  local key = redis.call('GET', entry)
+  if not key then return nil end
+  local session = ns .. ':session:' .. key
+  local data = redis.call('GET', session)
+  if not data then
+    redis.call('DEL', entry)
+    return nil
+  end
+  if owned_by(owner_of(session, ns .. ':owner:' .. key), ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then
+    return {key, data}
+  end
   return nil
 end
-return {key, data}
+local found = candidate(lookup_key(ns, wanted))
+if found then return found end
+local scoped = scoped_key(ns, wanted)
+if scoped then return candidate(scoped) end
+return nil
 """
+)
 
 
 class RedisSessionStore(ClosesOnExit):
@@ -175,22 +236,13 @@ class RedisSessionStore(ClosesOnExit):
     def _owner_key(self, key: str) -> str:
         return f"{self.namespace}:owner:{key}"
 
-    def _lookup_key(self, scope: SessionScope) -> str:
-        team = scope.team if scope.team is not None else "-"
-        return f"{self.namespace}:user:{scope.env}:{scope.tenant_id}:{team}:{scope.user}"
-
     # -- the contract ------------------------------------------------------------
 
     def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         check_context_fence(ctx, data)
         scope = session_scope(ctx, data)
         key = SessionKey(str(uuid.uuid4()))
-        lookup = self._lookup_key(scope) if scope.user is not None else ""
-        self._call(
-            self._create,
-            [self._session_key(key), self._owner_key(key), lookup],
-            [key, data.to_json(), json.dumps(list(scope))],
-        )
+        self._store(key, data, scope, active=True)
         return key
 
     def get_session(self, key: SessionKey | str) -> SessionData | None:
@@ -234,12 +286,7 @@ class RedisSessionStore(ClosesOnExit):
             raise SessionNotFoundError(f"no session with key {checked}", key=checked)
 
     def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
-        scope = lookup_scope(check_tenant_ctx(ctx), user)
-        found = self._call(self._find, [self._lookup_key(scope)], [f"{self.namespace}:session:"])
-        if not found:
-            return None
-        key, value = found
-        return SessionKey(key), SessionData.from_json(value)
+        return self._find_scope(lookup_scope(check_tenant_ctx(ctx), user))
 
     def close(self) -> None:
         if not self._closed:
@@ -256,17 +303,12 @@ class RedisSessionStore(ClosesOnExit):
         prefix = f"{self.namespace}:session:"
         for name in self._call(self._client.scan_iter, match=f"{prefix}*", count=500):
             key = SessionKey(name[len(prefix) :])
-            value, owner = self._call(self._client.mget, [name, self._owner_key(key)])
-            if value is None:
+            stored = self._stored(key)
+            if stored is None:
                 continue  # removed while we scanned
-            data = SessionData.from_json(value)
-            scope = (
-                SessionScope.parse(json.loads(owner), field="owner")
-                if owner
-                else session_scope(data.tenant_ctx, data)
-            )
-            active = scope.user is not None and self._call(self._client.get, self._lookup_key(scope)) == key
-            yield StoredSession(key, scope, data, active)
+            data, scope = stored
+            found = self._find_scope(scope) if scope.user is not None else None
+            yield StoredSession(key, scope, data, found is not None and found[0] == key)
 
     def import_session(self, session: StoredSession) -> bool:
         """Store a session under its own key and owner; ``False`` if already there, equal.
@@ -275,21 +317,44 @@ class RedisSessionStore(ClosesOnExit):
         """
         key = check_key(session.key)
         check_same_owner(session.scope, session.data)
-        existing = self.get_session(key)
-        if existing is not None and existing != session.data:
+        existing = self._stored(key)
+        if existing is not None and existing != (session.data, session.scope):
             raise InvalidInputError(
                 f"key {key} already holds a different session", field="key", rule="no overwrite"
             )
-        active = session.active and session.scope.user is not None
-        lookup = self._lookup_key(session.scope) if active else ""
-        self._call(
-            self._create,
-            [self._session_key(key), self._owner_key(key), lookup],
-            [key, session.data.to_json(), json.dumps(list(session.scope))],
-        )
+        self._store(key, session.data, session.scope, active=session.active)
         return existing is None
 
     # -- internals ------------------------------------------------------------------
+
+    def _store(self, key: SessionKey, data: SessionData, scope: SessionScope, *, active: bool) -> None:
+        self._call(
+            self._create,
+            [self._session_key(key), self._owner_key(key)],
+            [self.namespace, key, data.to_json(), json.dumps(list(scope)), "1" if active else "0"],
+        )
+
+    def _stored(self, key: SessionKey) -> tuple[SessionData, SessionScope] | None:
+        """A session's data and owner scope (read from its data when it has no owner entry)."""
+        value, owner = self._call(self._client.mget, [self._session_key(key), self._owner_key(key)])
+        if value is None:
+            return None
+        data = SessionData.from_json(value)
+        if owner:
+            return data, SessionScope.parse(json.loads(owner), field="owner")
+        return data, session_scope(data.tenant_ctx, data)
+
+    def _find_scope(self, scope: SessionScope) -> tuple[SessionKey, SessionData] | None:
+        """The session the lookup of ``scope`` (which has a user) points at, if it is that scope's."""
+        found = self._call(
+            self._find,
+            [],
+            [self.namespace, scope.env, scope.tenant_id, scope.team or "", scope.user],
+        )
+        if not found:
+            return None
+        key, value = found
+        return SessionKey(key), SessionData.from_json(value)
 
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
