@@ -25,6 +25,7 @@ from filestore.engine.locking import network_filesystem
 
 from .support import ctx, data
 from .support.fileio import FailingIO, HookedIO
+from .support.permissions import mode_of, umask
 
 
 def test_new_store_files_and_permissions(tmp_path: Path) -> None:
@@ -37,6 +38,15 @@ def test_new_store_files_and_permissions(tmp_path: Path) -> None:
     assert {"filestore.json", "sessions.log", "sessions.idx", "LOCK", "OPEN"} <= names
     for name in ("filestore.json", "sessions.log", "sessions.idx"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("dir_mode", [0o700, 0o750], ids=oct)
+def test_missing_parents_are_made_with_dir_mode_under_umask_zero(tmp_path: Path, dir_mode: int) -> None:
+    """Missing parent directories get the store's dir_mode, not 0777: umask 0 opens nothing to others."""
+    with umask(0), FileSessionStore(tmp_path / "a" / "b" / "s", dir_mode=dir_mode) as store:
+        store.create_session(ctx(), data())
+    for directory in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "s"):
+        assert mode_of(directory) == dir_mode, directory
 
 
 @pytest.mark.parametrize(

@@ -42,18 +42,22 @@ logger = logging.getLogger("filestore")
 
 
 def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
-    """Make ``path`` (mode ``dir_mode``) if missing, durably; refuse a non-directory."""
+    """Make ``path`` and its missing parents (mode ``dir_mode``) durably; refuse a non-directory."""
     if os.path.isdir(path):
         return
     if os.path.lexists(path):
         raise InvalidInputError(f"{path} exists and is not a directory", field="path", rule="a directory")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    try:
-        os.mkdir(path, dir_mode)
-    except FileExistsError:
-        return  # another process made it first
-    io.sync_dir(parent)
+    missing = [path]
+    while not os.path.isdir(parent := os.path.dirname(missing[-1])):
+        missing.append(parent)
+    # Each level by hand, not os.makedirs: its parents get 0o777 less the
+    # umask, which under umask 0 is a world-writable directory above the store.
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, dir_mode)
+        except FileExistsError:
+            continue  # another process made it first
+        io.sync_dir(os.path.dirname(directory))
 
 
 def check_filesystem(path: str, *, allow: bool) -> None:
