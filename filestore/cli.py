@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,6 +125,21 @@ def _open_existing(spec: str) -> MovableStore:
         if not log.is_file():
             raise InvalidInputError(f"{spec} is not a filestore (it has no {LOG_NAME})", field="store")
     return open_store(spec)
+
+
+@contextlib.contextmanager
+def _private_output(path: str) -> Iterator[TextIO]:
+    """``path`` opened for writing (``-``: stdout); a new file is 0600 whatever the umask.
+
+    A dump holds what the store keeps 0600, so it is made as private; an
+    existing file is truncated and keeps the mode its owner gave it.
+    """
+    if path == "-":
+        yield sys.stdout
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as out:
+        yield out
 
 
 def _seconds(_context: click.Context, _parameter: click.Parameter, value: float) -> float:
@@ -246,14 +262,18 @@ def stats(directory: Path, as_json: bool) -> int:
 @click.option(
     "--output",
     "-o",
-    type=click.File("w", encoding="utf-8"),
+    type=click.Path(dir_okay=False, allow_dash=True),
     default="-",
-    help="File to write (default: stdout).",
+    help="File to write (default: stdout); a new file is made 0600.",
 )
-def export_command(store: str, output: TextIO) -> int:
+def export_command(store: str, output: str) -> int:
     """Write every session of STORE (a directory, memory: or a redis:// URL) as JSON Lines."""
-    with _open_existing(store) as source, _progress(True, "export", "sessions") as progress:
-        count = export_sessions(source, output, progress=progress)
+    with (
+        _open_existing(store) as source,
+        _private_output(output) as out,
+        _progress(True, "export", "sessions") as progress,
+    ):
+        count = export_sessions(source, out, progress=progress)
     click.echo(f"exported {count} sessions", err=True)
     return EXIT_OK
 

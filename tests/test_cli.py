@@ -29,6 +29,7 @@ from filestore.transfer import export_sessions, import_sessions, parse_line, ses
 
 from .support import ctx, data
 from .support.fileio import ReadOnlyIO
+from .support.permissions import mode_of, umask
 from .support.strategies import ids, session_datas, small_session_datas
 from .support.waiting import release_once_blocked
 
@@ -436,6 +437,17 @@ def test_export_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert set(lines[0]) == {"key", "scope", "active", "session"}
     assert set(lines[0]["scope"]) == {"env", "tenant_id", "team", "user"}
     assert captured.err == "exported 3 sessions\n"
+
+
+@pytest.mark.parametrize("mask", [0, 0o022], ids=oct)
+def test_export_file_is_created_0600_whatever_the_umask(tmp_path: Path, mask: int) -> None:
+    """export -o makes its dump 0600, as private as the store it copies, under any umask."""
+    make_store(tmp_path / "s", sessions=2)
+    dump = tmp_path / "dump.jsonl"
+    with umask(mask):
+        assert main(["export", str(tmp_path / "s"), "-o", str(dump)]) == 0
+    assert mode_of(dump) == 0o600
+    assert len(dump.read_text().splitlines()) == 2
 
 
 def test_export_lines_hold_no_line_break_of_any_reader(tmp_path: Path) -> None:

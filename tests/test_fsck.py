@@ -34,6 +34,7 @@ from filestore.offline.fsck import FsckAction, FsckReport, FsckSeverity, fsck, i
 from .support import ctx, data
 from .support.corruption import verified_snapshot
 from .support.fileio import SimulatedCrash, crashing_io
+from .support.permissions import mode_of, umask
 from .support.waiting import release_once_blocked
 
 SESSIONS = 6
@@ -553,3 +554,18 @@ def test_a_stale_record_never_rolls_a_session_back(tmp_path: Path) -> None:
     assert contents(directory) == {str(key): data(step=2), str(other): data(ctx(user="other"))}
     kept = [raw for name, raw in directory_bytes(directory).items() if name.startswith("sessions.log.tr")]
     assert kept == [stale]
+
+
+@pytest.mark.parametrize("damage", [damaged_record, foreign_identity, snapshot_missing_a_session])
+def test_repair_keeps_the_stores_file_mode(
+    pristine: Pristine, tmp_path: Path, damage: Callable[[Path], bytes | None]
+) -> None:
+    """Whatever repair rewrites (log, snapshot, identity) keeps a 0640 store's mode instead of 0600."""
+    directory = copy_of(pristine, tmp_path / "s")
+    names = (LOG_NAME, SNAPSHOT_NAME, "filestore.json")
+    for name in names:
+        (directory / name).chmod(0o640)
+    damage(directory)
+    with umask(0o022):
+        assert fsck(directory, repair=True).exit_code == 1
+    assert {name: mode_of(directory / name) for name in names} == dict.fromkeys(names, 0o640)

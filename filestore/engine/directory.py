@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import uuid
 from typing import Final
 
@@ -58,6 +59,15 @@ def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
         except FileExistsError:
             continue  # another process made it first
         io.sync_dir(os.path.dirname(directory))
+
+
+def store_file_mode(path: str) -> int:
+    """The permission bits of the store's files: its log's, which every rewritten file takes.
+
+    The offline tools are not given the ``file_mode`` the store was made
+    with; they keep the one it has, so a rewrite never widens or narrows it.
+    """
+    return stat.S_IMODE(os.stat(os.path.join(path, LOG_NAME)).st_mode)
 
 
 def check_filesystem(path: str, *, allow: bool) -> None:
