@@ -10,6 +10,7 @@ tests may not chown).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Final
 import pytest
 
 from filestore import FileSessionStore, InvalidInputError, UntrustedDirectoryError
+from filestore.engine.layout import temp_path
 
 from .support import ctx, data
 from .support.permissions import mode_of, umask
@@ -141,3 +143,25 @@ def test_the_refusal_pickles_with_its_fields(tmp_path: Path) -> None:
         info.value.mode,
         str(info.value),
     )
+
+
+def test_a_store_file_gone_between_listing_and_check_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temp file another process renames away while the check runs does not fail the open."""
+    key = make_store(tmp_path / "s")
+    temp = Path(temp_path(str(tmp_path / "s"), "sessions.idx"))
+    temp.write_bytes(b"a snapshot being written")
+    real_scandir = os.scandir
+
+    def list_then_rename_away(path: str) -> contextlib.AbstractContextManager[list[os.DirEntry[str]]]:
+        with real_scandir(path) as entries:
+            listed = list(entries)
+        monkeypatch.setattr(os, "scandir", real_scandir)
+        temp.unlink()  # the other process's rename lands here
+        return contextlib.nullcontext(listed)
+
+    monkeypatch.setattr(os, "scandir", list_then_rename_away)
+    with FileSessionStore(tmp_path / "s") as store:
+        assert store.get_session(key) == data()
+    assert os.scandir is real_scandir, "the check listed the directory"

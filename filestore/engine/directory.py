@@ -84,10 +84,13 @@ def check_trusted(path: str, *, dir_mode: int, file_mode: int) -> None:
     _check_trusted_entry(path, os.stat(path), euid, dir_mode, "dir_mode")
     with os.scandir(path) as entries:
         for entry in entries:
-            if _is_store_file(entry.name):
-                _check_trusted_entry(
-                    entry.path, entry.stat(follow_symlinks=False), euid, file_mode, "file_mode"
-                )
+            if not _is_store_file(entry.name):
+                continue
+            try:
+                status = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # a temp file another handle renamed meanwhile: nothing left to trust
+            _check_trusted_entry(entry.path, status, euid, file_mode, "file_mode")
 
 
 def _is_store_file(name: str) -> bool:
