@@ -450,6 +450,25 @@ def test_export_file_is_created_0600_whatever_the_umask(tmp_path: Path, mask: in
     assert len(dump.read_text().splitlines()) == 2
 
 
+@pytest.mark.parametrize("command", ["export", "import", "migrate"])
+def test_a_shared_store_directory_needs_trust_directory(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group/world-writable store is refused (exit 8, saying why) unless --trust-directory is given."""
+    make_store(tmp_path / "s", sessions=2)
+    (tmp_path / "s").chmod(0o777)
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("")
+    argv = {
+        "export": ["export", str(tmp_path / "s"), "-o", str(tmp_path / "out.jsonl")],
+        "import": ["import", str(tmp_path / "s"), str(dump)],
+        "migrate": ["migrate", str(tmp_path / "s"), "memory:"],
+    }[command]
+    assert main(argv) == 8
+    assert "writable by group and others" in capsys.readouterr().err
+    assert main([*argv, "--trust-directory"]) == 0
+
+
 def test_export_lines_hold_no_line_break_of_any_reader(tmp_path: Path) -> None:
     """U+0085, U+2028 and U+2029 in a session are escaped: str.splitlines() gives one line per session."""
     odd = "a\x85b\u2028c\u2029d\re\nf"
