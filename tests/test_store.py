@@ -40,13 +40,20 @@ def test_new_store_files_and_permissions(tmp_path: Path) -> None:
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("dir_mode", [0o700, 0o750], ids=oct)
-def test_missing_parents_are_made_with_dir_mode_under_umask_zero(tmp_path: Path, dir_mode: int) -> None:
-    """Missing parent directories get the store's dir_mode, not 0777: umask 0 opens nothing to others."""
+@pytest.mark.parametrize(("dir_mode", "parent_mode"), [(0o700, 0o700), (0o750, 0o750), (0o770, 0o750)])
+def test_missing_parents_are_made_with_dir_mode_under_umask_zero(
+    tmp_path: Path, dir_mode: int, parent_mode: int
+) -> None:
+    """Missing parents get dir_mode less group/other write, not 0777: umask 0 opens nothing to others.
+
+    Even a shared store (dir_mode 0o770) gets parents nobody else may write:
+    whoever can write a parent can swap the store directory for their own.
+    """
     with umask(0), FileSessionStore(tmp_path / "a" / "b" / "s", dir_mode=dir_mode) as store:
         store.create_session(ctx(), data())
-    for directory in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "s"):
-        assert mode_of(directory) == dir_mode, directory
+    assert mode_of(tmp_path / "a") == parent_mode
+    assert mode_of(tmp_path / "a" / "b") == parent_mode
+    assert mode_of(tmp_path / "a" / "b" / "s") == dir_mode
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,11 @@ logger = logging.getLogger("filestore")
 
 
 def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
-    """Make ``path`` and its missing parents (mode ``dir_mode``) durably; refuse a non-directory."""
+    """Make ``path`` (mode ``dir_mode``) and its missing parents durably; refuse a non-directory.
+
+    Parents get ``dir_mode`` less group and other write: whoever may write
+    a parent can swap the store directory for one of their own.
+    """
     if os.path.isdir(path):
         return
     if os.path.lexists(path):
@@ -64,7 +68,7 @@ def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
     # umask, which under umask 0 is a world-writable directory above the store.
     for directory in reversed(missing):
         try:
-            os.mkdir(directory, dir_mode)
+            os.mkdir(directory, dir_mode if directory == path else dir_mode & ~_WRITE_BY_OTHERS)
         except FileExistsError:
             continue  # another process made it first
         io.sync_dir(os.path.dirname(directory))
