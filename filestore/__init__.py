@@ -27,6 +27,7 @@ from filestore.errors import (
     StorePoisonedError,
     TenantMismatchError,
     UnsupportedFilesystemError,
+    UntrustedDirectoryError,
 )
 from filestore.ids import EnvId, FlowId, PackId, SessionKey, SessionScope, TeamId, TenantId, UserId
 from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
@@ -78,6 +79,7 @@ __all__ = [
     "TenantId",
     "TenantMismatchError",
     "UnsupportedFilesystemError",
+    "UntrustedDirectoryError",
     "UserId",
     "compact",
     "export_sessions",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,13 +118,39 @@ def _log_size(directory: Path) -> int | None:
         return None
 
 
-def _open_existing(spec: str) -> MovableStore:
+def _is_directory_spec(spec: str) -> bool:
+    return spec != "memory:" and not spec.startswith(REDIS_SCHEMES)
+
+
+def _open_any(spec: str, trust_directory: bool) -> MovableStore:
+    """The store ``spec`` names; ``trust_directory`` reaches only a directory's store."""
+    if trust_directory and _is_directory_spec(spec):
+        return open_store(spec, trust_directory=True)
+    return open_store(spec)
+
+
+def _open_existing(spec: str, trust_directory: bool) -> MovableStore:
     """The store ``spec`` names, refusing a directory that holds no store (rather than making one)."""
-    if spec != "memory:" and not spec.startswith(REDIS_SCHEMES):
+    if _is_directory_spec(spec):
         log = Path(spec) / LOG_NAME
         if not log.is_file():
             raise InvalidInputError(f"{spec} is not a filestore (it has no {LOG_NAME})", field="store")
-    return open_store(spec)
+    return _open_any(spec, trust_directory)
+
+
+@contextlib.contextmanager
+def _private_output(path: str) -> Iterator[TextIO]:
+    """``path`` opened for writing (``-``: stdout); a new file is 0600 whatever the umask.
+
+    A dump holds what the store keeps 0600, so it is made as private; an
+    existing file is truncated and keeps the mode its owner gave it.
+    """
+    if path == "-":
+        yield sys.stdout
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as out:
+        yield out
 
 
 def _seconds(_context: click.Context, _parameter: click.Parameter, value: float) -> float:
@@ -143,6 +170,13 @@ _WAIT_OPTION: Final = click.option(
 )
 
 _JSON_OPTION: Final = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+_TRUST_OPTION: Final = click.option(
+    "--trust-directory",
+    is_flag=True,
+    help="Open a store directory even if another account owns it or may write to it "
+    "(only for a deliberately shared directory).",
+)
 
 
 def _emit(as_json: bool, document: dict[str, object], lines: list[str]) -> None:
@@ -246,14 +280,19 @@ def stats(directory: Path, as_json: bool) -> int:
 @click.option(
     "--output",
     "-o",
-    type=click.File("w", encoding="utf-8"),
+    type=click.Path(dir_okay=False, allow_dash=True),
     default="-",
-    help="File to write (default: stdout).",
+    help="File to write (default: stdout); a new file is made 0600.",
 )
-def export_command(store: str, output: TextIO) -> int:
+@_TRUST_OPTION
+def export_command(store: str, output: str, trust_directory: bool) -> int:
     """Write every session of STORE (a directory, memory: or a redis:// URL) as JSON Lines."""
-    with _open_existing(store) as source, _progress(True, "export", "sessions") as progress:
-        count = export_sessions(source, output, progress=progress)
+    with (
+        _open_existing(store, trust_directory) as source,
+        _private_output(output) as out,
+        _progress(True, "export", "sessions") as progress,
+    ):
+        count = export_sessions(source, out, progress=progress)
     click.echo(f"exported {count} sessions", err=True)
     return EXIT_OK
 
@@ -270,7 +309,10 @@ def export_command(store: str, output: TextIO) -> int:
     help="Lines validated together before any of them is written.",
 )
 @_JSON_OPTION
-def import_command(store: str, source: BinaryIO, batch_size: int, as_json: bool) -> int:
+@_TRUST_OPTION
+def import_command(
+    store: str, source: BinaryIO, batch_size: int, as_json: bool, trust_directory: bool
+) -> int:
     """Import JSON Lines from SOURCE (a file, or - for stdin) into STORE.
 
     STORE is a directory (made if missing), memory: or a redis:// URL. Each
@@ -279,7 +321,10 @@ def import_command(store: str, source: BinaryIO, batch_size: int, as_json: bool)
     naming its line number, with nothing of its batch written. Re-running
     skips sessions already there.
     """
-    with open_store(store) as target, _progress(not as_json, "import", "sessions") as progress:
+    with (
+        _open_any(store, trust_directory) as target,
+        _progress(not as_json, "import", "sessions") as progress,
+    ):
         report = import_sessions(target, source, batch_size=batch_size, progress=progress)
     _emit(
         as_json,
@@ -293,7 +338,8 @@ def import_command(store: str, source: BinaryIO, batch_size: int, as_json: bool)
 @click.argument("source")
 @click.argument("target")
 @_JSON_OPTION
-def migrate(source: str, target: str, as_json: bool) -> int:
+@_TRUST_OPTION
+def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> int:
     """Move every session from SOURCE to TARGET (directories, memory: or redis:// URLs).
 
     Keys, owners and user lookups are kept; re-running after an interruption
@@ -302,8 +348,8 @@ def migrate(source: str, target: str, as_json: bool) -> int:
     every session back from TARGET.
     """
     with (
-        _open_existing(source) as origin,
-        open_store(target) as destination,
+        _open_existing(source, trust_directory) as origin,
+        _open_any(target, trust_directory) as destination,
         _progress(not as_json, "migrate", "sessions") as progress,
     ):
         report = migrate_stores(origin, destination, progress=progress)

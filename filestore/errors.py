@@ -157,6 +157,24 @@ class UnsupportedFilesystemError(FilestoreError):
         super().__init__(message, path=path, fstype=fstype)
 
 
+class UntrustedDirectoryError(FilestoreError, PermissionError):
+    """The store directory, or a store file in it, is owned by another uid or writable by others.
+
+    Whoever else may write there could plant a session this store would
+    serve, or read the ones it writes. ``path`` is what was refused, ``uid``
+    its owner, ``mode`` its permission bits; the message says what to fix.
+    ``trust_directory=True`` opts out, for a deliberately shared directory.
+    """
+
+    code = ErrorCode.PERMISSION_DENIED
+    path: str
+    uid: int
+    mode: int
+
+    def __init__(self, message: str, *, path: str, uid: int, mode: int) -> None:
+        super().__init__(message, path=path, uid=uid, mode=mode)
+
+
 class BackendUnavailableError(FilestoreError):
     """A store's server (Redis) is unreachable or failing; ``address`` says which.
 

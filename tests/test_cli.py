@@ -29,6 +29,7 @@ from filestore.transfer import export_sessions, import_sessions, parse_line, ses
 
 from .support import ctx, data
 from .support.fileio import ReadOnlyIO
+from .support.permissions import mode_of, umask
 from .support.strategies import ids, session_datas, small_session_datas
 from .support.waiting import release_once_blocked
 
@@ -436,6 +437,36 @@ def test_export_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert set(lines[0]) == {"key", "scope", "active", "session"}
     assert set(lines[0]["scope"]) == {"env", "tenant_id", "team", "user"}
     assert captured.err == "exported 3 sessions\n"
+
+
+@pytest.mark.parametrize("mask", [0, 0o022], ids=oct)
+def test_export_file_is_created_0600_whatever_the_umask(tmp_path: Path, mask: int) -> None:
+    """export -o makes its dump 0600, as private as the store it copies, under any umask."""
+    make_store(tmp_path / "s", sessions=2)
+    dump = tmp_path / "dump.jsonl"
+    with umask(mask):
+        assert main(["export", str(tmp_path / "s"), "-o", str(dump)]) == 0
+    assert mode_of(dump) == 0o600
+    assert len(dump.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("command", ["export", "import", "migrate"])
+def test_a_shared_store_directory_needs_trust_directory(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group/world-writable store is refused (exit 8, saying why) unless --trust-directory is given."""
+    make_store(tmp_path / "s", sessions=2)
+    (tmp_path / "s").chmod(0o777)
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("")
+    argv = {
+        "export": ["export", str(tmp_path / "s"), "-o", str(tmp_path / "out.jsonl")],
+        "import": ["import", str(tmp_path / "s"), str(dump)],
+        "migrate": ["migrate", str(tmp_path / "s"), "memory:"],
+    }[command]
+    assert main(argv) == 8
+    assert "writable by group and others" in capsys.readouterr().err
+    assert main([*argv, "--trust-directory"]) == 0
 
 
 def test_export_lines_hold_no_line_break_of_any_reader(tmp_path: Path) -> None:

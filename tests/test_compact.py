@@ -21,6 +21,7 @@ from filestore.offline.stats import stats
 
 from .support import ctx, data
 from .support.fileio import ExitAt, SimulatedCrash, crashing_io
+from .support.permissions import mode_of, umask
 from .support.waiting import release_once_blocked
 
 FORK = multiprocessing.get_context("fork")
@@ -237,3 +238,14 @@ def test_a_stray_link_to_the_current_log_is_reused(tmp_path: Path, keep_old: boo
     assert contents(directory) == before
     old_logs = sorted(path.name for path in directory.iterdir() if ".old" in path.name)
     assert old_logs == (["sessions.log.old"] if keep_old else [])
+
+
+def test_compaction_keeps_the_stores_file_mode(tmp_path: Path) -> None:
+    """A 0640 store stays 0640: the new generation's log and snapshot take the old log's mode, not 0600."""
+    with umask(0o022):
+        with FileSessionStore(tmp_path / "s", file_mode=0o640) as store:
+            for step in range(3):
+                store.update_session(store.create_session(ctx(), data()), data(step=step))
+        compact(tmp_path / "s")
+    assert mode_of(tmp_path / "s" / LOG_NAME) == 0o640
+    assert mode_of(tmp_path / "s" / SNAPSHOT_NAME) == 0o640

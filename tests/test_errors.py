@@ -27,6 +27,7 @@ from filestore import (
     StorePoisonedError,
     TenantMismatchError,
     UnsupportedFilesystemError,
+    UntrustedDirectoryError,
 )
 
 
@@ -64,6 +65,12 @@ CASES: Final = [
     Case(StoreInUseError, ErrorCode.CONFLICT, (), {"path": "/s"}),
     Case(UnsupportedFilesystemError, ErrorCode.UNAVAILABLE, (), {"path": "/mnt/s", "fstype": "nfs4"}),
     Case(BackendUnavailableError, ErrorCode.UNAVAILABLE, (), {"address": "redis://h:6379/0"}),
+    Case(
+        UntrustedDirectoryError,
+        ErrorCode.PERMISSION_DENIED,
+        (PermissionError, OSError),
+        {"path": "/s", "uid": 65534, "mode": 0o777},
+    ),
 ]
 
 
@@ -122,12 +129,13 @@ def test_builtin_bases(case: Case) -> None:
         (TenantMismatchError, ValueError),
         (TenantMismatchError, InvalidInputError),
         (LockTimeoutError, TimeoutError),
+        (UntrustedDirectoryError, PermissionError),
     ],
 )
 def test_except_clauses_for_the_builtin_catch_it(
     kind: type[FilestoreError], builtin: type[BaseException]
 ) -> None:
-    """`except KeyError` / `except ValueError` / `except TimeoutError` catch the matching filestore error."""
+    """`except KeyError` / `ValueError` / `TimeoutError` / `PermissionError` catch the matching error."""
     case = next(case for case in CASES if case.kind is kind)
     with pytest.raises(builtin):
         raise case.build()

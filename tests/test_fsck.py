@@ -35,6 +35,7 @@ from filestore.offline.fsck import FsckAction, FsckReport, FsckSeverity, fsck, i
 from .support import ctx, data
 from .support.corruption import verified_snapshot
 from .support.fileio import SimulatedCrash, crashing_io
+from .support.permissions import mode_of, umask
 from .support.waiting import release_once_blocked
 
 SESSIONS = 6
@@ -593,3 +594,18 @@ def test_a_bad_payload_the_snapshot_covers_is_a_bad_payload_finding(tmp_path: Pa
     with FileSessionStore(directory) as reopened:
         assert reopened.get_session(first) == data(ctx(user="u1"), step=2)
         assert reopened.get_session(second) == data(ctx(user="u2"), step=3)
+
+
+@pytest.mark.parametrize("damage", [damaged_record, foreign_identity, snapshot_missing_a_session])
+def test_repair_keeps_the_stores_file_mode(
+    pristine: Pristine, tmp_path: Path, damage: Callable[[Path], bytes | None]
+) -> None:
+    """Whatever repair rewrites (log, snapshot, identity) keeps a 0640 store's mode instead of 0600."""
+    directory = copy_of(pristine, tmp_path / "s")
+    names = (LOG_NAME, SNAPSHOT_NAME, "filestore.json")
+    for name in names:
+        (directory / name).chmod(0o640)
+    damage(directory)
+    with umask(0o022):
+        assert fsck(directory, repair=True).exit_code == 1
+    assert {name: mode_of(directory / name) for name in names} == dict.fromkeys(names, 0o640)

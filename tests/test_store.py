@@ -25,6 +25,7 @@ from filestore.engine.locking import network_filesystem
 
 from .support import ctx, data
 from .support.fileio import Call, FailingIO, HookedIO
+from .support.permissions import mode_of, umask
 
 
 def test_new_store_files_and_permissions(tmp_path: Path) -> None:
@@ -37,6 +38,22 @@ def test_new_store_files_and_permissions(tmp_path: Path) -> None:
     assert {"filestore.json", "sessions.log", "sessions.idx", "LOCK", "OPEN"} <= names
     for name in ("filestore.json", "sessions.log", "sessions.idx"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(("dir_mode", "parent_mode"), [(0o700, 0o700), (0o750, 0o750), (0o770, 0o750)])
+def test_missing_parents_are_made_with_dir_mode_under_umask_zero(
+    tmp_path: Path, dir_mode: int, parent_mode: int
+) -> None:
+    """Missing parents get dir_mode less group/other write, not 0777: umask 0 opens nothing to others.
+
+    Even a shared store (dir_mode 0o770) gets parents nobody else may write:
+    whoever can write a parent can swap the store directory for their own.
+    """
+    with umask(0), FileSessionStore(tmp_path / "a" / "b" / "s", dir_mode=dir_mode) as store:
+        store.create_session(ctx(), data())
+    assert mode_of(tmp_path / "a") == parent_mode
+    assert mode_of(tmp_path / "a" / "b") == parent_mode
+    assert mode_of(tmp_path / "a" / "b" / "s") == dir_mode
 
 
 @pytest.mark.parametrize(
@@ -343,11 +360,6 @@ def test_group_commit_syncs_every_kind_of_write_of_a_lone_writer(tmp_path: Path)
     store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GroupCommit keeps the highest durable sequence number across generations; a "
-    "compaction renumbers from 1, so later writes numbered at or below it return unsynced",
-)
 @pytest.mark.parametrize("compactor", ["this handle", "another handle"])
 def test_group_commit_syncs_each_write_after_a_compaction(tmp_path: Path, compactor: str) -> None:
     """In group mode a lone writer returns only after an fdatasync that began after its record was

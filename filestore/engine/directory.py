@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import uuid
 from typing import Final
 
@@ -26,34 +27,119 @@ from filestore.engine.fileio import FileIO, replace_file
 from filestore.engine.framing import FileHeader
 from filestore.engine.layout import (
     BOOKKEEPING,
+    COMPACT_NAME,
     LOG_NAME,
     META_NAME,
     SNAPSHOT_NAME,
+    is_old_name,
+    is_side_file,
     is_temp_name,
 )
 from filestore.engine.locking import network_filesystem
 from filestore.engine.logfile import LogFile
-from filestore.errors import CorruptionError, InvalidInputError, UnsupportedFilesystemError
+from filestore.errors import (
+    CorruptionError,
+    InvalidInputError,
+    UnsupportedFilesystemError,
+    UntrustedDirectoryError,
+)
 
 META_FORMAT: Final = "filestore"
 META_VERSION: Final = 1
+_WRITE_BY_OTHERS: Final = stat.S_IWGRP | stat.S_IWOTH
 
 logger = logging.getLogger("filestore")
 
 
 def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
-    """Make ``path`` (mode ``dir_mode``) if missing, durably; refuse a non-directory."""
+    """Make ``path`` (mode ``dir_mode``) and its missing parents durably; refuse a non-directory.
+
+    Parents get ``dir_mode`` less group and other write: whoever may write
+    a parent can swap the store directory for one of their own.
+    """
     if os.path.isdir(path):
         return
     if os.path.lexists(path):
         raise InvalidInputError(f"{path} exists and is not a directory", field="path", rule="a directory")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    try:
-        os.mkdir(path, dir_mode)
-    except FileExistsError:
-        return  # another process made it first
-    io.sync_dir(parent)
+    missing = [path]
+    while not os.path.isdir(parent := os.path.dirname(missing[-1])):
+        missing.append(parent)
+    # Each level by hand, not os.makedirs: its parents get 0o777 less the
+    # umask, which under umask 0 is a world-writable directory above the store.
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, dir_mode if directory == path else dir_mode & ~_WRITE_BY_OTHERS)
+        except FileExistsError:
+            continue  # another process made it first
+        io.sync_dir(os.path.dirname(directory))
+
+
+def check_trusted(path: str, *, dir_mode: int, file_mode: int) -> None:
+    """Refuse a directory another account could write to: ``UntrustedDirectoryError``.
+
+    As ssh's StrictModes: the directory and every store file in it must be
+    owned by the effective uid (root included), and writable by group or
+    others only where ``dir_mode`` / ``file_mode`` grant it, i.e. only as the
+    store itself would have made them. Anyone else who may write there could
+    plant a session this store would serve, or read the ones it writes. Runs
+    before anything is created in the directory.
+    """
+    euid = os.geteuid()
+    _check_trusted_entry(path, os.stat(path), euid, dir_mode, "dir_mode")
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if not _is_store_file(entry.name):
+                continue
+            try:
+                status = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # a temp file another handle renamed meanwhile: nothing left to trust
+            _check_trusted_entry(entry.path, status, euid, file_mode, "file_mode")
+
+
+def _is_store_file(name: str) -> bool:
+    return (
+        name in {LOG_NAME, SNAPSHOT_NAME, META_NAME, COMPACT_NAME} | BOOKKEEPING
+        or is_old_name(name)
+        or is_side_file(name)
+        or is_temp_name(name)
+    )
+
+
+def _check_trusted_entry(path: str, status: os.stat_result, euid: int, granted: int, option: str) -> None:
+    mode = stat.S_IMODE(status.st_mode)
+    if status.st_uid != euid:
+        raise UntrustedDirectoryError(
+            f"{path} is owned by uid {status.st_uid}, not by this process's uid {euid}: its owner "
+            "could plant a session this store would serve, and read the ones it writes. Use a "
+            f"directory owned by uid {euid} (or chown it), or pass trust_directory=True if the "
+            "sharing is deliberate",
+            path=path,
+            uid=status.st_uid,
+            mode=mode,
+        )
+    # A symlink's own mode means nothing, and the store never opens through one.
+    extra = 0 if stat.S_ISLNK(status.st_mode) else mode & _WRITE_BY_OTHERS & ~granted
+    if extra:
+        who = {stat.S_IWGRP: "group", stat.S_IWOTH: "others"}.get(extra, "group and others")
+        raise UntrustedDirectoryError(
+            f"{path} is writable by {who} (mode {mode:#o}), which the store's {option} {granted:#o} "
+            "never makes: whoever else may write there could plant a session this store would "
+            f"serve. Run `chmod go-w {path}`; if the sharing is deliberate, open with a {option} "
+            "that grants it, or with trust_directory=True",
+            path=path,
+            uid=status.st_uid,
+            mode=mode,
+        )
+
+
+def store_file_mode(path: str) -> int:
+    """The permission bits of the store's files: its log's, which every rewritten file takes.
+
+    The offline tools are not given the ``file_mode`` the store was made
+    with; they keep the one it has, so a rewrite never widens or narrows it.
+    """
+    return stat.S_IMODE(os.stat(os.path.join(path, LOG_NAME)).st_mode)
 
 
 def check_filesystem(path: str, *, allow: bool) -> None:

@@ -52,3 +52,10 @@ def seconds(name: str, value: float) -> float:
             f"{name} must be a number of seconds >= 0, not {value!r}", field=name, rule=">= 0"
         )
     return float(value)
+
+
+def flag(name: str, value: bool) -> bool:
+    """``value`` if it is a bool, else ``InvalidInputError`` naming it (``1`` or ``"yes"`` are not)."""
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be True or False, not {value!r}", field=name, rule="a bool")
+    return value

@@ -34,6 +34,7 @@ from typing import Final
 
 import attrs
 
+from filestore.engine.directory import store_file_mode
 from filestore.engine.fileio import FileIO
 from filestore.engine.framing import (
     FILE_HEADER_SIZE,
@@ -73,9 +74,14 @@ def rewrite_generation(
     *,
     keep_old: bool,
     seal: Callable[[int], object],
-    file_mode: int = 0o600,
+    file_mode: int | None = None,
 ) -> RewriteResult:
-    """Write ``frames`` (in order) as the next generation and switch to it atomically."""
+    """Write ``frames`` (in order) as the next generation and switch to it atomically.
+
+    Its files get ``file_mode``, by default the current log's mode.
+    """
+    if file_mode is None:
+        file_mode = store_file_mode(directory)
     header = FileHeader(old_header.store_uuid, old_header.generation + 1)
     compact_path = os.path.join(directory, COMPACT_NAME)
     log_path = os.path.join(directory, LOG_NAME)

@@ -38,6 +38,7 @@ from filestore.contract import (
 )
 from filestore.engine.directory import (
     check_filesystem,
+    check_trusted,
     needs_housekeeping,
     open_existing_log,
     open_or_create_log,
@@ -55,6 +56,7 @@ from filestore.engine.options import (
     DEFAULT_SNAPSHOT_RECORDS,
     Durability,
     count,
+    flag,
     parse_durability,
     seconds,
 )
@@ -107,6 +109,11 @@ class FileSessionStore(ClosesOnExit):
     call raises ``StorePoisonedError`` and every later write does too, until
     the store is reopened (which re-verifies the log's tail). Network file
     systems are refused unless ``allow_network_filesystem`` is set.
+
+    A directory (or a store file in it) owned by another uid, or writable by
+    group or others where ``dir_mode`` / ``file_mode`` would not make it so,
+    is refused with ``UntrustedDirectoryError``, as ssh's StrictModes refuses
+    such a key; ``trust_directory=True`` opts out for a deliberately shared one.
     """
 
     def __init__(
@@ -123,6 +130,7 @@ class FileSessionStore(ClosesOnExit):
         file_mode: int = 0o600,
         dir_mode: int = 0o700,
         allow_network_filesystem: bool = False,
+        trust_directory: bool = False,
         io: FileIO = OS_IO,
     ) -> None:
         self.durability = parse_durability(durability)
@@ -132,6 +140,7 @@ class FileSessionStore(ClosesOnExit):
         self.preallocate_bytes = count("preallocate_bytes", preallocate_bytes, minimum=0)
         self.lock_timeout = seconds("lock_timeout", lock_timeout)
         cache = SessionCache(count("cache_size", cache_size, minimum=0))
+        trusted = flag("trust_directory", trust_directory)
         self.file_mode = file_mode
         self.path = os.path.abspath(os.fspath(path))
         self._io = io
@@ -141,6 +150,8 @@ class FileSessionStore(ClosesOnExit):
         self._poisoned: str | None = None
         self._group = GroupCommit()
         prepare_directory(self._io, self.path, dir_mode)
+        if not trusted:
+            check_trusted(self.path, dir_mode=dir_mode, file_mode=file_mode)
         check_filesystem(self.path, allow=allow_network_filesystem)
         self._open(file_mode, cache)
         self._closed = False

@@ -57,7 +57,7 @@ from typing import Final
 
 import attrs
 
-from filestore.engine.directory import looks_like_a_store, read_meta_uuid, write_meta
+from filestore.engine.directory import looks_like_a_store, read_meta_uuid, store_file_mode, write_meta
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader, Frame
 from filestore.engine.index import Index
@@ -196,7 +196,7 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
                 io.write_file(kept, io.read_file(meta_path))
                 io.sync_dir(directory)
                 outcome += f"; the old one is kept as {os.path.basename(kept)}"
-            write_meta(io, directory, log.header, 0o600)
+            write_meta(io, directory, log.header, store_file_mode(directory))
             finding.resolve(FsckAction.REWROTE_IDENTITY, outcome)
         report.findings.append(finding)
 
@@ -320,7 +320,7 @@ def _check_snapshot(
             last_frame_offset=last.offset if last else 0,
             last_frame_crc=log.frame_crc_at(last.offset) if last else 0,
         )
-        write_snapshot(io, directory, data, mode=0o600)
+        write_snapshot(io, directory, data, mode=store_file_mode(directory))
         finding.resolve(FsckAction.WROTE_SNAPSHOT, "wrote the snapshot from the log")
     report.findings.append(finding)
 
