@@ -375,12 +375,12 @@ class LogView:
         return result
 
     def tidy_up(self, *, sync: bool) -> None:
-        """Before closing: snapshot the index if it is behind, ``sync`` the log if asked
-        (durability ``none``), give back the preallocated space."""
-        if self._log.last_seq > self._snapshot_seq:
-            self.write_snapshot()
+        """Before closing: ``sync`` the log if asked (durability ``none``), snapshot the index
+        if it is behind, give back the preallocated space."""
         if sync:
             self._log.sync()
+        if self._log.last_seq > self._snapshot_seq:
+            self.write_snapshot()
         self._log.trim()
 
     # -- the snapshot ---------------------------------------------------------------
@@ -394,8 +394,14 @@ class LogView:
         )
 
     def write_snapshot(self) -> None:
-        """Snapshot the index as of the log's end (the writer lock must be held)."""
+        """Snapshot the index as of the log's end (the writer lock must be held).
+
+        The records it covers are made durable first (durability ``none`` and ``group`` may
+        not have synced them yet): a snapshot that a power loss leaves ahead of the log is
+        refused at every open, and fsck flags it until a later snapshot replaces it."""
         log = self._log
+        if log.known_durable < log.last_seq:
+            log.sync()
         data = encode_snapshot(
             log.header,
             self._index,
