@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -25,6 +24,7 @@ from filestore.engine.logfile import LogFile
 from filestore.offline.fsck import fsck
 
 from .support import ctx, data
+from .support.descriptors import held_files, needs_proc
 from .support.fileio import SyncLedger
 
 FORK = multiprocessing.get_context("fork")
@@ -229,22 +229,6 @@ def test_every_write_is_synced_in_its_own_generation(tmp_path: Path, durability:
     assert _log_generation(directory) == 5
 
 
-def _held_files(directory: Path) -> tuple[int, list[str]]:
-    """How many descriptors this process holds, and the deleted logs of ``directory`` they point at."""
-    fds = os.listdir("/proc/self/fd")
-    targets = []
-    for fd in fds:
-        try:
-            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except FileNotFoundError:  # the descriptor listdir itself used, closed since
-            continue
-    logs = [target for target in targets if target.startswith(f"{directory}/sessions.log")]
-    return len(fds), [log for log in logs if log.endswith(" (deleted)")]
-
-
-needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
-
-
 @needs_proc
 @pytest.mark.parametrize("durability", ["fsync", "group", "none"])
 def test_descriptors_stay_flat_over_many_compactions(tmp_path: Path, durability: str) -> None:
@@ -263,11 +247,11 @@ def test_descriptors_stay_flat_over_many_compactions(tmp_path: Path, durability:
         assert compacting.get_session(key) == data(step=step + 1)
 
     one_round(0)
-    held_after_first, deleted_after_first = _held_files(directory)
+    held_after_first, deleted_after_first = held_files(directory)
     assert deleted_after_first == []
     for step in range(1, 100):
         one_round(step)
-    assert _held_files(directory) == (held_after_first, [])
+    assert held_files(directory) == (held_after_first, [])
     following.close()
     compacting.close()
     assert _log_generation(directory) == 101
@@ -321,12 +305,12 @@ def test_old_log_stays_open_for_a_group_sync_running_on_it(tmp_path: Path) -> No
     try:
         assert io.syncing.wait(timeout=60)
         store.compact()
-        assert len(_held_files(directory)[1]) == 1, "the log being synced is still open"
+        assert len(held_files(directory)[1]) == 1, "the log being synced is still open"
     finally:
         io.release.set()
         writer.join(60)
     assert outcome == [None]
-    assert _held_files(directory)[1] == []
+    assert held_files(directory)[1] == []
     assert store.get_session(key) == data(step=1)
     store.update_session(key, data(step=2))
     store.close()
