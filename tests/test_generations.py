@@ -25,7 +25,7 @@ from filestore.offline.fsck import fsck
 
 from .support import ctx, data
 from .support.descriptors import held_files, needs_proc
-from .support.fileio import SyncLedger
+from .support.fileio import Call, HookedIO, SyncLedger
 
 FORK = multiprocessing.get_context("fork")
 
@@ -122,6 +122,42 @@ def test_fsck_repairs_an_interrupted_compaction(tmp_path: Path) -> None:
     _seal_without_switch(tmp_path / "s")
     assert fsck(tmp_path / "s", repair=True).exit_code == 1
     assert fsck(tmp_path / "s").exit_code == 0
+
+
+class CompactWhileOpening(HookedIO):
+    """Opening a handle: once it has opened the log and goes for the snapshot, ``compact`` runs
+    (another process compacting just then)."""
+
+    def __init__(self, compact: Callable[[], object]) -> None:
+        super().__init__()
+        self.compact: Callable[[], object] | None = compact
+
+    def before(self, call: Call) -> None:
+        super().before(call)
+        if self.compact is not None and call.path.endswith("sessions.idx"):
+            compact, self.compact = self.compact, None
+            compact()
+
+
+@pytest.mark.parametrize("durability", ["fsync", "group", "none"])
+def test_opening_while_another_handle_compacts(tmp_path: Path, durability: str) -> None:
+    """A handle that opens the old generation's log just before another compacts follows the seal
+    while loading, and opens: it syncs the log it now reads, not the replaced one (whose
+    descriptor it has closed: that sync raised EBADF, found by the multi-process model lane)."""
+    directory = tmp_path / "s"
+    other = FileSessionStore(directory)
+    keys = [other.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n)) for n in range(3)]
+    other.remove_session(keys[0])
+    other.write_snapshot()
+    io = CompactWhileOpening(other.compact)
+    with FileSessionStore(directory, durability=durability, io=io) as opened:
+        assert io.compact is None, "the compaction ran while the handle was opening"
+        assert opened.get_session(keys[1]) == data(ctx(user="u1"), step=1)
+        opened.update_session(keys[2], data(ctx(user="u2"), step=9))
+    assert other.get_session(keys[2]) == data(ctx(user="u2"), step=9)
+    other.close()
+    assert _log_generation(directory) == 2
+    assert not fsck(directory).errors
 
 
 def _compacting_writer(directory: str, key: str, rounds: int, ask: Connection, answer: Connection) -> None:

@@ -173,7 +173,10 @@ class LogView:
                     # and kept in a side file, before close() could trim it away.
                     self._log.recover_tail()
         # One sync makes whatever a crashed process left in the page cache
-        # durable, so our records may claim everything before them is.
+        # durable, so our records may claim everything before them is. Of the
+        # current log: catching up may have followed a compaction to a new
+        # generation, and closed the log this load began on.
+        log = self._log
         log.sync()
         stale = log.last_seq - self._snapshot_seq >= self._snapshot_every_records
         if (snapshot is None and log.last_seq > 0) or stale:
