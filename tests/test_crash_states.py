@@ -283,7 +283,7 @@ GROUP_WORKLOADS = [
 # ... and every 2-call sequence with an online compaction between the calls, in every mode.
 COMPACTING_WORKLOADS = [
     Workload(
-        f"{mode}:{workload.name}+compact",
+        f"{mode}:compact-after-the-first:{workload.name}",
         (workload.steps[0], compact_online, *workload.steps[1:]),
         options={"durability": mode},
     )

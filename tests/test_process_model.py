@@ -127,7 +127,6 @@ class Writer:
 
     def check(self, what: str, found: object, expected: object) -> None:
         if found != expected:
-            self.note({"failure": f"{what}: found {found!r}, expected {expected!r}"})
             raise AssertionError(f"{what}: found {found!r}, expected {expected!r}")
 
     def expected_lookup(self, scope: Scope) -> tuple[str, str] | None:
@@ -187,14 +186,20 @@ def _write(
     calls: int | None,
     progress: Connection,
 ) -> None:
-    """A writer process: ``calls`` steps (or until killed), reporting each step's end on ``progress``."""
-    with FileSessionStore(directory, durability=durability) as store:
-        loop = Writer(store, oracle, writer, seed)
-        number = 0
-        while calls is None or number < calls:
-            number += 1
-            loop.step(number)
-            progress.send(number)
+    """A writer process: ``calls`` steps (or until killed), reporting each step's end on ``progress``;
+    anything raised is noted in its oracle, for the parent's report."""
+    try:
+        with FileSessionStore(directory, durability=durability) as store:
+            loop = Writer(store, oracle, writer, seed)
+            number = 0
+            while calls is None or number < calls:
+                number += 1
+                loop.step(number)
+                progress.send(number)
+    except BaseException as error:
+        with open(oracle, "ab") as lines:
+            lines.write(_line({"failure": f"{type(error).__name__}: {error}"}))
+        raise
 
 
 def _compact(directory: str, durability: str, orders: Connection, done: Connection) -> None:
@@ -321,7 +326,8 @@ def _round(
     for writer, process in enumerate(writers):
         process.join(60)
         expected = -signal.SIGKILL if writer in kill_after else 0
-        assert process.exitcode == expected, f"writer {writer} ended with {process.exitcode}"
+        failures = replay(oracles[writer].read_bytes()).failures
+        assert process.exitcode == expected, f"writer {writer} ended with {process.exitcode}: {failures}"
     figures["steps"] += steps
     _check_round(directory, oracles, durability)
     return figures
