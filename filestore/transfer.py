@@ -62,9 +62,9 @@ def export_sessions(
     ``write`` or ``progress`` is not callable (before anything is written).
     """
     check_movable(store, "store")
-    if not callable(getattr(out, "write", None)):
+    if not callable(getattr(out, "write", None)) or getattr(out, "closed", False) is True:
         raise InvalidInputError(
-            f"out: expected a text stream, not {type(out).__name__}", field="out", rule="has write()"
+            f"out: expected an open text stream, not {out!r}"[:200], field="out", rule="has write()"
         )
     progress = callback("progress", progress)
     written = 0

@@ -380,6 +380,15 @@ def test_a_path_under_a_file_is_invalid_input(tmp_path: Path) -> None:
     assert directory_state(tmp_path) == before
 
 
+def test_a_path_through_a_symlink_loop_is_invalid_input(tmp_path: Path) -> None:
+    """A store path below a symlink loop (ELOOP from mkdir) is InvalidInputError, and nothing is made."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    before = directory_state(tmp_path)
+    with pytest.raises(InvalidInputError, match="cannot be made"):
+        FileSessionStore(tmp_path / "loop" / "store")
+    assert directory_state(tmp_path) == before
+
+
 LINKED_NAMES: Final = ["LOCK", "OPEN", "sessions.log"]
 
 
@@ -479,10 +488,13 @@ def test_export_refuses_bad_arguments_before_writing(file_store: tuple[FileSessi
     """export_sessions: no store, no writable ``out``, or a bad progress: InvalidInputError, no output."""
     store, _path = file_store
     out = io.StringIO()
+    closed = io.StringIO()
+    closed.close()
     for source, stream, progress in [
         (None, out, None),
         (store, None, None),
         (store, b"", None),
+        (store, closed, None),
         (store, out, "x"),
     ]:
         with pytest.raises(InvalidInputError):

@@ -16,6 +16,7 @@ other files is refused.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -47,6 +48,9 @@ from filestore.errors import (
 META_FORMAT: Final = "filestore"
 META_VERSION: Final = 1
 _WRITE_BY_OTHERS: Final = stat.S_IWGRP | stat.S_IWOTH
+# What the file system answers about a path itself (rather than about the disk):
+# making the store directory fails on these because of the path the caller gave.
+_PATH_REFUSALS: Final = frozenset({errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS})
 
 logger = logging.getLogger("filestore")
 
@@ -77,6 +81,14 @@ def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
                 field="path",
                 rule="a directory",
             ) from None
+        except OSError as error:
+            if error.errno not in _PATH_REFUSALS:
+                raise
+            raise InvalidInputError(
+                f"{path} cannot be made: {error.strerror} ({directory})",
+                field="path",
+                rule="a directory this process can make",
+            ) from error
         io.sync_dir(os.path.dirname(directory))
 
 
