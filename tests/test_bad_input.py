@@ -270,6 +270,28 @@ def test_online_compact_refuses_a_non_bool_keep_old(tmp_path: Path) -> None:
         assert directory_state(path) == before
 
 
+def test_an_over_long_session_is_refused_by_every_file_store_write(tmp_path: Path) -> None:
+    """Text fields have no length rule of their own: a record over ``max_record_size`` is the limit.
+
+    create, update and import of an over-long session each raise InvalidInputError, nothing written.
+    """
+    path = tmp_path / "store"
+    with FileSessionStore(path, max_record_size=1024) as store:
+        key = store.create_session(ctx(), data())
+        huge = SessionData(ctx(), "f", SessionCursor("n"), "x" * 2000)
+        scope = SessionScope(EnvId("dev"), TenantId("acme"), TeamId("support"), UserId("u1"))
+        before = directory_state(path)
+        for call in (
+            lambda: store.create_session(ctx(), huge),
+            lambda: store.update_session(key, huge),
+            lambda: store.import_session(StoredSession(SessionKey("imported"), scope, huge, True)),
+        ):
+            with pytest.raises(InvalidInputError, match="max_record_size"):
+                call()
+        assert directory_state(path) == before
+        assert store.get_session(key) == data()
+
+
 # -- opening a file store -------------------------------------------------------------
 
 BAD_OPTIONS: Final[list[dict[str, object]]] = [

@@ -118,6 +118,13 @@ class FileSessionStore(ClosesOnExit):
     group or others where ``dir_mode`` / ``file_mode`` would not make it so,
     is refused with ``UntrustedDirectoryError``, as ssh's StrictModes refuses
     such a key; ``trust_directory=True`` opts out for a deliberately shared one.
+    A symbolic link at a store file's name is refused the same way, always.
+
+    Every argument is checked before anything is created: a path that is not
+    text (``bytes`` included), holds NUL or a lone surrogate, or is too long
+    for the file system (``filestore.engine.options.store_path``), a bool or
+    out-of-range value for any option, or a ``file_mode`` / ``dir_mode`` that
+    does not let the owner read and write, raises ``InvalidInputError``.
     """
 
     def __init__(
