@@ -15,14 +15,16 @@ the target is refused, never overwritten. It ends by checking the counts.
 
 from __future__ import annotations
 
+import inspect
 import os
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
 from filestore.contract import SessionStore, StoredSession
+from filestore.engine.options import callback
 from filestore.engine.store import FileSessionStore
 from filestore.errors import InvalidInputError
 from filestore.memory import InMemorySessionStore
@@ -31,6 +33,7 @@ from filestore.redis_store import DEFAULT_NAMESPACE, RedisSessionStore
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
 
+@runtime_checkable
 class MovableStore(SessionStore, Protocol):
     """A store that can list its sessions and take keyed ones (every backend here can)."""
 
@@ -40,9 +43,25 @@ class MovableStore(SessionStore, Protocol):
 
 
 def open_store(spec: str | os.PathLike[str], **options: Any) -> MovableStore:
-    """Open the store ``spec`` names (see module docs); ``options`` go to its constructor."""
-    text = os.fspath(spec)
+    """Open the store ``spec`` names (see module docs); ``options`` go to its constructor.
+
+    ``spec`` is text (a ``str`` or ``os.PathLike``): anything else, ``bytes``
+    included, is ``InvalidInputError``, and so is a directory path the file
+    store refuses (see ``filestore.engine.options.store_path``) and an option
+    the store's constructor does not take (``memory:`` takes none).
+    """
+    try:
+        text = os.fspath(spec)
+    except TypeError:
+        text = None
+    if not isinstance(text, str):
+        raise InvalidInputError(
+            f"spec must be a str (a directory, memory: or a redis:// URL), not {type(spec).__name__}",
+            field="spec",
+            rule="a str",
+        )
     if text == "memory:":
+        _check_options(InMemorySessionStore, options)
         return InMemorySessionStore()
     if text.startswith(REDIS_SCHEMES):
         parsed = urllib.parse.urlsplit(text)
@@ -50,6 +69,7 @@ def open_store(spec: str | os.PathLike[str], **options: Any) -> MovableStore:
         namespace = query.pop("namespace", [DEFAULT_NAMESPACE])[0]
         rest = urllib.parse.urlencode({name: values[-1] for name, values in query.items()})
         url = urllib.parse.urlunsplit(parsed._replace(query=rest))
+        _check_options(RedisSessionStore, options, given_by_spec=frozenset({"namespace"}))
         return RedisSessionStore(url, namespace=namespace, **options)
     if not text or "://" in text:
         raise InvalidInputError(
@@ -57,7 +77,30 @@ def open_store(spec: str | os.PathLike[str], **options: Any) -> MovableStore:
             field="spec",
             rule="a store",
         )
+    _check_options(FileSessionStore, options)
     return FileSessionStore(text, **options)
+
+
+def _check_options(
+    kind: type, options: dict[str, Any], *, given_by_spec: frozenset[str] = frozenset()
+) -> None:
+    """Refuse an option ``kind``'s constructor does not take (Python would raise a bare ``TypeError``).
+
+    ``given_by_spec`` are options the spec itself sets (a Redis URL's ``?namespace=``).
+    """
+    accepted = {
+        name
+        for name, parameter in inspect.signature(kind).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in given_by_spec
+    }
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InvalidInputError(
+            f"{kind.__name__} takes no option {', '.join(unknown)} "
+            f"(it takes: {', '.join(sorted(accepted)) or 'none'})",
+            field=unknown[0],
+            rule="a known option",
+        )
 
 
 @attrs.frozen
@@ -81,6 +124,9 @@ def migrate(
     It ends by reading every source session back from the target: the count
     copied plus already there must be the source's, each one equal.
     """
+    check_movable(source, "source")
+    check_movable(target, "target")
+    progress = callback("progress", progress)
     counts = copy_sessions(target, enumerate(source.iter_sessions(), 1), progress=progress)
     missing = [
         session.key for session in source.iter_sessions() if target.get_session(session.key) != session.data
@@ -92,6 +138,18 @@ def migrate(
             rule="complete",
         )
     return MigrateReport(counts.copied + counts.already_there, counts.copied, counts.already_there)
+
+
+def check_movable(store: object, field: str) -> MovableStore:
+    """``store`` if it is a store sessions can be moved out of and into, else ``InvalidInputError``."""
+    if not isinstance(store, MovableStore):
+        raise InvalidInputError(
+            f"{field}: expected a session store (with iter_sessions and import_session), "
+            f"not {type(store).__name__}",
+            field=field,
+            rule="a MovableStore",
+        )
+    return store
 
 
 @attrs.frozen

@@ -364,9 +364,35 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> i
     return EXIT_OK
 
 
+def _check_arguments(argv: list[str]) -> None:
+    """Refuse an argument no command line could carry (NUL, a lone surrogate) before click sees it.
+
+    ``main`` is also called in-process, where such a string would reach
+    click's own path checks and escape as a bare ``ValueError``.
+    """
+    for number, argument in enumerate(argv, 1):
+        if not isinstance(argument, str):
+            raise InvalidInputError(
+                f"argument {number} is a {type(argument).__name__}, not a str",
+                field="argv",
+                rule="str arguments",
+            )
+        try:
+            os.fsencode(argument)
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                f"argument {number} holds a lone surrogate, which no command line can carry",
+                field="argv",
+                rule="encodable",
+            ) from None
+        if "\0" in argument:
+            raise InvalidInputError(f"argument {number} holds a NUL character", field="argv", rule="no NUL")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     try:
+        _check_arguments(sys.argv[1:] if argv is None else argv)
         result = cli.main(args=argv, prog_name="filestore", standalone_mode=False)
     except click.exceptions.Exit as done:
         return int(done.exit_code)

@@ -23,7 +23,7 @@ from typing import Final, Protocol, Self, runtime_checkable
 import attrs
 
 from filestore.errors import InvalidInputError, TenantMismatchError
-from filestore.ids import SessionKey, SessionScope, TeamId, UserId
+from filestore.ids import SessionKey, SessionScope, TeamId, UserId, check_key
 from filestore.model import SessionData, TenantCtx
 
 
@@ -77,6 +77,40 @@ def check_session_data(data: object) -> SessionData:
             f"data: expected SessionData, not {type(data).__name__}", field="data", rule="a SessionData"
         )
     return data
+
+
+def check_stored_session(session: object) -> StoredSession:
+    """Return ``session`` if it is a well-formed ``StoredSession``, else raise ``InvalidInputError``.
+
+    ``StoredSession`` does not validate its fields (it is built from what a
+    store already holds), so ``import_session`` checks them here: a valid
+    key, a scope of valid ids, a ``SessionData`` its scope owns
+    (``TenantMismatchError`` otherwise) and a bool ``active``. Returns a
+    copy holding the parsed key and scope.
+    """
+    if not isinstance(session, StoredSession):
+        raise InvalidInputError(
+            f"session: expected StoredSession, not {type(session).__name__}",
+            field="session",
+            rule="a StoredSession",
+        )
+    key = check_key(session.key)
+    raw_scope = session.scope
+    if not isinstance(raw_scope, tuple):
+        raise InvalidInputError(
+            f"session.scope: expected SessionScope, not {type(raw_scope).__name__}",
+            field="session.scope",
+            rule="a SessionScope",
+        )
+    scope = SessionScope.parse(list(raw_scope), field="session.scope")
+    data = check_same_owner(scope, session.data)
+    if not isinstance(session.active, bool):
+        raise InvalidInputError(
+            f"session.active must be True or False, not {session.active!r}",
+            field="session.active",
+            rule="a bool",
+        )
+    return StoredSession(key, scope, data, session.active)
 
 
 def check_context_fence(ctx: TenantCtx, data: SessionData) -> SessionData:

@@ -233,6 +233,8 @@ def load_json(text: str | bytes | Mapping[str, Any], what: str) -> Mapping[str, 
 
 
 def load_cbor(blob: bytes, what: str) -> Mapping[str, Any]:
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise invalid(what, "CBOR bytes", f"expected CBOR bytes, not {type(blob).__name__}")
     try:
         loaded = strictcbor.loads(blob)
     except (cbor2.CBORDecodeError, RecursionError) as error:

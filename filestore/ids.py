@@ -182,6 +182,17 @@ def check_key(key: object) -> SessionKey:
             field="key",
             rule=f"at most {MAX_KEY_LENGTH} characters",
         )
+    if not key.isascii():
+        # A lone surrogate is a str no UTF-8 writer can encode: Redis's client
+        # would fail on it mid-call, and no store could have written it.
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                "key: a session key holds a lone surrogate, which is not valid text",
+                field="key",
+                rule="valid Unicode text",
+            ) from None
     return key if isinstance(key, SessionKey) else SessionKey(key)
 
 

@@ -16,6 +16,7 @@ from filestore.contract import (
     StoredSession,
     check_context_fence,
     check_same_owner,
+    check_stored_session,
     check_tenant_ctx,
     lookup_scope,
     session_scope,
@@ -101,8 +102,8 @@ class InMemorySessionStore(ClosesOnExit):
 
         ``InvalidInputError`` if the key holds a different session (never overwritten).
         """
-        key = check_key(session.key)
-        check_same_owner(session.scope, session.data)
+        session = check_stored_session(session)
+        key = session.key
         with self._lock:
             self._check_open()
             existing = self._sessions.get(key)

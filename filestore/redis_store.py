@@ -35,6 +35,7 @@ of writes may be lost.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from typing import Any, Final
@@ -47,8 +48,8 @@ from filestore.contract import (
     ClosesOnExit,
     StoredSession,
     check_context_fence,
-    check_same_owner,
     check_session_data,
+    check_stored_session,
     check_tenant_ctx,
     lookup_scope,
     session_scope,
@@ -208,12 +209,27 @@ class RedisSessionStore(ClosesOnExit):
         command_timeout: float = 5.0,
         client: redis.Redis | None = None,
     ) -> None:
-        if not namespace or any(character.isspace() for character in namespace):
+        if (
+            not isinstance(namespace, str)
+            or not namespace
+            or not namespace.isprintable()
+            or any(character.isspace() for character in namespace)
+            or not _encodable(namespace)
+        ):
             raise InvalidInputError(
-                f"namespace must be a non-empty string without spaces, not {namespace!r}",
+                f"namespace must be a non-empty string of printable characters without spaces, "
+                f"not {namespace!r}",
                 field="namespace",
-                rule="non-empty, no spaces",
+                rule="non-empty, printable, no spaces",
             )
+        if client is None and not (isinstance(url, str) and url and _encodable(url)):
+            raise InvalidInputError(f"url must be a redis URL, not {url!r}", field="url", rule="a URL")
+        if client is not None and not isinstance(client, redis.Redis):
+            raise InvalidInputError(
+                f"client must be a redis.Redis, not {type(client).__name__}", field="client", rule="a Redis"
+            )
+        connect_timeout = _timeout("connect_timeout", connect_timeout)
+        command_timeout = _timeout("command_timeout", command_timeout)
         self.namespace = namespace
         self.address = url if client is None else _describe(client)
         self._client = client or redis.Redis.from_url(
@@ -315,8 +331,8 @@ class RedisSessionStore(ClosesOnExit):
 
         ``InvalidInputError`` if the key holds a different session (never overwritten).
         """
-        key = check_key(session.key)
-        check_same_owner(session.scope, session.data)
+        session = check_stored_session(session)
+        key = session.key
         existing = self._stored(key)
         if existing is not None and existing != (session.data, session.scope):
             raise InvalidInputError(
@@ -369,6 +385,24 @@ class RedisSessionStore(ClosesOnExit):
             raise BackendUnavailableError(
                 f"Redis at {self.address} refused a command: {error}", address=self.address
             ) from error
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate), as every Redis key and URL must be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _timeout(name: str, value: float) -> float:
+    """``value`` as a positive, finite number of seconds (``0`` would make the socket non-blocking)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InvalidInputError(
+            f"{name} must be a positive, finite number of seconds, not {value!r}", field=name, rule="> 0"
+        )
+    return float(value)
 
 
 def _describe(client: redis.Redis) -> str:

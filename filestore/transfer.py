@@ -20,8 +20,9 @@ from typing import IO, Any, Final
 
 import attrs
 
-from filestore.backends import MovableStore, copy_sessions
+from filestore.backends import MovableStore, check_movable, copy_sessions
 from filestore.contract import StoredSession, check_same_owner
+from filestore.engine.options import callback, count
 from filestore.errors import InvalidInputError
 from filestore.fields import refuse_duplicate_keys
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
@@ -55,7 +56,17 @@ def session_line(stored: StoredSession) -> str:
 def export_sessions(
     store: MovableStore, out: IO[str], *, progress: Callable[[int], None] | None = None
 ) -> int:
-    """Write every session of ``store`` to ``out``; return how many."""
+    """Write every session of ``store`` to ``out``; return how many.
+
+    ``InvalidInputError`` if ``store`` is not a store, ``out`` has no
+    ``write`` or ``progress`` is not callable (before anything is written).
+    """
+    check_movable(store, "store")
+    if not callable(getattr(out, "write", None)) or getattr(out, "closed", False) is True:
+        raise InvalidInputError(
+            f"out: expected an open text stream, not {out!r}"[:200], field="out", rule="has write()"
+        )
+    progress = callback("progress", progress)
     written = 0
     for stored in store.iter_sessions():
         out.write(session_line(stored) + "\n")
@@ -138,8 +149,16 @@ def import_sessions(
     still refused by the store, naming the line, but the lines of the batch
     before it are then written.
     """
-    if batch_size < 1:
-        raise InvalidInputError("batch_size must be at least 1", field="batch_size", rule=">= 1")
+    check_movable(store, "store")
+    batch_size = count("batch_size", batch_size, minimum=1)
+    progress = callback("progress", progress)
+    if isinstance(lines, (str, bytes, bytearray)) or not isinstance(lines, Iterable):
+        raise InvalidInputError(
+            f"lines: expected an iterable of lines (a file, a list of str or bytes), "
+            f"not {type(lines).__name__}",
+            field="lines",
+            rule="an iterable of lines",
+        )
     seen = imported = already = 0
     batch: list[tuple[int, StoredSession]] = []
 
@@ -174,11 +193,13 @@ def _numbered(lines: Iterable[str] | Iterable[bytes]) -> Iterator[tuple[int, str
         number += 1
         try:
             line = next(iterator)
-            text = line.decode("utf-8") if isinstance(line, bytes) else line
+            text = line.decode("utf-8") if isinstance(line, (bytes, bytearray)) else line
         except StopIteration:
             return
         except UnicodeDecodeError as error:
             raise _bad_line(number, f"not UTF-8 ({error.reason})") from None
+        if not isinstance(text, str):
+            raise _bad_line(number, f"expected str or bytes, not {type(line).__name__}")
         yield number, text
 
 

@@ -16,6 +16,7 @@ other files is refused.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from filestore.engine.layout import (
     is_side_file,
     is_temp_name,
 )
-from filestore.engine.locking import network_filesystem
+from filestore.engine.locking import network_filesystem, planted_link
 from filestore.engine.logfile import LogFile
 from filestore.errors import (
     CorruptionError,
@@ -47,6 +48,9 @@ from filestore.errors import (
 META_FORMAT: Final = "filestore"
 META_VERSION: Final = 1
 _WRITE_BY_OTHERS: Final = stat.S_IWGRP | stat.S_IWOTH
+# What the file system answers about a path itself (rather than about the disk):
+# making the store directory fails on these because of the path the caller gave.
+_PATH_REFUSALS: Final = frozenset({errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS})
 
 logger = logging.getLogger("filestore")
 
@@ -71,7 +75,37 @@ def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
             os.mkdir(directory, dir_mode if directory == path else dir_mode & ~_WRITE_BY_OTHERS)
         except FileExistsError:
             continue  # another process made it first
+        except NotADirectoryError:
+            raise InvalidInputError(
+                f"{path} cannot be made: a part of it above is a file, not a directory",
+                field="path",
+                rule="a directory",
+            ) from None
+        except OSError as error:
+            if error.errno not in _PATH_REFUSALS:
+                raise
+            raise InvalidInputError(
+                f"{path} cannot be made: {error.strerror} ({directory})",
+                field="path",
+                rule="a directory this process can make",
+            ) from error
         io.sync_dir(os.path.dirname(directory))
+
+
+def refuse_links(path: str) -> None:
+    """Refuse a store directory in which a store file is a symbolic link: ``UntrustedDirectoryError``.
+
+    The store opens its files with ``O_NOFOLLOW`` and so never writes
+    through a link, but then fails midway with ``ELOOP``; refusing them all
+    here, before anything is created, names the link and leaves the
+    directory as it was. Runs even with ``trust_directory=True``: a link
+    planted at ``LOCK``, ``OPEN`` or ``sessions.log`` could make the store
+    write where its owner never meant it to.
+    """
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if _is_store_file(entry.name) and entry.is_symlink():
+                raise planted_link(entry.path)
 
 
 def check_trusted(path: str, *, dir_mode: int, file_mode: int) -> None:

@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import threading
 import time
 from typing import Final
@@ -23,7 +25,7 @@ from typing import Final
 import filelock
 
 from filestore.engine.layout import LOCK_NAME, REGISTRATION_NAME
-from filestore.errors import LockTimeoutError, StoreInUseError
+from filestore.errors import LockTimeoutError, StoreInUseError, UntrustedDirectoryError
 
 _FIRST_WAIT: Final = 0.0005
 _LONGEST_WAIT: Final = 0.02
@@ -48,7 +50,31 @@ NETWORK_FILESYSTEMS: Final = frozenset(
 
 
 def _open_lock_file(path: str, mode: int) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as error:
+        # O_NOFOLLOW's ELOOP: a link planted at the lock file's name (opening checks
+        # for one first, but one may appear later, and the offline tools meet it here).
+        if error.errno == errno.ELOOP and os.path.islink(path):
+            raise planted_link(path) from None
+        raise
+
+
+def planted_link(path: str) -> UntrustedDirectoryError:
+    """The error for a symbolic link found where a store file belongs."""
+    try:
+        status = os.lstat(path)
+        uid, mode = status.st_uid, stat.S_IMODE(status.st_mode)
+    except OSError:
+        uid, mode = -1, 0
+    return UntrustedDirectoryError(
+        f"{path} is a symbolic link where the store keeps a file of its own; the store never "
+        "opens one through a link (it could redirect writes elsewhere). Remove the link (and "
+        "put the real file back if it was moved)",
+        path=path,
+        uid=uid,
+        mode=mode,
+    )
 
 
 class WriterLock:

@@ -32,6 +32,7 @@ from filestore.contract import (
     check_context_fence,
     check_same_owner,
     check_session_data,
+    check_stored_session,
     check_tenant_ctx,
     lookup_scope,
     session_scope,
@@ -43,6 +44,7 @@ from filestore.engine.directory import (
     open_existing_log,
     open_or_create_log,
     prepare_directory,
+    refuse_links,
 )
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.groupcommit import GroupCommit, LogPosition
@@ -58,7 +60,9 @@ from filestore.engine.options import (
     count,
     flag,
     parse_durability,
+    permission_bits,
     seconds,
+    store_path,
 )
 from filestore.engine.records import Put, Record, Remove
 from filestore.engine.rewrite import RewriteResult
@@ -114,6 +118,13 @@ class FileSessionStore(ClosesOnExit):
     group or others where ``dir_mode`` / ``file_mode`` would not make it so,
     is refused with ``UntrustedDirectoryError``, as ssh's StrictModes refuses
     such a key; ``trust_directory=True`` opts out for a deliberately shared one.
+    A symbolic link at a store file's name is refused the same way, always.
+
+    Every argument is checked before anything is created: a path that is not
+    text (``bytes`` included), holds NUL or a lone surrogate, or is too long
+    for the file system (``filestore.engine.options.store_path``), a bool or
+    out-of-range value for any option, or a ``file_mode`` / ``dir_mode`` that
+    does not let the owner read and write, raises ``InvalidInputError``.
     """
 
     def __init__(
@@ -141,8 +152,10 @@ class FileSessionStore(ClosesOnExit):
         self.lock_timeout = seconds("lock_timeout", lock_timeout)
         cache = SessionCache(count("cache_size", cache_size, minimum=0))
         trusted = flag("trust_directory", trust_directory)
-        self.file_mode = file_mode
-        self.path = os.path.abspath(os.fspath(path))
+        allow_network = flag("allow_network_filesystem", allow_network_filesystem)
+        self.file_mode = file_mode = permission_bits("file_mode", file_mode, owner_needs=0o600)
+        dir_mode = permission_bits("dir_mode", dir_mode, owner_needs=0o700)
+        self.path = store_path(path)
         self._io = io
         self._mutex = threading.RLock()
         self._closed = True
@@ -150,9 +163,10 @@ class FileSessionStore(ClosesOnExit):
         self._poisoned: str | None = None
         self._group = GroupCommit()
         prepare_directory(self._io, self.path, dir_mode)
+        refuse_links(self.path)
         if not trusted:
             check_trusted(self.path, dir_mode=dir_mode, file_mode=file_mode)
-        check_filesystem(self.path, allow=allow_network_filesystem)
+        check_filesystem(self.path, allow=allow_network)
         self._open(file_mode, cache)
         self._closed = False
         self._pid = os.getpid()
@@ -285,7 +299,8 @@ class FileSessionStore(ClosesOnExit):
         every step: see ``filestore.engine.rewrite``. The offline tool
         ``filestore.offline.compact.compact`` does the same with nobody else attached.
         """
-        return self._change(lambda view: view.compact(keep_old=keep_old))
+        keep = flag("keep_old", keep_old)
+        return self._change(lambda view: view.compact(keep_old=keep))
 
     def __len__(self) -> int:
         """The number of live sessions (after catching up with other processes)."""
@@ -307,8 +322,8 @@ class FileSessionStore(ClosesOnExit):
         ``session.active``); raises ``InvalidInputError`` if it holds other
         data, which is never overwritten.
         """
-        key = check_key(session.key)
-        check_same_owner(session.scope, session.data)
+        session = check_stored_session(session)
+        key = session.key
         data_cbor = session.data.to_cbor()
         fresh = True
 

@@ -14,6 +14,7 @@ import attrs
 
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.layout import SNAPSHOT_NAME
+from filestore.engine.options import callback, flag, seconds, store_path
 from filestore.engine.rewrite import live_frames, rewrite_generation
 from filestore.offline.exclusive import exclusive_store, replay
 
@@ -58,7 +59,10 @@ def compact(
     first: it never cuts a valid record). ``progress`` is called with
     the number of bytes of old log processed since its last call.
     """
-    directory = os.path.abspath(os.fspath(path))
+    directory = store_path(path)
+    keep_old = flag("keep_old", keep_old)
+    wait = seconds("wait", wait)
+    progress = callback("progress", progress)
     snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
     with exclusive_store(directory, wait=wait, io=io) as log:
         index, _ = replay(log)

@@ -11,12 +11,14 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from filestore.engine.directory import refuse_links
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader
 from filestore.engine.index import Index
 from filestore.engine.layout import LOG_NAME
 from filestore.engine.locking import Registration, WriterLock
 from filestore.engine.logfile import LogFile, ScanResult
+from filestore.engine.options import store_path
 from filestore.errors import CorruptionError
 
 
@@ -34,13 +36,14 @@ def exclusive_store(
     unless ``recover_header`` (given the open descriptor) finds the header
     it was written with.
     """
-    directory = os.path.abspath(os.fspath(path))
+    directory = store_path(path)
     if not os.path.isfile(os.path.join(directory, LOG_NAME)):
         raise CorruptionError(
             f"{directory} has no {LOG_NAME}: not a filestore, or its log is missing",
             path=os.path.join(directory, LOG_NAME),
             offset=0,
         )
+    refuse_links(directory)
     registration = Registration(directory, exclusive=True, wait=wait)
     try:
         lock = WriterLock(directory, timeout=max(wait, 1.0))

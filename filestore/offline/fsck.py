@@ -72,6 +72,7 @@ from filestore.engine.layout import (
     side_file_name,
 )
 from filestore.engine.logfile import LogFile
+from filestore.engine.options import flag, seconds, store_path
 from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
 from filestore.engine.rewrite import rewrite_generation
 from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
@@ -144,7 +145,9 @@ def fsck(
     after ``wait`` seconds), so that it never mistakes a record being written
     for damage.
     """
-    directory = os.path.abspath(os.fspath(path))
+    directory = store_path(path)
+    repair = flag("repair", repair)
+    wait = seconds("wait", wait)
     if not os.path.isdir(directory):
         raise InvalidInputError(f"{directory} is not a directory", field="path", rule="a store directory")
     if not looks_like_a_store(set(os.listdir(directory))):

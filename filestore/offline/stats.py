@@ -14,10 +14,12 @@ import time
 
 import attrs
 
+from filestore.engine.directory import refuse_links
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.logfile import LogFile
+from filestore.engine.options import store_path
 from filestore.engine.snapshot import load_snapshot
 from filestore.errors import CorruptionError
 from filestore.offline.exclusive import replay
@@ -65,7 +67,9 @@ def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
     Raises ``CorruptionError`` if the directory holds no log, or its header
     does not verify. Changes nothing on disk.
     """
-    directory = os.path.abspath(os.fspath(path))
+    directory = store_path(path)
+    if os.path.isdir(directory):
+        refuse_links(directory)
     log = _open_log_readonly(io, directory)
     try:
         size = io.size(log.fd)
