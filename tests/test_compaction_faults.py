@@ -424,3 +424,34 @@ def test_links_at_temp_names_are_passed_over(tmp_path: Path) -> None:
     for path in io.planted:
         os.unlink(path)
     assert leftovers(directory) == set()
+
+
+@pytest.mark.parametrize(("target", "advanced"), [(LOG_NAME, False), (SNAPSHOT_NAME, True)])
+def test_ctrl_c_during_filestore_compact(
+    tmp_path: Path,
+    pristine: tuple[Path, dict[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    target: str,
+    advanced: bool,
+) -> None:
+    """A Ctrl-C just before the switching rename: exit 8 and the old generation; just before the
+    snapshot's rename (after the switch): exit 0, the new generation and a warning. Either way
+    nothing is left behind and fsck exits 0."""
+    source, expected = pristine
+    directory = tmp_path / "s"
+    shutil.copytree(source, directory)
+    rename = OsFileIO.rename
+
+    def interrupted(self: OsFileIO, path: str, to: str) -> None:
+        if os.path.basename(to) == target:
+            raise KeyboardInterrupt
+        rename(self, path, to)
+
+    monkeypatch.setattr(OsFileIO, "rename", interrupted)
+    code = main(["compact", str(directory)])
+    monkeypatch.undo()
+    assert code == (0 if advanced else 8)
+    assert generation(directory) == (2 if advanced else 1)
+    assert ("warning: switched to generation 2" in capsys.readouterr().out) == advanced
+    assert_clean_and_whole(directory, expected, f"Ctrl-C before the rename to {target}")
