@@ -232,7 +232,10 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
 
     Refuses (exit 8) while other processes have the store open, unless they
     close within --wait seconds, and when a bad record is followed by valid
-    ones (run fsck first). Crash-safe at every step.
+    ones (run fsck first). Crash-safe at every step. Exits 0 if and only if
+    the store switched to the new generation; a failure or Ctrl-C before
+    that removes what the compaction wrote (exit 8); steps after it that
+    failed (the snapshot, on a full disk) are printed as warnings.
     """
     with _progress(not as_json, "compact", "B", _log_size(directory)) as progress:
         report = compact_store(directory, keep_old=keep_old, wait=wait, progress=progress)
@@ -243,6 +246,7 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
             f"{report.path}: generation {report.generation}, {report.live_records} live records kept, "
             f"{report.dropped_records} dropped",
             f"bytes before: {report.bytes_before}, after: {report.bytes_after} (live: {report.live_bytes})",
+            *(f"warning: switched to generation {report.generation}, but {text}" for text in report.warnings),
         ],
     )
     return EXIT_OK

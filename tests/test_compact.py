@@ -184,12 +184,13 @@ def test_waits_for_the_other_handle_to_close(tmp_path: Path) -> None:
 def _compact_and_die(directory: str, step: str) -> None:
     """Compact ``directory``, the process exiting (no clean-up at all) at ``step``."""
     at = {
-        "before-link": ExitAt("link"),  # the new generation is written, synced and verified
+        # The new generation is written, synced and verified; only --keep-old links the old log.
+        "before-link": ExitAt("link"),
         "before-rename": ExitAt("rename", name=LOG_NAME),  # the old log is sealed
         "after-rename": ExitAt("rename", name=LOG_NAME, after=True),
         "during-snapshot": ExitAt("rename", name=SNAPSHOT_NAME),  # switched; no snapshot yet
     }
-    compact(directory, io=at[step])
+    compact(directory, io=at[step], keep_old=step == "before-link")
 
 
 @pytest.mark.parametrize("step", ["before-link", "before-rename", "after-rename", "during-snapshot"])

@@ -16,6 +16,7 @@ other files is refused.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -28,10 +29,10 @@ from filestore.engine.fileio import FileIO, replace_file
 from filestore.engine.framing import FileHeader
 from filestore.engine.layout import (
     BOOKKEEPING,
-    COMPACT_NAME,
     LOG_NAME,
     META_NAME,
     SNAPSHOT_NAME,
+    is_compact_name,
     is_old_name,
     is_side_file,
     is_temp_name,
@@ -133,7 +134,8 @@ def check_trusted(path: str, *, dir_mode: int, file_mode: int) -> None:
 
 def _is_store_file(name: str) -> bool:
     return (
-        name in {LOG_NAME, SNAPSHOT_NAME, META_NAME, COMPACT_NAME} | BOOKKEEPING
+        name in {LOG_NAME, SNAPSHOT_NAME, META_NAME} | BOOKKEEPING
+        or is_compact_name(name)
         or is_old_name(name)
         or is_side_file(name)
         or is_temp_name(name)
@@ -195,7 +197,36 @@ def check_filesystem(path: str, *, allow: bool) -> None:
 def needs_housekeeping(path: str) -> bool:
     """Whether opening must take the writer lock to tidy the directory (see ``open_or_create_log``)."""
     names = os.listdir(path)
-    return LOG_NAME not in names or META_NAME not in names or any(is_temp_name(name) for name in names)
+    return LOG_NAME not in names or META_NAME not in names or bool(leftovers(path, names))
+
+
+def leftovers(path: str, names: list[str]) -> list[str]:
+    """Which of ``names`` (in the store directory ``path``) are files an interrupted write or
+    rewrite left behind, holding nothing the store does not: temp files, a new generation never
+    switched to (``sessions.log.compact[N]``), a second name of the live log (``sessions.log.old[N]``
+    linked before a switch that never came). Only regular files: a link is nobody's leftover.
+
+    Safe to remove only under the writer lock, which every such write holds.
+    """
+    found: list[str] = []
+    try:
+        log: os.stat_result | None = os.lstat(os.path.join(path, LOG_NAME))
+    except FileNotFoundError:
+        log = None  # then a new generation or an old name may be all that is left: keep them
+    for name in names:
+        rewrite_file = is_compact_name(name) or is_old_name(name)
+        if not (is_temp_name(name) or (rewrite_file and log is not None)):
+            continue
+        try:
+            status = os.lstat(os.path.join(path, name))
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(status.st_mode):
+            continue
+        if is_old_name(name) and log is not None and not os.path.samestat(status, log):
+            continue  # a previous generation kept on purpose: evidence
+        found.append(name)
+    return found
 
 
 def open_existing_log(io: FileIO, path: str, file_mode: int) -> LogFile:
@@ -209,15 +240,17 @@ def open_existing_log(io: FileIO, path: str, file_mode: int) -> LogFile:
     return log
 
 
-def remove_temp_files(io: FileIO, path: str) -> None:
-    """Delete temp files of writes that a crash interrupted before their rename.
+def remove_leftovers(io: FileIO, path: str, *, temps: bool = True) -> None:
+    """Delete what interrupted writes and rewrites left behind (see ``leftovers``); temp
+    files only if ``temps``.
 
-    Only under the writer lock: every temp file is written under it, so none
+    Only under the writer lock: every such file is written under it, so none
     of them can belong to a write still in progress.
     """
-    stray = [name for name in os.listdir(path) if is_temp_name(name)]
+    stray = [name for name in leftovers(path, os.listdir(path)) if temps or not is_temp_name(name)]
     for name in stray:
-        io.unlink(os.path.join(path, name))
+        with contextlib.suppress(FileNotFoundError):
+            io.unlink(os.path.join(path, name))
     if stray:
         io.sync_dir(path)
 
@@ -234,7 +267,7 @@ def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
 
     Call with the writer lock held, so two processes never both create one.
     """
-    remove_temp_files(io, path)
+    remove_leftovers(io, path)
     names = set(os.listdir(path))
     if LOG_NAME in names:
         return open_existing_log(io, path, file_mode)

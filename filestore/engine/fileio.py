@@ -16,11 +16,14 @@ Durability rules it encodes once:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import sys
+from collections.abc import Iterable
 from typing import Final
 
-from filestore.engine.layout import temp_path
+from filestore.engine.layout import side_file_names, temp_names
 
 _O_BINARY: Final = getattr(os, "O_BINARY", 0)
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
@@ -111,13 +114,33 @@ class FileIO:
             os.close(fd)
 
     def write_file(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
-        """Create ``path`` exclusively, write ``data``, and sync it (not its directory)."""
-        fd = self.open(path, exclusive=True, mode=mode)
+        """Create ``path`` exclusively, write ``data``, and sync it (not its directory).
+
+        ``FileExistsError`` if anything is at ``path``, a link included. A
+        write or sync that fails (a full disk) or is interrupted removes the
+        file again: a partial file is nobody's evidence.
+        """
         try:
-            self.pwrite(fd, data, 0)
-            self.sync_data(fd)
-        finally:
-            self.close(fd)
+            fd = self.open(path, exclusive=True, mode=mode)
+        except OSError:
+            raise  # nothing was created (taken, or refused)
+        except BaseException:
+            # Interrupted around the create: what is there now is ours (created
+            # exclusively, never through a link) if it is a regular file.
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    self.unlink(path)
+            raise
+        try:
+            try:
+                self.pwrite(fd, data, 0)
+                self.sync_data(fd)
+            finally:
+                self.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.unlink(path)
+            raise
 
     def read_file(self, path: str) -> bytes:
         fd = self.open_readonly(path)
@@ -134,14 +157,42 @@ class OsFileIO(FileIO):
 OS_IO: Final[FileIO] = OsFileIO()
 
 
+def write_first_free(
+    io: FileIO, directory: str, names: Iterable[str], data: bytes, *, mode: int = 0o600
+) -> str:
+    """Write ``data`` (synced) to the first of ``names`` in ``directory`` that nothing occupies;
+    its path.
+
+    A name where anything is, a dangling symlink included, is taken; one
+    taken between the look and the exclusive create is passed over too, so
+    nothing is ever written through a link or over another file.
+    """
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.lexists(path):
+            continue
+        try:
+            io.write_file(path, data, mode=mode)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "every name tried is taken", directory)
+
+
+def write_side_file(io: FileIO, directory: str, base: str, data: bytes) -> str:
+    """Keep ``data`` cut from ``base`` in the first free ``<base>.trN``; its path (not yet
+    durable in the directory: the caller syncs it before cutting anything)."""
+    return write_first_free(io, directory, side_file_names(base), data)
+
+
 def replace_file(io: FileIO, directory: str, name: str, data: bytes, *, mode: int = 0o600) -> None:
     """Atomically put ``data`` at ``directory/name``: temp file, sync, rename, sync directory.
 
     The temp name is unique (pid and a random suffix) and created exclusively,
-    so a stray temp or a symlink planted there is never written through.
+    so a stray temp or a symlink planted there is never written through (another
+    name is drawn); a failure or interrupt before the rename removes the temp file.
     """
-    temp = temp_path(directory, name)
-    io.write_file(temp, data, mode=mode)
+    temp = write_first_free(io, directory, temp_names(name), data, mode=mode)
     try:
         io.rename(temp, os.path.join(directory, name))
     except BaseException:

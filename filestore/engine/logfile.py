@@ -17,7 +17,7 @@ from typing import Final
 
 import attrs
 
-from filestore.engine.fileio import FileIO
+from filestore.engine.fileio import FileIO, replace_file, write_side_file
 from filestore.engine.framing import (
     FILE_HEADER_SIZE,
     FLAG_SYNCED,
@@ -35,7 +35,7 @@ from filestore.engine.framing import (
     probe,
     verify_frame,
 )
-from filestore.engine.layout import LOG_NAME, side_file_name, temp_path
+from filestore.engine.layout import LOG_NAME
 from filestore.engine.records import encode_seal
 from filestore.errors import CorruptionError
 
@@ -96,6 +96,9 @@ class LogFile:
         self.last_seq = 0
         self.last_frame_offset = 0
         self.known_durable = 0
+        # Where the log ended before a seal this handle appended (and the seal's
+        # length), so a rewrite that fails before its switch can take it back.
+        self._before_seal: tuple[int, int, int, int, int] | None = None
 
     # -- opening ----------------------------------------------------------
 
@@ -104,12 +107,8 @@ class LogFile:
         cls, io: FileIO, directory: str, header: FileHeader, *, name: str = LOG_NAME, mode: int = 0o600
     ) -> LogFile:
         """Make a new, empty log durably: temp file with the header, sync, rename, sync directory."""
-        path = os.path.join(directory, name)
-        temp = temp_path(directory, name)
-        io.write_file(temp, header.encode(), mode=mode)
-        io.rename(temp, path)
-        io.sync_dir(directory)
-        return cls(io, directory, io.open(path), header, name=name)
+        replace_file(io, directory, name, header.encode(), mode=mode)
+        return cls(io, directory, io.open(os.path.join(directory, name)), header, name=name)
 
     @classmethod
     def open(cls, io: FileIO, directory: str, *, name: str = LOG_NAME, readonly: bool = False) -> LogFile:
@@ -291,8 +290,7 @@ class LogFile:
         cut_to, cut = self.check_tail()
         if not cut:
             return None
-        side = side_file_name(self.directory, self.name, os.path.exists)
-        self.io.write_file(side, cut)
+        side = write_side_file(self.io, self.directory, self.name, cut)
         self.io.sync_dir(self.directory)
         self.io.truncate(self.fd, cut_to)
         self.io.sync_data(self.fd)
@@ -342,7 +340,30 @@ class LogFile:
 
     def append_seal(self, next_generation: int) -> Frame:
         """End this generation: a synced SEAL record naming the one that replaces it."""
-        return self.append(KIND_SEAL, encode_seal(next_generation), sync=True, preallocate=0)
+        payload = encode_seal(next_generation)
+        length = FRAME_HEADER_SIZE + len(payload)
+        self._before_seal = (self.end, self.last_seq, self.last_frame_offset, self.known_durable, length)
+        return self.append(KIND_SEAL, payload, sync=True, preallocate=0)
+
+    def forget_seal(self) -> None:
+        """Step back before the seal this handle appended, in memory only: the next look for
+        new records (``LogView.catch_up``) meets the seal again and follows it."""
+        if self._before_seal is not None:
+            self.end, self.last_seq, self.last_frame_offset, self.known_durable, _ = self._before_seal
+
+    def withdraw_seal(self) -> None:
+        """Take back the seal this handle appended (its switch failed): zero it and sync.
+
+        If this fails, the seal stays on disk and is treated like the seal of a
+        compaction that died (every handle cuts it to a side file under the lock).
+        """
+        if self._before_seal is None:
+            return
+        self.forget_seal()
+        length = self._before_seal[4]
+        self._before_seal = None
+        self.io.pwrite(self.fd, bytes(length), self.end)
+        self.io.sync_data(self.fd)
 
     def sync(self) -> None:
         """Make everything written so far durable (on open, close)."""

@@ -32,7 +32,7 @@ from filestore.engine.logfile import LogFile
 from filestore.engine.records import Record, RecordDecodeError, RecordMismatchError, decode_session
 from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
 from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
-from filestore.errors import CorruptionError, LockTimeoutError
+from filestore.errors import CorruptionError, FilestoreError, LockTimeoutError
 from filestore.ids import SessionKey, SessionScope
 from filestore.model import SessionData
 
@@ -227,15 +227,25 @@ class LogView:
             self._guard(self._log.recover_tail)
 
     def _adopt_generation(self, log: LogFile) -> None:
-        """Switch to ``log`` (a newer generation) and rebuild the index from it."""
-        self._retired.append(self._log)
-        self._close_retired()
+        """Switch to ``log`` (a newer generation) and rebuild the index from it.
+
+        All or nothing: if loading fails, the view stays on the generation it
+        had (and ``log`` is closed).
+        """
+        before = (self._log, self._index, self._snapshot_position, self._snapshot_seq)
         self._log = log
         self._index = Index()
         self._cache.clear()
         self._snapshot_position = 0
         self._snapshot_seq = 0
-        self.load()
+        try:
+            self.load()
+        except BaseException:
+            self._log, self._index, self._snapshot_position, self._snapshot_seq = before
+            close_quietly(log.close)
+            raise
+        self._retired.append(before[0])
+        self._close_retired()
 
     # -- reading (caught up first) ---------------------------------------------------
 
@@ -359,7 +369,9 @@ class LogView:
         """Rewrite the live sessions as the next generation, switch to it, and reload from it.
 
         Crash-safe at every step: see ``filestore.engine.rewrite``. An
-        ``OSError`` while rewriting poisons the handle (through the guard).
+        ``OSError`` before the switch poisons the handle (through the guard);
+        after it nothing raises: if reloading fails, this handle steps back
+        before its seal and follows it at its next call, as other handles do.
         """
         log = self._log
         frames = live_frames(log, self._index)
@@ -370,11 +382,20 @@ class LogView:
                 log.header,
                 frames,
                 keep_old=keep_old,
-                seal=log.append_seal,
+                seal=log,
                 file_mode=self._file_mode,
             )
         )
-        self._adopt_generation(open_existing_log(self._io, self._path, self._file_mode))
+        try:
+            self._adopt_generation(open_existing_log(self._io, self._path, self._file_mode))
+        except (OSError, FilestoreError, KeyboardInterrupt) as error:
+            log.forget_seal()
+            logger.warning(
+                "filestore: %s switched to generation %d; reloading it failed (%s), retried at the next call",
+                self._path,
+                result.generation,
+                error,
+            )
         return result
 
     def tidy_up(self, *, sync: bool) -> None:

@@ -2,25 +2,36 @@
 
 Never a moment without a valid store. The steps, each crash-safe:
 
-1. Write the new generation to ``sessions.log.compact`` (generation + 1, same
-   store UUID, records renumbered from 1), fdatasync it, fsync the directory.
+1. Write the new generation to ``sessions.log.compact`` (the first of
+   ``.compact``, ``.compact2``... that nothing occupies; a regular file
+   there is a stray of an earlier rewrite, removed first), generation + 1,
+   same store UUID, records renumbered from 1; fdatasync it, fsync the directory.
 2. Verify it by reading it back through the normal frame checks.
-3. Hard-link the current log to ``sessions.log.old`` and fsync the
-   directory, so the old generation survives the switch. An ``.old`` kept
-   by an earlier repair or ``--keep-old`` is evidence and is never
-   replaced: the link takes the first free ``sessions.log.oldN`` instead.
-   Only a stray link to the current log itself (left by a rewrite that
-   stopped before its switch) is reused.
+3. Only with ``keep_old``: hard-link the current log to ``sessions.log.old``
+   and fsync the directory. An ``.old`` kept by an earlier repair or
+   ``--keep-old`` is evidence and is never replaced: the link takes the
+   first free ``sessions.log.oldN`` instead. Without ``keep_old`` there is
+   no link: the rename below replaces the old log atomically, so the old
+   generation stays the log's content until the switch is durable, and no
+   second name can outlive the compaction holding the old generation's space.
 4. Seal the old log: a synced SEAL record tells every open handle (which
    looks for new records before each call) that this generation is done,
    so none appends to it again; they wait for the writer lock and reload.
 5. COMMIT POINT: rename ``sessions.log.compact`` over ``sessions.log``, fsync
-   the directory. Before it, a crash leaves the old store (plus a stray
-   ``.compact`` that the next rewrite replaces, and a seal at the end of the
-   log, which the next opener cuts); after it, the new one.
+   the directory.
 6. Write the new generation's index snapshot (the old one names the old
    generation, so until then opening simply rebuilds it).
-7. Unless asked to keep it, unlink the old generation's link and fsync the directory.
+
+A failure or an interrupt (``KeyboardInterrupt``; a crash, or another
+``BaseException``, tidies nothing) before the commit point
+undoes the rewrite: the seal is taken back (zeroed), the new file and the
+link removed, and the exception raised; the store is the old generation,
+as it was. After the commit point the generation has advanced, and nothing
+raises: a failed or interrupted directory fsync or snapshot write is
+reported in ``RewriteResult.warnings`` (a snapshot is a cache the next
+open rewrites). What a crash (or a failing clean-up) leaves, the next open
+or rewrite removes under the writer lock (``directory.remove_leftovers``);
+a seal at the end of the log is cut by the next writer.
 
 The caller holds the writer lock (and, offline, the exclusive registration).
 """
@@ -28,13 +39,15 @@ The caller holds the writer lock (and, offline, the exclusive registration).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 
-from filestore.engine.directory import store_file_mode
+from filestore.engine.directory import remove_leftovers, store_file_mode
 from filestore.engine.fileio import FileIO
 from filestore.engine.framing import (
     FILE_HEADER_SIZE,
@@ -46,7 +59,7 @@ from filestore.engine.framing import (
     frame_crc,
 )
 from filestore.engine.index import Index
-from filestore.engine.layout import COMPACT_NAME, LOG_NAME, old_name
+from filestore.engine.layout import LOG_NAME, compact_name, old_name
 from filestore.engine.logfile import LogFile
 from filestore.engine.records import Put, decode_record, is_put_of
 from filestore.engine.snapshot import encode_snapshot, write_snapshot
@@ -54,16 +67,44 @@ from filestore.errors import CorruptionError
 
 _WRITE_BATCH: Final = 4 << 20
 
+logger = logging.getLogger("filestore")
+
+
+class Sealer(Protocol):
+    """The old log as the rewrite needs it: sealed before the switch, unsealed if it fails."""
+
+    def append_seal(self, next_generation: int) -> object: ...
+
+    def withdraw_seal(self) -> None: ...
+
 
 @attrs.frozen
 class RewriteResult:
-    """What the new generation holds."""
+    """What the new generation holds, and what did not get done after the switch.
+
+    ``switch_durable`` is false when the directory fsync after the switching
+    rename failed: a power loss may still bring back the old generation
+    (complete, but without writes made to the new one since).
+    ``warnings`` says, in words, each step after the switch that failed or
+    was interrupted. ``snapshot_bytes`` is 0 when no snapshot was written.
+    """
 
     generation: int
     records: int
     log_bytes: int
     snapshot_bytes: int
     old_log: str | None
+    switch_durable: bool = True
+    warnings: tuple[str, ...] = ()
+
+
+@attrs.define
+class _Made:
+    """What a rewrite has made so far, for undoing it before the commit point."""
+
+    compact_path: str | None = None
+    compact_inode: tuple[int, int] | None = None
+    old_path: str | None = None
 
 
 def rewrite_generation(
@@ -73,33 +114,53 @@ def rewrite_generation(
     frames: Iterable[Frame],
     *,
     keep_old: bool,
-    seal: Callable[[int], object],
+    seal: Sealer | None,
     file_mode: int | None = None,
 ) -> RewriteResult:
     """Write ``frames`` (in order) as the next generation and switch to it atomically.
 
-    Its files get ``file_mode``, by default the current log's mode.
+    Its files get ``file_mode``, by default the current log's mode. ``seal``
+    is the old log, sealed before the switch (``None``: nobody else can have it open).
+    Returns only if the generation advanced; raises (having undone its
+    work) only if it did not. See the module docs.
     """
     if file_mode is None:
         file_mode = store_file_mode(directory)
     header = FileHeader(old_header.store_uuid, old_header.generation + 1)
-    compact_path = os.path.join(directory, COMPACT_NAME)
     log_path = os.path.join(directory, LOG_NAME)
-    with contextlib.suppress(FileNotFoundError):
-        io.unlink(compact_path)  # a stray from an interrupted rewrite: never the live log
+    made = _Made()
     index = Index()
-    seq, end, last_frame_offset, last_frame_crc = _write_new_log(
-        io, compact_path, header, frames, index, file_mode
+    interrupted = False
+    try:
+        # An earlier rewrite's, which a crash kept from tidying up (temp files are the open's
+        # to remove: a snapshot written beside the writer lock may be one).
+        remove_leftovers(io, directory, temps=False)
+        seq, end, last_frame_offset, last_frame_crc = _write_new_log(
+            io, directory, made, header, frames, index, file_mode
+        )
+        compact_path = made.compact_path
+        assert compact_path is not None, "set by _write_new_log"
+        io.sync_dir(directory)
+        _verify(io, directory, os.path.basename(compact_path), header, seq, end)
+        if keep_old:
+            made.old_path = _free_name(directory, old_name)
+            io.link(log_path, made.old_path)
+            io.sync_dir(directory)
+        if seal is not None:
+            seal.append_seal(header.generation)
+        # COMMIT POINT: from here on the store is the new generation.
+        io.rename(compact_path, log_path)
+    except (Exception, KeyboardInterrupt):
+        if not _switched(log_path, made):
+            _undo(io, directory, made, seal, log_path)
+            raise
+        interrupted = True  # the rename was done, then the call failed or was interrupted
+    warnings: list[str] = []
+    if interrupted:
+        warnings.append("the switching rename was done, then failed or was interrupted")
+    switch_durable = _finish(
+        warnings, "make the switch durable (fsync of the directory)", lambda: io.sync_dir(directory)
     )
-    io.sync_dir(directory)
-    _verify(io, directory, header, seq, end)
-    old_path = _free_old_name(io, directory, log_path)
-    io.link(log_path, old_path)
-    io.sync_dir(directory)
-    seal(header.generation)
-    # COMMIT POINT: from here on the store is the new generation.
-    io.rename(compact_path, log_path)
-    io.sync_dir(directory)
     snapshot = encode_snapshot(
         header,
         index,
@@ -108,40 +169,114 @@ def rewrite_generation(
         last_frame_offset=last_frame_offset,
         last_frame_crc=last_frame_crc,
     )
-    write_snapshot(io, directory, snapshot, mode=file_mode)
-    kept: str | None = old_path
-    if not keep_old:
-        io.unlink(old_path)
-        io.sync_dir(directory)
-        kept = None
-    return RewriteResult(header.generation, seq, end, len(snapshot), kept)
+    written = not interrupted and _finish(
+        warnings,
+        "write the new generation's index snapshot (the next open writes it)",
+        lambda: write_snapshot(io, directory, snapshot, mode=file_mode),
+    )
+    for warning in warnings:
+        logger.warning(
+            "filestore: %s switched to generation %d, but %s", directory, header.generation, warning
+        )
+    return RewriteResult(
+        header.generation,
+        seq,
+        end,
+        len(snapshot) if written else 0,
+        made.old_path,
+        switch_durable,
+        tuple(warnings),
+    )
 
 
-def _free_old_name(io: FileIO, directory: str, log_path: str) -> str:
-    """Where to link the current log: the first ``.old`` name that holds no evidence.
+def _finish(warnings: list[str], what: str, step: Callable[[], object]) -> bool:
+    """Run a step after the commit point: its failure or interrupt is a warning, not an error
+    (the generation advanced all the same). Whether it completed."""
+    try:
+        step()
+    except Exception as error:  # after the switch, every failure is only reported
+        warnings.append(f"could not {what}: {error}")
+        return False
+    except KeyboardInterrupt:
+        warnings.append(f"was interrupted before it could {what}")
+        return False
+    return True
 
-    A name that is already a link to the current log is a stray from a
-    rewrite that stopped before its switch; it holds nothing the log does not.
+
+def _switched(log_path: str, made: _Made) -> bool:
+    """Whether ``sessions.log`` is already the new generation's file (the rename was done)."""
+    if made.compact_inode is None:
+        return False
+    try:
+        status = os.lstat(log_path)
+    except OSError:
+        return False
+    return (status.st_dev, status.st_ino) == made.compact_inode
+
+
+def _undo(io: FileIO, directory: str, made: _Made, seal: Sealer | None, log_path: str) -> None:
+    """Before the commit point: take back the seal, remove the new file and the link.
+
+    Best effort (on a failing disk this may fail too: the next open or
+    rewrite removes what is left, and cuts a seal left at the log's end).
+    """
+    if seal is not None:
+        with contextlib.suppress(OSError):
+            seal.withdraw_seal()
+    removed = False
+    for path in (made.compact_path, made.old_path):
+        if path is None:
+            continue
+        try:
+            status = os.lstat(path)
+            if not stat.S_ISREG(status.st_mode):
+                continue  # never ours: we create only regular files, and only where nothing was
+            if path == made.old_path and not os.path.samestat(status, os.lstat(log_path)):
+                continue  # not (or no longer) a second name of the live log
+            if path == made.compact_path and made.compact_inode not in {None, (status.st_dev, status.st_ino)}:
+                continue
+            io.unlink(path)
+            removed = True
+        except OSError:
+            continue
+    if removed:
+        with contextlib.suppress(OSError):
+            io.sync_dir(directory)
+
+
+def _free_name(directory: str, name: Callable[[int], str]) -> str:
+    """The first of ``name(1)``, ``name(2)``... in ``directory`` that nothing occupies.
+
+    A link there, even a dangling one, is a name taken. A regular file at a
+    compaction name that survived ``remove_leftovers`` is not ours either.
     """
     number = 1
-    while True:
-        path = os.path.join(directory, old_name(number))
-        try:
-            if not os.path.samefile(path, log_path):
-                number += 1
-                continue
-        except FileNotFoundError:
-            return path
-        io.unlink(path)
-        return path
+    while os.path.lexists(path := os.path.join(directory, name(number))):
+        number += 1
+    return path
 
 
 def _write_new_log(
-    io: FileIO, path: str, header: FileHeader, frames: Iterable[Frame], index: Index, file_mode: int
+    io: FileIO,
+    directory: str,
+    made: _Made,
+    header: FileHeader,
+    frames: Iterable[Frame],
+    index: Index,
+    file_mode: int,
 ) -> tuple[int, int, int, int]:
-    """Write the new log; return its last sequence number, end, and last frame's offset and CRC."""
-    fd = io.open(path, exclusive=True, mode=file_mode)
+    """Write the new log at the first free compaction name (noting it and its inode in
+    ``made``); return its last sequence number, end, and last frame's offset and CRC."""
+    while True:
+        made.compact_path = _free_name(directory, compact_name)
+        try:
+            fd = io.open(made.compact_path, exclusive=True, mode=file_mode)
+        except FileExistsError:
+            continue  # taken since we looked (a link planted there): the next name
+        break
     try:
+        status = os.fstat(fd)
+        made.compact_inode = (status.st_dev, status.st_ino)
         salt = header.salt
         pending = [header.encode()]
         pending_bytes = FILE_HEADER_SIZE
@@ -171,9 +306,9 @@ def _write_new_log(
     return seq, end, last_frame_offset, last_frame_crc
 
 
-def _verify(io: FileIO, directory: str, header: FileHeader, seq: int, end: int) -> None:
+def _verify(io: FileIO, directory: str, name: str, header: FileHeader, seq: int, end: int) -> None:
     """Read the new generation back: every frame verifies, in sequence, ending at ``end``."""
-    log = LogFile.open(io, directory, name=COMPACT_NAME)
+    log = LogFile.open(io, directory, name=name)
     try:
         if log.header != header:
             raise CorruptionError("the new generation's header reads back wrong", path=log.path, offset=0)

@@ -298,9 +298,18 @@ class FileSessionStore(ClosesOnExit):
         old generation until they meet its seal, then reload). Crash-safe at
         every step: see ``filestore.engine.rewrite``. The offline tool
         ``filestore.offline.compact.compact`` does the same with nobody else attached.
+
+        Returns if and only if the store advanced to the new generation (steps
+        after the switch that failed are in the result's ``warnings``); a
+        failure or ``KeyboardInterrupt`` before it undoes the rewrite and is
+        raised. If the directory fsync after the switch failed, the handle is
+        poisoned: a power loss could still bring back the old generation.
         """
         keep = flag("keep_old", keep_old)
-        return self._change(lambda view: view.compact(keep_old=keep))
+        result = self._change(lambda view: view.compact(keep_old=keep))
+        if not result.switch_durable:
+            self._poisoned = "the directory fsync after a compaction's switch failed"
+        return result
 
     def __len__(self) -> int:
         """The number of live sessions (after catching up with other processes)."""

@@ -31,6 +31,8 @@ class CompactReport:
     bytes_after: int
     live_bytes: int
     old_log: str | None
+    # Steps after the switch that failed or were interrupted (the generation advanced anyway).
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -58,6 +60,11 @@ def compact(
     the middle, or if valid records follow a bad one at all (run ``fsck``
     first: it never cuts a valid record). ``progress`` is called with
     the number of bytes of old log processed since its last call.
+
+    Returns if and only if the store advanced to the new generation; a
+    failure or ``KeyboardInterrupt`` before that undoes the rewrite (nothing
+    of it is left) and is raised. Steps after the switch that failed (the
+    snapshot on a full disk) are in the report's ``warnings``.
     """
     directory = store_path(path)
     keep_old = flag("keep_old", keep_old)
@@ -75,7 +82,7 @@ def compact(
             log.header,
             live_frames(log, index, progress),
             keep_old=keep_old,
-            seal=log.append_seal,
+            seal=log,
         )
     return CompactReport(
         path=directory,
@@ -86,4 +93,5 @@ def compact(
         bytes_after=result.log_bytes + result.snapshot_bytes,
         live_bytes=index.live_bytes,
         old_log=result.old_log,
+        warnings=result.warnings,
     )

@@ -22,8 +22,11 @@ Checks, each reported as a ``FsckFinding`` (kind, file, offset, detail, and the
 - ``snapshot``: the index snapshot is refused, or disagrees with the index
   rebuilt from the log, in its sessions or its user lookups (a missing one
   is only a note: it is a cache);
-- ``stray-file``: temp files (errors, removed by repair), and side files,
-  ``.old`` and ``.compact`` files (notes: evidence, kept).
+- ``stray-file``: temp files (errors, removed by repair); side files and
+  kept ``.old`` generations (notes: evidence, kept); an unfinished
+  ``.compact`` and an ``.old`` that is a second name of the live log
+  (notes: not evidence, they hold nothing the log does not; removed by
+  repair and by the next open or compaction).
 
 Every record number below the highest one kept that no valid record
 carries is lost: the report's ``lost`` names them (and the finding about the
@@ -57,25 +60,30 @@ from typing import Final
 
 import attrs
 
-from filestore.engine.directory import looks_like_a_store, read_meta_uuid, store_file_mode, write_meta
-from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.directory import (
+    leftovers,
+    looks_like_a_store,
+    read_meta_uuid,
+    store_file_mode,
+    write_meta,
+)
+from filestore.engine.fileio import OS_IO, FileIO, write_side_file
 from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader, Frame
 from filestore.engine.index import Index
 from filestore.engine.layout import (
-    COMPACT_NAME,
     LOG_NAME,
     META_NAME,
     SNAPSHOT_NAME,
+    is_compact_name,
     is_old_name,
     is_side_file,
     is_temp_name,
-    side_file_name,
 )
 from filestore.engine.logfile import LogFile
 from filestore.engine.options import flag, seconds, store_path
 from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
 from filestore.engine.rewrite import rewrite_generation
-from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
+from filestore.engine.snapshot import decode_snapshot, encode_snapshot, load_snapshot, write_snapshot
 from filestore.errors import CorruptionError, InvalidInputError
 from filestore.offline.exclusive import exclusive_store
 from filestore.offline.findings import FsckAction, FsckFinding, FsckSeverity
@@ -195,8 +203,7 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
             outcome = "rewrote the identity file from the log header"
             meta_path = os.path.join(directory, META_NAME)
             with contextlib.suppress(FileNotFoundError):
-                kept = side_file_name(directory, META_NAME, os.path.exists)
-                io.write_file(kept, io.read_file(meta_path))
+                kept = write_side_file(io, directory, META_NAME, io.read_file(meta_path))
                 io.sync_dir(directory)
                 outcome += f"; the old one is kept as {os.path.basename(kept)}"
             write_meta(io, directory, log.header, store_file_mode(directory))
@@ -296,6 +303,14 @@ def _check_snapshot(
             "there is no index snapshot: the next open replays the whole log",
             FsckSeverity.NOTE,
         )
+    elif snapshot is None and _of_an_earlier_generation(io, path, log.header):
+        # What a compaction leaves when it stopped after its switch, before
+        # writing the new snapshot: as harmless as none (the next open writes one).
+        problem, severity = (
+            f"the index snapshot is {why}: a compaction stopped before writing the new one; "
+            "the next open replays the whole log and writes it",
+            FsckSeverity.NOTE,
+        )
     elif snapshot is None:
         problem = f"the snapshot is refused: {why}"
     else:
@@ -328,16 +343,32 @@ def _check_snapshot(
     report.findings.append(finding)
 
 
+def _of_an_earlier_generation(io: FileIO, path: str, header: FileHeader) -> bool:
+    """Whether the snapshot at ``path`` verifies as one of this store's earlier generations."""
+    try:
+        body = decode_snapshot(io.read_file(path))
+    except OSError:
+        return False
+    if body is None:
+        return False
+    generation = body.get("generation")
+    return (
+        body.get("store_uuid") == header.store_uuid.bytes
+        and isinstance(generation, int)
+        and generation < header.generation
+    )
+
+
 def _repair_by_rewrite(
     io: FileIO, directory: str, log: LogFile, walk: LogWalk, frames: list[Frame], report: FsckReport
 ) -> None:
     """Write every verified record into a new generation, keeping the damaged bytes and old log."""
     for start, stop in walk.damaged_ranges:
-        side = side_file_name(directory, LOG_NAME, os.path.exists)
-        io.write_file(side, io.pread(log.fd, stop - start, start))
+        write_side_file(io, directory, LOG_NAME, io.pread(log.fd, stop - start, start))
     io.sync_dir(directory)
     log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
-    result = rewrite_generation(io, directory, log.header, frames, keep_old=True, seal=_no_seal)
+    # No seal: a repair runs with the store to itself, and its old log may be damaged.
+    result = rewrite_generation(io, directory, log.header, frames, keep_old=True, seal=None)
     outcome = (
         f"rewrote the log as generation {result.generation}; "
         f"old log kept as {os.path.basename(result.old_log or '?')}"
@@ -349,18 +380,29 @@ def _repair_by_rewrite(
             finding.resolve(FsckAction.REWROTE_LOG, outcome)
 
 
-def _no_seal(next_generation: int) -> None:
-    """A repair runs with the store to itself, and its old log may be damaged: no seal."""
-
-
 def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
     try:
         names = sorted(os.listdir(directory))
     except OSError:
         return
+    unfinished = set(leftovers(directory, names))
     for name in names:
         full = os.path.join(directory, name)
-        if is_temp_name(name):
+        if name in unfinished and not is_temp_name(name):
+            finding = FsckFinding(
+                "stray-file",
+                FsckSeverity.NOTE,
+                name,
+                None,
+                "left by a compaction that stopped before its switch (a new generation never "
+                "switched to, or a second name of the live log): not evidence, it holds nothing the "
+                "log does not; the next open or compaction removes it",
+            )
+            if report.repair:
+                io.unlink(full)
+                finding.resolve(FsckAction.REMOVED, "removed")
+            report.findings.append(finding)
+        elif is_temp_name(name):
             finding = FsckFinding(
                 "stray-file", FsckSeverity.ERROR, name, None, "a temp file left by an interrupted write"
             )
@@ -368,7 +410,7 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
                 io.unlink(full)
                 finding.resolve(FsckAction.REMOVED, "removed")
             report.findings.append(finding)
-        elif is_side_file(name) or is_old_name(name) or name == COMPACT_NAME:
+        elif is_side_file(name) or is_old_name(name) or is_compact_name(name):
             report.findings.append(
                 FsckFinding(
                     "stray-file",

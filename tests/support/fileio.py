@@ -127,15 +127,20 @@ def os_error(code: int) -> Callable[[], OSError]:
 class FaultyIO(HookedIO):
     """Counts mutating calls; the ``fail_at``-th raises ``fault()``, and, if ``persistent``, every later one.
 
+    With ``done=True`` the first call from the ``fail_at``-th on that completes then raises
+    (an interrupt arriving just after a rename, say); later ones never run.
     ``enabled = False`` stops both counting and failing (the tests then reopen
     the store through the same object); ``fired`` says whether the fault was raised.
     """
 
-    def __init__(self, fail_at: int, fault: Callable[[], BaseException], *, persistent: bool) -> None:
+    def __init__(
+        self, fail_at: int, fault: Callable[[], BaseException], *, persistent: bool, done: bool = False
+    ) -> None:
         super().__init__()
         self.fail_at = fail_at
         self.fault = fault
         self.persistent = persistent
+        self.done = done
         self.count = 0
         self.fired = False
         self.enabled = True
@@ -145,7 +150,13 @@ class FaultyIO(HookedIO):
         if not self.enabled or call.operation not in MUTATING:
             return
         self.count += 1
-        if self.count == self.fail_at or (self.persistent and self.fired):
+        if (self.count == self.fail_at and not self.done) or (self.persistent and self.fired):
+            self.fired = True
+            raise self.fault()
+
+    def after(self, call: Call) -> None:
+        due = self.enabled and self.done and call.operation in MUTATING and self.count >= self.fail_at
+        if due and not self.fired:
             self.fired = True
             raise self.fault()
 
