@@ -101,11 +101,13 @@ def refuse_links(path: str) -> None:
     here, before anything is created, names the link and leaves the
     directory as it was. Runs even with ``trust_directory=True``: a link
     planted at ``LOCK``, ``OPEN`` or ``sessions.log`` could make the store
-    write where its owner never meant it to.
+    write where its owner never meant it to. Links at side-file, ``.old``,
+    compaction and temp names are not refused: the store never opens those
+    names, it passes over any taken one to the next free name.
     """
     with os.scandir(path) as entries:
         for entry in entries:
-            if _is_store_file(entry.name) and entry.is_symlink():
+            if entry.name in _OPENED_FILES and entry.is_symlink():
                 raise planted_link(entry.path)
 
 
@@ -130,6 +132,10 @@ def check_trusted(path: str, *, dir_mode: int, file_mode: int) -> None:
             except FileNotFoundError:
                 continue  # a temp file another handle renamed meanwhile: nothing left to trust
             _check_trusted_entry(entry.path, status, euid, file_mode, "file_mode")
+
+
+# The names the store opens by name; every other store name is created fresh (O_EXCL).
+_OPENED_FILES: Final = frozenset({LOG_NAME, SNAPSHOT_NAME, META_NAME} | BOOKKEEPING)
 
 
 def _is_store_file(name: str) -> bool:
