@@ -141,10 +141,12 @@ def replace_file(io: FileIO, directory: str, name: str, data: bytes, *, mode: in
     so a stray temp or a symlink planted there is never written through.
     """
     temp = temp_path(directory, name)
-    io.write_file(temp, data, mode=mode)
     try:
+        io.write_file(temp, data, mode=mode)
         io.rename(temp, os.path.join(directory, name))
     except BaseException:
+        # A temp file half written (a full disk) is removed too, not left to
+        # hold the space a retry needs.
         with contextlib.suppress(OSError):
             io.unlink(temp)
         raise

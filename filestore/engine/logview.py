@@ -28,11 +28,11 @@ from filestore.engine.groupcommit import LogPosition
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
-from filestore.engine.logfile import LogFile
+from filestore.engine.logfile import NO_SPACE, LogFile, NoRoomError, UnsyncedRecordError, as_error
 from filestore.engine.records import Record, RecordDecodeError, RecordMismatchError, decode_session
 from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
 from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
-from filestore.errors import CorruptionError, LockTimeoutError
+from filestore.errors import CorruptionError, LockTimeoutError, StoreFullError
 from filestore.ids import SessionKey, SessionScope
 from filestore.model import SessionData
 
@@ -102,7 +102,11 @@ class SyncPoint:
         return LogPosition(self.log.header.generation, self.seq)
 
     def sync(self) -> None:
-        self.log.sync_data()
+        try:
+            self.log.sync_data()
+        except OSError as error:
+            # The records it was to cover are written whole: they may survive or not.
+            raise as_error(UnsyncedRecordError, error) from error
 
 
 class LogView:
@@ -137,6 +141,9 @@ class LogView:
         self._guard = guard
         self._snapshot_position = 0
         self._snapshot_seq = 0
+        # Where the last failed snapshot attempt was: the next waits an interval after it.
+        self._failed_position = 0
+        self._failed_seq = 0
         # The log a group-commit sync is running on, outside the store's mutex;
         # a compaction meanwhile retires it, but it stays open until the sync ends.
         self._syncing: LogFile | None = None
@@ -180,7 +187,7 @@ class LogView:
             try:
                 with self._lock:
                     self.catch_up(locked=True)
-                    self.write_snapshot()
+                    self.snapshot_quietly()
             except LockTimeoutError:
                 logger.warning("filestore: %s is busy; the index snapshot is rewritten later", self._path)
 
@@ -230,8 +237,8 @@ class LogView:
         self._log = log
         self._index = Index()
         self._cache.clear()
-        self._snapshot_position = 0
-        self._snapshot_seq = 0
+        self._snapshot_position = self._failed_position = 0
+        self._snapshot_seq = self._failed_seq = 0
         self.load()
 
     # -- reading (caught up first) ---------------------------------------------------
@@ -325,15 +332,32 @@ class LogView:
         ``OSError`` poisons the handle (through the guard).
         """
         log = self._log
-        frame = self._guard(lambda: log.append(record.kind, payload, sync=sync, preallocate=preallocate))
+
+        def append() -> Frame:
+            try:
+                return log.append(record.kind, payload, sync=sync, preallocate=preallocate)
+            except NoRoomError as error:
+                raise self._full(error) from error
+
+        frame = self._guard(append)
         self._index.apply(record, frame.offset, frame.size)
         if session is not None:
             self._cache.put(record.key, frame.offset, session)
         else:
             self._cache.drop(record.key)
         if self._snapshot_due():
-            self._guard(self.write_snapshot)
+            # The record is written (and, in fsync mode, durable): a snapshot
+            # failing now must not fail the call that wrote it.
+            self.snapshot_quietly()
         return LogPosition(log.header.generation, frame.seq)
+
+    def _full(self, error: OSError) -> StoreFullError:
+        return StoreFullError(
+            f"no room on the disk of {self._path} ({error.strerror}); nothing was stored: "
+            "free some space and write again",
+            path=self._path,
+            cause=f"{type(error).__name__}: {error}",
+        )
 
     def sync_point(self) -> SyncPoint:
         """What a sync now would make durable (group commit; see ``SyncPoint``).
@@ -378,7 +402,7 @@ class LogView:
         """Before closing: snapshot the index if it is behind, ``sync`` the log if asked
         (durability ``none``), give back the preallocated space."""
         if self._log.last_seq > self._snapshot_seq:
-            self.write_snapshot()
+            self.snapshot_quietly()
         if sync:
             self._log.sync()
         self._log.trim()
@@ -389,9 +413,38 @@ class LogView:
         """Whether enough was written since the last snapshot to write the next one."""
         log = self._log
         return (
-            log.last_seq - self._snapshot_seq >= self._snapshot_every_records
-            or log.end - self._snapshot_position >= self._snapshot_every_bytes
+            log.last_seq - max(self._snapshot_seq, self._failed_seq) >= self._snapshot_every_records
+            or log.end - max(self._snapshot_position, self._failed_position) >= self._snapshot_every_bytes
         )
+
+    def snapshot_quietly(self) -> None:
+        """Write the snapshot; if that fails, warn and try again an interval later.
+
+        The snapshot is a cache: without it opening replays more of the log,
+        nothing else. So a full disk (or any error writing it) must neither
+        fail the write that made it due nor keep a store from opening; and
+        retrying at every write would rewrite the whole index each time.
+        """
+        try:
+            self.write_snapshot()
+        except OSError as error:
+            self._failed_seq, self._failed_position = self._log.last_seq, self._log.end
+            logger.warning(
+                "filestore: could not write the index snapshot of %s (%s); the store works without "
+                "it (opening replays more of the log), and it is tried again later",
+                self._path,
+                error,
+            )
+
+    def write_snapshot_now(self) -> None:
+        """The explicit ``write_snapshot``: as ``write_snapshot``, but a full disk raises
+        ``StoreFullError`` (the log is untouched, so the handle goes on)."""
+        try:
+            self.write_snapshot()
+        except OSError as error:
+            if error.errno in NO_SPACE:
+                raise self._full(error) from error
+            raise
 
     def write_snapshot(self) -> None:
         """Snapshot the index as of the log's end (the writer lock must be held)."""

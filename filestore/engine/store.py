@@ -47,6 +47,7 @@ from filestore.engine.directory import (
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.groupcommit import GroupCommit, LogPosition
 from filestore.engine.locking import Registration, WriterLock
+from filestore.engine.logfile import UnsyncedRecordError
 from filestore.engine.logview import LogView, SessionCache, close_quietly
 from filestore.engine.options import (
     DEFAULT_CACHE_SIZE,
@@ -68,6 +69,7 @@ from filestore.errors import (
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
+    WriteInDoubtError,
 )
 from filestore.ids import SessionKey, UserId, check_key
 from filestore.model import SessionData, TenantCtx
@@ -107,8 +109,13 @@ class FileSessionStore(ClosesOnExit):
 
     An ``OSError`` while writing, syncing or renaming poisons the handle: the
     call raises ``StorePoisonedError`` and every later write does too, until
-    the store is reopened (which re-verifies the log's tail). Network file
-    systems are refused unless ``allow_network_filesystem`` is set.
+    the store is reopened (which re-verifies the log's tail). A write call
+    that raised it stored nothing, unless it raised the subclass
+    ``WriteInDoubtError`` (its record was written whole, the sync after it
+    failed: it may be stored). A disk with no room for the record is
+    ``StoreFullError``: nothing stored, the handle not poisoned. The index
+    snapshot is a cache: failing to write it is a logged warning, retried later.
+    Network file systems are refused unless ``allow_network_filesystem`` is set.
 
     A directory (or a store file in it) owned by another uid, or writable by
     group or others where ``dir_mode`` / ``file_mode`` would not make it so,
@@ -275,7 +282,7 @@ class FileSessionStore(ClosesOnExit):
 
     def write_snapshot(self) -> None:
         """Write the index snapshot now (it is also written periodically and on close)."""
-        self._change(lambda view: self._guard_io(view.write_snapshot))
+        self._change(lambda view: self._guard_io(view.write_snapshot_now))
 
     def compact(self, *, keep_old: bool = False) -> RewriteResult:
         """Compact online: rewrite the live sessions as a new generation while others keep it open.
@@ -415,9 +422,23 @@ class FileSessionStore(ClosesOnExit):
         return point.position
 
     def _guard_io(self, operation: Callable[[], _T]) -> _T:
-        """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync)."""
+        """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync).
+
+        The error raised says what the failed call stored: ``StorePoisonedError``
+        for a write call means its record is not stored, ``WriteInDoubtError``
+        that it was written whole but its sync failed, so it may be.
+        """
         try:
             return operation()
+        except UnsyncedRecordError as error:
+            self._poisoned = f"OSError: {error}"
+            raise WriteInDoubtError(
+                f"writing to {self.path}: the record was written but its sync failed ({self._poisoned}); "
+                "it may or may not be stored: reopen and read it back before retrying. This handle "
+                "refuses writes until the store is reopened",
+                path=self.path,
+                cause=self._poisoned,
+            ) from error
         except OSError as error:
             self._poisoned = f"{type(error).__name__}: {error}"
             raise StorePoisonedError(
