@@ -90,11 +90,16 @@ def test_the_snapshot_is_retried_once_there_is_room(tmp_path: Path) -> None:
     io = SnapshotFailsIO(errno.ENOSPC)
     store = FileSessionStore(directory, snapshot_every_records=3, io=io)
     io.armed = True
-    for step in range(10):
-        io.armed = step < 4
+    for step in range(3):
+        store.create_session(ctx(user=f"u{step}"), data(ctx(user=f"u{step}"), step=step))
+    # Waits for the snapshot the third write made due (written in the background), then fails too.
+    with pytest.raises(StoreFullError):
+        store.write_snapshot()
+    assert io.failures == 2
+    io.armed = False
+    for step in range(3, 10):
         store.create_session(ctx(user=f"u{step}"), data(ctx(user=f"u{step}"), step=step))
     store.close()
-    assert io.failures >= 1
     assert snapshot_seq(directory) == 10
     assert temp_files(directory) == []
 

@@ -35,7 +35,7 @@ from filestore.engine.layout import (
     is_side_file,
     is_temp_name,
 )
-from filestore.engine.locking import network_filesystem
+from filestore.engine.locking import held_by_a_writer, network_filesystem
 from filestore.engine.logfile import LogFile
 from filestore.errors import (
     CorruptionError,
@@ -179,9 +179,15 @@ def remove_temp_files(io: FileIO, path: str) -> None:
     """Delete temp files of writes that a crash interrupted before their rename.
 
     Only under the writer lock: every temp file is written under it, so none
-    of them can belong to a write still in progress.
+    of them can belong to a write still in progress, but an index snapshot's,
+    which is written without it and ``flock``ed meanwhile: one held by a
+    live writer is left alone.
     """
-    stray = [name for name in os.listdir(path) if is_temp_name(name)]
+    stray = [
+        name
+        for name in os.listdir(path)
+        if is_temp_name(name) and not held_by_a_writer(os.path.join(path, name))
+    ]
     for name in stray:
         io.unlink(os.path.join(path, name))
     if stray:

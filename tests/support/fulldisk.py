@@ -122,18 +122,26 @@ def writer_lock_is_free(directory: str) -> bool:
 
 
 class SnapshotWatchIO(HookedIO):
-    """Notes each index snapshot written: the thread that wrote it and whether the writer lock
-    was free meanwhile; ``hold`` (an event), when set up, keeps the write waiting until it is set.
+    """Watches index snapshots being written.
 
-    ``written`` is set once a snapshot write has begun.
+    At each write to a snapshot's temp file it notes the thread, whether the
+    writer lock was free, and the bytes (``writes``); it sets ``written``. A
+    write on ``forbidden_thread`` fails the test at once (a snapshot written
+    inside a write call). When ``hold`` is given, the first snapshot write
+    waits until it is set. ``installed`` counts renames onto ``sessions.idx``
+    (``installed_bytes``: what each put there), signalled through ``on_install``.
     """
 
     def __init__(self, directory: str) -> None:
         super().__init__()
         self.directory = directory
-        self.writes: list[tuple[int, bool]] = []
+        self.writes: list[tuple[int, bool, bytes]] = []
         self.written = threading.Event()
         self.hold: threading.Event | None = None
+        self.forbidden_thread: int | None = None
+        self.installed = 0
+        self.installed_bytes: list[bytes] = []
+        self.on_install = threading.Event()
         self._snapshot_fds: set[int] = set()
 
     def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
@@ -148,11 +156,24 @@ class SnapshotWatchIO(HookedIO):
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> None:
         if fd in self._snapshot_fds:
-            self.writes.append((threading.get_ident(), writer_lock_is_free(self.directory)))
+            thread = threading.get_ident()
+            if thread == self.forbidden_thread:
+                raise AssertionError("the snapshot was written inside a write call, on its thread")
+            self.writes.append((thread, writer_lock_is_free(self.directory), bytes(data)))
             self.written.set()
-            if self.hold is not None and not self.hold.wait(timeout=60):
+            hold, self.hold = self.hold, None
+            if hold is not None and not hold.wait(timeout=60):
                 raise AssertionError("the snapshot write was held for 60 s")
         super().pwrite(fd, data, offset)
+
+    def rename(self, source: str, target: str) -> None:
+        if os.path.basename(target) == SNAPSHOT_NAME:
+            with open(source, "rb") as written:
+                self.installed_bytes.append(written.read())
+        super().rename(source, target)
+        if os.path.basename(target) == SNAPSHOT_NAME:
+            self.installed += 1
+            self.on_install.set()
 
 
 class FullDiskIO(HookedIO):
