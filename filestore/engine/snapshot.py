@@ -45,7 +45,7 @@ import struct
 import sys
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final, Protocol
 
 import attrs
@@ -72,6 +72,7 @@ SNAPSHOT_VERSION: Final = 2
 _HEADER: Final = struct.Struct("<8sIIQ")
 SNAPSHOT_HEADER_SIZE: Final = _HEADER.size
 SPOT_CHECKS: Final = 8
+WRITE_SIZE: Final = 1 << 20
 
 
 @attrs.frozen
@@ -228,14 +229,29 @@ def write_snapshot_temp(io: FileIO, directory: str, parts: list[bytes], *, mode:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         offset = 0
-        for part in parts:
-            io.pwrite(fd, part, offset)
-            offset += len(part)
+        for block in _blocks(parts):
+            io.pwrite(fd, block, offset)
+            offset += len(block)
         io.sync_data(fd)
     except BaseException:
         discard_snapshot_temp(io, TempSnapshot(path, fd))
         raise
     return TempSnapshot(path, fd)
+
+
+def _blocks(parts: list[bytes]) -> Iterator[bytes]:
+    """``parts`` gathered into writes of about ``WRITE_SIZE`` (one for a small snapshot): few
+    system calls, and no copy of the whole."""
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        batch.append(part)
+        size += len(part)
+        if size >= WRITE_SIZE:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 def install_snapshot(io: FileIO, directory: str, temp: TempSnapshot) -> None:
