@@ -23,11 +23,13 @@ from filestore.errors import (
     LockTimeoutError,
     SessionNotFoundError,
     StoreClosedError,
+    StoreFullError,
     StoreInUseError,
     StorePoisonedError,
     TenantMismatchError,
     UnsupportedFilesystemError,
     UntrustedDirectoryError,
+    WriteInDoubtError,
 )
 from filestore.ids import EnvId, FlowId, PackId, SessionKey, SessionScope, TeamId, TenantId, UserId
 from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
@@ -71,6 +73,7 @@ __all__ = [
     "SessionStore",
     "StatsReport",
     "StoreClosedError",
+    "StoreFullError",
     "StoreInUseError",
     "StorePoisonedError",
     "StoredSession",
@@ -81,6 +84,7 @@ __all__ = [
     "UnsupportedFilesystemError",
     "UntrustedDirectoryError",
     "UserId",
+    "WriteInDoubtError",
     "compact",
     "export_sessions",
     "fsck",

@@ -122,10 +122,38 @@ class StoreClosedError(FilestoreError):
 
 
 class StorePoisonedError(FilestoreError):
-    """A write, fsync or rename failed earlier; this handle refuses writes until reopened.
+    """A write, fsync or rename failed; this handle refuses writes until reopened.
 
-    ``cause`` is the text of the original error. Never retry an fsync: reopen,
-    which re-reads and re-verifies the log tail.
+    The call that raised it did not store its record (the subclass
+    ``WriteInDoubtError`` says when it may have). ``cause`` is the text of the
+    original error. Never retry an fsync: reopen, which re-reads and
+    re-verifies the log tail.
+    """
+
+    code = ErrorCode.UNAVAILABLE
+    path: str
+    cause: str
+
+    def __init__(self, message: str, *, path: str, cause: str) -> None:
+        super().__init__(message, path=path, cause=cause)
+
+
+class WriteInDoubtError(StorePoisonedError):
+    """A write's record was written whole but the sync that would make it durable failed.
+
+    The call cannot know whether the record survives: a reopen may show it
+    (the page cache held it) or not (a power loss came first). Read the
+    session back after reopening before retrying, or a retried create may
+    store a second session. Unlike its base class, which means "not stored",
+    this one means "may be stored". The handle is poisoned, as with the base.
+    """
+
+
+class StoreFullError(FilestoreError):
+    """A write found no room on the disk (ENOSPC, EDQUOT): nothing of it was stored.
+
+    The log is exactly as it was, so the handle is not poisoned: once there is
+    room again the same handle writes. ``cause`` is the text of the original error.
     """
 
     code = ErrorCode.UNAVAILABLE

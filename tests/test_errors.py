@@ -23,11 +23,13 @@ from filestore import (
     LockTimeoutError,
     SessionNotFoundError,
     StoreClosedError,
+    StoreFullError,
     StoreInUseError,
     StorePoisonedError,
     TenantMismatchError,
     UnsupportedFilesystemError,
     UntrustedDirectoryError,
+    WriteInDoubtError,
 )
 
 
@@ -62,6 +64,13 @@ CASES: Final = [
     Case(LockTimeoutError, ErrorCode.TIMEOUT, (TimeoutError, OSError), {"path": "/s/LOCK", "timeout": 1.5}),
     Case(StoreClosedError, ErrorCode.UNAVAILABLE, (), {}),
     Case(StorePoisonedError, ErrorCode.UNAVAILABLE, (), {"path": "/s", "cause": "OSError: [Errno 5] EIO"}),
+    Case(
+        WriteInDoubtError,
+        ErrorCode.UNAVAILABLE,
+        (StorePoisonedError,),
+        {"path": "/s", "cause": "OSError: [Errno 5] EIO"},
+    ),
+    Case(StoreFullError, ErrorCode.UNAVAILABLE, (), {"path": "/s", "cause": "OSError: [Errno 28] ENOSPC"}),
     Case(StoreInUseError, ErrorCode.CONFLICT, (), {"path": "/s"}),
     Case(UnsupportedFilesystemError, ErrorCode.UNAVAILABLE, (), {"path": "/mnt/s", "fstype": "nfs4"}),
     Case(BackendUnavailableError, ErrorCode.UNAVAILABLE, (), {"address": "redis://h:6379/0"}),

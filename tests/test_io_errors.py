@@ -4,7 +4,8 @@ For each N the workload runs until the fault fires (once, or on every
 operation from then on). Then faults are switched off, the store reopened,
 and: every acknowledged call is present, the call that failed is fully
 present or fully absent, and the failing handle refused every write after
-its error. Faults also hit recovery itself (a torn tail being cut).
+its error, except after ``StoreFullError`` (no room, the log as it was),
+when it goes on writing. Faults also hit recovery itself (a torn tail being cut).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from filestore import FileSessionStore, FilestoreError, SessionKey, StorePoisonedError
+from filestore import FileSessionStore, FilestoreError, SessionKey, StoreFullError, StorePoisonedError
 from filestore.engine.fileio import FileIO
 from filestore.offline.fsck import fsck
 
@@ -34,6 +35,7 @@ def run_with_fault(directory: Path, fail_at: int, error: int, persistent: bool) 
     keys: list[SessionKey] = []
     in_flight: tuple[str, int] | None = ("open", 0)
     store: FileSessionStore | None = None
+    failure: BaseException | None = None
     try:
         store = FileSessionStore(directory, io=io)
         for verb, step in STEPS:
@@ -50,11 +52,17 @@ def run_with_fault(directory: Path, fail_at: int, error: int, persistent: bool) 
             else:
                 store.write_snapshot()
         in_flight = None
-    except (FilestoreError, OSError):
+    except (FilestoreError, OSError) as raised:
         assert io.fired
+        failure = raised
     assert (in_flight is not None) == io.fired
     if store is not None:
-        if io.fired:
+        if io.fired and isinstance(failure, StoreFullError):
+            # No room, and the log left as it was: the handle goes on writing.
+            io.enabled = False
+            keys.append(store.create_session(ctx(), data(step=9)))
+            acknowledged[keys[-1]] = data(step=9).to_json()
+        elif io.fired:
             # The failing handle refuses every later write, faults or not.
             io.enabled = False
             with pytest.raises(StorePoisonedError):

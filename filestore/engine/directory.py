@@ -37,7 +37,7 @@ from filestore.engine.layout import (
     is_side_file,
     is_temp_name,
 )
-from filestore.engine.locking import network_filesystem, planted_link
+from filestore.engine.locking import held_by_a_writer, network_filesystem, planted_link
 from filestore.engine.logfile import LogFile
 from filestore.errors import (
     CorruptionError,
@@ -251,9 +251,15 @@ def remove_leftovers(io: FileIO, path: str, *, temps: bool = True) -> None:
     files only if ``temps``.
 
     Only under the writer lock: every such file is written under it, so none
-    of them can belong to a write still in progress.
+    of them can belong to a write still in progress, but an index snapshot's
+    temp file, which is written without it and ``flock``ed meanwhile: one held
+    by a live writer is left alone.
     """
-    stray = [name for name in leftovers(path, os.listdir(path)) if temps or not is_temp_name(name)]
+    stray = [
+        name
+        for name in leftovers(path, os.listdir(path))
+        if not is_temp_name(name) or (temps and not held_by_a_writer(os.path.join(path, name)))
+    ]
     for name in stray:
         with contextlib.suppress(FileNotFoundError):
             io.unlink(os.path.join(path, name))

@@ -179,6 +179,22 @@ def write_first_free(
     raise FileExistsError(errno.EEXIST, "every name tried is taken", directory)
 
 
+def create_first_free(
+    io: FileIO, directory: str, names: Iterable[str], *, mode: int = 0o600
+) -> tuple[str, int]:
+    """Create, exclusively, the first of ``names`` in ``directory`` that nothing occupies (the
+    rules of ``write_first_free``); its path and an open descriptor for the caller to fill."""
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.lexists(path):
+            continue
+        try:
+            return path, io.open(path, exclusive=True, mode=mode)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "every name tried is taken", directory)
+
+
 def write_side_file(io: FileIO, directory: str, base: str, data: bytes) -> str:
     """Keep ``data`` cut from ``base`` in the first free ``<base>.trN``; its path (not yet
     durable in the directory: the caller syncs it before cutting anything)."""

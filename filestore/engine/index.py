@@ -1,19 +1,29 @@
 """The in-memory index: where each live session's latest record is, and who it belongs to.
 
-Two dicts, kept exact by ``apply``:
+Two maps, kept exact by ``apply``:
 
-- ``entries``: key -> ``Entry(offset, size, scope)`` of the session's newest PUT;
-- ``by_user``: user lookup scope -> key (the user's active session).
+- key -> ``Entry(offset, size, scope)`` of the session's newest PUT (``get``);
+- user lookup scope -> key, the user's active session (``lookup``).
 
 The same ``apply`` serves replay on open, catching up with other processes
 and the store's own writes, so the three can never disagree; ``apply_frame``
 is the one way a verified frame read back from a log gets there.
+
+Copy-on-write for the snapshot: ``freeze`` hands the two dicts, as they are,
+to a snapshot writer on another thread (O(1), where a copy of a million
+entries takes tens of milliseconds), and until ``thaw`` every change goes to
+two small overlay dicts instead, read first; ``thaw`` folds them back in, a
+chunk at a time, at a cost proportional to the changes made meanwhile, not
+to the index.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from itertools import repeat
 from typing import NamedTuple, cast
+
+import attrs
 
 from filestore.engine.framing import Frame
 from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
@@ -29,8 +39,23 @@ class Entry(NamedTuple):
     scope: SessionScope
 
 
+@attrs.frozen
+class IndexView:
+    """The index as it was when frozen: ``entries`` and ``by_user`` are not changed until the
+    index is thawed, so another thread may read them without a lock."""
+
+    entries: Mapping[SessionKey, Entry]
+    by_user: Mapping[SessionScope, SessionKey]
+    live_bytes: int
+
+
 class Index:
-    """Key -> record location, and user -> key. Not thread-safe: the store locks."""
+    """Key -> record location, and user -> key. Not thread-safe: the store locks.
+
+    ``entries`` and ``by_user`` are the whole index only while it is not
+    frozen (always, for the offline tools); the live store reads through
+    ``get``, ``lookup``, ``items`` and ``len``, which see the overlay too.
+    """
 
     def __init__(self) -> None:
         self.entries: dict[SessionKey, Entry] = {}
@@ -38,19 +63,84 @@ class Index:
         # Scopes repeat across sessions: share one tuple per distinct scope.
         self._scopes: dict[SessionScope, SessionScope] = {}
         self.live_bytes = 0
+        # While frozen: the changes since (None: removed), read before the frozen dicts.
+        self._changed: dict[SessionKey, Entry | None] | None = None
+        self._pointed: dict[SessionScope, SessionKey | None] = {}
+        self._length = 0
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.entries) if self._changed is None else self._length
 
     def intern(self, scope: SessionScope) -> SessionScope:
         return self._scopes.setdefault(scope, scope)
 
+    # -- reading --------------------------------------------------------------
+
+    def get(self, key: SessionKey) -> Entry | None:
+        """Where the live session ``key`` is, and its owner; ``None`` if there is none."""
+        changed = self._changed
+        if changed is not None and key in changed:
+            return changed[key]
+        return self.entries.get(key)
+
+    def lookup(self, scope: SessionScope) -> SessionKey | None:
+        """The key the user lookup ``scope`` points at, if any."""
+        if self._changed is not None and scope in self._pointed:
+            return self._pointed[scope]
+        return self.by_user.get(scope)
+
+    def items(self) -> Iterator[tuple[SessionKey, Entry]]:
+        """Every live session's key and entry, in no particular order."""
+        changed = self._changed
+        if changed is None:
+            yield from self.entries.items()
+            return
+        for key, entry in self.entries.items():
+            if key not in changed:
+                yield key, entry
+        for key, maybe in changed.items():
+            if maybe is not None:
+                yield key, maybe
+
+    def live_keys(self) -> list[SessionKey]:
+        """The key of every live session, in no particular order."""
+        if self._changed is None:
+            return list(self.entries)
+        return [key for key, _ in self.items()]
+
+    # -- changing ---------------------------------------------------------------
+
     def apply(self, record: Record, offset: int, size: int) -> None:
         """Apply one record found at ``offset`` (frame of ``size`` bytes)."""
         key = record.key
-        previous = self.entries.get(key)
+        changed = self._changed
+        if changed is None:
+            self._apply_direct(record, offset, size)
+            return
+        previous = changed[key] if key in changed else self.entries.get(key)
         if isinstance(record, Put):
             # A key's owner is fixed at creation; later PUTs keep it.
+            scope = previous.scope if previous is not None else self.intern(record.scope)
+            changed[key] = Entry(offset, size, scope)
+            self.live_bytes += size - (previous.size if previous is not None else 0)
+            self._length += previous is None
+            if scope.user is not None and record.points_lookup:
+                self._pointed[scope] = key
+            return
+        if previous is None:
+            return
+        changed[key] = None
+        self.live_bytes -= previous.size
+        self._length -= 1
+        if self.lookup(previous.scope) == key:
+            self._pointed[previous.scope] = None
+
+    def _apply_direct(self, record: Record, offset: int, size: int) -> None:
+        # The common case (no snapshot being written), kept to plain dict operations: replay
+        # of a big log is mostly this.
+        key = record.key
+        previous = self.entries.get(key)
+        if isinstance(record, Put):
             scope = previous.scope if previous is not None else self.intern(record.scope)
             self.entries[key] = Entry(offset, size, scope)
             self.live_bytes += size - (previous.size if previous is not None else 0)
@@ -81,6 +171,51 @@ class Index:
                 offset=frame.offset,
             ) from None
         self.apply(record, frame.offset, frame.size)
+
+    # -- copy-on-write ------------------------------------------------------------
+
+    @property
+    def frozen(self) -> bool:
+        """Whether a view handed out by ``freeze`` is still being read."""
+        return self._changed is not None
+
+    def freeze(self) -> IndexView:
+        """The index as it is now, for another thread to read until ``thaw``; O(1)."""
+        if self._changed is not None:
+            raise RuntimeError("the index is already frozen")  # one snapshot at a time
+        self._length = len(self.entries)
+        self._changed, self._pointed = {}, {}
+        return IndexView(self.entries, self.by_user, self.live_bytes)
+
+    def thaw(self, limit: int | None = None) -> bool:
+        """The frozen view is no longer read: fold the changes made since into the index, at
+        most ``limit`` of them (all by default); whether all are in (the index then thawed).
+
+        A little at a time, the store's mutex let go between, so no call waits for
+        the changes a long snapshot saw; reads stay right throughout, since a change
+        leaves the overlay only once it is in the index.
+        """
+        changed, pointed = self._changed, self._pointed
+        if changed is None:
+            return True
+        room = len(changed) + len(pointed) if limit is None else limit
+        for _ in range(min(room, len(changed))):
+            key, entry = changed.popitem()
+            if entry is None:
+                self.entries.pop(key, None)
+            else:
+                self.entries[key] = entry
+            room -= 1
+        for _ in range(min(room, len(pointed))):
+            scope, pointed_key = pointed.popitem()
+            if pointed_key is None:
+                self.by_user.pop(scope, None)
+            else:
+                self.by_user[scope] = pointed_key
+        if changed or pointed:
+            return False
+        self._changed = None
+        return True
 
     @classmethod
     def from_columns(

@@ -190,3 +190,24 @@ def network_filesystem(path: str) -> str | None:
         if inside and len(point) > len(best_point):
             best_point, best_type = point, fields[2]
     return best_type if best_type in NETWORK_FILESYSTEMS else None
+
+
+def held_by_a_writer(path: str) -> bool:
+    """Whether a live process holds the ``flock`` that a temp file written outside the writer
+    lock (an index snapshot) is written under: such a file is in use, not a crash's leftover.
+
+    A writer that died released it with its descriptors.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also gives back the lock just taken
+    return False

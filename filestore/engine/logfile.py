@@ -10,6 +10,7 @@ zero-filled chunks synced ahead of time, so a durable append is one
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -40,6 +41,23 @@ from filestore.engine.records import encode_seal
 from filestore.errors import CorruptionError
 
 READ_CHUNK: Final = 4 << 20
+NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class NoRoomError(OSError):
+    """The disk had no room for a record, and nothing of it is left in the log: the log is
+    exactly as it was before the append, so nothing is in doubt."""
+
+
+class UnsyncedRecordError(OSError):
+    """A record was written whole, then the fdatasync that would make it durable failed: it
+    may survive or not (never retry the sync)."""
+
+
+def as_error(kind: type[OSError], error: OSError) -> OSError:
+    """``error`` as an instance of ``kind`` (an ``OSError`` subclass that says more)."""
+    return kind(error.errno, error.strerror, error.filename)
+
 
 logger = logging.getLogger("filestore")
 
@@ -308,16 +326,31 @@ class LogFile:
     def append(self, kind: int, payload: bytes, *, sync: bool, preallocate: int) -> Frame:
         """Write the next record at ``end``; ``sync`` makes it durable before returning.
 
-        Raises ``OSError`` as the operating system does; the caller must then
-        treat the handle as poisoned (the tail is in doubt).
+        Raises ``NoRoomError`` when the disk has no room and the log is left as
+        it was (nothing stored; the handle may go on), ``UnsyncedRecordError``
+        when the record was written whole but its sync failed (it may be
+        stored), and any other ``OSError`` as the operating system does (not
+        stored). After the last two the caller must treat the handle as
+        poisoned (the tail is in doubt).
         """
         seq = self.last_seq + 1
         flags = FLAG_SYNCED if sync else 0
         data = encode_frame(self.salt, kind, flags, seq, self.known_durable, payload)
         self._ensure_space(len(data), sync=sync, preallocate=preallocate)
-        self.io.pwrite(self.fd, data, self.end)
+        try:
+            self.io.pwrite(self.fd, data, self.end)
+        except OSError as error:
+            if error.errno not in NO_SPACE:
+                raise
+            # Cut what part of the record landed, so the log is as it was: the
+            # call then stores nothing, certainly, and the handle can go on.
+            self.io.truncate(self.fd, self.end)
+            raise as_error(NoRoomError, error) from error
         if sync:
-            self.io.sync_data(self.fd)
+            try:
+                self.io.sync_data(self.fd)
+            except OSError as error:
+                raise as_error(UnsyncedRecordError, error) from error
         frame = Frame(self.end, kind, flags, seq, self.known_durable, payload)
         self.end = frame.end
         self.last_seq = seq
@@ -334,7 +367,14 @@ class LogFile:
         target = self.end + needed + preallocate
         target -= target % 4096
         target = max(target, self.end + needed)
-        self.io.pwrite(self.fd, bytes(target - max(allocated, self.end)), max(allocated, self.end))
+        try:
+            self.io.pwrite(self.fd, bytes(target - max(allocated, self.end)), max(allocated, self.end))
+        except OSError as error:
+            # Zeros after the log's end are no record: whatever part of them
+            # landed leaves the log as it was.
+            if error.errno in NO_SPACE:
+                raise as_error(NoRoomError, error) from error
+            raise
         if sync:
             self.io.sync_data(self.fd)
 

@@ -28,11 +28,12 @@ from filestore.engine.groupcommit import LogPosition
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
-from filestore.engine.logfile import LogFile
+from filestore.engine.logfile import LogFile, NoRoomError, UnsyncedRecordError, as_error
 from filestore.engine.records import Record, RecordDecodeError, RecordMismatchError, decode_session
 from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
-from filestore.engine.snapshot import encode_snapshot, load_snapshot, write_snapshot
-from filestore.errors import CorruptionError, FilestoreError, LockTimeoutError
+from filestore.engine.snapshot import TempSnapshot, discard_snapshot_temp, install_snapshot, load_snapshot
+from filestore.engine.snapshotting import SnapshotJob, SnapshotSchedule
+from filestore.errors import CorruptionError, FilestoreError, LockTimeoutError, StoreFullError
 from filestore.ids import SessionKey, SessionScope
 from filestore.model import SessionData
 
@@ -102,7 +103,11 @@ class SyncPoint:
         return LogPosition(self.log.header.generation, self.seq)
 
     def sync(self) -> None:
-        self.log.sync_data()
+        try:
+            self.log.sync_data()
+        except OSError as error:
+            # The records it was to cover are written whole: they may survive or not.
+            raise as_error(UnsyncedRecordError, error) from error
 
 
 class LogView:
@@ -131,12 +136,11 @@ class LogView:
         self._index = Index()
         self._cache = cache
         self._file_mode = file_mode
-        self._snapshot_every_records = snapshot_every_records
-        self._snapshot_every_bytes = snapshot_every_bytes
+        self._snapshots = SnapshotSchedule(
+            every_records=snapshot_every_records, every_bytes=snapshot_every_bytes
+        )
         self._lock = lock
         self._guard = guard
-        self._snapshot_position = 0
-        self._snapshot_seq = 0
         # The log a group-commit sync is running on, outside the store's mutex;
         # a compaction meanwhile retires it, but it stays open until the sync ends.
         self._syncing: LogFile | None = None
@@ -155,8 +159,7 @@ class LogView:
             log.end = snapshot.position
             log.last_seq = snapshot.last_seq
             log.last_frame_offset = snapshot.last_frame_offset
-            self._snapshot_position = snapshot.position
-            self._snapshot_seq = snapshot.last_seq
+            self._snapshots.reset(snapshot.position, snapshot.last_seq)
         elif why != "no snapshot":
             logger.warning(
                 "filestore: ignoring the index snapshot of %s (%s); replaying the log", self._path, why
@@ -178,12 +181,13 @@ class LogView:
         # generation, and closed the log this load began on.
         log = self._log
         log.sync()
-        stale = log.last_seq - self._snapshot_seq >= self._snapshot_every_records
+        stale = log.last_seq - self._snapshots.seq >= self._snapshots.every_records
         if (snapshot is None and log.last_seq > 0) or stale:
+            # Captured here, written by whoever takes the job (never under the lock).
             try:
                 with self._lock:
                     self.catch_up(locked=True)
-                    self.write_snapshot()
+                    self._snapshots.capture(self._index, self._log, hand_out=False)
             except LockTimeoutError:
                 logger.warning("filestore: %s is busy; the index snapshot is rewritten later", self._path)
 
@@ -232,16 +236,16 @@ class LogView:
         All or nothing: if loading fails, the view stays on the generation it
         had (and ``log`` is closed).
         """
-        before = (self._log, self._index, self._snapshot_position, self._snapshot_seq)
+        before = (self._log, self._index, self._snapshots.position, self._snapshots.seq)
         self._log = log
         self._index = Index()
         self._cache.clear()
-        self._snapshot_position = 0
-        self._snapshot_seq = 0
+        self._snapshots.reset()
         try:
             self.load()
         except BaseException:
-            self._log, self._index, self._snapshot_position, self._snapshot_seq = before
+            self._log, self._index = before[0], before[1]
+            self._snapshots.reset(before[2], before[3])
             close_quietly(log.close)
             raise
         self._retired.append(before[0])
@@ -256,36 +260,38 @@ class LogView:
     def keys(self) -> list[SessionKey]:
         """The key of every live session, in no particular order."""
         # Keys loaded from a snapshot are plain str: hand out the public type.
-        return [SessionKey(key) for key in self._index.entries]
+        return [SessionKey(key) for key in self._index.live_keys()]
 
     def entry(self, key: SessionKey) -> Entry | None:
         """Where the live session ``key`` is, and its owner; ``None`` if there is none."""
-        return self._index.entries.get(key)
+        return self._index.get(key)
 
     def is_active(self, key: SessionKey, entry: Entry) -> bool:
         """Whether the user lookup of ``entry``'s owner points at ``key``."""
-        return self._index.by_user.get(entry.scope) == key
+        return self._index.lookup(entry.scope) == key
 
     def stored(self, key: SessionKey) -> tuple[Entry, SessionData, bool] | None:
         """The live session ``key``: where it is and its owner, its data, and whether its
         owner's user lookup points at it; ``None`` if there is none."""
-        entry = self._index.entries.get(key)
+        entry = self._index.get(key)
         if entry is None:
             return None
         return entry, self.read_session(key, entry), self.is_active(key, entry)
 
     def get(self, key: SessionKey) -> SessionData | None:
         """The live session ``key``, or ``None``."""
-        entry = self._index.entries.get(key)
+        entry = self._index.get(key)
         return None if entry is None else self.read_session(key, entry)
 
     def find(self, scope: SessionScope) -> tuple[SessionKey, SessionData] | None:
         """The session the user lookup ``scope`` points at, with its key; ``None`` if none."""
-        key = self._index.by_user.get(scope)
+        key = self._index.lookup(scope)
         if key is None:
             return None
+        entry = self._index.get(key)
         # ``Index.apply`` drops a lookup entry with its session: none dangles here.
-        return SessionKey(key), self.read_session(key, self._index.entries[key])
+        assert entry is not None, "the user lookup points at a live session"
+        return SessionKey(key), self.read_session(key, entry)
 
     def read_session(self, key: SessionKey, entry: Entry) -> SessionData:
         """The session ``entry`` points at: from the cache if it holds that very record."""
@@ -333,20 +339,40 @@ class LogView:
         """Append our own ``record`` (its encoded ``payload``) and apply it to the index;
         where it landed.
 
-        ``session`` is the data a PUT stores, kept in the read cache. Writes
-        the snapshot when enough was written since the last one. An
-        ``OSError`` poisons the handle (through the guard).
+        ``session`` is the data a PUT stores, kept in the read cache. When
+        enough was written since the last snapshot, captures the next (see
+        ``take_snapshot_job``): it is written later, outside the writer lock.
+        An ``OSError`` poisons the handle (through the guard), but for a full
+        disk, ``StoreFullError``.
         """
         log = self._log
-        frame = self._guard(lambda: log.append(record.kind, payload, sync=sync, preallocate=preallocate))
+
+        def append() -> Frame:
+            try:
+                return log.append(record.kind, payload, sync=sync, preallocate=preallocate)
+            except NoRoomError as error:
+                raise self.full(error) from error
+
+        frame = self._guard(append)
         self._index.apply(record, frame.offset, frame.size)
         if session is not None:
             self._cache.put(record.key, frame.offset, session)
         else:
             self._cache.drop(record.key)
-        if self._snapshot_due():
-            self._guard(self.write_snapshot)
+        if self._snapshots.due(log):
+            # O(1) here; the snapshot is written after the call, off the writer's path,
+            # and its failing can never fail the call whose record is written.
+            self._snapshots.capture(self._index, log, hand_out=False)
         return LogPosition(log.header.generation, frame.seq)
+
+    def full(self, error: OSError) -> StoreFullError:
+        """The error for a write (or explicit snapshot) that found no room: nothing stored."""
+        return StoreFullError(
+            f"no room on the disk of {self._path} ({error.strerror}); nothing was stored: "
+            "free some space and write again",
+            path=self._path,
+            cause=f"{type(error).__name__}: {error}",
+        )
 
     def sync_point(self) -> SyncPoint:
         """What a sync now would make durable (group commit; see ``SyncPoint``).
@@ -399,44 +425,59 @@ class LogView:
         return result
 
     def tidy_up(self, *, sync: bool) -> None:
-        """Before closing: ``sync`` the log if asked (durability ``none``), snapshot the index
-        if it is behind, give back the preallocated space."""
+        """Before closing (its snapshot written): ``sync`` the log if asked (durability
+        ``none``), give back the preallocated space."""
         if sync:
             self._log.sync()
-        if self._log.last_seq > self._snapshot_seq:
-            self.write_snapshot()
         self._log.trim()
 
     # -- the snapshot ---------------------------------------------------------------
 
-    def _snapshot_due(self) -> bool:
-        """Whether enough was written since the last snapshot to write the next one."""
-        log = self._log
-        return (
-            log.last_seq - self._snapshot_seq >= self._snapshot_every_records
-            or log.end - self._snapshot_position >= self._snapshot_every_bytes
-        )
+    def capture_snapshot(self, *, only_if_behind: bool = False) -> SnapshotJob | None:
+        """Capture a snapshot for the caller to write now (writer lock held, caught up); ``None``
+        if one is being written already, or if ``only_if_behind`` and the last one covers all."""
+        if only_if_behind and not self._snapshots.behind(self._log):
+            return None
+        return self._snapshots.capture(self._index, self._log, hand_out=True)
 
-    def write_snapshot(self) -> None:
-        """Snapshot the index as of the log's end (the writer lock must be held).
+    def take_snapshot_job(self) -> SnapshotJob | None:
+        """The snapshot a write or a load captured, for a background writer; each job once."""
+        return self._snapshots.take()
 
-        The records it covers are made durable first (durability ``none`` and ``group`` may
-        not have synced them yet): a snapshot that a power loss leaves ahead of the log is
-        refused at every open, and fsck flags it until a later snapshot replaces it."""
-        log = self._log
-        if log.known_durable < log.last_seq:
-            log.sync()
-        data = encode_snapshot(
-            log.header,
-            self._index,
-            position=log.end,
-            last_seq=log.last_seq,
-            last_frame_offset=log.last_frame_offset if log.last_seq else 0,
-            last_frame_crc=log.frame_crc_at(log.last_frame_offset) if log.last_seq else 0,
-        )
-        write_snapshot(self._io, self._path, data, mode=self._file_mode)
-        self._snapshot_position = log.end
-        self._snapshot_seq = log.last_seq
+    @property
+    def snapshot_waiting(self) -> bool:
+        """Whether a captured snapshot waits for ``take_snapshot_job`` (cheap: checked per call)."""
+        return self._snapshots.waiting
+
+    def install_snapshot(self, job: SnapshotJob, temp: TempSnapshot) -> bool:
+        """Put ``job``'s snapshot, written to ``temp``, in place (writer lock held, caught up),
+        if the log is still the one it covers; else drop it. Whether it was installed.
+
+        ``temp`` is gone afterwards either way, or after an ``OSError``.
+        """
+        if job.log is not self._log:
+            # A compaction switched generations meanwhile: the snapshot would be refused
+            # on open (and reported by fsck), so it never replaces the new one's.
+            discard_snapshot_temp(self._io, temp)
+            return False
+        if self._log.known_durable < job.last_seq:
+            # Durability none and group may not have synced what it covers yet: a
+            # snapshot a power loss leaves ahead of the log is refused at every open,
+            # and fsck flags it until a later one replaces it. A failed sync poisons
+            # the handle, as for a write: an fsync is never retried.
+            self._guard(self._log.sync)
+        install_snapshot(self._io, self._path, temp)
+        self._snapshots.installed(job)
+        return True
+
+    def snapshot_failed(self, job: SnapshotJob, error: BaseException) -> None:
+        """Writing ``job``'s snapshot failed: a warning; the next try waits an interval."""
+        self._snapshots.failed(job, error, self._path)
+
+    def end_snapshot(self, job: SnapshotJob) -> bool:
+        """``job`` is over, written or not: its index takes the changes made meanwhile, a chunk
+        a call; whether that is done (call again until it is, letting others run between)."""
+        return self._snapshots.end(job)
 
     # -- closing --------------------------------------------------------------------------
 

@@ -331,7 +331,7 @@ def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | No
     was removed) is re-encoded as a PUT that does not point the lookup, so
     the new generation has exactly the old one's lookups.
     """
-    live = {entry.offset: (key, entry) for key, entry in index.entries.items()}
+    live = {entry.offset: (key, entry) for key, entry in index.items()}
     for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end):
         if frame is None:
             return
@@ -351,7 +351,7 @@ def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | No
                 path=log.path,
                 offset=frame.offset,
             )
-        if entry.scope.user is None or index.by_user.get(entry.scope) == key:
+        if entry.scope.user is None or index.lookup(entry.scope) == key:
             yield frame
             continue
         record = decode_record(frame.kind, frame.payload)

@@ -23,7 +23,10 @@ a store of 100,000 users spend most of its time there),
 ``lookup`` (packed u32 indices of the keys the user lookup points at).
 
 It is written like every file that replaces another: temp file, fsync,
-rename, fsync of the directory. It is never trusted: ``load`` checks the
+rename, fsync of the directory; by a live store in two halves
+(``write_snapshot_temp`` without the writer lock, the temp file ``flock``ed
+meanwhile; ``install_snapshot`` under it; see
+``filestore.engine.snapshotting``). It is never trusted: ``load`` checks the
 CRC, the store identity and generation, that ``position`` is within the log
 and ends a record with ``last_seq`` and ``last_frame_crc``, and spot-checks
 entries against the records they point at. Any failure means "ignore it
@@ -33,19 +36,24 @@ and rebuild".
 from __future__ import annotations
 
 import array
+import contextlib
+import fcntl
 import gc
+import os
 import random
 import struct
 import sys
 import time
 import zlib
-from typing import Any, Final
+from collections.abc import Iterator, Mapping
+from typing import Any, Final, Protocol
 
 import attrs
 import cbor2
 
 from filestore import strictcbor
-from filestore.engine.fileio import FileIO, replace_file
+from filestore.engine.chunkedcbor import CHUNK, Joined, encode_parts, let_others_run
+from filestore.engine.fileio import FileIO, create_first_free, replace_file
 from filestore.engine.framing import (
     FILE_HEADER_SIZE,
     FRAME_HEADER_SIZE,
@@ -54,8 +62,8 @@ from filestore.engine.framing import (
     frame_crc,
     verify_frame,
 )
-from filestore.engine.index import Index
-from filestore.engine.layout import SNAPSHOT_NAME
+from filestore.engine.index import Entry, Index
+from filestore.engine.layout import SNAPSHOT_NAME, temp_names
 from filestore.engine.records import Put, RecordDecodeError, decode_record
 from filestore.ids import EnvId, SessionKey, SessionScope, TeamId, TenantId, UserId
 
@@ -64,6 +72,7 @@ SNAPSHOT_VERSION: Final = 2
 _HEADER: Final = struct.Struct("<8sIIQ")
 SNAPSHOT_HEADER_SIZE: Final = _HEADER.size
 SPOT_CHECKS: Final = 8
+WRITE_SIZE: Final = 1 << 20
 
 
 @attrs.frozen
@@ -78,10 +87,26 @@ class Snapshot:
 
 
 def _pack(typecode: str, values: list[int]) -> bytes:
-    packed = array.array(typecode, values)
+    packed = array.array(typecode)
+    for start in range(0, len(values), CHUNK):
+        packed.extend(values[start : start + CHUNK])
+        let_others_run()
     if sys.byteorder == "big":  # pragma: no cover - the format is little-endian
         packed.byteswap()
     return packed.tobytes()
+
+
+class IndexLike(Protocol):
+    """What a snapshot is made of: an ``Index`` (not frozen) or the ``IndexView`` of a frozen one."""
+
+    @property
+    def entries(self) -> Mapping[SessionKey, Entry]: ...
+
+    @property
+    def by_user(self) -> Mapping[SessionScope, SessionKey]: ...
+
+    @property
+    def live_bytes(self) -> int: ...
 
 
 def _unpack(typecode: str, data: object, count: int) -> list[int]:
@@ -98,7 +123,7 @@ def _unpack(typecode: str, data: object, count: int) -> list[int]:
 
 def encode_snapshot(
     header: FileHeader,
-    index: Index,
+    index: IndexLike,
     *,
     position: int,
     last_seq: int,
@@ -110,19 +135,53 @@ def encode_snapshot(
     ``last_frame_offset`` and ``last_frame_crc`` name the record that ends at
     ``position`` (both 0 when ``last_seq`` is 0).
     """
+    return b"".join(
+        encode_snapshot_parts(
+            header,
+            index,
+            position=position,
+            last_seq=last_seq,
+            last_frame_offset=last_frame_offset,
+            last_frame_crc=last_frame_crc,
+        )
+    )
+
+
+def encode_snapshot_parts(
+    header: FileHeader,
+    index: IndexLike,
+    *,
+    position: int,
+    last_seq: int,
+    last_frame_offset: int,
+    last_frame_crc: int,
+) -> list[bytes]:
+    """``encode_snapshot`` as a list of parts (their concatenation), none of them large, for
+    a thread of its own to write beside live writers: it lets them run every ``CHUNK``
+    entries (see ``filestore.engine.chunkedcbor``).
+    """
     scope_ids: dict[SessionScope, int] = {}
     keys: list[str] = []
     offsets: list[int] = []
     sizes: list[int] = []
     entry_scopes: list[int] = []
-    position_of: dict[SessionKey, int] = {}
+    pointed: list[int] = []
+    by_user = index.by_user
     for number, (key, entry) in enumerate(index.entries.items()):
         keys.append(str(key))
         offsets.append(entry.offset)
         sizes.append(entry.size)
-        entry_scopes.append(scope_ids.setdefault(entry.scope, len(scope_ids)))
-        position_of[key] = number
-    body = cbor2.dumps(
+        scope = entry.scope
+        entry_scopes.append(scope_ids.setdefault(scope, len(scope_ids)))
+        # In entry order, so sorted, as a sort of the lookup's positions would give.
+        if scope.user is not None and by_user.get(scope) == key:
+            pointed.append(number)
+        if number % CHUNK == CHUNK - 1:
+            let_others_run()
+    columns = [
+        Joined([str(scope[field] or "") for scope in scope_ids]) for field in range(len(SessionScope._fields))
+    ]
+    body = encode_parts(
         {
             "store_uuid": header.store_uuid.bytes,
             "generation": header.generation,
@@ -137,19 +196,84 @@ def encode_snapshot(
             "sizes": _pack("I", sizes),
             "scope_ids": _pack("I", entry_scopes),
             "scope_count": len(scope_ids),
-            "scope_columns": [
-                "\n".join(str(scope[field] or "") for scope in scope_ids)
-                for field in range(len(SessionScope._fields))
-            ],
-            "lookup": _pack("I", sorted(position_of[key] for key in index.by_user.values())),
+            "scope_columns": columns,
+            "lookup": _pack("I", pointed),
         }
     )
-    return _HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, zlib.crc32(body), len(body)) + body
+    crc = 0
+    for part in body:
+        crc = zlib.crc32(part, crc)
+    return [_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, crc, sum(map(len, body))), *body]
 
 
 def write_snapshot(io: FileIO, directory: str, data: bytes, *, mode: int) -> None:
     """Atomically replace the snapshot file with ``data`` (temp, fsync, rename, fsync dir)."""
     replace_file(io, directory, SNAPSHOT_NAME, data, mode=mode)
+
+
+@attrs.frozen
+class TempSnapshot:
+    """A snapshot written to a temp file and synced, not yet in place. Its descriptor holds an
+    ``flock`` on it until it is renamed or removed, so that another process tidying the directory
+    (``remove_temp_files``) leaves it alone although the writer lock is not held."""
+
+    path: str
+    fd: int
+
+
+def write_snapshot_temp(io: FileIO, directory: str, parts: list[bytes], *, mode: int) -> TempSnapshot:
+    """The first half of ``write_snapshot``, which needs no lock: ``parts`` written one after
+    the other to a fresh, locked temp file and synced. Removed again if that fails."""
+    path, fd = create_first_free(io, directory, temp_names(SNAPSHOT_NAME), mode=mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        offset = 0
+        for block in _blocks(parts):
+            io.pwrite(fd, block, offset)
+            offset += len(block)
+        io.sync_data(fd)
+    except BaseException:
+        discard_snapshot_temp(io, TempSnapshot(path, fd))
+        raise
+    return TempSnapshot(path, fd)
+
+
+def _blocks(parts: list[bytes]) -> Iterator[bytes]:
+    """``parts`` gathered into writes of about ``WRITE_SIZE`` (one for a small snapshot): few
+    system calls, and no copy of the whole."""
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        batch.append(part)
+        size += len(part)
+        if size >= WRITE_SIZE:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
+
+
+def install_snapshot(io: FileIO, directory: str, temp: TempSnapshot) -> None:
+    """The second half, under the writer lock: rename ``temp`` over the snapshot. ``temp`` is
+    gone afterwards, even when this raises.
+
+    The caller then syncs the directory, after letting the lock go: until that
+    sync a crash may bring back the previous snapshot, which is only staler.
+    """
+    try:
+        io.rename(temp.path, os.path.join(directory, SNAPSHOT_NAME))
+    except BaseException:
+        discard_snapshot_temp(io, temp)
+        raise
+    io.close(temp.fd)
+
+
+def discard_snapshot_temp(io: FileIO, temp: TempSnapshot) -> None:
+    """Remove a temp snapshot not put in place (errors ignored: it is a leftover at worst)."""
+    with contextlib.suppress(OSError):
+        io.unlink(temp.path)
+    with contextlib.suppress(OSError):
+        io.close(temp.fd)
 
 
 def decode_snapshot(data: bytes) -> dict[str, Any] | None:

@@ -49,6 +49,7 @@ from filestore.engine.directory import (
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.groupcommit import GroupCommit, LogPosition
 from filestore.engine.locking import Registration, WriterLock
+from filestore.engine.logfile import NO_SPACE, UnsyncedRecordError
 from filestore.engine.logview import LogView, SessionCache, close_quietly
 from filestore.engine.options import (
     DEFAULT_CACHE_SIZE,
@@ -66,12 +67,14 @@ from filestore.engine.options import (
 )
 from filestore.engine.records import Put, Record, Remove
 from filestore.engine.rewrite import RewriteResult
+from filestore.engine.snapshotwriter import SnapshotWriter
 from filestore.errors import (
     FilestoreError,
     InvalidInputError,
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
+    WriteInDoubtError,
 )
 from filestore.ids import SessionKey, UserId, check_key
 from filestore.model import SessionData, TenantCtx
@@ -111,8 +114,13 @@ class FileSessionStore(ClosesOnExit):
 
     An ``OSError`` while writing, syncing or renaming poisons the handle: the
     call raises ``StorePoisonedError`` and every later write does too, until
-    the store is reopened (which re-verifies the log's tail). Network file
-    systems are refused unless ``allow_network_filesystem`` is set.
+    the store is reopened (which re-verifies the log's tail). A write call
+    that raised it stored nothing, unless it raised the subclass
+    ``WriteInDoubtError`` (its record was written whole, the sync after it
+    failed: it may be stored). A disk with no room for the record is
+    ``StoreFullError``: nothing stored, the handle not poisoned. The index
+    snapshot is a cache: failing to write it is a logged warning, retried later.
+    Network file systems are refused unless ``allow_network_filesystem`` is set.
 
     A directory (or a store file in it) owned by another uid, or writable by
     group or others where ``dir_mode`` / ``file_mode`` would not make it so,
@@ -168,6 +176,20 @@ class FileSessionStore(ClosesOnExit):
             check_trusted(self.path, dir_mode=dir_mode, file_mode=file_mode)
         check_filesystem(self.path, allow=allow_network)
         self._open(file_mode, cache)
+        self._snapshots = SnapshotWriter(
+            self._io,
+            self.path,
+            mode=file_mode,
+            mutex=self._mutex,
+            lock=self._lock,
+            view=self._view,
+            healthy=lambda: self._poisoned is None,
+        )
+        # Opening replays the log anyway: the snapshot it wants is written now, in this
+        # thread, but without the writer lock (other processes keep writing).
+        job = self._view.take_snapshot_job()
+        if job is not None:
+            self._snapshots.run(job)
         self._closed = False
         self._pid = os.getpid()
         _OPEN_STORES.add(self)
@@ -259,6 +281,9 @@ class FileSessionStore(ClosesOnExit):
                 return
             self._closed = True
             _OPEN_STORES.discard(self)
+        if not self._forked:
+            self._snapshots.wait()  # outside the mutex, which the snapshot thread needs
+        with self._mutex:
             if self._forked:
                 # The parent still uses these descriptors' locks: only drop our copies.
                 self._view.close_files(close_quietly)
@@ -277,6 +302,11 @@ class FileSessionStore(ClosesOnExit):
         try:
             with self._lock:
                 self._view.catch_up(locked=True)
+                job = self._view.capture_snapshot(only_if_behind=True)
+            if job is not None:
+                self._snapshots.run(job)
+            with self._lock:
+                self._view.catch_up(locked=True)
                 self._view.tidy_up(sync=self.durability is Durability.NONE)
         except (OSError, FilestoreError) as error:
             logger.warning("filestore: could not tidy up %s on close: %s", self.path, error)
@@ -288,8 +318,22 @@ class FileSessionStore(ClosesOnExit):
     # -- maintenance -------------------------------------------------------------
 
     def write_snapshot(self) -> None:
-        """Write the index snapshot now (it is also written periodically and on close)."""
-        self._change(lambda view: self._guard_io(view.write_snapshot))
+        """Write the index snapshot now (it is also written periodically and on close).
+
+        Waits for one being written in the background, then writes a fresh one,
+        holding the writer lock only to capture it and to rename it in place.
+        ``StoreFullError`` if the disk has no room (the handle goes on); any
+        other ``OSError`` poisons the handle, as before.
+        """
+        while True:
+            self._snapshots.wait()
+            job = self._change(lambda view: view.capture_snapshot())
+            if job is not None:
+                break
+        try:
+            self._snapshots.run(job, explicit=True)
+        except OSError as error:
+            raise self._explicit_snapshot_error(error) from error
 
     def compact(self, *, keep_old: bool = False) -> RewriteResult:
         """Compact online: rewrite the live sessions as a new generation while others keep it open.
@@ -383,16 +427,27 @@ class FileSessionStore(ClosesOnExit):
         with self._mutex:
             self._check_usable()
             self._view.catch_up()
-            return read(self._view)
+            result = read(self._view)
+            if self._view.snapshot_waiting:  # catching up may have loaded a new generation
+                self._snapshots.start()
+            return result
 
     def _change(self, change: Callable[[LogView], _T]) -> _T:
         """Run ``change`` under the mutex and the writer lock, the handle writable, caught up
-        (a torn tail left by a crashed writer recovered)."""
+        (a torn tail left by a crashed writer recovered); then start the snapshot it made due."""
         with self._mutex:
             self._check_writable()
             with self._lock:
                 self._view.catch_up(locked=True)
-                return change(self._view)
+                result = change(self._view)
+            if self._view.snapshot_waiting:
+                self._snapshots.start()
+            return result
+
+    def _explicit_snapshot_error(self, error: OSError) -> FilestoreError:
+        if error.errno in NO_SPACE:
+            return self._view.full(error)
+        return self._poison(error)
 
     def _write(self, build: Callable[[], Record | None], session: SessionData | None = None) -> None:
         """Append the record ``build`` returns, deciding and writing under the writer lock.
@@ -439,14 +494,32 @@ class FileSessionStore(ClosesOnExit):
         return point.position
 
     def _guard_io(self, operation: Callable[[], _T]) -> _T:
-        """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync)."""
+        """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync).
+
+        The error raised says what the failed call stored: ``StorePoisonedError``
+        for a write call means its record is not stored, ``WriteInDoubtError``
+        that it was written whole but its sync failed, so it may be.
+        """
         try:
             return operation()
-        except OSError as error:
-            self._poisoned = f"{type(error).__name__}: {error}"
-            raise StorePoisonedError(
-                f"writing to {self.path} failed ({self._poisoned}); this handle refuses writes "
-                "until the store is reopened",
+        except UnsyncedRecordError as error:
+            self._poisoned = f"OSError: {error}"
+            raise WriteInDoubtError(
+                f"writing to {self.path}: the record was written but its sync failed ({self._poisoned}); "
+                "it may or may not be stored: reopen and read it back before retrying. This handle "
+                "refuses writes until the store is reopened",
                 path=self.path,
                 cause=self._poisoned,
             ) from error
+        except OSError as error:
+            raise self._poison(error) from error
+
+    def _poison(self, error: OSError) -> StorePoisonedError:
+        """Poison the handle for ``error``; the error to raise."""
+        self._poisoned = f"{type(error).__name__}: {error}"
+        return StorePoisonedError(
+            f"writing to {self.path} failed ({self._poisoned}); this handle refuses writes "
+            "until the store is reopened",
+            path=self.path,
+            cause=self._poisoned,
+        )

@@ -1,0 +1,95 @@
+"""Running one store handle's snapshot jobs: in the background after a write, or in the caller.
+
+The steps and their rules are in ``filestore.engine.snapshotting``; this is
+who runs them, with which locks: ``start`` hands the job a call captured to a
+thread of its own (one at a time per handle), ``run`` writes a job (encoded
+and written with no lock held, renamed in place under the store's mutex and
+the writer lock, the directory synced after both are let go), and ``wait``
+waits for a background one to end, as ``close`` and ``write_snapshot`` do.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from filestore.engine.fileio import FileIO
+from filestore.engine.locking import WriterLock
+from filestore.engine.logview import LogView
+from filestore.engine.snapshot import TempSnapshot, discard_snapshot_temp
+from filestore.engine.snapshotting import SnapshotJob
+from filestore.errors import FilestoreError
+
+
+class SnapshotWriter:
+    """Writes the snapshots of the handle whose ``mutex``, writer ``lock`` and ``view`` it is given.
+
+    ``healthy`` says whether the handle may still change the store (not poisoned).
+    """
+
+    def __init__(
+        self,
+        io: FileIO,
+        path: str,
+        *,
+        mode: int,
+        mutex: threading.RLock,
+        lock: WriterLock,
+        view: LogView,
+        healthy: Callable[[], bool],
+    ) -> None:
+        self._io = io
+        self._path = path
+        self._mode = mode
+        self._mutex = mutex
+        self._lock = lock
+        self._view = view
+        self._healthy = healthy
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Hand the snapshot a call captured to a thread of its own (the mutex held)."""
+        job = self._view.take_snapshot_job()
+        if job is None:
+            return
+        self._thread = threading.Thread(target=self.run, args=(job,), name="filestore-snapshot", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait until no snapshot is being written in the background (the mutex not held)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def run(self, job: SnapshotJob, *, explicit: bool = False) -> None:
+        """Write ``job``'s snapshot (the mutex not held on entry).
+
+        A failure is a warning (the snapshot is a cache; the next waits an
+        interval), never an error of the write that made it due; only an
+        ``explicit`` run raises it (the ``OSError`` or ``FilestoreError`` itself).
+        """
+        temp: TempSnapshot | None = None
+        try:
+            temp = job.write_temp(self._io, self._path, mode=self._mode)
+            installed = False
+            with self._mutex, self._lock:
+                self._view.catch_up(locked=True)
+                if self._healthy():
+                    handed, temp = temp, None
+                    installed = self._view.install_snapshot(job, handed)
+            if installed:
+                # Not under the lock: a directory fsync can take long on a busy disk, and
+                # until it is done a crash only brings back the previous, staler snapshot.
+                self._io.sync_dir(self._path)
+        except (OSError, FilestoreError) as error:
+            with self._mutex:
+                self._view.snapshot_failed(job, error)
+            if explicit:
+                raise
+        finally:
+            if temp is not None:
+                discard_snapshot_temp(self._io, temp)
+            ended = False
+            while not ended:  # a chunk at a time: other calls run between
+                with self._mutex:
+                    ended = self._view.end_snapshot(job)
