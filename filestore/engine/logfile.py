@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 import attrs
@@ -23,10 +23,13 @@ from filestore.engine.framing import (
     FLAG_SYNCED,
     FRAME_HEADER_SIZE,
     KIND_SEAL,
+    RECORD_MAGIC,
     ZERO_FRAME_HEADER,
     FileHeader,
     Frame,
+    FrameRef,
     Probe,
+    checksum_matches,
     encode_frame,
     find_valid_frames,
     frame_crc,
@@ -157,17 +160,20 @@ class LogFile:
         buffer = b""
         buffer_start = start
         while True:
-            relative = offset - buffer_start
-            available = len(buffer) - relative
-            need = FRAME_HEADER_SIZE
-            if available >= FRAME_HEADER_SIZE:
-                total = frame_length(buffer[relative : relative + FRAME_HEADER_SIZE])
-                need = total if total is not None else FRAME_HEADER_SIZE
-            if available < need and buffer_start + len(buffer) < size:
-                read_size = min(max(READ_CHUNK, need), size - offset)
-                buffer = self.io.pread(self.fd, read_size, offset)
+            # At most two reads: the chunk holding the frame's header, then, when the
+            # header announces a frame longer than that chunk, the whole frame.
+            for _ in range(2):
+                relative = offset - buffer_start
+                available = len(buffer) - relative
+                need = FRAME_HEADER_SIZE
+                if available >= FRAME_HEADER_SIZE:
+                    total = frame_length(buffer[relative : relative + FRAME_HEADER_SIZE])
+                    need = total if total is not None else FRAME_HEADER_SIZE
+                if available >= need or buffer_start + len(buffer) >= size:
+                    break
+                buffer = self.io.pread(self.fd, min(max(READ_CHUNK, need), size - offset), offset)
                 buffer_start = offset
-                relative = 0
+            relative = offset - buffer_start
             result, frame = probe(self.salt, buffer, relative, buffer_start)
             if result is not Probe.FRAME or frame is None:
                 yield result, None, offset
@@ -187,6 +193,85 @@ class LogFile:
             frame for frame in find_valid_frames(self.salt, rest, 0, offset) if frame.seq >= expected_seq
         ]
         return Resync(rest, later)
+
+    def frames_at(self, refs: Iterable[FrameRef], *, chunk: int = READ_CHUNK) -> Iterator[Frame]:
+        """The verified frames at ``refs`` (found by an earlier walk), read ``chunk`` bytes at a
+        time (at least a frame).
+
+        ``CorruptionError`` if one no longer verifies: the file changed under a
+        tool that holds it exclusively.
+        """
+        buffer = b""
+        buffer_start = 0
+        for ref in refs:
+            relative = ref.offset - buffer_start
+            if relative < 0 or relative + ref.size > len(buffer):
+                buffer = self.io.pread(self.fd, max(chunk, ref.size), ref.offset)
+                buffer_start, relative = ref.offset, 0
+            frame = verify_frame(self.salt, buffer[relative : relative + ref.size], ref.offset)
+            if frame is None or frame.seq != ref.seq or frame.kind != ref.kind:
+                raise CorruptionError(
+                    f"{self.path}: record {ref.seq} at offset {ref.offset} verified, then no longer "
+                    "did: the file changed while it was being read",
+                    path=self.path,
+                    offset=ref.offset,
+                )
+            yield frame
+
+    def next_valid_frame(self, offset: int) -> Frame | None:
+        """The first frame that verifies at or after ``offset``, found by its magic, or ``None``.
+
+        The streaming form of ``resync``'s search (same rule: a damaged length
+        field is never trusted, only a magic pair whose whole frame
+        checksums), reading a chunk at a time instead of the rest of the file.
+        """
+        size = self.io.size(self.fd)
+        position = offset
+        while position + FRAME_HEADER_SIZE <= size:
+            chunk = self.io.pread(self.fd, min(READ_CHUNK, size - position), position)
+            at = chunk.find(RECORD_MAGIC)
+            while at != -1:
+                frame = self._candidate(chunk, position, at, size)
+                if frame is not None:
+                    return frame
+                at = chunk.find(RECORD_MAGIC, at + 1)
+            # The next chunk starts one byte back: a magic pair may straddle the boundary.
+            position += len(chunk) - 1
+        return None
+
+    def _candidate(self, chunk: bytes, chunk_start: int, at: int, size: int) -> Frame | None:
+        """The frame at ``chunk[at:]`` if it verifies (read on past the chunk if it is longer)."""
+        offset = chunk_start + at
+        header = chunk[at : at + FRAME_HEADER_SIZE]
+        if len(header) < FRAME_HEADER_SIZE:
+            header = self.io.pread(self.fd, FRAME_HEADER_SIZE, offset)
+        total = frame_length(header)
+        if total is None or offset + total > size:
+            return None
+        if at + total <= len(chunk):
+            result, frame = probe(self.salt, chunk, at, chunk_start)
+            return frame if result is Probe.FRAME else None
+        if total > READ_CHUNK and not checksum_matches(
+            self.salt, header, self._pieces(offset + FRAME_HEADER_SIZE, offset + total)
+        ):
+            return None  # garbage announcing a huge frame: never read it whole
+        return self.read_frame(offset, total)
+
+    def _pieces(self, start: int, stop: int) -> Iterator[bytes]:
+        for at in range(start, stop, READ_CHUNK):
+            yield self.io.pread(self.fd, min(READ_CHUNK, stop - at), at)
+
+    def data_end(self, offset: int) -> int:
+        """Where the bytes after ``offset`` that are not preallocated zeros end (``offset`` if
+        none): ``Resync.cut``'s length, read backwards a chunk at a time."""
+        end = self.io.size(self.fd)
+        while end > offset:
+            start = max(offset, end - READ_CHUNK)
+            kept = len(self.io.pread(self.fd, end - start, start).rstrip(b"\0"))
+            if kept:
+                return start + kept
+            end = start
+        return offset
 
     def scan(self, start: int, expected_seq: int, apply: Callable[[Frame], None]) -> ScanResult:
         """Apply every valid frame from ``start`` in sequence; stop at the end, a bad frame or a seal."""
