@@ -20,10 +20,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from filestore import FileSessionStore, SessionData
+from filestore import CorruptionError, FileSessionStore, SessionData
 from filestore.engine.fileio import OS_IO
 from filestore.engine.framing import FILE_HEADER_SIZE, FRAME_HEADER_SIZE, Probe
-from filestore.engine.layout import LOG_NAME
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.logfile import READ_CHUNK, LogFile
 from filestore.offline.compact import compact
 from filestore.offline.fsck import EXIT_CLEAN, EXIT_CORRECTED, EXIT_UNCORRECTED, FsckReport, fsck
@@ -136,6 +136,33 @@ def test_fsck_memory_stays_far_below_the_log_size(fat_store: FatStore, tmp_path:
         after = fsck(directory)
         assert after.exit_code == EXIT_CLEAN, list(after.to_dict().items())
         assert after.sessions == SESSIONS - len(case.lost) - (name == "repair-torn-tail")
+
+
+def test_opening_past_damage_in_the_middle_does_not_read_the_log_whole(
+    fat_store: FatStore, tmp_path: Path
+) -> None:
+    """Opening (no snapshot: a replay) stops at a damaged record 3 of 50 and refuses, having
+    looked for valid records after it a chunk at a time: under a third of the log allocated."""
+    directory = tmp_path / "store"
+    shutil.copytree(fat_store.directory, directory)
+    (directory / SNAPSHOT_NAME).unlink()
+    log = bytearray((directory / LOG_NAME).read_bytes())
+    _flip_in_record_3(fat_store, log)
+    (directory / LOG_NAME).write_bytes(log)
+
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        with pytest.raises(CorruptionError, match="fsck --repair") as refused:
+            FileSessionStore(directory).close()
+        peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+
+    assert refused.value.offset == fat_store.offsets[2]
+    assert peak < fat_store.log_bytes // PEAK_SHARE_OF_LOG, (
+        f"opening allocated {peak:,} bytes at its peak for a log of {fat_store.log_bytes:,}"
+    )
 
 
 def test_records_longer_than_a_read_chunk_are_read_whole(tmp_path: Path) -> None:

@@ -31,10 +31,8 @@ from filestore.engine.framing import (
     Probe,
     checksum_matches,
     encode_frame,
-    find_valid_frames,
     frame_crc,
     frame_length,
-    is_zero,
     probe,
     verify_frame,
 )
@@ -51,20 +49,6 @@ def _durable_after(known_durable: int, frame: Frame) -> int:
     """The highest record known durable once ``frame`` is read: its writer vouched for
     every record up to its ``synced_through``, and for itself if it is SYNCED."""
     return max(known_durable, frame.synced_through, frame.seq if frame.flags & FLAG_SYNCED else 0)
-
-
-@attrs.frozen
-class Resync:
-    """What follows a bad frame: the bytes from it to the end of the file, and the frames
-    among them that verify and are numbered at or above the one expected."""
-
-    rest: bytes
-    later: list[Frame]
-
-    @property
-    def cut(self) -> bytes:
-        """The bytes a torn tail cut would keep: ``rest`` less the preallocated zeros at its end."""
-        return self.rest.rstrip(b"\0")
 
 
 @attrs.define
@@ -181,19 +165,6 @@ class LogFile:
             yield result, frame, offset
             offset = frame.end
 
-    def resync(self, offset: int, expected_seq: int) -> Resync:
-        """Look past a bad frame at ``offset`` for valid records numbered ``expected_seq`` or above.
-
-        Never trusts the damaged length field: every later record is found by
-        its magic and kept only if its whole frame checksums (and, salted with
-        this file's generation, it belongs here).
-        """
-        rest = self.io.pread(self.fd, self.io.size(self.fd) - offset, offset)
-        later = [
-            frame for frame in find_valid_frames(self.salt, rest, 0, offset) if frame.seq >= expected_seq
-        ]
-        return Resync(rest, later)
-
     def frames_at(self, refs: Iterable[FrameRef], *, chunk: int = READ_CHUNK) -> Iterator[Frame]:
         """The verified frames at ``refs`` (found by an earlier walk), read ``chunk`` bytes at a
         time (at least a frame).
@@ -218,26 +189,31 @@ class LogFile:
                 )
             yield frame
 
-    def next_valid_frame(self, offset: int) -> Frame | None:
-        """The first frame that verifies at or after ``offset``, found by its magic, or ``None``.
+    def valid_frames(self, offset: int) -> Iterator[Frame]:
+        """Every frame that verifies at or after ``offset``, found by its magic, in file order.
 
-        The streaming form of ``resync``'s search (same rule: a damaged length
-        field is never trusted, only a magic pair whose whole frame
-        checksums), reading a chunk at a time instead of the rest of the file.
+        The resynchronisation scan after a bad frame (``find_valid_frames``'
+        rule: a damaged length field is never trusted, only a magic pair whose
+        whole frame checksums; the search goes on after each frame found),
+        reading a chunk at a time rather than the rest of the file.
         """
         size = self.io.size(self.fd)
         position = offset
         while position + FRAME_HEADER_SIZE <= size:
             chunk = self.io.pread(self.fd, min(READ_CHUNK, size - position), position)
+            # The next chunk starts one byte back (a magic pair may straddle the
+            # boundary), but never inside a frame already found.
+            resume = position + len(chunk) - 1
             at = chunk.find(RECORD_MAGIC)
             while at != -1:
                 frame = self._candidate(chunk, position, at, size)
-                if frame is not None:
-                    return frame
-                at = chunk.find(RECORD_MAGIC, at + 1)
-            # The next chunk starts one byte back: a magic pair may straddle the boundary.
-            position += len(chunk) - 1
-        return None
+                if frame is None:
+                    at = chunk.find(RECORD_MAGIC, at + 1)
+                    continue
+                yield frame
+                resume = max(resume, frame.end)
+                at = chunk.find(RECORD_MAGIC, frame.end - position) if frame.end < resume else -1
+            position = resume
 
     def _candidate(self, chunk: bytes, chunk_start: int, at: int, size: int) -> Frame | None:
         """The frame at ``chunk[at:]`` if it verifies (read on past the chunk if it is longer)."""
@@ -327,8 +303,7 @@ class LogFile:
 
     def tail_is_clean(self) -> bool:
         """Whether everything after ``end`` is zeros (preallocated) or nothing."""
-        size = self.io.size(self.fd)
-        return size <= self.end or is_zero(self.io.pread(self.fd, size - self.end, self.end))
+        return self.data_end(self.end) == self.end
 
     def check_tail(self) -> tuple[int, bytes]:
         """Classify what follows ``end``: ``(cut_to, cut_bytes)``.
@@ -346,12 +321,12 @@ class LogFile:
         verified: ``filestore fsck --repair`` keeps every one of them.
         """
         expected = self.last_seq + 1
-        after = self.resync(self.end, expected)
-        if not after.cut:
+        data_end = self.data_end(self.end)
+        if data_end == self.end:
             return self.end, b""
-        for frame in after.later:
+        for frame in self.valid_frames(self.end):
             # A record further on (not at ``end``, where a seal stops the scan).
-            if frame.seq == expected and frame.offset == self.end:
+            if frame.seq < expected or (frame.seq == expected and frame.offset == self.end):
                 continue
             vouched = frame.synced_through >= expected or frame.flags & FLAG_SYNCED
             why = (
@@ -366,7 +341,7 @@ class LogFile:
                 path=self.path,
                 offset=self.end,
             )
-        return self.end, after.cut
+        return self.end, self.io.pread(self.fd, data_end - self.end, self.end)
 
     def recover_tail(self) -> str | None:
         """Cut a torn tail after ``end`` (keeping its bytes in a side file); the side file's path.

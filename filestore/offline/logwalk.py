@@ -222,7 +222,7 @@ def _collect(log: LogFile) -> tuple[list[FrameRef], list[_Bad], tuple[int, int] 
                 why, stop = kind.value, at
                 break
             frames.append(FrameRef.of(frame))
-        resume = log.next_valid_frame(stop)
+        resume = next(log.valid_frames(stop), None)
         if resume is None:
             data_end = log.data_end(stop)
             return frames, bad, (stop, data_end - stop) if data_end > stop else None
