@@ -239,7 +239,7 @@ class LogFile:
 
     def data_end(self, offset: int) -> int:
         """Where the bytes after ``offset`` that are not preallocated zeros end (``offset`` if
-        none): ``Resync.cut``'s length, read backwards a chunk at a time."""
+        none): what a torn-tail cut keeps ends there. Read backwards a chunk at a time."""
         end = self.io.size(self.fd)
         while end > offset:
             start = max(offset, end - READ_CHUNK)
