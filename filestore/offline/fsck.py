@@ -212,6 +212,7 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
     header_recovered = any(finding.kind == "log-header" for finding in report.findings)
     needs_rewrite = walk.rewrite or replay_changed or header_recovered
     if report.repair and needs_rewrite:
+        del index  # the new generation gets an index of its own: never hold both
         _repair_by_rewrite(io, directory, log, walk, rewrite.frames(log), report)
         return
     if report.repair and walk.tail_cut is not None:
