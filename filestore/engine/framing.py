@@ -58,7 +58,8 @@ import enum
 import struct
 import uuid
 import zlib
-from typing import Final
+from collections.abc import Iterable
+from typing import Final, NamedTuple
 
 import attrs
 
@@ -150,6 +151,25 @@ class Frame:
         return self.offset + self.size
 
 
+class FrameRef(NamedTuple):
+    """Where a verified frame is, without its payload: what a whole-log walk keeps per
+    record, so that its memory follows the number of records, not the log's bytes
+    (``LogFile.frames_at`` reads the frames again)."""
+
+    offset: int
+    size: int
+    kind: int
+    seq: int
+
+    @classmethod
+    def of(cls, frame: Frame) -> FrameRef:
+        return cls(frame.offset, frame.size, frame.kind, frame.seq)
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
 class Probe(enum.Enum):
     """What lies at a frame boundary."""
 
@@ -207,6 +227,15 @@ def verify_frame(salt: int, data: bytes, offset: int) -> Frame | None:
     if result is not Probe.FRAME or frame is None or frame.size != len(data):
         return None
     return frame
+
+
+def checksum_matches(salt: int, header: bytes, payload_pieces: Iterable[bytes]) -> bool:
+    """Whether the CRC in frame ``header`` covers its payload, given in pieces (a frame
+    too large to hold is checked a chunk at a time; it still verifies in full before use)."""
+    crc = zlib.crc32(header[:FRAME_CRC_OFFSET], salt)
+    for piece in payload_pieces:
+        crc = zlib.crc32(piece, crc)
+    return crc == frame_crc(header)
 
 
 def find_valid_frames(salt: int, buffer: bytes, start: int, base_offset: int) -> list[Frame]:

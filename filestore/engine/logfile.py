@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 import attrs
@@ -24,15 +24,16 @@ from filestore.engine.framing import (
     FLAG_SYNCED,
     FRAME_HEADER_SIZE,
     KIND_SEAL,
+    RECORD_MAGIC,
     ZERO_FRAME_HEADER,
     FileHeader,
     Frame,
+    FrameRef,
     Probe,
+    checksum_matches,
     encode_frame,
-    find_valid_frames,
     frame_crc,
     frame_length,
-    is_zero,
     probe,
     verify_frame,
 )
@@ -66,20 +67,6 @@ def _durable_after(known_durable: int, frame: Frame) -> int:
     """The highest record known durable once ``frame`` is read: its writer vouched for
     every record up to its ``synced_through``, and for itself if it is SYNCED."""
     return max(known_durable, frame.synced_through, frame.seq if frame.flags & FLAG_SYNCED else 0)
-
-
-@attrs.frozen
-class Resync:
-    """What follows a bad frame: the bytes from it to the end of the file, and the frames
-    among them that verify and are numbered at or above the one expected."""
-
-    rest: bytes
-    later: list[Frame]
-
-    @property
-    def cut(self) -> bytes:
-        """The bytes a torn tail cut would keep: ``rest`` less the preallocated zeros at its end."""
-        return self.rest.rstrip(b"\0")
 
 
 @attrs.define
@@ -174,17 +161,20 @@ class LogFile:
         buffer = b""
         buffer_start = start
         while True:
-            relative = offset - buffer_start
-            available = len(buffer) - relative
-            need = FRAME_HEADER_SIZE
-            if available >= FRAME_HEADER_SIZE:
-                total = frame_length(buffer[relative : relative + FRAME_HEADER_SIZE])
-                need = total if total is not None else FRAME_HEADER_SIZE
-            if available < need and buffer_start + len(buffer) < size:
-                read_size = min(max(READ_CHUNK, need), size - offset)
-                buffer = self.io.pread(self.fd, read_size, offset)
+            # At most two reads: the chunk holding the frame's header, then, when the
+            # header announces a frame longer than that chunk, the whole frame.
+            for _ in range(2):
+                relative = offset - buffer_start
+                available = len(buffer) - relative
+                need = FRAME_HEADER_SIZE
+                if available >= FRAME_HEADER_SIZE:
+                    total = frame_length(buffer[relative : relative + FRAME_HEADER_SIZE])
+                    need = total if total is not None else FRAME_HEADER_SIZE
+                if available >= need or buffer_start + len(buffer) >= size:
+                    break
+                buffer = self.io.pread(self.fd, min(max(READ_CHUNK, need), size - offset), offset)
                 buffer_start = offset
-                relative = 0
+            relative = offset - buffer_start
             result, frame = probe(self.salt, buffer, relative, buffer_start)
             if result is not Probe.FRAME or frame is None:
                 yield result, None, offset
@@ -192,18 +182,89 @@ class LogFile:
             yield result, frame, offset
             offset = frame.end
 
-    def resync(self, offset: int, expected_seq: int) -> Resync:
-        """Look past a bad frame at ``offset`` for valid records numbered ``expected_seq`` or above.
+    def frames_at(self, refs: Iterable[FrameRef], *, chunk: int = READ_CHUNK) -> Iterator[Frame]:
+        """The verified frames at ``refs`` (found by an earlier walk), read ``chunk`` bytes at a
+        time (at least a frame).
 
-        Never trusts the damaged length field: every later record is found by
-        its magic and kept only if its whole frame checksums (and, salted with
-        this file's generation, it belongs here).
+        ``CorruptionError`` if one no longer verifies: the file changed under a
+        tool that holds it exclusively.
         """
-        rest = self.io.pread(self.fd, self.io.size(self.fd) - offset, offset)
-        later = [
-            frame for frame in find_valid_frames(self.salt, rest, 0, offset) if frame.seq >= expected_seq
-        ]
-        return Resync(rest, later)
+        buffer = b""
+        buffer_start = 0
+        for ref in refs:
+            relative = ref.offset - buffer_start
+            if relative < 0 or relative + ref.size > len(buffer):
+                buffer = self.io.pread(self.fd, max(chunk, ref.size), ref.offset)
+                buffer_start, relative = ref.offset, 0
+            frame = verify_frame(self.salt, buffer[relative : relative + ref.size], ref.offset)
+            if frame is None or frame.seq != ref.seq or frame.kind != ref.kind:
+                raise CorruptionError(
+                    f"{self.path}: record {ref.seq} at offset {ref.offset} verified, then no longer "
+                    "did: the file changed while it was being read",
+                    path=self.path,
+                    offset=ref.offset,
+                )
+            yield frame
+
+    def valid_frames(self, offset: int) -> Iterator[Frame]:
+        """Every frame that verifies at or after ``offset``, found by its magic, in file order.
+
+        The resynchronisation scan after a bad frame (``find_valid_frames``'
+        rule: a damaged length field is never trusted, only a magic pair whose
+        whole frame checksums; the search goes on after each frame found),
+        reading a chunk at a time rather than the rest of the file.
+        """
+        size = self.io.size(self.fd)
+        position = offset
+        while position + FRAME_HEADER_SIZE <= size:
+            chunk = self.io.pread(self.fd, min(READ_CHUNK, size - position), position)
+            # The next chunk starts one byte back (a magic pair may straddle the
+            # boundary), but never inside a frame already found.
+            resume = position + len(chunk) - 1
+            at = chunk.find(RECORD_MAGIC)
+            while at != -1:
+                frame = self._candidate(chunk, position, at, size)
+                if frame is None:
+                    at = chunk.find(RECORD_MAGIC, at + 1)
+                    continue
+                yield frame
+                resume = max(resume, frame.end)
+                at = chunk.find(RECORD_MAGIC, frame.end - position) if frame.end < resume else -1
+            position = resume
+
+    def _candidate(self, chunk: bytes, chunk_start: int, at: int, size: int) -> Frame | None:
+        """The frame at ``chunk[at:]`` if it verifies (read on past the chunk if it is longer)."""
+        offset = chunk_start + at
+        header = chunk[at : at + FRAME_HEADER_SIZE]
+        if len(header) < FRAME_HEADER_SIZE:
+            header = self.io.pread(self.fd, FRAME_HEADER_SIZE, offset)
+        total = frame_length(header)
+        if total is None or offset + total > size:
+            return None
+        if at + total <= len(chunk):
+            result, frame = probe(self.salt, chunk, at, chunk_start)
+            return frame if result is Probe.FRAME else None
+        if total > READ_CHUNK and not checksum_matches(
+            self.salt, header, self._pieces(offset + FRAME_HEADER_SIZE, offset + total)
+        ):
+            return None  # garbage announcing a huge frame: never read it whole
+        return self.read_frame(offset, total)
+
+    def _pieces(self, start: int, stop: int) -> Iterator[bytes]:
+        for at in range(start, stop, READ_CHUNK):
+            yield self.io.pread(self.fd, min(READ_CHUNK, stop - at), at)
+
+    def data_end(self, offset: int) -> int:
+        """Where the bytes after ``offset`` that are not preallocated zeros end (``offset`` if
+        none): what a torn-tail cut keeps ends there. Read backwards a chunk at a time."""
+        end = self.io.size(self.fd)
+        while end > offset:
+            start = max(offset, end - READ_CHUNK)
+            kept = len(self.io.pread(self.fd, end - start, start).rstrip(b"\0"))
+            if kept:
+                return start + kept
+            end = start
+        return offset
 
     def scan(self, start: int, expected_seq: int, apply: Callable[[Frame], None]) -> ScanResult:
         """Apply every valid frame from ``start`` in sequence; stop at the end, a bad frame or a seal."""
@@ -259,8 +320,7 @@ class LogFile:
 
     def tail_is_clean(self) -> bool:
         """Whether everything after ``end`` is zeros (preallocated) or nothing."""
-        size = self.io.size(self.fd)
-        return size <= self.end or is_zero(self.io.pread(self.fd, size - self.end, self.end))
+        return self.data_end(self.end) == self.end
 
     def check_tail(self) -> tuple[int, bytes]:
         """Classify what follows ``end``: ``(cut_to, cut_bytes)``.
@@ -278,12 +338,12 @@ class LogFile:
         verified: ``filestore fsck --repair`` keeps every one of them.
         """
         expected = self.last_seq + 1
-        after = self.resync(self.end, expected)
-        if not after.cut:
+        data_end = self.data_end(self.end)
+        if data_end == self.end:
             return self.end, b""
-        for frame in after.later:
+        for frame in self.valid_frames(self.end):
             # A record further on (not at ``end``, where a seal stops the scan).
-            if frame.seq == expected and frame.offset == self.end:
+            if frame.seq < expected or (frame.seq == expected and frame.offset == self.end):
                 continue
             vouched = frame.synced_through >= expected or frame.flags & FLAG_SYNCED
             why = (
@@ -298,7 +358,7 @@ class LogFile:
                 path=self.path,
                 offset=self.end,
             )
-        return self.end, after.cut
+        return self.end, self.io.pread(self.fd, data_end - self.end, self.end)
 
     def recover_tail(self) -> str | None:
         """Cut a torn tail after ``end`` (keeping its bytes in a side file); the side file's path.

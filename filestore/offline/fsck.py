@@ -54,6 +54,7 @@ preallocated zeros after the end, and changes that keep a CRC-32 valid
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Final
@@ -68,7 +69,7 @@ from filestore.engine.directory import (
     write_meta,
 )
 from filestore.engine.fileio import OS_IO, FileIO, write_side_file
-from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader, Frame
+from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader, Frame, FrameRef
 from filestore.engine.index import Index
 from filestore.engine.layout import (
     LOG_NAME,
@@ -85,6 +86,7 @@ from filestore.engine.records import Put, Record, RecordDecodeError, decode_reco
 from filestore.engine.rewrite import rewrite_generation
 from filestore.engine.snapshot import decode_snapshot, encode_snapshot, load_snapshot, write_snapshot
 from filestore.errors import CorruptionError, InvalidInputError
+from filestore.ids import SessionScope
 from filestore.offline.exclusive import exclusive_store
 from filestore.offline.findings import FsckAction, FsckFinding, FsckSeverity
 from filestore.offline.headerrecovery import recover_header
@@ -213,14 +215,15 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
     walk = walk_log(log)
     report.findings.extend(walk.findings)
     report.lost = walk.lost
-    index, rewrite_frames, replay_changed = _replay(walk.good, report)
+    index, rewrite, replay_changed = _replay(log, walk.good, report)
     report.records = len(walk.good)
     report.sessions = len(index)
     log.end = walk.end
     header_recovered = any(finding.kind == "log-header" for finding in report.findings)
     needs_rewrite = walk.rewrite or replay_changed or header_recovered
     if report.repair and needs_rewrite:
-        _repair_by_rewrite(io, directory, log, walk, rewrite_frames, report)
+        del index  # the new generation gets an index of its own: never hold both
+        _repair_by_rewrite(io, directory, log, walk, rewrite.frames(log), report)
         return
     if report.repair and walk.tail_cut is not None:
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
@@ -230,7 +233,26 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
     _check_snapshot(io, directory, log, index, walk, report)
 
 
-def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame], bool]:
+@attrs.define
+class _Rewrite:
+    """What a rewrite should write: the records to keep, and the owner to re-encode some
+    with (by offset), read again from the log as they are written."""
+
+    keep: list[FrameRef] = attrs.field(factory=list)
+    owners: dict[int, SessionScope] = attrs.field(factory=dict)
+
+    def frames(self, log: LogFile) -> Iterator[Frame]:
+        for frame in log.frames_at(self.keep):
+            owner = self.owners.get(frame.offset)
+            if owner is None:
+                yield frame
+                continue
+            record = decode_record(frame.kind, frame.payload)
+            assert isinstance(record, Put), "only a PUT moves a session to another owner"
+            yield attrs.evolve(frame, payload=attrs.evolve(record, scope=owner).encode())
+
+
+def _replay(log: LogFile, frames: list[FrameRef], report: FsckReport) -> tuple[Index, _Rewrite, bool]:
     """Rebuild the index from verified frames, reporting records the store would never write.
 
     Leaves in ``frames`` only the records that decode. Also returns what a
@@ -241,9 +263,9 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame]
     """
     index = Index()
     changed = False
-    decoded: list[Frame] = []
-    keep: list[Frame] = []
-    for frame in frames:
+    decoded: list[FrameRef] = []
+    rewrite = _Rewrite()
+    for ref, frame in zip(frames, log.frames_at(frames), strict=True):
         try:
             record: Record = decode_record(frame.kind, frame.payload)
             if isinstance(record, Put):
@@ -267,7 +289,8 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame]
                 )
             )
             changed = True
-            keep.append(attrs.evolve(frame, payload=attrs.evolve(record, scope=previous.scope).encode()))
+            rewrite.keep.append(ref)
+            rewrite.owners[ref.offset] = previous.scope
         elif not isinstance(record, Put) and previous is None:
             report.findings.append(
                 FsckFinding(
@@ -280,11 +303,11 @@ def _replay(frames: list[Frame], report: FsckReport) -> tuple[Index, list[Frame]
             )
             changed = True
         else:
-            keep.append(frame)
+            rewrite.keep.append(ref)
         index.apply(record, frame.offset, frame.size)
-        decoded.append(frame)
+        decoded.append(ref)
     frames[:] = decoded
-    return index, keep, changed
+    return index, rewrite, changed
 
 
 def _check_snapshot(
@@ -314,11 +337,14 @@ def _check_snapshot(
     elif snapshot is None:
         problem = f"the snapshot is refused: {why}"
     else:
-        as_of = Index()
-        for frame in walk.good:
-            if frame.end > snapshot.position:
-                break
-            as_of.apply_frame(frame, log.path)
+        as_of = index
+        if any(ref.end > snapshot.position for ref in walk.good):
+            # Only when the snapshot covers less than the log (else the index is the same
+            # replay): a second index, never a second copy of the log.
+            as_of = Index()
+            covered = itertools.takewhile(lambda ref: ref.end <= snapshot.position, walk.good)
+            for frame in log.frames_at(covered):
+                as_of.apply_frame(frame, log.path)
         # The user lookups a replay builds are exact by construction (Index.apply),
         # so the snapshot's are the only ones that can be wrong.
         if as_of.entries != snapshot.index.entries:
@@ -360,7 +386,7 @@ def _of_an_earlier_generation(io: FileIO, path: str, header: FileHeader) -> bool
 
 
 def _repair_by_rewrite(
-    io: FileIO, directory: str, log: LogFile, walk: LogWalk, frames: list[Frame], report: FsckReport
+    io: FileIO, directory: str, log: LogFile, walk: LogWalk, frames: Iterator[Frame], report: FsckReport
 ) -> None:
     """Write every verified record into a new generation, keeping the damaged bytes and old log."""
     for start, stop in walk.damaged_ranges:

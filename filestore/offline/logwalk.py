@@ -27,6 +27,13 @@ decides:
 A seal (the last record of a generation that compaction replaced) is kept as
 the interrupted compaction it is only at the very end; anywhere else it is a
 copy, set aside.
+
+The walk streams the log: it reads frames a chunk at a time and keeps only
+where each record is (``FrameRef``: offset, size, kind, number), never a
+payload, so its memory follows the number of records, not the log's bytes.
+The few payloads a decision needs (two copies compared, a seal's
+generation) are read again by offset, and so are the records a repair
+rewrites (``LogFile.frames_at``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Final
 
 import attrs
 
-from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, Frame, Probe
+from filestore.engine.framing import FILE_HEADER_SIZE, KIND_SEAL, FrameRef, Probe
 from filestore.engine.layout import LOG_NAME
 from filestore.engine.logfile import LogFile
 from filestore.engine.records import decode_seal
@@ -52,14 +59,14 @@ class _Bad:
     start: int
     stop: int
     why: str
-    next_frame: Frame
+    next_frame: FrameRef
 
 
 @attrs.define
 class LogWalk:
     """What one pass over the log found, and what a repair must do about it."""
 
-    good: list[Frame] = attrs.field(factory=list)  # the records to keep, in sequence order
+    good: list[FrameRef] = attrs.field(factory=list)  # the records to keep, in sequence order
     findings: list[FsckFinding] = attrs.field(factory=list)  # in file order
     damaged_ranges: list[tuple[int, int]] = attrs.field(factory=list)  # bytes set aside
     tail_cut: int | None = None  # with no rewrite: cut the log here
@@ -76,14 +83,14 @@ def walk_log(log: LogFile) -> LogWalk:
     walk = LogWalk()
     found: list[tuple[int, FsckFinding]] = []
 
-    seal: Frame | None = None
+    seal: FrameRef | None = None
     if frames and frames[-1].kind == KIND_SEAL and all(f.seq < frames[-1].seq for f in frames[:-1]):
         seal = frames.pop()
     in_place = _in_place(frames)
-    by_seq: dict[int, Frame] = {frames[i].seq: frames[i] for i in in_place}
+    by_seq: dict[int, FrameRef] = {frames[i].seq: frames[i] for i in in_place}
     last_in_place = frames[max(in_place)] if in_place else None
     walk.end = last_in_place.end if last_in_place else FILE_HEADER_SIZE
-    aside = _sort_out(frames, in_place, by_seq, found, walk)
+    aside = _sort_out(log, frames, in_place, by_seq, found, walk)
     walk.good = sorted(by_seq.values(), key=lambda frame: frame.seq)
     for item in bad:
         found.append(
@@ -115,7 +122,7 @@ def walk_log(log: LogFile) -> LogWalk:
     walk.damaged_ranges += [(item.start, item.stop) for item in bad]
     walk.damaged_ranges.sort()
     walk.findings = [finding for _, finding in found]
-    walk.findings += _end_findings(seal, tail, walk.good[-1].seq + 1 if walk.good else 1)
+    walk.findings += _end_findings(log, seal, tail, walk.good[-1].seq + 1 if walk.good else 1)
     if not walk.rewrite and (aside or seal is not None or tail is not None):
         walk.tail_cut = walk.end
         walk.tail_findings = [finding for finding in walk.findings if finding.severity is FsckSeverity.ERROR]
@@ -123,15 +130,16 @@ def walk_log(log: LogFile) -> LogWalk:
 
 
 def _sort_out(
-    frames: list[Frame],
+    log: LogFile,
+    frames: list[FrameRef],
     in_place: set[int],
-    by_seq: dict[int, Frame],
+    by_seq: dict[int, FrameRef],
     found: list[tuple[int, FsckFinding]],
     walk: LogWalk,
-) -> list[Frame]:
+) -> list[FrameRef]:
     """Decide about each frame out of place: keep the only copy of a record (adding it to
     ``by_seq``), set a second copy or a stray seal aside (returned). Findings go to ``found``."""
-    aside: list[Frame] = []
+    aside: list[FrameRef] = []
     for i, frame in enumerate(frames):
         if i in in_place:
             continue
@@ -140,7 +148,7 @@ def _sort_out(
             finding = _error(
                 "sequence",
                 frame.offset,
-                f"a seal (record {frame.seq}, naming generation {decode_seal(frame.payload)}) in "
+                f"a seal (record {frame.seq}, naming generation {_seal_generation(log, frame)}) in "
                 "the middle of the log: a misdirected or duplicated write; it is not replayed",
             )
         elif kept is None:
@@ -154,7 +162,7 @@ def _sort_out(
             )
             found.append((frame.offset, finding))
             continue
-        elif (kept.kind, kept.payload) == (frame.kind, frame.payload):
+        elif kept.kind == frame.kind and _payload(log, kept) == _payload(log, frame):
             finding = _error(
                 "sequence",
                 frame.offset,
@@ -175,14 +183,16 @@ def _sort_out(
     return aside
 
 
-def _end_findings(seal: Frame | None, tail: tuple[int, int] | None, expected: int) -> list[FsckFinding]:
+def _end_findings(
+    log: LogFile, seal: FrameRef | None, tail: tuple[int, int] | None, expected: int
+) -> list[FsckFinding]:
     """What ends the log: a seal (a compaction that never switched), or else a torn tail."""
     if seal is not None:
         return [
             _error(
                 "interrupted-compaction",
                 seal.offset,
-                f"the log ends with a seal naming generation {decode_seal(seal.payload)}, "
+                f"the log ends with a seal naming generation {_seal_generation(log, seal)}, "
                 "but it is still the current log: a compaction stopped before its switch",
             )
         ]
@@ -199,10 +209,10 @@ def _end_findings(seal: Frame | None, tail: tuple[int, int] | None, expected: in
     return []
 
 
-def _collect(log: LogFile) -> tuple[list[Frame], list[_Bad], tuple[int, int] | None]:
-    """Every verified frame in file order; the bad regions between them; a torn tail
-    (its offset and length, preallocated zeros excluded) after the last one."""
-    frames: list[Frame] = []
+def _collect(log: LogFile) -> tuple[list[FrameRef], list[_Bad], tuple[int, int] | None]:
+    """Where every verified frame is, in file order; the bad regions between them; a torn
+    tail (its offset and length, preallocated zeros excluded) after the last one."""
+    frames: list[FrameRef] = []
     bad: list[_Bad] = []
     offset = FILE_HEADER_SIZE
     while True:
@@ -211,16 +221,16 @@ def _collect(log: LogFile) -> tuple[list[Frame], list[_Bad], tuple[int, int] | N
             if frame is None:
                 why, stop = kind.value, at
                 break
-            frames.append(frame)
-        after = log.resync(stop, 0)
-        if not after.later:
-            return frames, bad, (stop, len(after.cut)) if after.cut else None
-        resume = after.later[0]
-        bad.append(_Bad(stop, resume.offset, why, resume))
+            frames.append(FrameRef.of(frame))
+        resume = next(log.valid_frames(stop), None)
+        if resume is None:
+            data_end = log.data_end(stop)
+            return frames, bad, (stop, data_end - stop) if data_end > stop else None
+        bad.append(_Bad(stop, resume.offset, why, FrameRef.of(resume)))
         offset = resume.offset
 
 
-def _in_place(frames: list[Frame]) -> set[int]:
+def _in_place(frames: list[FrameRef]) -> set[int]:
     """The indexes of the longest run of frames numbered in increasing order (file order),
     preferring the earlier of equal copies; seals never belong."""
     tails: list[int] = []  # tails[k]: the frame ending the best run of length k + 1 found so far
@@ -253,7 +263,7 @@ def _name_lost(walk: LogWalk, found: list[tuple[int, FsckFinding]]) -> None:
     was (damaged bytes, or a copy written over it); without one (records cut
     out of the file) in a finding of its own.
     """
-    previous: Frame | None = None
+    previous: FrameRef | None = None
     for frame in walk.good:
         first = previous.seq + 1 if previous else 1
         if frame.seq > first:
@@ -277,6 +287,15 @@ def _name_lost(walk: LogWalk, found: list[tuple[int, FsckFinding]]) -> None:
                 )
         previous = frame
     found.sort(key=lambda pair: pair[0])
+
+
+def _payload(log: LogFile, ref: FrameRef) -> bytes:
+    """The payload of a frame the walk found, read again (the walk keeps none), alone."""
+    return next(log.frames_at([ref], chunk=0)).payload
+
+
+def _seal_generation(log: LogFile, seal: FrameRef) -> int:
+    return decode_seal(_payload(log, seal))
 
 
 def _error(kind: str, offset: int, detail: str) -> FsckFinding:
