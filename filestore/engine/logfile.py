@@ -182,7 +182,8 @@ class LogFile:
         its magic and kept only if its whole frame checksums (and, salted with
         this file's generation, it belongs here).
         """
-        rest = self.io.pread(self.fd, self.io.size(self.fd) - offset, offset)
+        # A file cut short inside its header (fsck reads on with a rebuilt one) ends before ``offset``.
+        rest = self.io.pread(self.fd, max(0, self.io.size(self.fd) - offset), offset)
         later = [
             frame for frame in find_valid_frames(self.salt, rest, 0, offset) if frame.seq >= expected_seq
         ]
