@@ -6,6 +6,13 @@ records) and, in step, on an ``InMemorySessionStore``, the model. It keeps the
 model's state after every prefix of the operations and the log's size after
 each one, i.e. where every record frame ends. The tests then damage copies of
 that store and check what reopening shows against those states.
+
+The damage: bit flips, zeroed blocks, overwrites with other bytes, and
+misdirected writes (``misdirected``: a valid frame of the same log over
+another record; ``old_frame_over``: one of the generation before a
+compaction, from ``build_second_generation``). Workloads may mix tenants
+(``larger_workload(..., tenants=...)``): owners are labelled ``user`` in
+``acme`` and ``tenant:user`` elsewhere (``owner_ctx``).
 """
 
 from __future__ import annotations
@@ -19,12 +26,20 @@ from typing import Final, Literal
 
 import attrs
 
-from filestore import FileSessionStore, InMemorySessionStore, SessionData, SessionKey
+from filestore import (
+    Durability,
+    FileSessionStore,
+    InMemorySessionStore,
+    SessionData,
+    SessionKey,
+    TenantCtx,
+)
 from filestore.engine.fileio import OsFileIO
 from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.logfile import LogFile
 from filestore.engine.snapshot import Snapshot, load_snapshot
+from filestore.offline.compact import compact
 
 from . import ctx, data
 
@@ -33,16 +48,29 @@ OpKind = Literal["create", "update", "remove"]
 
 @attrs.frozen
 class Op:
-    """One call: ``create`` for ``user``; ``update``/``remove`` of the ``target``-th session created."""
+    """One call: ``create`` for ``user`` of ``tenant``; ``update``/``remove`` of the ``target``-th
+    session created."""
 
     kind: OpKind
     user: str = ""
     target: int = 0
+    tenant: str = "acme"
+
+    @property
+    def owner(self) -> str:
+        """The creating user's label for ``owner_ctx``: ``user`` in ``acme``, else ``tenant:user``."""
+        return self.user if self.tenant == "acme" else f"{self.tenant}:{self.user}"
+
+
+def owner_ctx(owner: str) -> TenantCtx:
+    """The context of an owner label (``user``, of tenant ``acme``, or ``tenant:user``)."""
+    tenant, _, user = owner.rpartition(":")
+    return ctx(tenant=tenant or "acme", user=user)
 
 
 @attrs.frozen
 class State:
-    """What a store shows: every session by key, and which key each user's lookup finds."""
+    """What a store shows: every session by key, and which key each owner's lookup finds."""
 
     sessions: dict[str, SessionData]
     lookup: dict[str, str]
@@ -56,7 +84,7 @@ class Pristine:
     log: bytes
     ends: tuple[int, ...]  # ends[i]: the log's size once i operations are done (ends[0]: header only)
     states: tuple[State, ...]  # states[i]: the model's state once i operations are done
-    users: tuple[str, ...]
+    users: tuple[str, ...]  # owner labels (see ``owner_ctx``)
     snapshots: dict[int, bytes]  # operations done -> the snapshot file written at that moment
 
     def complete_records(self, size: int) -> int:
@@ -74,8 +102,9 @@ SMALL: Final = (
 BLOCK: Final = 512
 
 
-def larger_workload(count: int, seed: int) -> list[Op]:
-    """A reproducible mix of creates, updates and removes over four users."""
+def larger_workload(count: int, seed: int, tenants: Sequence[str] = ("acme",)) -> list[Op]:
+    """A reproducible mix of creates, updates and removes over four users (of each of ``tenants``:
+    the same user names in every tenant, so their sessions differ only in their owner)."""
     chooser = random.Random(seed)
     operations: list[Op] = []
     live: list[int] = []
@@ -89,42 +118,50 @@ def larger_workload(count: int, seed: int) -> list[Op]:
             live.remove(target)
             operations.append(Op("remove", target=target))
         else:
-            operations.append(Op("create", user=f"u{chooser.randrange(4)}"))
+            user = f"u{chooser.randrange(4)}"
+            tenant = chooser.choice(tenants) if len(tenants) > 1 else tenants[0]
+            operations.append(Op("create", user=user, tenant=tenant))
             live.append(created)
             created += 1
     return operations
 
 
-def session_data(user: str, step: int) -> SessionData:
-    return data(ctx(user=user), step=step, flow=f"flow.{step % 7}")
+def session_data(owner: str, step: int) -> SessionData:
+    """What a workload stores at ``step`` for ``owner`` (a user of ``acme``, or ``tenant:user``)."""
+    return data(owner_ctx(owner), step=step, flow=f"flow.{step % 7}")
 
 
 def build_pristine(
-    directory: Path, operations: Sequence[Op], *, snapshot_after: Sequence[int] = ()
+    directory: Path,
+    operations: Sequence[Op],
+    *,
+    snapshot_after: Sequence[int] = (),
+    durability: Durability | str = "fsync",
 ) -> Pristine:
     """Run ``operations`` on a new file store and on the model; close the store (which trims it).
 
     ``snapshot_after`` lists operation counts after which ``write_snapshot`` is
-    called and the snapshot file's bytes kept (close writes a newer one).
+    called and the snapshot file's bytes kept (close writes a newer one). ``directory`` may hold
+    a store already, if its log holds nothing but its header (an empty compacted generation).
     """
     model = InMemorySessionStore()
     file_keys: list[SessionKey] = []
     model_keys: list[SessionKey] = []
     owners: list[str] = []
-    users = tuple(sorted({op.user for op in operations if op.kind == "create"}))
+    users = tuple(sorted({op.owner for op in operations if op.kind == "create"}))
     states = []
     ends = []
     snapshots: dict[int, bytes] = {}
     log_path = directory / LOG_NAME
-    with FileSessionStore(directory, preallocate_bytes=0) as store:
+    with FileSessionStore(directory, preallocate_bytes=0, durability=durability) as store:
         states.append(model_state(model, model_keys, file_keys, users))
         ends.append(os.path.getsize(log_path))
         for step, op in enumerate(operations, start=1):
             if op.kind == "create":
-                stored = session_data(op.user, step)
-                file_keys.append(store.create_session(ctx(user=op.user), stored))
-                model_keys.append(model.create_session(ctx(user=op.user), stored))
-                owners.append(op.user)
+                stored = session_data(op.owner, step)
+                file_keys.append(store.create_session(owner_ctx(op.owner), stored))
+                model_keys.append(model.create_session(owner_ctx(op.owner), stored))
+                owners.append(op.owner)
             elif op.kind == "update":
                 stored = session_data(owners[op.target], step)
                 store.update_session(file_keys[op.target], stored)
@@ -141,19 +178,30 @@ def build_pristine(
     return Pristine(directory, log_path.read_bytes(), tuple(ends), tuple(states), users, snapshots)
 
 
+def record_targets(pristine: Pristine, operations: Sequence[Op]) -> list[tuple[str, str]]:
+    """The session key and owner label each record (operation ``n``, from 1) wrote."""
+    targets: list[tuple[str, str]] = []
+    created: list[tuple[str, str]] = []  # (key, owner) of each create, in order
+    for number, operation in enumerate(operations, start=1):
+        if operation.kind == "create":
+            before, after = pristine.states[number - 1], pristine.states[number]
+            (key,) = after.sessions.keys() - before.sessions.keys()
+            created.append((key, operation.owner))
+            targets.append(created[-1])
+        else:
+            targets.append(created[operation.target])
+    return targets
+
+
 def state_of_intact_records(pristine: Pristine, operations: Sequence[Op], intact: list[bool]) -> State:
     """What replaying only the intact records shows. Record ``n`` wrote operation ``n``: a create
-    or update sets its session (to what the model held after it) and points its user's lookup at
+    or update sets its session (to what the model held after it) and points its owner's lookup at
     it; a remove deletes the session, and the lookup if it pointed there."""
     sessions: dict[str, SessionData] = {}
     lookup: dict[str, str] = {}
-    created: list[tuple[str, str]] = []  # (key, user) of each create, in order
+    targets = record_targets(pristine, operations)
     for number, (operation, keep) in enumerate(zip(operations, intact, strict=True), start=1):
-        before, after = pristine.states[number - 1], pristine.states[number]
-        if operation.kind == "create":
-            (key,) = after.sessions.keys() - before.sessions.keys()
-            created.append((key, operation.user))
-        key, user = created[operation.target] if operation.kind != "create" else created[-1]
+        key, user = targets[number - 1]
         if not keep:
             continue
         if operation.kind == "remove":
@@ -161,7 +209,7 @@ def state_of_intact_records(pristine: Pristine, operations: Sequence[Op], intact
             if lookup.get(user) == key:
                 del lookup[user]
         else:
-            sessions[key] = after.sessions[key]
+            sessions[key] = pristine.states[number].sessions[key]
             lookup[user] = key
     return State(sessions, lookup)
 
@@ -178,7 +226,9 @@ def model_state(
         str(to_file[key]): found for key in model_keys if (found := model.get_session(key)) is not None
     }
     lookup = {
-        user: str(to_file[hit[0]]) for user in users if (hit := model.find_by_user(ctx(user=user), user))
+        user: str(to_file[hit[0]])
+        for user in users
+        if (hit := model.find_by_user(owner_ctx(user), user.rpartition(":")[2]))
     }
     return State(sessions, lookup)
 
@@ -188,7 +238,11 @@ def observe(store: FileSessionStore, users: Sequence[str]) -> State:
     sessions = {
         str(key): found for key in store.session_keys() if (found := store.get_session(key)) is not None
     }
-    lookup = {user: str(hit[0]) for user in users if (hit := store.find_by_user(ctx(user=user), user))}
+    lookup = {
+        user: str(hit[0])
+        for user in users
+        if (hit := store.find_by_user(owner_ctx(user), user.rpartition(":")[2]))
+    }
     return State(sessions, lookup)
 
 
@@ -255,3 +309,83 @@ def zero_block(log: bytes, start: int, length: int = BLOCK) -> bytes:
     end = min(start + length, len(damaged))
     damaged[start:end] = bytes(end - start)
     return bytes(damaged)
+
+
+def overwrite(log: bytes, at: int, replacement: bytes) -> bytes:
+    """``log`` with ``replacement`` written at ``at`` (the file grows if it runs past the end)."""
+    damaged = bytearray(log)
+    damaged[at : at + len(replacement)] = replacement
+    return bytes(damaged)
+
+
+def records_in_place(pristine: Pristine, log: bytes) -> list[bool]:
+    """For each record (from 1), whether its bytes are still where they were in ``log``."""
+    ends = pristine.ends
+    return [log[ends[n - 1] : ends[n]] == pristine.log[ends[n - 1] : ends[n]] for n in range(1, len(ends))]
+
+
+@attrs.frozen
+class Damage:
+    """A damaged copy of a pristine log: which ``kind`` of damage, the ``log`` it left, and the
+    records of which it wrote a whole, valid copy somewhere (a misdirected write's source)."""
+
+    kind: str
+    log: bytes
+    copies: frozenset[int] = frozenset()
+
+
+def misdirected(pristine: Pristine, source: int, target: int) -> Damage:
+    """Record ``source``'s frame written over record ``target``'s offset (a misdirected write).
+
+    The kind says whether the frames are of the same length (the log still walks frame by frame)
+    or not (the copy straddles the records after ``target``, or leaves the rest of it as garbage).
+    """
+    ends = pristine.ends
+    frame = pristine.log[ends[source - 1] : ends[source]]
+    same = len(frame) == ends[target] - ends[target - 1]
+    kind = "copy-same-length" if same else "copy-other-length"
+    return Damage(kind, overwrite(pristine.log, ends[target - 1], frame), frozenset({source}))
+
+
+def old_frame_over(pristine: Pristine, frame: bytes, target: int) -> Damage:
+    """A frame of the previous generation's log (valid there, not here) over record ``target``."""
+    return Damage("old-generation", overwrite(pristine.log, pristine.ends[target - 1], frame))
+
+
+@attrs.frozen
+class Generations:
+    """A store in its second generation (``pristine``), and the frames of its first: the same
+    owners' sessions, all removed before an offline compaction (``compact --keep-old``)."""
+
+    pristine: Pristine
+    old_frames: tuple[bytes, ...]
+
+
+def build_second_generation(
+    directory: Path, old: Sequence[Op], operations: Sequence[Op], *, durability: Durability | str
+) -> Generations:
+    """Run ``old`` (then remove every session it left) and compact, keeping the old log; then
+    ``build_pristine`` with ``operations`` on the empty second generation."""
+    log_path = directory / LOG_NAME
+    ends: list[int] = []
+    with FileSessionStore(directory, preallocate_bytes=0, durability=durability) as store:
+        ends.append(os.path.getsize(log_path))
+        keys: list[SessionKey] = []
+        owners: list[str] = []
+        for step, op in enumerate(old, start=1):
+            if op.kind == "create":
+                keys.append(store.create_session(owner_ctx(op.owner), session_data(op.owner, step)))
+                owners.append(op.owner)
+            elif op.kind == "update":
+                store.update_session(keys[op.target], session_data(owners[op.target], step))
+            else:
+                store.remove_session(keys[op.target])
+            ends.append(os.path.getsize(log_path))
+        for key in store.session_keys():
+            store.remove_session(key)
+    compact(directory, keep_old=True)
+    kept = directory / f"{LOG_NAME}.old"
+    old_log = kept.read_bytes()
+    kept.unlink()
+    frames = tuple(old_log[ends[n - 1] : ends[n]] for n in range(1, len(ends)))
+    return Generations(build_pristine(directory, operations, durability=durability), frames)
