@@ -49,6 +49,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from filestore import CorruptionError, FileSessionStore, SessionData
+from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.offline.fsck import fsck
 
@@ -136,17 +137,6 @@ def newest(case: Case, number: int) -> bool:
     key = case.targets[number - 1][0]
     last = max(n for n, (written, _) in enumerate(case.targets, start=1) if written == key)
     return number == last and OPERATIONS[number - 1].kind != "remove"
-
-
-def header_lost_with_first_record(case: Case, damage: Damage, *, snapshot: bool) -> bool:
-    """Whether the damage hit the file header and record 1 of a store without a snapshot (the
-    known defect of ``test_header_and_first_records_zeroed_without_a_snapshot_repair_clean``)."""
-    header = case.pristine.ends[0]
-    return (
-        not snapshot
-        and damage.log[:header] != case.pristine.log[:header]
-        and not records_in_place(case.pristine, damage.log)[0]
-    )
 
 
 def rolls_back(case: Case, source: int, target: int) -> bool:
@@ -428,9 +418,6 @@ def test_random_damage_of_every_kind_in_every_mode(
     kind = draw.draw(st.sampled_from(KINDS), label="kind")
     snapshot = draw.draw(st.booleans(), label="snapshot")
     damage = draw_damage(case, kind, draw)
-    if header_lost_with_first_record(case, damage, snapshot=snapshot):
-        event(f"{kind}: header and record 1 without a snapshot (known defect, xfail test)")
-        return
     opened, repaired = check(case, workdir, damage, snapshot=snapshot)
     event(f"{kind}: {opened}; {repaired}")
 
@@ -446,9 +433,6 @@ def test_every_damage_in_the_sweep(
     tally: Counter[tuple[str, str, str]] = Counter()
     for damage in every_damage(case, stride=23):
         for snapshot in (True, False):
-            if header_lost_with_first_record(case, damage, snapshot=snapshot):
-                tally[damage.kind, "header and record 1, no snapshot", "skipped: known defect"] += 1
-                continue
             opened, repaired = check(case, workdir, damage, snapshot=snapshot)
             tally[damage.kind, opened, repaired] += 1
     kinds = Counter(kind for kind, _, _ in tally.elements())
@@ -526,18 +510,16 @@ def test_fsck_of_a_log_cut_inside_its_file_header(cases: dict[str, Case], workdi
         assert observe(store, case.pristine.users) == State({}, {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: with no snapshot to say the generation, fsck --repair of a compacted "
-    "store whose file header and first records are zeroed leaves a damaged header (a check "
-    "after the repair still reports log-header)",
-)
 def test_header_and_first_records_zeroed_without_a_snapshot_repair_clean(
     cases: dict[str, Case], workdir: Path
 ) -> None:
-    """The first 512 bytes (the header and records 1 and 2) of a second-generation log zeroed, its
-    snapshot gone: the repair rebuilds the header and leaves a clean store holding what the intact
-    records say (found by this lane)."""
-    case = cases["fsync"]
-    damage = Damage("zero-block", zero_block(case.pristine.log, 0, BLOCK))
-    assert check(case, workdir, damage, snapshot=False)[1] == "fsck: found, repaired"
+    """512 bytes from offset 0 or 20 (the header and records 1 and 2) of a second-generation log
+    zeroed, in every mode, its snapshot and old log gone, so no file says the generation: the
+    repair rebuilds the header with the generation whose salt verifies the records after the
+    damage, keeps every intact record, names records 1 and 2 lost, exits 1, and leaves a clean
+    store (found by this lane)."""
+    for case in cases.values():
+        for start in (0, FILE_HEADER_SIZE // 2):
+            damage = Damage("zero-block", zero_block(case.pristine.log, start, BLOCK))
+            assert model_of(case, damage).lost == (1, 2)
+            assert check(case, workdir, damage, snapshot=False) == ("refused", "fsck: found, repaired")

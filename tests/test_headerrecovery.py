@@ -16,9 +16,11 @@ from filestore.engine.fileio import OS_IO
 from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.offline.compact import compact
+from filestore.offline.fsck import fsck
 from filestore.offline.headerrecovery import recover_header
 
 from .support import ctx, data
+from .support.corruption import frame_ends
 
 
 def make_store(directory: Path, sessions: int = 3, compactions: int = 0) -> FileHeader:
@@ -102,3 +104,59 @@ def test_an_empty_log_takes_the_identity_files_uuid(tmp_path: Path, generation: 
     assert str(found.store_uuid) == meta["store_uuid"]
     expected = generation if (directory / SNAPSHOT_NAME).exists() else 1
     assert found.generation == expected
+
+
+def zero_start(directory: Path, length: int) -> None:
+    log = bytearray((directory / LOG_NAME).read_bytes())
+    log[:length] = bytes(length)
+    (directory / LOG_NAME).write_bytes(bytes(log))
+
+
+def test_a_lost_header_and_first_records_are_found_by_a_later_records_salt(tmp_path: Path) -> None:
+    """Header and first records zeroed in generation 5, no snapshot or old log to hint at it: the
+    generation is the one whose salt verifies the records after the damage."""
+    directory = tmp_path / "s"
+    header = make_store(directory, sessions=12, compactions=4)
+    (directory / SNAPSHOT_NAME).unlink()
+    zero_start(directory, 512)
+    assert header.generation == 5
+    assert recovered(directory) == header
+
+
+def test_records_of_an_older_generation_do_not_decide_the_generation(tmp_path: Path) -> None:
+    """Header and records 1-2 zeroed in generation 3, record 3 overwritten by its copy from
+    generation 1 (a misdirected write, so the first frame after the damage verifies under another
+    generation): the generation whose salt verifies the most records after the damage wins."""
+    directory = tmp_path / "s"
+    make_store(directory, sessions=12)
+    old, old_ends = (directory / LOG_NAME).read_bytes(), frame_ends(directory)
+    compact(directory)
+    compact(directory)
+    log = (directory / LOG_NAME).read_bytes()
+    header, ends = FileHeader.decode(log), frame_ends(directory)
+    assert header is not None
+    assert header.generation == 3
+    assert ends[1:3] == old_ends[1:3], "compaction wrote record 3 where generation 1 had it"
+    (directory / SNAPSHOT_NAME).unlink()
+    damaged = bytes(ends[1]) + old[old_ends[1] : old_ends[2]] + log[ends[2] :]
+    (directory / LOG_NAME).write_bytes(damaged)
+    assert recovered(directory) == header
+
+
+def test_a_header_no_record_can_vouch_for_is_left_as_it_is_and_said_so(tmp_path: Path) -> None:
+    """Header zeroed and every record overwritten (nothing left that verifies under any generation):
+    the repair changes nothing, exits 4 and says the header cannot be rebuilt and why; it never
+    claims the store corrected."""
+    directory = tmp_path / "s"
+    make_store(directory, sessions=5, compactions=1)
+    (directory / SNAPSHOT_NAME).unlink()
+    size = (directory / LOG_NAME).stat().st_size
+    (directory / LOG_NAME).write_bytes(bytes(FILE_HEADER_SIZE) + b"\xaa" * (size - FILE_HEADER_SIZE))
+    before = (directory / LOG_NAME).read_bytes()
+    for repair in (False, True):
+        report = fsck(directory, repair=repair)
+        assert report.exit_code == 4
+        [finding] = [finding for finding in report.errors if finding.kind == "log-header"]
+        assert "cannot be rebuilt" in finding.detail, finding.detail
+        assert "no record" in finding.detail, finding.detail
+        assert (directory / LOG_NAME).read_bytes() == before

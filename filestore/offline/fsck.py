@@ -89,7 +89,7 @@ from filestore.errors import CorruptionError, InvalidInputError
 from filestore.ids import SessionScope
 from filestore.offline.exclusive import exclusive_store
 from filestore.offline.findings import FsckAction, FsckFinding, FsckSeverity
-from filestore.offline.headerrecovery import recover_header
+from filestore.offline.headerrecovery import SEARCH_WINDOW, recover_header
 from filestore.offline.logwalk import LogWalk, walk_log
 
 __all__ = [
@@ -167,25 +167,31 @@ def fsck(
             rule="a store directory",
         )
     report = FsckReport(directory, repair)
+    unrecoverable: list[str] = []
 
     def recover(fd: int) -> FileHeader | None:
         found = recover_header(io, directory, fd)
-        if found is not None:
-            header, how = found
-            report.findings.append(
-                FsckFinding(
-                    "log-header", FsckSeverity.ERROR, LOG_NAME, 0, f"the file header is damaged; {how}"
-                )
+        if found is None:
+            unrecoverable.append(
+                "the file header is damaged and cannot be rebuilt: no record in the log's first "
+                f"{SEARCH_WINDOW} bytes verifies with the store UUID of the identity file or the "
+                "header and any generation, so its generation cannot be known; the log is left as "
+                "it is (restore it from a backup)"
             )
-            return header
-        return None
+            return None
+        header, how = found
+        report.findings.append(
+            FsckFinding("log-header", FsckSeverity.ERROR, LOG_NAME, 0, f"the file header is damaged; {how}")
+        )
+        return header
 
     try:
         with exclusive_store(directory, wait=wait, io=io, recover_header=recover) as log:
             _check_log(io, directory, log, report)
     except CorruptionError as error:
+        detail = unrecoverable[0] if unrecoverable else str(error)
         report.findings.append(
-            FsckFinding("log-header", FsckSeverity.ERROR, error.path, error.offset, str(error))
+            FsckFinding("log-header", FsckSeverity.ERROR, error.path, error.offset, detail)
         )
     _check_stray_files(io, directory, report)
     return report
