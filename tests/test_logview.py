@@ -4,7 +4,8 @@ The cache keeps the ``cache_size`` sessions last read or written, evicting
 the least recently used. A read that misses it re-reads and re-verifies the
 record, so a record damaged on disk after the store opened is
 ``CorruptionError`` naming its offset, never wrong data; so is a valid record of
-another session, or of another owner, where the index points (a misdirected write).
+another session, or of another owner, where the index points (a misdirected write),
+or an older record of the same session (its sequence number is not the entry's).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pytest
 from filestore import CorruptionError, FileSessionStore, SessionKey
 from filestore.engine.fileio import OS_IO
 from filestore.engine.framing import FILE_HEADER_SIZE, Frame, encode_frame
-from filestore.engine.layout import LOG_NAME
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.logfile import LogFile
 from filestore.engine.logview import SessionCache
+from filestore.engine.snapshot import load_snapshot
 
 from .support import ctx, data
 from .support.fileio import HookedIO
@@ -231,3 +233,124 @@ def test_online_compaction_refuses_a_misdirected_record(tmp_path: Path) -> None:
         assert info.value.offset == offsets["acme/u1"]
         assert (directory / LOG_NAME).read_bytes() == damaged
         assert len(store) == len(keys)
+
+
+# -- an older record of the same session where the index points: a silent rollback ------------
+
+
+def updated_twice(directory: Path) -> tuple[SessionKey, Frame, Frame]:
+    """acme/u1 created then updated (records of equal length), beside two other sessions, closed
+    with a snapshot; its key, its first record and its newest."""
+    owner = ctx(tenant="acme", user="u1")
+    with FileSessionStore(directory, preallocate_bytes=0) as writer:
+        writer.create_session(ctx(tenant="acme", user="u0"), data(ctx(tenant="acme", user="u0")))
+        key = writer.create_session(owner, data(owner, step=1))
+        writer.update_session(key, data(owner, step=2))
+        # Not the last record: the snapshot names the last one, so its copy would be seen anyway.
+        writer.create_session(ctx(tenant="evil", user="u1"), data(ctx(tenant="evil", user="u1")))
+    mine = [frame for frame in frames(directory)[1] if cbor2.loads(frame.payload)[0] == key]
+    first, newest = mine
+    assert first.size == newest.size, "same length: the older copy verifies at the newest's place"
+    return key, first, newest
+
+
+@pytest.mark.parametrize("when", ["after open", "at rest, the snapshot's spot checks missing it"])
+def test_an_older_record_of_the_session_is_corruption_never_a_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """acme/u1's first record (same key, owner and length) copied over its newest, where the index
+    points: get_session, find_by_user and iter_sessions raise CorruptionError naming that offset and
+    both record numbers, never the older value as the current one; the other sessions read as written."""
+    directory = tmp_path / "s"
+    key, first, newest = updated_twice(directory)
+    raw = (directory / LOG_NAME).read_bytes()
+    if when == "after open":
+        store = FileSessionStore(directory, cache_size=0)
+        overwrite(directory, newest.offset, raw[first.offset : first.end])
+    else:
+        overwrite(directory, newest.offset, raw[first.offset : first.end])
+        monkeypatch.setattr("filestore.engine.snapshot.SPOT_CHECKS", 0)
+        store = FileSessionStore(directory)
+    with store:
+        with pytest.raises(CorruptionError, match=f"record {first.seq}, not .* record {newest.seq}") as info:
+            store.get_session(key)
+        assert info.value.offset == newest.offset
+        with pytest.raises(CorruptionError) as info:
+            store.find_by_user(ctx(tenant="acme", user="u1"), "u1")
+        assert info.value.offset == newest.offset
+        with pytest.raises(CorruptionError) as info:
+            list(store.iter_sessions())
+        assert info.value.offset == newest.offset
+        for tenant, user in (("acme", "u0"), ("evil", "u1")):
+            owner = ctx(tenant=tenant, user=user)
+            found = store.find_by_user(owner, user)
+            assert found is not None
+            assert found[1] == data(owner)
+
+
+def test_online_compaction_refuses_an_older_record_of_the_session(tmp_path: Path) -> None:
+    """Online compaction refuses (CorruptionError naming the offset) to copy acme/u1's first record
+    found where its newest should be: the new generation would roll acme/u1 back. The log is untouched."""
+    directory = tmp_path / "s"
+    key, first, newest = updated_twice(directory)
+    with FileSessionStore(directory) as store:
+        raw = (directory / LOG_NAME).read_bytes()
+        overwrite(directory, newest.offset, raw[first.offset : first.end])
+        damaged = (directory / LOG_NAME).read_bytes()
+        with pytest.raises(CorruptionError, match="not the one the index expects") as info:
+            store.compact()
+        assert info.value.offset == newest.offset
+        assert (directory / LOG_NAME).read_bytes() == damaged
+        assert len(store) == 3
+        with pytest.raises(CorruptionError):
+            store.get_session(key)
+
+
+def test_the_snapshot_spot_check_refuses_an_older_record_where_an_entry_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every entry spot-checked, a snapshot whose entry for acme/u1 points at a place now
+    holding acme/u1's first record (right key and owner, wrong record number) is refused as not
+    matching the records it points at; the store does not open on it with the older value."""
+    directory = tmp_path / "s"
+    _key, first, newest = updated_twice(directory)
+    raw = (directory / LOG_NAME).read_bytes()
+    overwrite(directory, newest.offset, raw[first.offset : first.end])
+    monkeypatch.setattr("filestore.engine.snapshot.SPOT_CHECKS", 100)
+    log = LogFile.open(OS_IO, str(directory))
+    try:
+        snapshot, why = load_snapshot(
+            OS_IO, str(directory / SNAPSHOT_NAME), log.fd, log.header, OS_IO.size(log.fd)
+        )
+    finally:
+        log.close()
+    assert (snapshot, why) == (None, "entries do not match the records they point at")
+
+
+@pytest.mark.parametrize("mode", ["fsync", "group", "none"])
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_an_older_record_over_the_last_is_refused_not_cut_as_a_torn_tail(
+    tmp_path: Path, mode: str, snapshot: bool
+) -> None:
+    """acme/u1's first record copied over its update, the log's last record: opening (from the
+    snapshot, which no longer matches the log's end, or by replay) raises CorruptionError naming
+    that offset and pointing at fsck --repair, changing no file; it never cuts the copy as a torn
+    tail, which would show the older value as current."""
+    directory = tmp_path / "s"
+    owner = ctx(tenant="acme", user="u1")
+    with FileSessionStore(directory, durability=mode, preallocate_bytes=0) as writer:
+        writer.create_session(ctx(tenant="acme", user="u0"), data(ctx(tenant="acme", user="u0")))
+        key = writer.create_session(owner, data(owner, step=1))
+        writer.update_session(key, data(owner, step=2))
+    *_, first, last = frames(directory)[1]
+    assert first.size == last.size
+    raw = (directory / LOG_NAME).read_bytes()
+    overwrite(directory, last.offset, raw[first.offset : first.end])
+    if not snapshot:
+        (directory / SNAPSHOT_NAME).unlink()
+    before = sorted((path.name, path.read_bytes()) for path in directory.iterdir())
+    with pytest.raises(CorruptionError, match=r"copy of record 2 where record 3 belongs") as info:
+        FileSessionStore(directory, durability=mode)
+    assert (info.value.offset, info.value.path) == (last.offset, str(directory / LOG_NAME))
+    assert "`filestore fsck --repair`" in str(info.value)
+    assert sorted((path.name, path.read_bytes()) for path in directory.iterdir()) == before

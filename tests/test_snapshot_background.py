@@ -219,7 +219,7 @@ def test_a_frozen_index_reads_like_one_that_never_froze(
     def apply(index: Index, operation: tuple[bool, SessionKey, SessionScope, bool], at: int) -> None:
         put, key, scope, points = operation
         record = Put(key, scope, b"\xa0", points_lookup=points) if put else Remove(key)
-        index.apply(record, at, 10 + at % 7)
+        index.apply(record, at, 10 + at % 7, at)
 
     for operation in before:
         offset += 1

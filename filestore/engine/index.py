@@ -2,7 +2,7 @@
 
 Two maps, kept exact by ``apply``:
 
-- key -> ``Entry(offset, size, scope)`` of the session's newest PUT (``get``);
+- key -> ``Entry(offset, size, scope, seq)`` of the session's newest PUT (``get``);
 - user lookup scope -> key, the user's active session (``lookup``).
 
 The same ``apply`` serves replay on open, catching up with other processes
@@ -32,11 +32,23 @@ from filestore.ids import SessionKey, SessionScope
 
 
 class Entry(NamedTuple):
-    """Where a session's newest record is (frame offset and total size), and its owner."""
+    """Where a session's newest record is (frame offset and total size), its owner, and its
+    sequence number.
+
+    ``seq`` is what tells that record from the session's older ones: a valid
+    older record of the same key, owner and length copied over the newest
+    passes every other check, so each read compares the frame's number with it
+    (``matches``).
+    """
 
     offset: int
     size: int
     scope: SessionScope
+    seq: int
+
+    def matches(self, frame: Frame) -> bool:
+        """Whether the verified ``frame`` read at this entry's offset is the record it names."""
+        return frame.seq == self.seq
 
 
 @attrs.frozen
@@ -60,8 +72,11 @@ class Index:
     def __init__(self) -> None:
         self.entries: dict[SessionKey, Entry] = {}
         self.by_user: dict[SessionScope, SessionKey] = {}
-        # Scopes repeat across sessions: share one tuple per distinct scope.
+        # Scopes repeat across sessions: share one tuple per distinct scope. Record sizes
+        # repeat too (sessions of one shape): one int object per distinct size, not one per
+        # entry (28 bytes each), which pays for most of what ``Entry.seq`` costs.
         self._scopes: dict[SessionScope, SessionScope] = {}
+        self._sizes: dict[int, int] = {}
         self.live_bytes = 0
         # While frozen: the changes since (None: removed), read before the frozen dicts.
         self._changed: dict[SessionKey, Entry | None] | None = None
@@ -110,18 +125,18 @@ class Index:
 
     # -- changing ---------------------------------------------------------------
 
-    def apply(self, record: Record, offset: int, size: int) -> None:
-        """Apply one record found at ``offset`` (frame of ``size`` bytes)."""
+    def apply(self, record: Record, offset: int, size: int, seq: int) -> None:
+        """Apply one record found at ``offset`` (frame of ``size`` bytes, number ``seq``)."""
         key = record.key
         changed = self._changed
         if changed is None:
-            self._apply_direct(record, offset, size)
+            self._apply_direct(record, offset, size, seq)
             return
         previous = changed[key] if key in changed else self.entries.get(key)
         if isinstance(record, Put):
             # A key's owner is fixed at creation; later PUTs keep it.
             scope = previous.scope if previous is not None else self.intern(record.scope)
-            changed[key] = Entry(offset, size, scope)
+            changed[key] = Entry(offset, self._sizes.setdefault(size, size), scope, seq)
             self.live_bytes += size - (previous.size if previous is not None else 0)
             self._length += previous is None
             if scope.user is not None and record.points_lookup:
@@ -135,14 +150,14 @@ class Index:
         if self.lookup(previous.scope) == key:
             self._pointed[previous.scope] = None
 
-    def _apply_direct(self, record: Record, offset: int, size: int) -> None:
+    def _apply_direct(self, record: Record, offset: int, size: int, seq: int) -> None:
         # The common case (no snapshot being written), kept to plain dict operations: replay
         # of a big log is mostly this.
         key = record.key
         previous = self.entries.get(key)
         if isinstance(record, Put):
             scope = previous.scope if previous is not None else self.intern(record.scope)
-            self.entries[key] = Entry(offset, size, scope)
+            self.entries[key] = Entry(offset, self._sizes.setdefault(size, size), scope, seq)
             self.live_bytes += size - (previous.size if previous is not None else 0)
             if scope.user is not None and record.points_lookup:
                 self.by_user[scope] = key
@@ -170,7 +185,7 @@ class Index:
                 path=path,
                 offset=frame.offset,
             ) from None
-        self.apply(record, frame.offset, frame.size)
+        self.apply(record, frame.offset, frame.size, frame.seq)
 
     # -- copy-on-write ------------------------------------------------------------
 
@@ -224,6 +239,7 @@ class Index:
         offsets: list[int],
         sizes: list[int],
         scopes: list[SessionScope],
+        seqs: list[int],
         pointed: list[int],
     ) -> Index:
         """Build an index from a snapshot's columns (one item per key; ``pointed``: the
@@ -235,7 +251,8 @@ class Index:
         index = cls()
         # SessionKey is a str subclass with str's hash and equality: plain strings work as keys.
         as_keys = cast("list[SessionKey]", keys)
-        rows = zip(offsets, sizes, scopes, strict=True)
+        shared = index._sizes  # one int per distinct size (see __init__)
+        rows = zip(offsets, map(shared.setdefault, sizes, sizes), scopes, seqs, strict=True)
         # tuple.__new__ through map: no Python-level call per entry.
         index.entries = dict(zip(as_keys, map(tuple.__new__, repeat(Entry), rows), strict=True))
         index.by_user = {

@@ -322,7 +322,7 @@ class LogFile:
         """Whether everything after ``end`` is zeros (preallocated) or nothing."""
         return self.data_end(self.end) == self.end
 
-    def check_tail(self) -> tuple[int, bytes]:
+    def check_tail(self, *, cut_copies: bool = False) -> tuple[int, bytes]:
         """Classify what follows ``end``: ``(cut_to, cut_bytes)``.
 
         ``cut_bytes`` is empty when the rest of the file is zeros (a clean
@@ -330,7 +330,10 @@ class LogFile:
         after them that verifies. A verified record after them (numbered on
         from ``end``'s) raises ``CorruptionError`` instead, in every
         durability mode: a torn write leaves no valid record behind it, so
-        the bad bytes are damage in the middle. When a sync had vouched for
+        the bad bytes are damage in the middle. So is an earlier record that
+        verifies at ``end`` (a copy written over the last record), but with
+        ``cut_copies`` (fsck's repair, whose walk of the whole log found it a
+        copy of a record kept in place). When a sync had vouched for
         the lost record, it was acknowledged data; when none had (``none``
         mode, whose records never claim a sync, or a ``group`` batch that a
         power loss left out of order) they may be either, but the records
@@ -342,6 +345,17 @@ class LogFile:
         if data_end == self.end:
             return self.end, b""
         for frame in self.valid_frames(self.end):
+            if frame.offset == self.end and frame.seq < expected and not cut_copies:
+                # Records are numbered in file order: an earlier one verifying where the
+                # next belongs is a copy (a misdirected write over the last record), never
+                # a torn write, and cutting it would silently roll that record's session back.
+                raise CorruptionError(
+                    f"{self.path}: offset {self.end} holds a valid copy of record {frame.seq} where "
+                    f"record {expected} belongs (a misdirected write?); refusing to cut it as a "
+                    "torn tail: run `filestore fsck --repair`, which keeps every intact record",
+                    path=self.path,
+                    offset=self.end,
+                )
             # A record further on (not at ``end``, where a seal stops the scan).
             if frame.seq < expected or (frame.seq == expected and frame.offset == self.end):
                 continue
@@ -360,12 +374,12 @@ class LogFile:
             )
         return self.end, self.io.pread(self.fd, data_end - self.end, self.end)
 
-    def recover_tail(self) -> str | None:
+    def recover_tail(self, *, cut_copies: bool = False) -> str | None:
         """Cut a torn tail after ``end`` (keeping its bytes in a side file); the side file's path.
 
         ``CorruptionError`` (and nothing cut) if valid records follow: see ``check_tail``.
         """
-        cut_to, cut = self.check_tail()
+        cut_to, cut = self.check_tail(cut_copies=cut_copies)
         if not cut:
             return None
         side = write_side_file(self.io, self.directory, self.name, cut)

@@ -316,6 +316,10 @@ class LogView:
                 offset=entry.offset,
             )
         try:
+            if not entry.matches(frame):
+                raise RecordMismatchError(
+                    f"it holds record {frame.seq}, not {key}'s newest, record {entry.seq}"
+                )
             return decode_session(frame.payload, key, entry.scope)
         except RecordMismatchError as error:
             raise CorruptionError(
@@ -354,7 +358,7 @@ class LogView:
                 raise self.full(error) from error
 
         frame = self._guard(append)
-        self._index.apply(record, frame.offset, frame.size)
+        self._index.apply(record, frame.offset, frame.size, frame.seq)
         if session is not None:
             self._cache.put(record.key, frame.offset, session)
         else:

@@ -289,7 +289,7 @@ def _write_new_log(
             seq += 1
             # Everything in a rewritten log is synced before it becomes current.
             data = encode_frame(salt, frame.kind, FLAG_SYNCED, seq, seq - 1, frame.payload)
-            index.apply(decode_record(frame.kind, frame.payload), end, len(data))
+            index.apply(decode_record(frame.kind, frame.payload), end, len(data), seq)
             pending.append(data)
             pending_bytes += len(data)
             last_frame_offset = end
@@ -341,12 +341,18 @@ def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | No
         if found is None:
             continue
         key, entry = found
-        if frame.kind != KIND_PUT or not is_put_of(frame.payload, key, entry.scope):
-            # A valid record written at the wrong place: copying it would give the
-            # new generation two of another session and none of this one.
+        if (
+            frame.kind != KIND_PUT
+            or not entry.matches(frame)
+            or not is_put_of(frame.payload, key, entry.scope)
+        ):
+            # A valid record written at the wrong place: copying it would give the new
+            # generation two of another session and none of this one, or an older value of
+            # this one as its newest.
             raise CorruptionError(
                 f"{log.path}: the record at offset {frame.offset} is not the one the index expects "
-                "there (another session's, a misdirected write?); the old generation is untouched: "
+                "there (another session's or an older one, a misdirected write?); the old "
+                "generation is untouched: "
                 "run `filestore fsck --repair`",
                 path=log.path,
                 offset=frame.offset,

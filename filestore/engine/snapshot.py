@@ -4,7 +4,7 @@ File ``sessions.idx`` (``SNAPSHOT_HEADER_SIZE`` = 24 bytes, then the body)::
 
     offset size field
     0      8    SNAPSHOT_MAGIC b"FSTIDX\\x00\\n"
-    8      4    snapshot version (SNAPSHOT_VERSION = 2)
+    8      4    snapshot version (SNAPSHOT_VERSION = 3)
     12     4    CRC-32 of the body
     16     8    body length
     24     n    body: a CBOR map (keys below)
@@ -14,8 +14,10 @@ the snapshot covers up to), ``last_seq``, ``last_frame_offset`` and
 ``last_frame_crc`` (the record that ends exactly at ``position``, and its
 CRC field: a copy of the store that diverged since has a different last
 record there, so its snapshot is refused), ``live_bytes``, ``keys`` (text),
-``offsets``/``sizes``/``scope_ids`` (packed little-endian u64/u32/u32 arrays,
-one per key), ``scope_count`` and ``scope_columns`` (the distinct owner
+``offsets``/``sizes``/``scope_ids``/``seqs`` (packed little-endian
+u64/u32/u32/u64 arrays, one per key; ``seqs``: the sequence number of the
+record each offset points at, which every read compares with the frame's),
+``scope_count`` and ``scope_columns`` (the distinct owner
 scopes as four texts, env, tenant_id, team and user, each the scopes' ids
 joined by newlines, which no id contains; an empty line for no team or user:
 one regex pass validates a column, where one ``parse`` per id made reopening
@@ -68,7 +70,8 @@ from filestore.engine.records import Put, RecordDecodeError, decode_record
 from filestore.ids import EnvId, SessionKey, SessionScope, TeamId, TenantId, UserId
 
 SNAPSHOT_MAGIC: Final = b"FSTIDX\x00\n"
-SNAPSHOT_VERSION: Final = 2
+# 3: per-entry ``seqs`` added (a version 2 snapshot is refused, and the index rebuilt by replay).
+SNAPSHOT_VERSION: Final = 3
 _HEADER: Final = struct.Struct("<8sIIQ")
 SNAPSHOT_HEADER_SIZE: Final = _HEADER.size
 SPOT_CHECKS: Final = 8
@@ -165,6 +168,7 @@ def encode_snapshot_parts(
     offsets: list[int] = []
     sizes: list[int] = []
     entry_scopes: list[int] = []
+    seqs: list[int] = []
     pointed: list[int] = []
     by_user = index.by_user
     for number, (key, entry) in enumerate(index.entries.items()):
@@ -173,6 +177,7 @@ def encode_snapshot_parts(
         sizes.append(entry.size)
         scope = entry.scope
         entry_scopes.append(scope_ids.setdefault(scope, len(scope_ids)))
+        seqs.append(entry.seq)
         # In entry order, so sorted, as a sort of the lookup's positions would give.
         if scope.user is not None and by_user.get(scope) == key:
             pointed.append(number)
@@ -195,6 +200,7 @@ def encode_snapshot_parts(
             "offsets": _pack("Q", offsets),
             "sizes": _pack("I", sizes),
             "scope_ids": _pack("I", entry_scopes),
+            "seqs": _pack("Q", seqs),
             "scope_count": len(scope_ids),
             "scope_columns": columns,
             "lookup": _pack("I", pointed),
@@ -319,6 +325,7 @@ def _build_index_columns(body: dict[str, Any]) -> Index:
         _unpack("Q", body["offsets"], count),
         _unpack("I", body["sizes"], count),
         [scopes[number] for number in _unpack("I", body["scope_ids"], count)],
+        _unpack("Q", body["seqs"], count),
         _unpack("I", lookup, len(lookup) // 4),
     )
     if len(index) != count:
@@ -414,10 +421,11 @@ def _spot_check(
         if entry.offset + entry.size > position or entry.size < FRAME_HEADER_SIZE:
             return False
         frame = verify_frame(header.salt, io.pread(fd, entry.size, entry.offset), entry.offset)
-        if frame is None or frame.kind != KIND_PUT:
+        if frame is None or frame.kind != KIND_PUT or not entry.matches(frame):
             return False
         record = decode_record(frame.kind, frame.payload)
-        # The same check every read makes: the record is that key's, under that owner.
+        # The same checks every read makes: the record is that key's, under that owner, and
+        # the very record the entry names (its sequence number), not an older one of the key.
         if record.key != key or not isinstance(record, Put) or record.scope != entry.scope:
             return False
     return True

@@ -233,7 +233,9 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
         return
     if report.repair and walk.tail_cut is not None:
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
-        side = log.recover_tail()
+        # What follows the last record in place the walk found to be copies of records kept
+        # (or a seal, or a torn tail): cut it all, copies too, into the side file.
+        side = log.recover_tail(cut_copies=True)
         for finding in walk.tail_findings:
             finding.resolve(FsckAction.CUT, f"cut; the bytes are kept in {os.path.basename(side or '?')}")
     _check_snapshot(io, directory, log, index, walk, report)
@@ -310,7 +312,7 @@ def _replay(log: LogFile, frames: list[FrameRef], report: FsckReport) -> tuple[I
             changed = True
         else:
             rewrite.keep.append(ref)
-        index.apply(record, frame.offset, frame.size)
+        index.apply(record, frame.offset, frame.size, frame.seq)
         decoded.append(ref)
     frames[:] = decoded
     return index, rewrite, changed
