@@ -32,9 +32,17 @@ from filestore.errors import (
     WriteInDoubtError,
 )
 from filestore.ids import EnvId, FlowId, PackId, SessionKey, SessionScope, TeamId, TenantId, UserId
-from filestore.mapping import telegram_update_to_session_key, webhook_to_session_key
+from filestore.mapping import canonical_session_key, telegram_update_to_session_key, webhook_to_session_key
 from filestore.memory import InMemorySessionStore
-from filestore.model import Impersonation, InvocationDeadline, SessionCursor, SessionData, TenantCtx
+from filestore.model import (
+    Impersonation,
+    InvocationDeadline,
+    ReplyScope,
+    SessionCursor,
+    SessionData,
+    TenantCtx,
+    WaitScope,
+)
 from filestore.offline.compact import CompactReport, compact
 from filestore.offline.fsck import FsckAction, FsckFinding, FsckReport, FsckSeverity, fsck
 from filestore.offline.stats import StatsReport, stats
@@ -65,6 +73,7 @@ __all__ = [
     "MovableStore",
     "PackId",
     "RedisSessionStore",
+    "ReplyScope",
     "SessionCursor",
     "SessionData",
     "SessionKey",
@@ -84,7 +93,9 @@ __all__ = [
     "UnsupportedFilesystemError",
     "UntrustedDirectoryError",
     "UserId",
+    "WaitScope",
     "WriteInDoubtError",
+    "canonical_session_key",
     "compact",
     "export_sessions",
     "fsck",

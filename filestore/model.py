@@ -1,4 +1,4 @@
-"""The greentic session data model: ``TenantCtx``, ``SessionCursor``, ``SessionData``.
+"""The greentic session data model: ``TenantCtx``, ``SessionCursor``, ``SessionData``, ``ReplyScope``.
 
 Frozen attrs classes that mirror greentic-types. Construction validates every
 field (ids by the rule in ``filestore.ids``, integers by their Rust width),
@@ -12,6 +12,7 @@ ignores unknown fields, as serde does by default.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Self
 
@@ -283,3 +284,59 @@ class SessionData(DocumentCodec):
             context_json=required_field(mapping, "context_json", ""),
             pack_id=mapping.get("pack_id"),
         )
+
+
+@attrs.frozen
+class ReplyScope(DocumentCodec):
+    """Where a reply is anchored (greentic-types' ``ReplyScope``; ``WaitScope`` is its alias).
+
+    A runner parks a paused flow as a wait under a scope and routes the
+    user's next message by it. Every field is free text, as in Rust (plain
+    ``String``s, not ids): the empty string is a value, kept apart from an
+    absent field in equality and JSON (``"thread":""`` against no
+    ``thread``), though ``scope_hash`` treats the two alike, as Rust does.
+    """
+
+    conversation: str = attrs.field(validator=required_text)
+    thread: str | None = attrs.field(default=None, validator=optional_text)
+    reply_to: str | None = attrs.field(default=None, validator=optional_text)
+    correlation: str | None = attrs.field(default=None, validator=optional_text)
+
+    document: ClassVar[str] = "reply_scope"
+
+    def scope_hash(self) -> str:
+        """Lower-case hex SHA-256 of the four fields joined by ``"\\n"``, an absent one as ``""``.
+
+        The stores key a wait by this hash, so it must equal greentic-types'
+        byte for byte; that includes its ambiguity (a ``"\\n"`` inside a field
+        can make two scopes hash alike), which filestore keeps for parity.
+        """
+        parts = (self.conversation, self.thread or "", self.reply_to or "", self.correlation or "")
+        # The validators refused lone surrogates, so every field encodes as UTF-8.
+        return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> JsonDict:
+        """The JSON object serde emits: absent optional fields omitted, empty strings kept."""
+        doc: JsonDict = {"conversation": self.conversation}
+        for name in ("thread", "reply_to", "correlation"):
+            value = getattr(self, name)
+            if value is not None:
+                doc[name] = value
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: object, *, where: str = "") -> Self:
+        """Decode serde's JSON object (already parsed), validating every field."""
+        mapping = as_mapping(doc, where or "reply_scope")
+        return decoding(
+            where,
+            cls,
+            required_field(mapping, "conversation", where),
+            mapping.get("thread"),
+            mapping.get("reply_to"),
+            mapping.get("correlation"),
+        )
+
+
+WaitScope = ReplyScope
+"""greentic-types' legacy name for ``ReplyScope``: the same class."""

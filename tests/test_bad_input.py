@@ -35,6 +35,7 @@ from filestore import (
     InvocationDeadline,
     PackId,
     RedisSessionStore,
+    ReplyScope,
     SessionCursor,
     SessionData,
     SessionKey,
@@ -47,6 +48,7 @@ from filestore import (
     TenantId,
     UntrustedDirectoryError,
     UserId,
+    canonical_session_key,
     compact,
     export_sessions,
     fsck,
@@ -660,6 +662,15 @@ MODEL_CALLS: Final[list[tuple[str, Callable[[], object]]]] = [
     ("webhook(None)", lambda: webhook_to_session_key(None, "s", "i")),  # type: ignore[arg-type]
     ("webhook(int)", lambda: webhook_to_session_key("s", 5, "i")),  # type: ignore[arg-type]
     ("webhook(surrogate)", lambda: webhook_to_session_key("s", "s", SURROGATE)),
+    ("ReplyScope(None)", lambda: ReplyScope(None)),  # type: ignore[arg-type]
+    ("ReplyScope(thread=int)", lambda: ReplyScope("c", thread=5)),  # type: ignore[arg-type]
+    ("ReplyScope(surrogate)", lambda: ReplyScope("c", correlation=SURROGATE)),
+    ("ReplyScope.from_json(no conversation)", lambda: ReplyScope.from_json('{"thread":"t"}')),
+    ("ReplyScope.from_cbor(str)", lambda: ReplyScope.from_cbor("a str")),  # type: ignore[arg-type]
+    ("canonical(None)", lambda: canonical_session_key(None, "p")),  # type: ignore[arg-type]
+    ("canonical(int user)", lambda: canonical_session_key("t", "p", None, 5)),  # type: ignore[arg-type]
+    ("canonical(surrogate)", lambda: canonical_session_key("t", SURROGATE)),
+    ("canonical(too long)", lambda: canonical_session_key("t" * 300, "p")),
 ]
 
 

@@ -65,6 +65,7 @@ def test_the_model_errors_and_helpers_are_public() -> None:
         "InvocationDeadline",
         "LockTimeoutError",
         "PackId",
+        "ReplyScope",
         "SessionCursor",
         "SessionData",
         "SessionKey",
@@ -74,6 +75,8 @@ def test_the_model_errors_and_helpers_are_public() -> None:
         "TenantCtx",
         "TenantId",
         "UserId",
+        "WaitScope",
+        "canonical_session_key",
         "telegram_update_to_session_key",
         "webhook_to_session_key",
     }

@@ -1,7 +1,8 @@
-"""greentic-session's deterministic keys, against digests computed once with sha256sum.
+"""greentic's deterministic keys: the hashed ``mapping`` helpers, and ``canonical_session_key``.
 
 Every digest below came from ``printf '%s' '<input>' | sha256sum``; none is
 recomputed here, so a change to the key format cannot hide behind its own test.
+The canonical keys are greentic-types' own test vectors.
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from filestore import SessionKey, telegram_update_to_session_key, webhook_to_session_key
-from filestore.ids import check_key
+from filestore import (
+    InvalidInputError,
+    SessionKey,
+    canonical_session_key,
+    telegram_update_to_session_key,
+    webhook_to_session_key,
+)
+from filestore.ids import MAX_KEY_LENGTH, check_key
 
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -96,3 +103,78 @@ def test_keys_are_valid_store_keys(bot_id: str, chat_id: str | int, user_id: str
     ):
         assert HEX_SHA256.fullmatch(key)
         assert check_key(key) == key
+
+
+# -- canonical_session_key (greentic-types) -------------------------------------------
+
+
+def test_canonical_key_includes_every_part() -> None:
+    """greentic-types' test: tenant, provider, anchor and user joined by colons."""
+    key = canonical_session_key("tenant", "webhook", "room-1", "user-5")
+    assert key == "tenant:webhook:room-1:user-5"
+    assert type(key) is SessionKey
+
+
+def test_canonical_key_defaults_anchor_and_user() -> None:
+    """greentic-types' test: a missing anchor is "conversation", a missing user "user"."""
+    assert canonical_session_key("tenant", "webhook") == "tenant:webhook:conversation:user"
+    assert canonical_session_key("tenant", "webhook", None, None) == "tenant:webhook:conversation:user"
+    assert canonical_session_key("t", "p", user="u1") == "t:p:conversation:u1"
+    assert canonical_session_key("t", "p", anchor="chat-1") == "t:p:chat-1:user"
+
+
+def test_canonical_key_keeps_empty_parts_empty() -> None:
+    """Only None takes the default (Rust's ``unwrap_or`` on an ``Option``): "" stays "", as in Rust."""
+    assert canonical_session_key("t", "p", "", "") == "t:p::"
+    assert canonical_session_key("", "", None, None) == "::conversation:user"
+
+
+def test_canonical_key_joins_parts_as_given() -> None:
+    """No id check and no escaping, as greentic-types: non-ASCII and colons inside a part pass through."""
+    assert canonical_session_key("acme", "telegram", "chat 1", "ü") == "acme:telegram:chat 1:ü"
+    assert canonical_session_key("a:b", "c") == canonical_session_key("a", "b:c")
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ((None, "p"), "tenant"),
+        (("t", 5), "provider"),
+        (("t", "p", 1), "anchor"),
+        (("t", "p", None, b"u"), "user"),
+        (("t", "p", True), "anchor"),
+    ],
+)
+def test_canonical_key_refuses_parts_that_are_not_text(args: tuple[object, ...], field: str) -> None:
+    """A part that is not a str (or None for anchor and user) is InvalidInputError, never formatted in."""
+    with pytest.raises(InvalidInputError) as info:
+        canonical_session_key(*args)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("t" * MAX_KEY_LENGTH, "p"), ("t", "p", "\ud800"), ("t", "p", None, "\udfff")],
+    ids=["too-long", "surrogate-anchor", "surrogate-user"],
+)
+def test_canonical_key_refuses_a_key_no_store_accepts(args: tuple[str, ...]) -> None:
+    """A key longer than MAX_KEY_LENGTH or holding a lone surrogate is refused when made, not when used."""
+    with pytest.raises(InvalidInputError):
+        canonical_session_key(*args)
+
+
+@given(
+    st.text(max_size=40),
+    st.text(max_size=40),
+    st.none() | st.text(max_size=40),
+    st.none() | st.text(max_size=40),
+)
+def test_canonical_key_is_the_joined_parts(
+    tenant: str, provider: str, anchor: str | None, user: str | None
+) -> None:
+    """For any text parts, the key is the four parts joined by ':' and a valid store key."""
+    key = canonical_session_key(tenant, provider, anchor, user)
+    assert key == ":".join(
+        [tenant, provider, "conversation" if anchor is None else anchor, "user" if user is None else user]
+    )
+    assert check_key(key) == key

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from filestore import (
     Impersonation,
     InvocationDeadline,
+    ReplyScope,
     SessionCursor,
     SessionData,
     TenantCtx,
@@ -164,6 +165,11 @@ def tenant_ctxs(
 def cursors() -> st.SearchStrategy[SessionCursor]:
     """Cursors: any node pointer text, optional wait reason and outbox marker."""
     return st.builds(SessionCursor, st.text(max_size=24), optional_texts, optional_texts)
+
+
+def reply_scopes() -> st.SearchStrategy[ReplyScope]:
+    """Reply scopes: any conversation text (empty included), each optional field absent, empty or any text."""
+    return st.builds(ReplyScope, st.text(max_size=16), optional_texts, optional_texts, optional_texts)
 
 
 _json_values: Final = st.recursive(
