@@ -247,6 +247,36 @@ def test_any_text_decodes_or_is_invalid_input(text: str) -> None:
     assert ReplyScope.from_json(scope.to_json()) == scope
 
 
+_JSON_VALUES: Final = (
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6) | st.lists(st.none(), max_size=1)
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["conversation", *OPTIONAL_FIELDS, "unknown"]),
+        _JSON_VALUES,
+    )
+)
+def test_any_object_is_decoded_exactly_when_serde_would(doc: dict[str, object]) -> None:
+    """serde's rule, field by field: conversation a string; each optional field a string, null
+    or missing; anything under an unknown name. Accepted documents keep every string as given."""
+
+    def serde_accepts() -> bool:
+        if not isinstance(doc.get("conversation"), str):
+            return False
+        return all(doc.get(name) is None or isinstance(doc.get(name), str) for name in OPTIONAL_FIELDS)
+
+    try:
+        scope = ReplyScope.from_json(json.dumps(doc))
+    except InvalidInputError:
+        assert not serde_accepts()
+        return
+    assert serde_accepts()
+    for name in ("conversation", *OPTIONAL_FIELDS):
+        assert getattr(scope, name) == doc.get(name)
+
+
 # -- the value type ---------------------------------------------------------------------
 
 
