@@ -125,6 +125,7 @@ class CorruptionError(FilestoreError):
     """A store file is damaged where it cannot be repaired silently.
 
     ``path`` and ``offset`` say where; ``filestore fsck`` says more and repairs.
+    On Redis, ``path`` is the key holding a value that does not decode, ``offset`` 0.
     """
 
     code = ErrorCode.INTERNAL
