@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import random
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -82,7 +83,11 @@ def test_damaged_stored_json_is_internal_to_update_and_remove(namespace: str, ra
     """update and remove of a Rust-written session (no owner entry) that does not decode are Internal too."""
     raw.set(f"{namespace}:session:bad-1", '{"tenant_ctx":')
     with RedisSessionStore(redis_url(), namespace=namespace) as store:
-        for call in (lambda: store.update_session("bad-1", data()), lambda: store.remove_session("bad-1")):
+        calls: list[Callable[[], object]] = [
+            lambda: store.update_session("bad-1", data()),
+            lambda: store.remove_session("bad-1"),
+        ]
+        for call in calls:
             with pytest.raises(CorruptionError) as info:
                 call()
             assert info.value.code is ErrorCode.INTERNAL
