@@ -95,6 +95,16 @@ def test_damaged_stored_json_is_internal_to_update_and_remove(namespace: str, ra
     assert raw.get(f"{namespace}:session:bad-1") == '{"tenant_ctx":'
 
 
+def test_damaged_owner_entry_is_internal(namespace: str, raw: redis.Redis) -> None:
+    """An owner entry that is JSON but no owner scope is CorruptionError (Internal) when listed."""
+    with RedisSessionStore(redis_url(), namespace=namespace) as store:
+        key = store.create_session(ctx(), data())
+        raw.set(f"{namespace}:owner:{key}", '["dev"]')
+        with pytest.raises(CorruptionError) as info:
+            list(store.iter_sessions())
+        assert info.value.path == f"{namespace}:owner:{key}"
+
+
 def test_sessions_written_by_rust_are_served(namespace: str, raw: redis.Redis) -> None:
     """A session written in the Rust layout (no owner entry) is read, updated and removed correctly."""
     raw.set(f"{namespace}:session:rust-1", data(step=1).to_json())

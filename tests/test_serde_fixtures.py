@@ -196,3 +196,17 @@ def test_error_code_spellings() -> None:
     assert filestore.ErrorCode.NOT_FOUND.to_json() == '"not_found"'
     assert str(filestore.ErrorCode.NOT_FOUND) == "NotFound"
     assert filestore.ErrorCode.from_json('"permission_denied"') is filestore.ErrorCode.PERMISSION_DENIED
+    for text in ('"NotFound"', '"nope"', "3", "{", "NaN"):
+        with pytest.raises(InvalidInputError):
+            filestore.ErrorCode.from_json(text)
+
+
+def test_session_key_json() -> None:
+    """A key is a plain JSON string both ways; one the stores would refuse is refused when read."""
+    key = filestore.SessionKey.from_json(b'"k-1"')
+    assert key == "k-1"
+    assert isinstance(key, filestore.SessionKey)
+    assert key.to_json() == '"k-1"'
+    for text in ('""', "3", "{", '"' + "k" * 257 + '"'):
+        with pytest.raises(InvalidInputError):
+            filestore.SessionKey.from_json(text)
