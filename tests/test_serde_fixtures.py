@@ -16,16 +16,28 @@ The only accept cases filestore refuses are its documented strictness
 
 from __future__ import annotations
 
+import io
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import cbor2
 import pytest
+import redis
 
 import filestore
-from filestore import InvalidInputError, SessionData, TenantCtx
+from filestore import (
+    InMemorySessionStore,
+    InvalidInputError,
+    RedisSessionStore,
+    SessionData,
+    TenantCtx,
+    export_sessions,
+)
+
+from .support.redis_server import redis_url
 
 DATA: Final = Path(__file__).resolve().parent / "data" / "interop" / "serde"
 TYPES: Final = (
@@ -116,6 +128,25 @@ def test_reject_fixture_is_refused(path: Path) -> None:
     parse, _write = codec(type_of(path))
     with pytest.raises(InvalidInputError):
         parse(path.read_bytes())
+
+
+@pytest.mark.parametrize("name", ["SessionData__full_v04", "SessionData__spec_example"])
+def test_redis_values_and_export_lines_hold_serdes_bytes(name: str) -> None:
+    """A session is stored in Redis as exactly serde's bytes, and an export line carries them verbatim."""
+    recorded = (DATA / "encode" / f"{name}.json").read_text(encoding="utf-8")
+    session = SessionData.from_json(recorded)
+    namespace = f"t:serde:{random.randrange(1 << 30)}"
+    with RedisSessionStore(redis_url(), namespace=namespace) as store:
+        key = store.create_session(session.tenant_ctx, session)
+        with redis.Redis.from_url(redis_url()) as raw:
+            stored = raw.get(f"{namespace}:session:{key}")
+        store.remove_session(key)
+    assert stored == recorded.encode("utf-8")
+    memory = InMemorySessionStore()
+    memory.create_session(session.tenant_ctx, session)
+    out = io.StringIO()
+    export_sessions(memory, out)
+    assert ',"session":' + recorded + "}" in out.getvalue()
 
 
 def test_attributes_are_emitted_sorted_in_json_and_cbor() -> None:
