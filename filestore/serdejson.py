@@ -1,4 +1,6 @@
-"""serde_json's grammar and output, in Python's ``json``: the one way filestore reads and writes JSON.
+"""serde_json's grammar and output, in Python's ``json``: how filestore reads and writes documents.
+
+The model's codecs, ``ErrorCode``/``SessionKey`` and import lines all parse through ``loads``.
 
 Python's ``json`` is laxer than serde_json in ways a document could carry
 into the store and back out to a Rust reader; here each is closed:
