@@ -13,9 +13,16 @@ import enum
 import functools
 from typing import Any, ClassVar
 
+from filestore import serdejson
+
 
 class ErrorCode(enum.StrEnum):
-    """greentic-types' ``ErrorCode``, spelled as its Rust variants."""
+    """greentic-types' ``ErrorCode``.
+
+    Its value (and ``str()``) is the Rust variant's name, as greentic's error
+    Display writes it (``NotFound: message``). Written as data it is serde's
+    spelling (``rename_all = "snake_case"``): ``serde_name``, ``to_json``.
+    """
 
     UNKNOWN = "Unknown"
     INVALID_INPUT = "InvalidInput"
@@ -27,6 +34,33 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "RateLimited"
     UNAVAILABLE = "Unavailable"
     INTERNAL = "Internal"
+
+    @property
+    def serde_name(self) -> str:
+        """The code as serde writes it: ``not_found``, ``invalid_input``..."""
+        return self.name.lower()
+
+    def to_json(self) -> str:
+        """serde_json's text for this code: ``"not_found"``."""
+        return serdejson.dumps(self.serde_name)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ErrorCode:
+        """Parse serde's spelling; ``InvalidInputError`` for anything else (``"NotFound"`` too)."""
+        try:
+            value = serdejson.loads(text)
+        except (ValueError, RecursionError, TypeError) as error:
+            raise InvalidInputError(
+                f"error code: not valid JSON: {error}", field="code", rule="valid JSON"
+            ) from None
+        for code in cls:
+            if value == code.serde_name:
+                return code
+        raise InvalidInputError(
+            f"error code: {value!r} is not one of {', '.join(code.serde_name for code in cls)}"[:300],
+            field="code",
+            rule="a snake_case ErrorCode",
+        )
 
 
 class FilestoreError(Exception):
@@ -91,6 +125,7 @@ class CorruptionError(FilestoreError):
     """A store file is damaged where it cannot be repaired silently.
 
     ``path`` and ``offset`` say where; ``filestore fsck`` says more and repairs.
+    On Redis, ``path`` is the key holding a value that does not decode, ``offset`` 0.
     """
 
     code = ErrorCode.INTERNAL

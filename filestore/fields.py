@@ -9,14 +9,13 @@ Decoding helpers prefix errors with the field path (``tenant_ctx.env``).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, ClassVar, Final, Self, TypeVar
 
 import attrs
 import cbor2
 
-from filestore import strictcbor
+from filestore import serdejson, strictcbor
 from filestore.errors import InvalidInputError
 from filestore.ids import EnvId, FlowId, PackId, TeamId, TenantId, UserId
 
@@ -77,12 +76,17 @@ def to_pack_id(value: str | None) -> PackId | None:
 
 
 class FrozenMap(Mapping[str, str]):
-    """An immutable, hashable, picklable string map (``TenantCtx.attributes``)."""
+    """An immutable, hashable, picklable string map (``TenantCtx.attributes``).
+
+    Its keys iterate sorted, as serde's ``BTreeMap`` emits them, whatever
+    order they were given in: code point order, which for valid Unicode (a
+    lone surrogate is refused) is the byte order of their UTF-8.
+    """
 
     __slots__ = ("_items",)
 
     def __init__(self, items: Mapping[str, str]) -> None:
-        self._items = dict(items)
+        self._items = dict(sorted(items.items()))
 
     def __getitem__(self, key: str) -> str:
         return self._items[key]
@@ -145,7 +149,8 @@ def required_text(instance: object, attribute: attrs.Attribute[Any], value: obje
 def check_integer(value: object, field: str, low: int, high: int) -> int:
     # bool is an int subclass; serde would refuse true/false for an integer.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise invalid(field, "an integer", f"must be an integer, not {type(value).__name__}")
+        kind = "-0 (a float to serde)" if isinstance(value, serdejson.NegativeZero) else type(value).__name__
+        raise invalid(field, "an integer", f"must be an integer, not {kind}")
     if not low <= value <= high:
         raise invalid(field, f"between {low} and {high}", f"{value} is outside {low}..{high}")
     return value
@@ -188,6 +193,26 @@ def as_mapping(value: object, where: str) -> Mapping[str, Any]:
     return value
 
 
+def struct_fields(
+    value: object, where: str, fields: tuple[str, ...], defaulted: Collection[str] = ()
+) -> Mapping[str, Any]:
+    """A struct's fields by name, from an object or, as serde also takes a struct, an array.
+
+    An array gives the fields in declaration order (``fields``); it may stop
+    early only where every field left out has ``#[serde(default)]``
+    (``defaulted``), and may not run past the last field.
+    """
+    if not isinstance(value, list):
+        return as_mapping(value, where)
+    if len(value) > len(fields) or any(name not in defaulted for name in fields[len(value) :]):
+        raise invalid(
+            where or "document",
+            f"{len(fields)} fields",
+            f"an array of {len(value)} elements, where the struct has {len(fields)} fields",
+        )
+    return dict(zip(fields, value, strict=False))
+
+
 def required_field(doc: Mapping[str, Any], name: str, where: str) -> Any:
     if name not in doc or doc[name] is None:
         raise invalid(field_path(where, name), "required", "missing required field")
@@ -210,41 +235,29 @@ def decoding(where: str, build: Callable[..., _T], *args: Any) -> _T:
         raise InvalidInputError(f"{where}.{error}", field=field, rule=error.rule) from None
 
 
-def refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # serde reports a duplicate field; json.loads would silently keep the last one.
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        names = [name for name, _ in pairs]
-        duplicate = next(name for name in names if names.count(name) > 1)
-        raise ValueError(f"duplicate field {duplicate!r}")
-    return document
-
-
-def load_json(text: str | bytes | Mapping[str, Any], what: str) -> Mapping[str, Any]:
+def load_json(text: str | bytes | Mapping[str, Any], what: str) -> Any:
+    """The JSON value in ``text`` (a dict is taken as already parsed); ``InvalidInputError`` if invalid."""
     if isinstance(text, Mapping):
         return text
     if not isinstance(text, (str, bytes, bytearray)):
         raise invalid(what, "JSON text", f"expected JSON text or a dict, not {type(text).__name__}")
     try:
-        loaded = json.loads(text, object_pairs_hook=refuse_duplicate_keys)
+        return serdejson.loads(text)
     except (ValueError, RecursionError) as error:
         raise invalid(what, "valid JSON", f"not valid JSON: {error}") from None
-    return as_mapping(loaded, what)
 
 
-def load_cbor(blob: bytes, what: str) -> Mapping[str, Any]:
+def load_cbor(blob: bytes, what: str) -> Any:
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise invalid(what, "CBOR bytes", f"expected CBOR bytes, not {type(blob).__name__}")
     try:
-        loaded = strictcbor.loads(blob)
+        return strictcbor.loads(blob)
     except (cbor2.CBORDecodeError, RecursionError) as error:
         raise invalid(what, "valid CBOR", f"not valid CBOR: {error}") from None
-    return as_mapping(loaded, what)
 
 
 def dump_json(doc: JsonDict) -> str:
-    # serde_json's compact form, UTF-8 left as is.
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return serdejson.dumps(doc)
 
 
 class DocumentCodec:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple, TypeVar
 
+from filestore import serdejson
 from filestore.errors import InvalidInputError
 
 MAX_ID_LENGTH: Final = 256
@@ -164,6 +165,19 @@ class SessionKey(str):
 
     def __repr__(self) -> str:
         return f"SessionKey({str.__repr__(self)})"
+
+    def to_json(self) -> str:
+        """serde's JSON for the key: a plain string (the Rust type is ``serde(transparent)``)."""
+        return serdejson.dumps(str(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SessionKey:
+        """Parse a key written by serde; ``InvalidInputError`` if it is no string or breaks ``check_key``."""
+        try:
+            value = serdejson.loads(text)
+        except (ValueError, RecursionError, TypeError) as error:
+            raise InvalidInputError(f"key: not valid JSON: {error}", field="key", rule="valid JSON") from None
+        return check_key(value)
 
 
 def check_key(key: object) -> SessionKey:

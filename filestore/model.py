@@ -6,8 +6,11 @@ and so does decoding: ``from_json``/``from_dict``/``from_cbor`` go through the
 same constructors. ``to_dict`` gives the JSON shape serde emits: optional
 fields are omitted when absent, ``attributes`` when empty.
 
-Decoding accepts ``null`` for an optional field (serde's ``default``) and
-ignores unknown fields, as serde does by default.
+Decoding accepts ``null`` for an optional field (serde's ``default``),
+ignores unknown fields, and takes a struct written as an array of its fields
+in declaration order, as serde does by default. ``attributes`` is a map or
+absent, never ``null`` (serde defaults only a missing field), and its keys
+are emitted sorted, as serde's ``BTreeMap``.
 """
 
 from __future__ import annotations
@@ -18,18 +21,20 @@ from typing import Any, ClassVar, Final, Self
 
 import attrs
 
+from filestore import serdejson
 from filestore.fields import (
     DocumentCodec,
     JsonDict,
-    as_mapping,
     decoding,
     field_path,
     i128,
     instance_of,
+    invalid,
     optional_instance_of,
     optional_text,
     required_field,
     required_text,
+    struct_fields,
     to_actor_id,
     to_attributes,
     to_env,
@@ -49,26 +54,32 @@ from filestore.ids import EnvId, FlowId, PackId, TeamId, TenantId, UserId
 
 
 @attrs.frozen
-class InvocationDeadline:
+class InvocationDeadline(DocumentCodec):
     """greentic's deadline: milliseconds since the Unix epoch (an ``i128``)."""
 
     unix_millis: int = attrs.field(validator=i128)
+
+    document: ClassVar[str] = "deadline"
 
     def to_dict(self) -> JsonDict:
         return {"unix_millis": self.unix_millis}
 
     @classmethod
     def from_dict(cls, doc: object, *, where: str = "deadline") -> Self:
-        mapping = as_mapping(doc, where)
-        return decoding(where, cls, required_field(mapping, "unix_millis", where))
+        mapping = struct_fields(doc, where, ("unix_millis",))
+        millis = required_field(mapping, "unix_millis", where)
+        # serde_json parses a 128-bit integer from its text, where -0 is 0.
+        return decoding(where, cls, 0 if isinstance(millis, serdejson.NegativeZero) else millis)
 
 
 @attrs.frozen
-class Impersonation:
+class Impersonation(DocumentCodec):
     """Who acts on behalf of the context's user, and why."""
 
     actor_id: UserId = attrs.field(converter=to_actor_id)
     reason: str | None = attrs.field(default=None, validator=optional_text)
+
+    document: ClassVar[str] = "impersonation"
 
     def to_dict(self) -> JsonDict:
         doc: JsonDict = {"actor_id": str(self.actor_id)}
@@ -78,7 +89,7 @@ class Impersonation:
 
     @classmethod
     def from_dict(cls, doc: object, *, where: str = "impersonation") -> Self:
-        mapping = as_mapping(doc, where)
+        mapping = struct_fields(doc, where, ("actor_id", "reason"), ("reason",))
         return decoding(where, cls, required_field(mapping, "actor_id", where), mapping.get("reason"))
 
 
@@ -91,6 +102,22 @@ _CTX_OPTIONAL_STRINGS: Final = (
     "trace_id",
     "i18n_id",
     "correlation_id",
+)
+# Every TenantCtx field in greentic-types' declaration order (a struct written as an array).
+_CTX_FIELDS: Final = (
+    "env",
+    "tenant",
+    "tenant_id",
+    "team",
+    "team_id",
+    "user",
+    "user_id",
+    *_CTX_OPTIONAL_STRINGS,
+    "attributes",
+    "deadline",
+    "attempt",
+    "idempotency_key",
+    "impersonation",
 )
 
 
@@ -196,7 +223,10 @@ class TenantCtx(DocumentCodec):
     @classmethod
     def from_dict(cls, doc: object, *, where: str = "") -> Self:
         """Decode serde's JSON object (already parsed), validating every field."""
-        mapping = as_mapping(doc, where or "tenant_ctx")
+        mapping = struct_fields(doc, where or "tenant_ctx", _CTX_FIELDS, ("attributes",))
+        if "attributes" in mapping and mapping["attributes"] is None:
+            # Only a missing map defaults to empty; serde refuses null for a BTreeMap.
+            raise invalid(field_path(where, "attributes"), "a map of strings", "must be a map, not null")
         deadline = mapping.get("deadline")
         impersonation = mapping.get("impersonation")
         kwargs: dict[str, Any] = {
@@ -237,7 +267,12 @@ class SessionCursor(DocumentCodec):
 
     @classmethod
     def from_dict(cls, doc: object, *, where: str = "") -> Self:
-        mapping = as_mapping(doc, where or "cursor")
+        mapping = struct_fields(
+            doc,
+            where or "cursor",
+            ("node_pointer", "wait_reason", "outbox_marker"),
+            ("wait_reason", "outbox_marker"),
+        )
         return decoding(
             where,
             cls,
@@ -274,7 +309,9 @@ class SessionData(DocumentCodec):
     @classmethod
     def from_dict(cls, doc: object) -> Self:
         """Decode serde's JSON object (already parsed), validating every field."""
-        mapping = as_mapping(doc, "session")
+        mapping = struct_fields(
+            doc, "session", ("tenant_ctx", "flow_id", "pack_id", "cursor", "context_json"), ("pack_id",)
+        )
         tenant_ctx = TenantCtx.from_dict(required_field(mapping, "tenant_ctx", ""), where="tenant_ctx")
         cursor = SessionCursor.from_dict(required_field(mapping, "cursor", ""), where="cursor")
         return cls(
@@ -327,7 +364,12 @@ class ReplyScope(DocumentCodec):
     @classmethod
     def from_dict(cls, doc: object, *, where: str = "") -> Self:
         """Decode serde's JSON object (already parsed), validating every field."""
-        mapping = as_mapping(doc, where or "reply_scope")
+        mapping = struct_fields(
+            doc,
+            where or "reply_scope",
+            ("conversation", "thread", "reply_to", "correlation"),
+            ("thread", "reply_to", "correlation"),
+        )
         return decoding(
             where,
             cls,

@@ -56,6 +56,7 @@ from filestore.contract import (
 )
 from filestore.errors import (
     BackendUnavailableError,
+    CorruptionError,
     InvalidInputError,
     SessionNotFoundError,
     StoreClosedError,
@@ -65,16 +66,25 @@ from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import SessionData, TenantCtx
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
+_CORRUPT: Final = "CORRUPT "
 
 # The stored owner of a session (ours if recorded, else read from its Rust-written data),
 # the keys that point a user at a session, and whether an owner is a given scope.
+# A stored value that does not decode is an error reply 'CORRUPT "<key>"' (greentic's Internal);
+# the key is JSON-quoted, as Redis appends its own text to the reply.
 _OWNER: Final = """
+local function stored_table(name, text)
+  local ok, value = pcall(cjson.decode, text)
+  if ok and type(value) == 'table' then return value end
+  error({err = 'CORRUPT ' .. cjson.encode(name)})
+end
 local function owner_of(session_key, owner_key)
   local owner = redis.call('GET', owner_key)
-  if owner then return cjson.decode(owner) end
+  if owner then return stored_table(owner_key, owner) end
   local data = redis.call('GET', session_key)
   if not data then return nil end
-  local ctx = cjson.decode(data)['tenant_ctx']
+  local ctx = stored_table(session_key, data)['tenant_ctx']
+  if type(ctx) ~= 'table' then error({err = 'CORRUPT ' .. cjson.encode(session_key)}) end
   local function pick(a, b)
     if a ~= nil and a ~= cjson.null then return a end
     if b ~= nil and b ~= cjson.null then return b end
@@ -263,8 +273,9 @@ class RedisSessionStore(ClosesOnExit):
 
     def get_session(self, key: SessionKey | str) -> SessionData | None:
         checked = check_key(key)
-        value = self._call(self._client.get, self._session_key(checked))
-        return None if value is None else SessionData.from_json(value)
+        name = self._session_key(checked)
+        value = self._call(self._client.get, name)
+        return None if value is None else _stored_data(name, value)
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
@@ -352,12 +363,16 @@ class RedisSessionStore(ClosesOnExit):
 
     def _stored(self, key: SessionKey) -> tuple[SessionData, SessionScope] | None:
         """A session's data and owner scope (read from its data when it has no owner entry)."""
-        value, owner = self._call(self._client.mget, [self._session_key(key), self._owner_key(key)])
+        name, owner_name = self._session_key(key), self._owner_key(key)
+        value, owner = self._call(self._client.mget, [name, owner_name])
         if value is None:
             return None
-        data = SessionData.from_json(value)
+        data = _stored_data(name, value)
         if owner:
-            return data, SessionScope.parse(json.loads(owner), field="owner")
+            try:
+                return data, SessionScope.parse(json.loads(owner), field="owner")
+            except (ValueError, RecursionError) as error:
+                raise _corrupt(owner_name, error) from None
         return data, session_scope(data.tenant_ctx, data)
 
     def _find_scope(self, scope: SessionScope) -> tuple[SessionKey, SessionData] | None:
@@ -370,7 +385,7 @@ class RedisSessionStore(ClosesOnExit):
         if not found:
             return None
         key, value = found
-        return SessionKey(key), SessionData.from_json(value)
+        return SessionKey(key), _stored_data(self._session_key(SessionKey(key)), value)
 
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
@@ -382,9 +397,28 @@ class RedisSessionStore(ClosesOnExit):
                 f"Redis at {self.address} is unavailable: {error}", address=self.address
             ) from error
         except redis.exceptions.ResponseError as error:
+            if str(error).startswith(_CORRUPT):
+                name, _end = json.JSONDecoder().raw_decode(str(error), len(_CORRUPT))
+                raise _corrupt(name, "it does not decode as JSON") from None
             raise BackendUnavailableError(
                 f"Redis at {self.address} refused a command: {error}", address=self.address
             ) from error
+
+
+def _stored_data(name: str, value: str) -> SessionData:
+    """The session stored at Redis key ``name``; ``CorruptionError`` (greentic's ``Internal``) if damaged.
+
+    Not ``InvalidInputError``: the caller gave nothing wrong, the store holds it (greentic's Redis
+    store also answers ``Internal`` for stored JSON it cannot read).
+    """
+    try:
+        return SessionData.from_json(value)
+    except InvalidInputError as error:
+        raise _corrupt(name, error) from None
+
+
+def _corrupt(name: str, error: object) -> CorruptionError:
+    return CorruptionError(f"Redis key {name} holds a damaged value: {error}", path=name, offset=0)
 
 
 def _encodable(text: str) -> bool:

@@ -20,11 +20,11 @@ from typing import IO, Any, Final
 
 import attrs
 
+from filestore import serdejson
 from filestore.backends import MovableStore, check_movable, copy_sessions
 from filestore.contract import StoredSession, check_same_owner
 from filestore.engine.options import callback, count
 from filestore.errors import InvalidInputError
-from filestore.fields import refuse_duplicate_keys
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
 from filestore.model import SessionData
 
@@ -79,7 +79,7 @@ def export_sessions(
 def parse_line(text: str, number: int) -> StoredSession:
     """One import line as a StoredSession; ``InvalidInputError`` naming the line otherwise."""
     try:
-        doc: Any = json.loads(text, object_pairs_hook=refuse_duplicate_keys)
+        doc: Any = serdejson.loads(text)
         if not isinstance(doc, dict):
             raise InvalidInputError("not a JSON object", field="line", rule="an object")
         raw_scope = doc["scope"]

@@ -305,11 +305,14 @@ def test_absent_optionals_are_omitted() -> None:
 
 
 def test_attributes_are_emitted_only_when_not_empty() -> None:
-    """attributes is omitted when empty (however given) and emitted as a plain map when set."""
+    """attributes is omitted when empty (however given) and emitted as a plain map when set.
+
+    A decoded ``null`` is refused: serde defaults only a missing map.
+    """
     ctx = TenantCtx.new("dev", "acme")
     assert "attributes" not in attrs.evolve(ctx, attributes={}).to_dict()
     assert "attributes" not in TenantCtx.from_dict({**ctx.to_dict(), "attributes": {}}).to_dict()
-    assert "attributes" not in TenantCtx.from_dict({**ctx.to_dict(), "attributes": None}).to_dict()
+    expect_invalid("attributes", lambda: TenantCtx.from_dict({**ctx.to_dict(), "attributes": None}))
     assert attrs.evolve(ctx, attributes={"k": "v"}).to_dict()["attributes"] == {"k": "v"}
 
 
@@ -329,7 +332,6 @@ def test_json_keys_are_exactly_the_fields_set(ctx: TenantCtx) -> None:
 
 NULLABLE_PATHS: Final = [
     *(f"tenant_ctx.{name}" for name in (*CTX_OPTIONAL_IDS, *CTX_OPTIONAL_STRINGS)),
-    "tenant_ctx.attributes",
     "tenant_ctx.deadline",
     "tenant_ctx.impersonation",
     "tenant_ctx.impersonation.reason",
@@ -347,6 +349,14 @@ def test_null_reads_as_absent(path: str, decode: Callable[[Doc], SessionData]) -
     without = decode(set_path(full_doc(), path, MISSING))
     assert with_null == without
     assert with_null.to_dict() == set_path(full_doc(), path, MISSING)
+
+
+@pytest.mark.parametrize("decode", DECODERS, ids=lambda decoder: decoder.__name__)
+def test_null_attributes_are_refused(decode: Callable[[Doc], SessionData]) -> None:
+    """attributes: null is refused by every decoder (serde defaults only a missing BTreeMap)."""
+    expect_invalid(
+        "tenant_ctx.attributes", lambda: decode(set_path(full_doc(), "tenant_ctx.attributes", None))
+    )
 
 
 @pytest.mark.parametrize(
@@ -620,7 +630,7 @@ BAD_FIELDS: Final[list[tuple[str, object, str]]] = [
     # deadline: an object holding an i128
     ("tenant_ctx.deadline", 5, "tenant_ctx.deadline"),
     ("tenant_ctx.deadline", "2030-01-01", "tenant_ctx.deadline"),
-    ("tenant_ctx.deadline", [1], "tenant_ctx.deadline"),
+    ("tenant_ctx.deadline", [1, 2], "tenant_ctx.deadline"),  # [1] is the struct as an array
     ("tenant_ctx.deadline", {}, "tenant_ctx.deadline.unix_millis"),
     ("tenant_ctx.deadline.unix_millis", MISSING, "tenant_ctx.deadline.unix_millis"),
     ("tenant_ctx.deadline.unix_millis", None, "tenant_ctx.deadline.unix_millis"),
@@ -752,9 +762,10 @@ def test_invalid_json_text_is_invalid_input(text: str | bytes) -> None:
     expect_invalid("cursor", lambda: SessionCursor.from_json(text))
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", "null", "3", '"text"', "true", "[]"])
+@pytest.mark.parametrize("text", ["[1, 2, 3, 4, 5, 6]", "null", "3", '"text"', "true", "[]"])
 def test_json_that_is_not_an_object_is_invalid_input(text: str) -> None:
-    """Valid JSON that is not an object is InvalidInputError naming the document."""
+    """Valid JSON that is neither an object nor an array of the struct's fields is InvalidInputError
+    naming the document (an array of the wrong length included)."""
     expect_invalid("session", lambda: SessionData.from_json(text))
     expect_invalid("tenant_ctx", lambda: TenantCtx.from_json(text))
     expect_invalid("cursor", lambda: SessionCursor.from_json(text))
@@ -823,7 +834,9 @@ def test_the_hand_built_cbor_is_otherwise_valid() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [[1, 2], 5, "session", b"bytes", None, {1, 2}], ids=lambda value: type(value).__name__
+    "value",
+    [[1, 2, 3, 4, 5, 6], 5, "session", b"bytes", None, {1, 2}],
+    ids=lambda value: type(value).__name__,
 )
 def test_cbor_that_is_not_a_map_is_invalid_input(value: object) -> None:
     """Well-formed CBOR whose top item is not a map is InvalidInputError naming the document."""

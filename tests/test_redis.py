@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import random
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import redis
 
 from filestore import (
     BackendUnavailableError,
+    CorruptionError,
     ErrorCode,
     FileSessionStore,
     InMemorySessionStore,
@@ -54,6 +56,53 @@ def test_layout_matches_greentic_session(namespace: str, raw: redis.Redis) -> No
     assert "pack_id" not in stored
     assert raw.get(f"{namespace}:user:dev:acme:support:u1") == key
     assert raw.get(f"{namespace}:user:dev:acme:-:u9") == other
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "{not json",
+        '{"tenant_ctx":NaN}',
+        data().to_json().replace('"attempt":0', '"attributes":null,"attempt":0'),
+    ],
+    ids=["not-json", "nan", "attributes-null"],
+)
+def test_damaged_stored_json_is_internal(namespace: str, raw: redis.Redis, stored: str) -> None:
+    """A stored session that does not decode is CorruptionError (greentic's Internal), never InvalidInput."""
+    raw.set(f"{namespace}:session:bad-1", stored)
+    raw.set(f"{namespace}:user:dev:acme:support:u1", "bad-1")
+    with RedisSessionStore(redis_url(), namespace=namespace) as store:
+        for call in (lambda: store.get_session("bad-1"), lambda: store.find_by_user(ctx(), "u1")):
+            with pytest.raises(CorruptionError) as info:
+                call()
+            assert info.value.code is ErrorCode.INTERNAL
+            assert info.value.path == f"{namespace}:session:bad-1"
+
+
+def test_damaged_stored_json_is_internal_to_update_and_remove(namespace: str, raw: redis.Redis) -> None:
+    """update and remove of a Rust-written session (no owner entry) that does not decode are Internal too."""
+    raw.set(f"{namespace}:session:bad-1", '{"tenant_ctx":')
+    with RedisSessionStore(redis_url(), namespace=namespace) as store:
+        calls: list[Callable[[], object]] = [
+            lambda: store.update_session("bad-1", data()),
+            lambda: store.remove_session("bad-1"),
+        ]
+        for call in calls:
+            with pytest.raises(CorruptionError) as info:
+                call()
+            assert info.value.code is ErrorCode.INTERNAL
+            assert info.value.path == f"{namespace}:session:bad-1"
+    assert raw.get(f"{namespace}:session:bad-1") == '{"tenant_ctx":'
+
+
+def test_damaged_owner_entry_is_internal(namespace: str, raw: redis.Redis) -> None:
+    """An owner entry that is JSON but no owner scope is CorruptionError (Internal) when listed."""
+    with RedisSessionStore(redis_url(), namespace=namespace) as store:
+        key = store.create_session(ctx(), data())
+        raw.set(f"{namespace}:owner:{key}", '["dev"]')
+        with pytest.raises(CorruptionError) as info:
+            list(store.iter_sessions())
+        assert info.value.path == f"{namespace}:owner:{key}"
 
 
 def test_sessions_written_by_rust_are_served(namespace: str, raw: redis.Redis) -> None:

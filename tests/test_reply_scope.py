@@ -294,3 +294,14 @@ def test_scopes_are_frozen_hashable_and_equal_by_content(conversation: str, thre
     assert not hasattr(scope, "__dict__")
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         scope.conversation = "other"  # type: ignore[misc]
+
+
+def test_a_scope_written_as_an_array_is_read_as_serde_reads_a_struct() -> None:
+    """serde takes a struct as an array of its fields in declaration order; the optional ones
+    (``#[serde(default)]``) may be left off the end, the required conversation may not, and
+    the array may not run past the last field."""
+    assert ReplyScope.from_json('["c1","t"]') == ReplyScope("c1", thread="t")
+    assert ReplyScope.from_json('["c1",null,"m",null]') == ReplyScope("c1", reply_to="m")
+    for document in ("[]", '["c1",null,null,null,"x"]'):
+        with pytest.raises(InvalidInputError):
+            ReplyScope.from_json(document)
