@@ -6,13 +6,16 @@ cannot drift apart:
 - ``session_scope``: who owns a session, i.e. its user lookup key;
 - ``check_context_fence``: ``create_session``'s agreement check between
   ``ctx`` and ``data.tenant_ctx`` (greentic-session 0.4);
-- ``check_same_owner``: ``update_session`` may not move a session to another
-  env, tenant, team or user (one comparison serves both checks);
+- ``check_ctx_preserved``: ``update_session``'s comparison of the stored data
+  with the new data (greentic's ``ensure_ctx_preserved``): env, tenant, team
+  and the user, present or absent, stay as they were;
+- ``check_same_owner``: data an owner scope may hold (``import_session``);
+  the data may leave out the user the scope names;
 - ``check_tenant_ctx``, ``check_session_data``: the type checks of a call's
   arguments.
 
-Every ``check_*`` returns what it checked (the data, for the two owner
-checks), so a caller may check and use in one expression.
+Every ``check_*`` returns what it checked (the data, for the owner checks),
+so a caller may check and use in one expression.
 """
 
 from __future__ import annotations
@@ -175,6 +178,58 @@ def check_same_owner(stored: SessionScope, data: SessionData) -> SessionData:
     return data
 
 
+def check_ctx_preserved(stored: SessionData, data: SessionData) -> SessionData:
+    """Return ``data`` if it may replace ``stored`` (greentic's ``ensure_ctx_preserved``).
+
+    The new data must keep the stored data's env, tenant and team; a user the
+    stored data names may not change nor be dropped, and none may be
+    introduced when the stored data named none (even if the creating ``ctx``
+    did): greentic-session 0.4.3 and 0.4.7 refuse all of these. Raises
+    ``TenantMismatchError`` (part ``env/tenant``, ``team`` or ``user``),
+    ``InvalidInputError`` if ``data`` is not a ``SessionData``.
+    """
+    data_ctx = check_session_data(data).tenant_ctx
+    stored_ctx = stored.tenant_ctx
+    env, tenant, team = stored_ctx.env, stored_ctx.tenant_id, stored_ctx.effective_team
+    part = _changed_part(SessionScope(env, tenant, team, data_ctx.effective_user), data)
+    if part == "env/tenant":
+        raise _mismatch(
+            part,
+            f"the session belongs to {env}/{tenant}, the update names {data_ctx.env}/{data_ctx.tenant_id}",
+            "an update keeps env and tenant",
+        )
+    if part == "team":
+        raise _mismatch(
+            part,
+            f"the session belongs to {_team(team)}, the update names {_team(data_ctx.effective_team)}",
+            "an update keeps the team",
+        )
+    stored_user, user = stored_ctx.effective_user, data_ctx.effective_user
+    if stored_user is None and user is not None:
+        raise _mismatch(
+            "user",
+            f"the session's data names no user, the update names user {user}",
+            "an update cannot introduce a user",
+        )
+    if stored_user != user:
+        raise _mismatch(
+            "user",
+            f"the session belongs to user {stored_user}, the update names {_user(user)}",
+            "an update keeps the user",
+        )
+    return data
+
+
+def points_lookup(data: SessionData) -> bool:
+    """Whether an accepted update with ``data`` points its user's lookup at the session.
+
+    Only when the data names the user (as greentic-session 0.4.3 does): an
+    update of user-less data leaves the lookup where it is, even when the
+    session was created for the creating ``ctx``'s user.
+    """
+    return data.tenant_ctx.effective_user is not None
+
+
 def _changed_part(owner: SessionScope, data: SessionData) -> str | None:
     """The first part of ``owner`` (a key of ``MISMATCH_FIELDS``) ``data`` disagrees with, or ``None``.
 
@@ -200,6 +255,10 @@ def _mismatch(part: str, detail: str, rule: str) -> TenantMismatchError:
 
 def _team(team: TeamId | None) -> str:
     return "no team" if team is None else f"team {team}"
+
+
+def _user(user: UserId | None) -> str:
+    return "no user" if user is None else f"user {user}"
 
 
 class ClosesOnExit:
@@ -247,12 +306,14 @@ class SessionStore(Protocol):
         ...
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
-        """Replace the data of an existing session; its user lookup points at it.
+        """Replace the data of an existing session.
 
         Raises ``SessionNotFoundError`` for an unknown key and
-        ``TenantMismatchError`` when the data changes the session's env,
-        tenant, team or user (or names a user where none was stored). In
-        both cases nothing changes.
+        ``TenantMismatchError`` when the new data changes the stored data's
+        env, tenant, team or user, drops its user, or names a user where the
+        stored data named none. In both cases nothing changes. When the new
+        data names its user, that user's lookup then points at this session;
+        user-less data leaves the lookup alone.
         """
         ...
 

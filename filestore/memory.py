@@ -15,10 +15,11 @@ from filestore.contract import (
     ClosesOnExit,
     StoredSession,
     check_context_fence,
-    check_same_owner,
+    check_ctx_preserved,
     check_stored_session,
     check_tenant_ctx,
     lookup_scope,
+    points_lookup,
     session_scope,
 )
 from filestore.errors import InvalidInputError, SessionNotFoundError, StoreClosedError
@@ -60,10 +61,11 @@ class InMemorySessionStore(ClosesOnExit):
             entry = self._sessions.get(checked)
             if entry is None:
                 raise SessionNotFoundError(f"no session with key {checked!s}", key=checked)
-            scope = entry[1]
-            check_same_owner(scope, data)
+            stored, scope = entry
+            check_ctx_preserved(stored, data)
             self._sessions[checked] = (data, scope)
-            if scope.user is not None:
+            # The data names the scope's user (the check kept it): point its lookup here.
+            if points_lookup(data):
                 self._by_user[scope] = checked
 
     def remove_session(self, key: SessionKey | str) -> None:

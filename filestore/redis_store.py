@@ -135,20 +135,27 @@ return 'ok'
 )
 
 # KEYS: session, owner; ARGV: ns, key, data, env, tenant_id, team or "", user or "".
+# The user is compared with the stored data's (greentic's ensure_ctx_preserved): it may not
+# change, be dropped or be introduced, whatever user the owner got from the creating ctx.
+# Only data that names the user points its lookup here.
 _UPDATE: Final = (
     _OWNER
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end
+local stored = redis.call('GET', KEYS[1])
+if not stored then return 'not_found' end
 local owner = owner_of(KEYS[1], KEYS[2])
 local team = owner[3]
 if team == cjson.null then team = '' end
-local user = owner[4]
-if user == cjson.null then user = '' end
 if owner[1] ~= ARGV[4] or owner[2] ~= ARGV[5] then return 'env/tenant' end
 if team ~= ARGV[6] then return 'team' end
-if ARGV[7] ~= '' and ARGV[7] ~= user then return 'user' end
+local ctx = cjson.decode(stored)['tenant_ctx']
+local user = ctx['user_id']
+if user == nil or user == cjson.null then user = ctx['user'] end
+if user == nil or user == cjson.null then user = '' end
+if user == '' and ARGV[7] ~= '' then return 'introduced' end
+if ARGV[7] ~= user then return 'user' end
 redis.call('SET', KEYS[1], ARGV[3])
-point(ARGV[1], owner, ARGV[2])
+if ARGV[7] ~= '' then point(ARGV[1], owner, ARGV[2]) end
 return 'ok'
 """
 )
@@ -295,10 +302,18 @@ class RedisSessionStore(ClosesOnExit):
         )
         if outcome == "not_found":
             raise SessionNotFoundError(f"no session with key {checked}", key=checked)
+        if outcome == "introduced":
+            raise TenantMismatchError(
+                f"user mismatch: session {checked}'s data names no user, the update names one",
+                part="user",
+                field=MISMATCH_FIELDS["user"],
+                rule="an update cannot introduce a user",
+            )
         if outcome != "ok":
             part = str(outcome)
             raise TenantMismatchError(
-                f"{part} mismatch: an update may not move session {checked} to another {part}",
+                f"{part} mismatch: an update may not change"
+                f"{' or drop' if part == 'user' else ''} session {checked}'s {part}",
                 part=part,
                 field=MISMATCH_FIELDS.get(part, "tenant_ctx"),
                 rule=f"an update keeps the {part}",

@@ -250,3 +250,29 @@ def test_compaction_keeps_the_stores_file_mode(tmp_path: Path) -> None:
         compact(tmp_path / "s")
     assert mode_of(tmp_path / "s" / LOG_NAME) == 0o640
     assert mode_of(tmp_path / "s" / SNAPSHOT_NAME) == 0o640
+
+
+@pytest.mark.parametrize("online", [True, False])
+def test_a_lookup_kept_through_a_user_less_update_survives_compaction(tmp_path: Path, online: bool) -> None:
+    """A session created for ctx's user with user-less data keeps its lookup through a user-less
+    update (whose PUT does not point it), and compaction and reopening keep it, as they keep a
+    lookup the update must not take back from the user's newer session."""
+    path = tmp_path / "store"
+    anonymous = data(ctx(user=None), step=1)
+    with FileSessionStore(path) as store:
+        kept = store.create_session(ctx(), anonymous)
+        store.update_session(kept, data(ctx(user=None), step=2))
+        older = store.create_session(ctx(user="u2"), data(ctx(user=None), step=3))
+        newer = store.create_session(ctx(user="u2"), data(ctx(user="u2"), step=4))
+        store.update_session(older, data(ctx(user=None), step=5))
+        if online:
+            store.compact()
+    if not online:
+        compact(path)
+    with FileSessionStore(path) as reopened:
+        assert reopened.find_by_user(ctx(), "u1") == (kept, data(ctx(user=None), step=2))
+        assert reopened.find_by_user(ctx(), "u2") == (newer, data(ctx(user="u2"), step=4))
+        reopened.remove_session(newer)
+        assert reopened.find_by_user(ctx(), "u2") is None
+        assert reopened.get_session(older) == data(ctx(user=None), step=5)
+    assert not list(iter_findings(fsck(path)))

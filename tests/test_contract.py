@@ -224,10 +224,12 @@ def test_update_unknown_key_raises_and_stores_nothing(store: SessionStore) -> No
         (ctx(team="sales"), "team"),
         (ctx(team=None), "team"),
         (ctx(user="u2"), "user"),
+        (ctx(user=None), "user"),
     ],
 )
 def test_update_never_changes_owner(store: SessionStore, changed: TenantCtx, part: str) -> None:
-    """An update that moves the session to another env, tenant, team or user changes nothing."""
+    """An update that moves the session to another env, tenant, team or user, or drops its
+    user, changes nothing (greentic's ensure_ctx_preserved, 0.4.3 and 0.4.7)."""
     key = store.create_session(ctx(), data(step=1))
     with pytest.raises(TenantMismatchError) as info:
         store.update_session(key, data(changed, step=2))
@@ -253,11 +255,26 @@ def test_update_without_user_keeps_the_ctx_user_lookup(store: SessionStore) -> N
     assert store.find_by_user(ctx(), "u1") == (key, data(ctx(user=None), step=2))
 
 
-def test_update_may_name_the_ctx_user(store: SessionStore) -> None:
-    """Data may later name the user the session was created for through ctx."""
-    key = store.create_session(ctx(), data(ctx(user=None)))
-    store.update_session(key, data(step=3))
-    assert store.find_by_user(ctx(), "u1") == (key, data(step=3))
+def test_update_cannot_name_the_ctx_user_later(store: SessionStore) -> None:
+    """Data stored without a user may not gain one by update, even the user the creating ctx
+    named: the comparison is with the stored data (greentic 0.4.3 and 0.4.7 refuse it)."""
+    key = store.create_session(ctx(), data(ctx(user=None), step=1))
+    with pytest.raises(TenantMismatchError) as info:
+        store.update_session(key, data(step=3))
+    assert info.value.part == "user"
+    assert store.get_session(key) == data(ctx(user=None), step=1)
+    assert store.find_by_user(ctx(), "u1") == (key, data(ctx(user=None), step=1))
+
+
+def test_update_without_user_does_not_take_the_lookup_back(store: SessionStore) -> None:
+    """An update of user-less data leaves the lookup where it is: the user's newer session stays
+    the one find_by_user returns (as 0.4.3 does; found by the recorded transcripts)."""
+    older = store.create_session(ctx(), data(ctx(user=None), step=1))
+    newer = store.create_session(ctx(), data(step=2))
+    store.update_session(older, data(ctx(user=None), step=3))
+    assert store.find_by_user(ctx(), "u1") == (newer, data(step=2))
+    store.remove_session(newer)
+    assert store.find_by_user(ctx(), "u1") is None
 
 
 def test_update_points_lookup_at_updated_session(store: SessionStore) -> None:

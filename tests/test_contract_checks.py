@@ -2,7 +2,7 @@
 
 ``tests/test_contract.py`` pins the rules through every backend; this module
 pins the helpers the backends share: each returns what it checked, and the
-two owner checks (one comparison behind both) word each mismatch their own way.
+owner checks (one comparison behind them) word each mismatch their own way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from filestore import (
     TenantCtx,
     TenantMismatchError,
 )
-from filestore.contract import check_context_fence, check_same_owner, check_session_data, check_tenant_ctx
+from filestore.contract import (
+    check_context_fence,
+    check_ctx_preserved,
+    check_same_owner,
+    check_session_data,
+    check_tenant_ctx,
+)
 
 OWNER = TenantCtx.new("dev", "acme").with_team("support").with_user("u1")
 SCOPE = SessionScope(OWNER.env, OWNER.tenant_id, OWNER.team_id, OWNER.user_id)
@@ -35,7 +41,9 @@ def test_every_check_returns_what_it_checked() -> None:
     assert check_context_fence(OWNER, data) is data
     assert check_same_owner(SCOPE, data) is data
     anonymous = session(OWNER.with_user(None))
-    assert check_same_owner(SCOPE, anonymous) is anonymous  # an update may leave the user out
+    assert check_same_owner(SCOPE, anonymous) is anonymous  # an import may leave the user out
+    assert check_ctx_preserved(session(OWNER), data) is data
+    assert check_ctx_preserved(anonymous, anonymous) is anonymous
 
 
 @pytest.mark.parametrize(
@@ -114,6 +122,66 @@ def test_same_owner_words(data_ctx: TenantCtx, part: str, field: str, message: s
     )
 
 
+@pytest.mark.parametrize(
+    ("stored_ctx", "data_ctx", "part", "field", "message", "rule"),
+    [
+        (
+            OWNER,
+            TenantCtx.new("dev", "globex").with_team("support").with_user("u1"),
+            "env/tenant",
+            "tenant_ctx",
+            "env/tenant mismatch: the session belongs to dev/acme, the update names dev/globex",
+            "an update keeps env and tenant",
+        ),
+        (
+            OWNER,
+            OWNER.with_team(None),
+            "team",
+            "tenant_ctx.team",
+            "team mismatch: the session belongs to team support, the update names no team",
+            "an update keeps the team",
+        ),
+        (
+            OWNER,
+            OWNER.with_user("u2"),
+            "user",
+            "tenant_ctx.user",
+            "user mismatch: the session belongs to user u1, the update names user u2",
+            "an update keeps the user",
+        ),
+        (
+            OWNER,
+            OWNER.with_user(None),
+            "user",
+            "tenant_ctx.user",
+            "user mismatch: the session belongs to user u1, the update names no user",
+            "an update keeps the user",
+        ),
+        (
+            OWNER.with_user(None),
+            OWNER,
+            "user",
+            "tenant_ctx.user",
+            "user mismatch: the session's data names no user, the update names user u1",
+            "an update cannot introduce a user",
+        ),
+    ],
+)
+def test_ctx_preserved_words(
+    stored_ctx: TenantCtx, data_ctx: TenantCtx, part: str, field: str, message: str, rule: str
+) -> None:
+    """update_session's comparison with the stored data names the part, field and rule: a user
+    changed, dropped or introduced each in its own words."""
+    with pytest.raises(TenantMismatchError) as info:
+        check_ctx_preserved(session(stored_ctx), session(data_ctx))
+    assert (str(info.value), info.value.part, info.value.field, info.value.rule) == (
+        message,
+        part,
+        field,
+        rule,
+    )
+
+
 def test_type_checks_come_before_the_owner_checks() -> None:
     """A ctx or data of the wrong type is InvalidInputError (the ctx named first), not a mismatch."""
     data = session(OWNER)
@@ -123,3 +191,5 @@ def test_type_checks_come_before_the_owner_checks() -> None:
         check_context_fence(OWNER, data.to_dict())  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match=r"^data: expected SessionData, not dict$"):
         check_same_owner(SCOPE, data.to_dict())  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"^data: expected SessionData, not dict$"):
+        check_ctx_preserved(data, data.to_dict())  # type: ignore[arg-type]

@@ -92,15 +92,16 @@ class DictModel:
             self.by_user[scope] = key
 
     def update_ok(self, key: str, stored: SessionData) -> bool:
-        scope = self.sessions[key][1]
-        owner = stored.tenant_ctx
-        user = owner.user_id or owner.user
-        return self.scope(owner, None)[:3] == scope[:3] and (user is None or user == scope[3])
+        # Compared with the stored data, its user (present or not) included.
+        before, new = self.sessions[key][0].tenant_ctx, stored.tenant_ctx
+        user_before = before.user_id or before.user
+        return self.scope(new, new.user_id or new.user) == self.scope(before, user_before)
 
     def update(self, key: str, stored: SessionData) -> None:
         scope = self.sessions[key][1]
         self.sessions[key] = (stored, scope)
-        if scope[3] is not None:
+        owner = stored.tenant_ctx
+        if owner.user_id or owner.user:
             self.by_user[scope] = key
 
     def remove(self, key: str) -> None:

@@ -3,7 +3,8 @@
 PUT (create or update)::
 
     [key: text, scope: [env, tenant_id, team or null, user or null], data: bytes]
-    [key, scope, data, false]   (an imported session the user lookup does not point at)
+    [key, scope, data, false]   (a PUT that leaves the user lookup alone: an update of
+                                 user-less data, or an imported session it does not point at)
 
 ``data`` is the session's CBOR (``SessionData.to_cbor``) kept as a byte
 string, so replaying the log to rebuild the index never decodes sessions;
@@ -163,6 +164,15 @@ def is_put_of(payload: bytes, key: str, scope: SessionScope) -> bool:
     if payload[:1] not in _PUT_HEADS:
         return False
     return payload.startswith(cbor2.dumps([key, list(scope)])[1:], 1)
+
+
+def put_points_lookup(payload: bytes) -> bool:
+    """Whether a verified PUT payload points its user's lookup, without decoding it.
+
+    ``Put.encode`` writes the flag only when false, as a fourth item, so the
+    array head alone tells.
+    """
+    return payload[:1] == _PUT_HEADS[0]
 
 
 def encode_seal(next_generation: int) -> bytes:

@@ -61,7 +61,7 @@ from filestore.engine.framing import (
 from filestore.engine.index import Index
 from filestore.engine.layout import LOG_NAME, compact_name, old_name
 from filestore.engine.logfile import LogFile
-from filestore.engine.records import Put, decode_record, is_put_of
+from filestore.engine.records import Put, decode_record, is_put_of, put_points_lookup
 from filestore.engine.snapshot import encode_snapshot, write_snapshot
 from filestore.errors import CorruptionError
 
@@ -327,9 +327,12 @@ def _verify(io: FileIO, directory: str, name: str, header: FileHeader, seq: int,
 def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | None = None) -> Iterator[Frame]:
     """The newest PUT of every live session, in log order, ready for a new generation.
 
-    A session the user lookup no longer points at (its user's newer session
-    was removed) is re-encoded as a PUT that does not point the lookup, so
-    the new generation has exactly the old one's lookups.
+    Each is copied as a PUT that points its user's lookup exactly when the
+    lookup points at it now, so the new generation has exactly the old one's
+    lookups: one the lookup no longer points at (its user's newer session was
+    removed) is re-encoded as a PUT that does not point it, and one the
+    lookup points at although its newest PUT does not (a user-less update of
+    a session created for the ctx's user) as one that does.
     """
     live = {entry.offset: (key, entry) for key, entry in index.items()}
     for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end):
@@ -357,10 +360,11 @@ def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | No
                 path=log.path,
                 offset=frame.offset,
             )
-        if entry.scope.user is None or index.lookup(entry.scope) == key:
+        active = index.lookup(entry.scope) == key
+        if entry.scope.user is None or put_points_lookup(frame.payload) == active:
             yield frame
             continue
         record = decode_record(frame.kind, frame.payload)
         assert isinstance(record, Put), "index entries point at PUT records"
-        payload = attrs.evolve(record, points_lookup=False).encode()
+        payload = attrs.evolve(record, points_lookup=active).encode()
         yield attrs.evolve(frame, payload=payload)

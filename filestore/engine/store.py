@@ -30,11 +30,12 @@ from filestore.contract import (
     ClosesOnExit,
     StoredSession,
     check_context_fence,
-    check_same_owner,
+    check_ctx_preserved,
     check_session_data,
     check_stored_session,
     check_tenant_ctx,
     lookup_scope,
+    points_lookup,
     session_scope,
 )
 from filestore.engine.directory import (
@@ -251,8 +252,10 @@ class FileSessionStore(ClosesOnExit):
             entry = self._view.entry(checked)
             if entry is None:
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked)
-            check_same_owner(entry.scope, data)
-            return Put(checked, entry.scope, data_cbor)
+            check_ctx_preserved(self._view.read_session(checked, entry), data)
+            # A PUT that does not point the lookup is the on-disk form of a user-less update:
+            # replay (Index.apply), snapshots and compaction then keep the lookup where it was.
+            return Put(checked, entry.scope, data_cbor, points_lookup=points_lookup(data))
 
         self._write(build, data)
 
