@@ -10,6 +10,7 @@ the store clean and it opens with every session the damage did not touch.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,14 @@ import attrs
 import cbor2
 import pytest
 
-from filestore import CorruptionError, FileSessionStore, InvalidInputError, SessionData, StoreInUseError
+from filestore import (
+    CorruptionError,
+    FileSessionStore,
+    InvalidInputError,
+    LockTimeoutError,
+    SessionData,
+    StoreInUseError,
+)
 from filestore.engine.fileio import OS_IO
 from filestore.engine.framing import FILE_HEADER_SIZE, FLAG_SYNCED, KIND_PUT, Frame, encode_frame
 from filestore.engine.index import Index
@@ -34,7 +42,7 @@ from filestore.offline.fsck import FsckAction, FsckReport, FsckSeverity, fsck, i
 
 from .support import ctx, data
 from .support.corruption import verified_snapshot
-from .support.fileio import SimulatedCrash, crashing_io
+from .support.fileio import Call, HookedIO, SimulatedCrash, crashing_io
 from .support.permissions import mode_of, umask
 from .support.waiting import release_once_blocked
 
@@ -441,6 +449,42 @@ def test_stray_temp_file_is_kept_without_repair_and_removed_with_it(
     assert temp.exists()
     assert fsck(directory, repair=True).errors[0].action is FsckAction.REMOVED
     assert not temp.exists()
+
+
+class _OpensAtEachUnlink(HookedIO):
+    """Tries to open the store just before each file fsck removes; records whether it could."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+        self.opened_during_removal: list[str] = []
+        self.refused_during_removal: list[str] = []
+
+    def before(self, call: Call) -> None:
+        super().before(call)
+        if call.operation != "unlink":
+            return
+        try:
+            FileSessionStore(self.directory, lock_timeout=0.05).close()
+        except (StoreInUseError, LockTimeoutError):
+            self.refused_during_removal.append(os.path.basename(call.path))
+        else:
+            self.opened_during_removal.append(os.path.basename(call.path))
+
+
+def test_repair_removes_stray_files_while_it_holds_the_store(pristine: Pristine, tmp_path: Path) -> None:
+    """fsck --repair removes a temp file and a compaction's leftovers only while it still holds
+    the store exclusively: a handle opened (or a compaction started) meanwhile could otherwise
+    have its own new file, under a name fsck listed, removed under it."""
+    directory = copy_of(pristine, tmp_path / "s")
+    stray_temp_file(directory)
+    io = _OpensAtEachUnlink(directory)
+    report = fsck(directory, repair=True, io=io)
+    assert [finding.action for finding in report.findings if finding.kind == "stray-file"] == [
+        FsckAction.REMOVED
+    ]
+    assert io.opened_during_removal == []
+    assert len(io.refused_during_removal) == 1
 
 
 def test_refused_while_the_store_is_open_unless_it_closes_in_time(pristine: Pristine, tmp_path: Path) -> None:

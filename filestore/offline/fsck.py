@@ -188,12 +188,16 @@ def fsck(
     try:
         with exclusive_store(directory, wait=wait, io=io, recover_header=recover) as log:
             _check_log(io, directory, log, report)
+            # Still holding the store: a handle opened (or a compaction begun) after we let
+            # go could have its own new file, under a name listed here, removed under it.
+            _check_stray_files(io, directory, report, remove=report.repair)
     except CorruptionError as error:
         detail = unrecoverable[0] if unrecoverable else str(error)
         report.findings.append(
             FsckFinding("log-header", FsckSeverity.ERROR, error.path, error.offset, detail)
         )
-    _check_stray_files(io, directory, report)
+        # The store could not be held (its log header is beyond repair): report, remove nothing.
+        _check_stray_files(io, directory, report, remove=False)
     return report
 
 
@@ -414,7 +418,7 @@ def _repair_by_rewrite(
             finding.resolve(FsckAction.REWROTE_LOG, outcome)
 
 
-def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
+def _check_stray_files(io: FileIO, directory: str, report: FsckReport, *, remove: bool) -> None:
     try:
         names = sorted(os.listdir(directory))
     except OSError:
@@ -432,7 +436,7 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
                 "switched to, or a second name of the live log): not evidence, it holds nothing the "
                 "log does not; the next open or compaction removes it",
             )
-            if report.repair:
+            if remove:
                 io.unlink(full)
                 finding.resolve(FsckAction.REMOVED, "removed")
             report.findings.append(finding)
@@ -440,7 +444,7 @@ def _check_stray_files(io: FileIO, directory: str, report: FsckReport) -> None:
             finding = FsckFinding(
                 "stray-file", FsckSeverity.ERROR, name, None, "a temp file left by an interrupted write"
             )
-            if report.repair:
+            if remove:
                 io.unlink(full)
                 finding.resolve(FsckAction.REMOVED, "removed")
             report.findings.append(finding)
