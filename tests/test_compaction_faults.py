@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from filestore.offline.fsck import FsckSeverity, fsck, iter_findings
 
 from .support import ctx, data
 from .support.fileio import MUTATING, Call, FaultyIO, HookedIO, os_error
+from .support.fulldisk import small_tmpfs as mounted_tmpfs
 
 USERS = 6
 # What a store directory holds when nothing was left behind (the snapshot is optional).
@@ -226,23 +226,8 @@ def test_online_compaction_fault_at_every_step(
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs mounted for the test (root only; skipped with the reason elsewhere)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    command = [shutil.which("mount") or "/bin/mount", "-t", "tmpfs", "-o", "size=4m,mode=0700"]
-    mounted = subprocess.run(
-        [*command, "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tmpfs", size="4m") as mount:
         yield mount
-    finally:
-        subprocess.run([shutil.which("umount") or "/bin/umount", str(mount)], check=True)
 
 
 def fill_to(mount: Path, free: int) -> Path:

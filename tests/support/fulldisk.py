@@ -75,7 +75,25 @@ def _is_snapshot_temp(path: str) -> bool:
     return name.startswith(f".{SNAPSHOT_NAME}.") and name.endswith(".tmp")
 
 
-class SnapshotFailsIO(HookedIO):
+class _SnapshotTempsIO(HookedIO):
+    """The real file layer, knowing which open descriptors are index snapshots' temp files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._snapshot_fds: set[int] = set()
+
+    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
+        fd = super().open(path, create=create, exclusive=exclusive, mode=mode)
+        if _is_snapshot_temp(path):
+            self._snapshot_fds.add(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        self._snapshot_fds.discard(fd)
+        super().close(fd)
+
+
+class SnapshotFailsIO(_SnapshotTempsIO):
     """While ``armed``, every write to an index snapshot's temp file fails with ``OSError(error)``.
 
     The temp file is still created (the failure is the data write, as on a
@@ -88,17 +106,6 @@ class SnapshotFailsIO(HookedIO):
         self.armed = False
         self.error = error
         self.failures = 0
-        self._snapshot_fds: set[int] = set()
-
-    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
-        fd = super().open(path, create=create, exclusive=exclusive, mode=mode)
-        if _is_snapshot_temp(path):
-            self._snapshot_fds.add(fd)
-        return fd
-
-    def close(self, fd: int) -> None:
-        self._snapshot_fds.discard(fd)
-        super().close(fd)
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> None:
         if self.armed and fd in self._snapshot_fds:
@@ -121,7 +128,7 @@ def writer_lock_is_free(directory: str) -> bool:
         os.close(fd)
 
 
-class SnapshotWatchIO(HookedIO):
+class SnapshotWatchIO(_SnapshotTempsIO):
     """Watches index snapshots being written.
 
     At each write to a snapshot's temp file it notes the thread, whether the
@@ -142,17 +149,6 @@ class SnapshotWatchIO(HookedIO):
         self.installed = 0
         self.installed_bytes: list[bytes] = []
         self.on_install = threading.Event()
-        self._snapshot_fds: set[int] = set()
-
-    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
-        fd = super().open(path, create=create, exclusive=exclusive, mode=mode)
-        if _is_snapshot_temp(path):
-            self._snapshot_fds.add(fd)
-        return fd
-
-    def close(self, fd: int) -> None:
-        self._snapshot_fds.discard(fd)
-        super().close(fd)
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> None:
         if fd in self._snapshot_fds:
