@@ -20,6 +20,8 @@ so a caller may check and use in one expression.
 
 from __future__ import annotations
 
+import datetime
+import re
 from types import TracebackType
 from typing import Final, Protocol, Self, runtime_checkable
 
@@ -27,7 +29,12 @@ import attrs
 
 from filestore.errors import InvalidInputError, TenantMismatchError
 from filestore.ids import SessionKey, SessionScope, TeamId, UserId, check_key
-from filestore.model import SessionData, TenantCtx
+from filestore.model import ReplyScope, SessionData, TenantCtx
+
+# A reply scope's scope_hash: lower-case hex SHA-256.
+_SCOPE_HASH: Final = re.compile("[0-9a-f]{64}")
+# Deadlines are stored as CBOR/JSON integers and handed to Redis' PEXPIRE: int64.
+MAX_DEADLINE_MS: Final = 2**63 - 1
 
 
 @attrs.frozen
@@ -36,12 +43,17 @@ class StoredSession:
 
     ``active`` says whether the user lookup of ``scope`` points at it (the
     user's active session), so a migration reproduces the lookups exactly.
+    ``wait`` is the ``scope_hash`` of the reply scope whose entry points at
+    it (a wait of ``scope``'s user), and ``deadline_ms`` the unix-millisecond
+    deadline a TTL gave it; ``None`` when it has none.
     """
 
     key: SessionKey
     scope: SessionScope
     data: SessionData
     active: bool
+    wait: str | None = None
+    deadline_ms: int | None = None
 
 
 def session_scope(ctx: TenantCtx, data: SessionData) -> SessionScope:
@@ -113,7 +125,28 @@ def check_stored_session(session: object) -> StoredSession:
             field="session.active",
             rule="a bool",
         )
-    return StoredSession(key, scope, data, session.active)
+    wait = session.wait
+    if wait is not None:
+        if not isinstance(wait, str) or _SCOPE_HASH.fullmatch(wait) is None:
+            raise InvalidInputError(
+                "session.wait must be a scope_hash (64 lower-case hex digits) or None",
+                field="session.wait",
+                rule="a scope hash",
+            )
+        if data.tenant_ctx.effective_user is None:
+            raise InvalidInputError(
+                "session.wait: a wait's session data must name its user",
+                field="session.wait",
+                rule="user required by wait",
+            )
+    deadline = session.deadline_ms
+    if deadline is not None and (type(deadline) is not int or not 0 <= deadline <= MAX_DEADLINE_MS):
+        raise InvalidInputError(
+            "session.deadline_ms must be None or unix milliseconds within int64",
+            field="session.deadline_ms",
+            rule="unix milliseconds",
+        )
+    return StoredSession(key, scope, data, session.active, wait, deadline)
 
 
 def check_context_fence(ctx: TenantCtx, data: SessionData) -> SessionData:
@@ -281,7 +314,7 @@ class ClosesOnExit:
 
 @runtime_checkable
 class SessionStore(Protocol):
-    """The five-call session store contract of greentic-session, plus ``close``.
+    """greentic-session's store contract (five calls, four wait calls), ``purge_expired`` and ``close``.
 
     Every backend (memory, file, Redis) passes the same contract test suite.
     A store is a context manager: leaving the ``with`` block closes it.
@@ -318,18 +351,63 @@ class SessionStore(Protocol):
         ...
 
     def remove_session(self, key: SessionKey | str) -> None:
-        """Delete a session, and its user lookup entry if that points at it.
+        """Delete a session, its user lookup entry if that points at it, and its wait.
 
-        Raises ``SessionNotFoundError`` for an unknown key.
+        Raises ``SessionNotFoundError`` for an unknown (or expired) key. A
+        scope entry is deleted only if it points at this key (greentic 0.4.7
+        also deletes one another key took over: not copied).
         """
         ...
 
     def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
         """The active session of ``user`` in ``ctx``'s env, tenant and team, or ``None``.
 
-        Never returns another env's, tenant's or team's session. A lookup entry
-        that points at a missing session is cleaned up.
+        The session the user lookup of ``create_session`` / ``update_session``
+        points at; when there is none (or it expired), the user's waits
+        answer as greentic-session 0.4.7 does: none gives ``None``, one live
+        wait gives it, several raise ``InvalidInputError`` (route by scope).
+        Never returns another env's, tenant's or team's session.
         """
+        ...
+
+    def register_wait(
+        self,
+        ctx: TenantCtx,
+        user_id: UserId | str,
+        scope: ReplyScope,
+        key: SessionKey | str,
+        data: SessionData,
+        ttl: datetime.timedelta | None = None,
+    ) -> None:
+        """Park ``data`` under the caller's ``key`` as a wait of ``user_id`` at ``scope``.
+
+        The context fence of ``create_session``; ``ctx``'s user, if any, and
+        the data's user, which is required, must be ``user_id``
+        (``InvalidInputError``). Over an existing key the update rules apply
+        (``TenantMismatchError``) and its previous wait is replaced. The key
+        joins the user's waits and the scope points at it; a different key
+        the scope pointed at leaves the user's waits (its session stays).
+        With a ``ttl`` the session and its wait expire then; without, they
+        never do. The five-call user lookup is left as it is.
+        """
+        ...
+
+    def find_wait_by_scope(
+        self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
+    ) -> SessionKey | None:
+        """The key of the live wait of ``user_id`` (in ``ctx``'s env, tenant, team) at ``scope``."""
+        ...
+
+    def list_waits_for_user(self, ctx: TenantCtx, user_id: UserId | str) -> list[SessionKey]:
+        """The keys of every live wait of ``user_id`` in ``ctx``'s env, tenant and team, sorted."""
+        ...
+
+    def clear_wait(self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope) -> None:
+        """Remove the wait at ``scope`` and its session; nothing there is not an error."""
+        ...
+
+    def purge_expired(self) -> int:
+        """Remove every expired session now (reads already ignore them); the number removed."""
         ...
 
     def close(self) -> None:

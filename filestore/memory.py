@@ -7,9 +7,12 @@ the durable backends against.
 
 from __future__ import annotations
 
+import datetime
 import threading
 import uuid
 from collections.abc import Iterator
+
+import attrs
 
 from filestore.contract import (
     ClosesOnExit,
@@ -24,16 +27,46 @@ from filestore.contract import (
 )
 from filestore.errors import InvalidInputError, SessionNotFoundError, StoreClosedError
 from filestore.ids import SessionKey, SessionScope, UserId, check_key
-from filestore.model import SessionData, TenantCtx
+from filestore.model import ReplyScope, SessionData, TenantCtx
+from filestore.waits import (
+    Clock,
+    WaitAddress,
+    check_clock,
+    check_registration,
+    deadline_ms,
+    is_expired,
+    only_wait,
+    system_clock,
+    wait_address,
+    wait_lookup,
+)
+
+
+@attrs.frozen
+class _Entry:
+    data: SessionData
+    scope: SessionScope
+    wait: str | None = None  # the scope_hash of the scope entry pointing here
+    deadline: int | None = None
+
+    @property
+    def address(self) -> WaitAddress | None:
+        return None if self.wait is None else WaitAddress(self.scope, self.wait)
 
 
 class InMemorySessionStore(ClosesOnExit):
-    """A thread-safe, dict-backed ``SessionStore``. Nothing survives the process."""
+    """A thread-safe, dict-backed ``SessionStore``. Nothing survives the process.
 
-    def __init__(self) -> None:
+    ``clock`` gives unix milliseconds (TTL deadlines); the tests pass one they advance.
+    """
+
+    def __init__(self, *, clock: Clock = system_clock) -> None:
+        self._clock = check_clock(clock)
         self._lock = threading.Lock()
-        self._sessions: dict[SessionKey, tuple[SessionData, SessionScope]] = {}
+        self._sessions: dict[SessionKey, _Entry] = {}
         self._by_user: dict[SessionScope, SessionKey] = {}
+        # A user's waits: their lookup scope -> scope_hash -> key (the scope entries).
+        self._waits: dict[SessionScope, dict[str, SessionKey]] = {}
         self._closed = False
 
     def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
@@ -42,7 +75,7 @@ class InMemorySessionStore(ClosesOnExit):
         key = SessionKey(str(uuid.uuid4()))
         with self._lock:
             self._check_open()
-            self._sessions[key] = (data, scope)
+            self._sessions[key] = _Entry(data, scope)
             if scope.user is not None:
                 self._by_user[scope] = key
         return key
@@ -51,69 +84,151 @@ class InMemorySessionStore(ClosesOnExit):
         checked = check_key(key)
         with self._lock:
             self._check_open()
-            entry = self._sessions.get(checked)
-        return None if entry is None else entry[0]
+            entry = self._live(checked)
+        return None if entry is None else entry.data
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
         with self._lock:
             self._check_open()
-            entry = self._sessions.get(checked)
+            entry = self._live(checked)
             if entry is None:
                 raise SessionNotFoundError(f"no session with key {checked!s}", key=checked)
-            stored, scope = entry
-            check_ctx_preserved(stored, data)
-            self._sessions[checked] = (data, scope)
+            check_ctx_preserved(entry.data, data)
+            # The TTL and the wait stay, as in greentic's in-memory store.
+            self._sessions[checked] = attrs.evolve(entry, data=data)
             # The data names the scope's user (the check kept it): point its lookup here.
             if points_lookup(data):
-                self._by_user[scope] = checked
+                self._by_user[entry.scope] = checked
 
     def remove_session(self, key: SessionKey | str) -> None:
         checked = check_key(key)
         with self._lock:
             self._check_open()
-            entry = self._sessions.pop(checked, None)
-            if entry is None:
+            if self._live(checked) is None:
                 raise SessionNotFoundError(f"no session with key {checked!s}", key=checked)
-            scope = entry[1]
-            if self._by_user.get(scope) == checked:
-                del self._by_user[scope]
+            self._drop(checked)
 
     def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
         scope = lookup_scope(check_tenant_ctx(ctx), user)
         with self._lock:
             self._check_open()
             key = self._by_user.get(scope)
-            if key is None:
-                return None
-            # Removing a session drops the lookup entry pointing at it: none dangles here.
-            return key, self._sessions[key][0]
+            entry = None if key is None else self._live(key)
+            if key is None or entry is None:
+                key = only_wait(self._waits_of(scope))
+                if key is None:
+                    return None
+                entry = self._sessions[key]
+            return key, entry.data
 
-    def iter_sessions(self) -> Iterator[StoredSession]:
-        """Every session with its key, owner and lookup state (a copy taken at the call)."""
+    # -- wait routing ----------------------------------------------------------
+
+    def register_wait(
+        self,
+        ctx: TenantCtx,
+        user_id: UserId | str,
+        scope: ReplyScope,
+        key: SessionKey | str,
+        data: SessionData,
+        ttl: datetime.timedelta | None = None,
+    ) -> None:
+        wait = check_registration(ctx, user_id, scope, key, data, ttl)
         with self._lock:
             self._check_open()
+            deadline = deadline_ms(self._clock(), wait.ttl)
+            existing = self._live(wait.key)
+            if existing is not None:
+                check_ctx_preserved(existing.data, wait.data)
+                self._unpoint(wait.key, existing)
+            owner, scope_hash = wait.address
+            entries = self._waits.setdefault(owner, {})
+            taken = entries.get(scope_hash)
+            if taken is not None and taken != wait.key:
+                # The other key leaves the user's waits; its session stays.
+                self._sessions[taken] = attrs.evolve(self._sessions[taken], wait=None)
+            entries[scope_hash] = wait.key
+            self._sessions[wait.key] = _Entry(wait.data, owner, scope_hash, deadline)
+
+    def find_wait_by_scope(
+        self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
+    ) -> SessionKey | None:
+        address = wait_address(ctx, user_id, scope)
+        with self._lock:
+            self._check_open()
+            key = self._pointed(address)
+            if key is None or self._live(key) is None:
+                return None
+            return key
+
+    def list_waits_for_user(self, ctx: TenantCtx, user_id: UserId | str) -> list[SessionKey]:
+        owner = wait_lookup(ctx, user_id)
+        with self._lock:
+            self._check_open()
+            return self._waits_of(owner)
+
+    def clear_wait(self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope) -> None:
+        address = wait_address(ctx, user_id, scope)
+        with self._lock:
+            self._check_open()
+            key = self._pointed(address)
+            if key is not None:
+                self._drop(key)
+
+    def purge_expired(self) -> int:
+        with self._lock:
+            self._check_open()
+            now = self._clock()
+            expired = [key for key, entry in self._sessions.items() if is_expired(entry.deadline, now)]
+            for key in expired:
+                self._drop(key)
+            return len(expired)
+
+    # -- moving stores -----------------------------------------------------------
+
+    def iter_sessions(self) -> Iterator[StoredSession]:
+        """Every live session with its key, owner, lookup and wait state (a copy taken at the call)."""
+        with self._lock:
+            self._check_open()
+            now = self._clock()
             sessions = [
-                StoredSession(key, scope, data, self._by_user.get(scope) == key)
-                for key, (data, scope) in self._sessions.items()
+                StoredSession(
+                    key,
+                    entry.scope,
+                    entry.data,
+                    active=self._by_user.get(entry.scope) == key,
+                    wait=entry.wait,
+                    deadline_ms=entry.deadline,
+                )
+                for key, entry in self._sessions.items()
+                if not is_expired(entry.deadline, now)
             ]
         yield from sessions
 
     def import_session(self, session: StoredSession) -> bool:
         """Store a session under its own key and owner; ``False`` if already there, equal.
 
-        ``InvalidInputError`` if the key holds a different session (never overwritten).
+        ``InvalidInputError`` if the key holds a different session (never
+        overwritten), or if its wait's scope entry points at another key.
         """
         session = check_stored_session(session)
         key = session.key
         with self._lock:
             self._check_open()
-            existing = self._sessions.get(key)
-            if existing is not None and existing != (session.data, session.scope):
+            imported = _Entry(session.data, session.scope, session.wait, session.deadline_ms)
+            existing = self._live(key)
+            if existing is not None and existing != imported:
                 raise InvalidInputError(
                     f"key {key} already holds a different session", field="key", rule="no overwrite"
                 )
-            self._sessions[key] = (session.data, session.scope)
+            address = imported.address
+            if address is not None and self._pointed(address) not in {None, key}:
+                raise InvalidInputError(
+                    f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
+                )
+            self._sessions[key] = imported
+            if address is not None:
+                self._waits.setdefault(address.owner, {})[address.scope_hash] = key
             if session.active and session.scope.user is not None:
                 self._by_user[session.scope] = key
             return existing is None
@@ -122,6 +237,40 @@ class InMemorySessionStore(ClosesOnExit):
         with self._lock:
             self._closed = True
 
+    # -- under the lock ------------------------------------------------------------
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("the store is closed")
+
+    def _live(self, key: SessionKey) -> _Entry | None:
+        """The entry of ``key`` unless it is missing or expired (an expired one is dropped)."""
+        entry = self._sessions.get(key)
+        if entry is not None and is_expired(entry.deadline, self._clock()):
+            self._drop(key)
+            return None
+        return entry
+
+    def _pointed(self, address: WaitAddress) -> SessionKey | None:
+        return self._waits.get(address.owner, {}).get(address.scope_hash)
+
+    def _waits_of(self, owner: SessionScope) -> list[SessionKey]:
+        keys = list(self._waits.get(owner, {}).values())
+        return sorted(key for key in keys if self._live(key) is not None)
+
+    def _unpoint(self, key: SessionKey, entry: _Entry) -> None:
+        """Delete the scope entry of ``key``'s wait, if it still points at ``key``."""
+        address = entry.address
+        if address is None:
+            return
+        entries = self._waits.get(address.owner, {})
+        if entries.get(address.scope_hash) == key:
+            del entries[address.scope_hash]
+            if not entries:
+                del self._waits[address.owner]
+
+    def _drop(self, key: SessionKey) -> None:
+        entry = self._sessions.pop(key)
+        self._unpoint(key, entry)
+        if self._by_user.get(entry.scope) == key:
+            del self._by_user[entry.scope]

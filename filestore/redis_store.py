@@ -34,6 +34,7 @@ of writes may be lost.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import uuid
@@ -63,7 +64,7 @@ from filestore.errors import (
     TenantMismatchError,
 )
 from filestore.ids import SessionKey, SessionScope, UserId, check_key
-from filestore.model import SessionData, TenantCtx
+from filestore.model import ReplyScope, SessionData, TenantCtx
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
 _CORRUPT: Final = "CORRUPT "
@@ -329,6 +330,33 @@ class RedisSessionStore(ClosesOnExit):
 
     def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
         return self._find_scope(lookup_scope(check_tenant_ctx(ctx), user))
+
+    # -- wait routing: issue 14, in progress (replaced by the backend's implementation) --
+
+    def register_wait(
+        self,
+        ctx: TenantCtx,
+        user_id: UserId | str,
+        scope: ReplyScope,
+        key: SessionKey | str,
+        data: SessionData,
+        ttl: datetime.timedelta | None = None,
+    ) -> None:
+        raise NotImplementedError("register_wait: not yet on this backend")
+
+    def find_wait_by_scope(
+        self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
+    ) -> SessionKey | None:
+        raise NotImplementedError("find_wait_by_scope: not yet on this backend")
+
+    def list_waits_for_user(self, ctx: TenantCtx, user_id: UserId | str) -> list[SessionKey]:
+        raise NotImplementedError("list_waits_for_user: not yet on this backend")
+
+    def clear_wait(self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope) -> None:
+        raise NotImplementedError("clear_wait: not yet on this backend")
+
+    def purge_expired(self) -> int:
+        raise NotImplementedError("purge_expired: not yet on this backend")
 
     def close(self) -> None:
         if not self._closed:

@@ -19,7 +19,7 @@ PACKAGE: Final = Path(__file__).resolve().parent.parent / "filestore"
 # Two groups of one rank are siblings and may not import each other.
 LAYERS: Final = (
     (0, "model", {"errors", "serdejson", "strictcbor", "ids", "fields", "model", "mapping"}),
-    (1, "contract", {"contract"}),
+    (1, "contract", {"contract", "waits"}),
     (2, "engine", {"engine"}),
     (2, "stores", {"memory", "redis_store"}),
     (3, "offline", {"offline"}),

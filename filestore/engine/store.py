@@ -17,6 +17,7 @@ positioned read.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
@@ -78,7 +79,7 @@ from filestore.errors import (
     WriteInDoubtError,
 )
 from filestore.ids import SessionKey, UserId, check_key
-from filestore.model import SessionData, TenantCtx
+from filestore.model import ReplyScope, SessionData, TenantCtx
 
 logger = logging.getLogger("filestore")
 _T = TypeVar("_T")
@@ -272,6 +273,33 @@ class FileSessionStore(ClosesOnExit):
     def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
         scope = lookup_scope(check_tenant_ctx(ctx), user)
         return self._read(lambda view: view.find(scope))
+
+    # -- wait routing: issue 14, in progress (replaced by the backend's implementation) --
+
+    def register_wait(
+        self,
+        ctx: TenantCtx,
+        user_id: UserId | str,
+        scope: ReplyScope,
+        key: SessionKey | str,
+        data: SessionData,
+        ttl: datetime.timedelta | None = None,
+    ) -> None:
+        raise NotImplementedError("register_wait: not yet on this backend")
+
+    def find_wait_by_scope(
+        self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
+    ) -> SessionKey | None:
+        raise NotImplementedError("find_wait_by_scope: not yet on this backend")
+
+    def list_waits_for_user(self, ctx: TenantCtx, user_id: UserId | str) -> list[SessionKey]:
+        raise NotImplementedError("list_waits_for_user: not yet on this backend")
+
+    def clear_wait(self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope) -> None:
+        raise NotImplementedError("clear_wait: not yet on this backend")
+
+    def purge_expired(self) -> int:
+        raise NotImplementedError("purge_expired: not yet on this backend")
 
     def close(self) -> None:
         """Snapshot the index if it is behind, give back preallocated space, release locks.
