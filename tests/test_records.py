@@ -38,6 +38,8 @@ from filestore.engine.records import (
     decode_session,
     encode_seal,
     is_put_of,
+    put_has_wait_or_deadline,
+    put_points_lookup,
 )
 from filestore.ids import MAX_KEY_LENGTH, SessionKey, SessionScope
 from filestore.offline.fsck import fsck
@@ -47,6 +49,7 @@ from .support import ctx, data
 KEY = "0b7d3c52-6a36-4a3c-9d0e-6c1bd6e1a0f1"
 SCOPE = ["dev", "acme", "support", "u1"]
 SESSION = data().to_cbor()
+WAIT = "5251e2c9eb975466809eecbe51be7aa8dc7785ad05cb393a8f47a3a2f42cc544"
 
 
 @attrs.frozen
@@ -85,6 +88,27 @@ MALFORMED: dict[str, Malformed] = {
     "put: scope of three": Malformed(KIND_PUT, cbor2.dumps([KEY, SCOPE[:3], SESSION]), "scope"),
     "put: bad user id": Malformed(KIND_PUT, cbor2.dumps([KEY, [*SCOPE[:3], "u 1"], SESSION]), "scope.user"),
     "put: no env": Malformed(KIND_PUT, cbor2.dumps([KEY, [None, *SCOPE[1:]], SESSION]), "scope.env"),
+    "put: six fields, neither wait nor deadline": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, True, None, None]), "PUT payload is not"
+    ),
+    "put: wait not a scope hash": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, False, "ab" * 31, None]), "PUT payload is not"
+    ),
+    "put: wait in capitals": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, False, "AB" * 32, None]), "PUT payload is not"
+    ),
+    "put: deadline negative": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, False, None, -1]), "PUT payload is not"
+    ),
+    "put: deadline past int64": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, False, None, 2**63]), "PUT payload is not"
+    ),
+    "put: deadline a bool": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, False, None, True]), "PUT payload is not"
+    ),
+    "put: flag a number": Malformed(
+        KIND_PUT, cbor2.dumps([KEY, SCOPE, SESSION, 0, WAIT, None]), "PUT payload is not"
+    ),
     "remove: a bare key": Malformed(KIND_REMOVE, cbor2.dumps(KEY), "REMOVE payload is not [key]"),
     "remove: two fields": Malformed(KIND_REMOVE, cbor2.dumps([KEY, KEY]), "REMOVE payload is not [key]"),
     "remove: empty key": Malformed(KIND_REMOVE, cbor2.dumps([""]), "not a valid session key"),
@@ -230,3 +254,34 @@ def test_is_put_of_recognises_a_record_by_its_key_and_owner() -> None:
     assert not is_put_of(Put(key, other, SESSION).encode(), KEY, scope)
     assert not is_put_of(Remove(key).encode(), KEY, scope)
     assert not is_put_of(b"", KEY, scope)
+
+
+@pytest.mark.parametrize(
+    ("points", "wait", "deadline"),
+    [(False, WAIT, None), (True, WAIT, 1_800_000_000_000), (False, None, 5), (True, None, 2**63 - 1)],
+)
+def test_a_put_with_a_wait_or_deadline_takes_the_long_form(
+    points: bool, wait: str | None, deadline: int | None
+) -> None:
+    """A PUT with a wait or a deadline encodes as the six-item array and decodes back equal;
+    the read path, is_put_of and put_points_lookup read it as they read the short forms."""
+    scope = SessionScope.parse(SCOPE)
+    put = Put(SessionKey(KEY), scope, SESSION, points, wait, deadline)
+    payload = put.encode()
+    assert cbor2.loads(payload) == [KEY, SCOPE, SESSION, points, wait, deadline]
+    assert decode_record(KIND_PUT, payload) == put
+    assert decode_session(payload, KEY, scope) == data()
+    assert is_put_of(payload, KEY, scope)
+    assert put_points_lookup(payload) is points
+    assert put_has_wait_or_deadline(payload)
+
+
+def test_a_put_without_wait_or_deadline_keeps_its_old_bytes() -> None:
+    """A store that never uses waits writes the 3- and 4-item PUTs it always did."""
+    scope = SessionScope.parse(SCOPE)
+    assert Put(SessionKey(KEY), scope, SESSION).encode() == cbor2.dumps([KEY, SCOPE, SESSION])
+    hidden = Put(SessionKey(KEY), scope, SESSION, points_lookup=False).encode()
+    assert hidden == cbor2.dumps([KEY, SCOPE, SESSION, False])
+    assert put_points_lookup(Put(SessionKey(KEY), scope, SESSION).encode())
+    assert not put_points_lookup(hidden)
+    assert not put_has_wait_or_deadline(hidden)

@@ -5,6 +5,16 @@ PUT (create or update)::
     [key: text, scope: [env, tenant_id, team or null, user or null], data: bytes]
     [key, scope, data, false]   (a PUT that leaves the user lookup alone: an update of
                                  user-less data, or an imported session it does not point at)
+    [key, scope, data, points_lookup: bool, wait: text or null, deadline: int or null]
+                                (only when the session has a wait or a deadline, issue 14)
+
+``wait`` is the ``scope_hash`` (64 lower-case hex digits) of the reply scope
+whose entry the PUT points at the key (the entry is ``(scope, wait)``: the
+owner's user lookup scope and the hash); replaying it takes that entry from
+any other key. ``deadline`` is the absolute unix-millisecond TTL deadline:
+it means the same after a restart, and is compared with the store's clock
+on every read. The two shorter forms stay the encoding of a PUT with
+neither, so a store that never uses waits writes the bytes it always did.
 
 ``data`` is the session's CBOR (``SessionData.to_cbor``) kept as a byte
 string, so replaying the log to rebuild the index never decodes sessions;
@@ -26,6 +36,7 @@ decoder that refuses indefinite lengths, duplicate keys and trailing bytes
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import attrs
@@ -38,9 +49,13 @@ from filestore.ids import MAX_KEY_LENGTH, SessionKey, SessionScope
 from filestore.model import SessionData
 
 _PUT_FIELDS: Final = 3
+_WAIT_PUT_FIELDS: Final = 6
 _SCOPE_FIELDS: Final = 4
-# The first byte of a PUT: a CBOR array of 3 or 4 items.
-_PUT_HEADS: Final = (b"\x83", b"\x84")
+# The first byte of a PUT: a CBOR array of 3, 4 or 6 items.
+_PUT_HEADS: Final = (b"\x83", b"\x84", b"\x86")
+_WAIT_PUT_HEAD: Final = b"\x86"
+_SCOPE_HASH: Final = re.compile(r"[0-9a-f]{64}")
+MAX_DEADLINE: Final = 2**63 - 1
 
 
 class RecordDecodeError(Exception):
@@ -55,12 +70,16 @@ class Put:
     scope: SessionScope
     data_cbor: bytes
     points_lookup: bool = True
+    wait: str | None = None
+    deadline: int | None = None
 
     kind = KIND_PUT
 
     def encode(self) -> bytes:
         fields: list[object] = [self.key, list(self.scope), self.data_cbor]
-        if not self.points_lookup:
+        if self.wait is not None or self.deadline is not None:
+            fields += [self.points_lookup, self.wait, self.deadline]
+        elif not self.points_lookup:
             fields.append(False)
         return cbor2.dumps(fields)
 
@@ -106,9 +125,23 @@ def decode_scope(value: object) -> SessionScope:
 
 
 def _is_put(value: object) -> bool:
-    if not isinstance(value, list) or len(value) not in {_PUT_FIELDS, _PUT_FIELDS + 1}:
+    if not isinstance(value, list) or len(value) not in {_PUT_FIELDS, _PUT_FIELDS + 1, _WAIT_PUT_FIELDS}:
         return False
-    return isinstance(value[2], bytes) and (len(value) == _PUT_FIELDS or value[3] is False)
+    if not isinstance(value[2], bytes):
+        return False
+    if len(value) == _PUT_FIELDS:
+        return True
+    if len(value) == _PUT_FIELDS + 1:
+        return value[3] is False
+    points, wait, deadline = value[3:]
+    # type(), not isinstance(): a CBOR true is a bool, which isinstance counts as an int.
+    return (
+        isinstance(points, bool)
+        and (wait is None or (isinstance(wait, str) and _SCOPE_HASH.fullmatch(wait) is not None))
+        and (deadline is None or (type(deadline) is int and 0 <= deadline <= MAX_DEADLINE))
+        # The long form only for a PUT that needs it: one encoding per record.
+        and (wait is not None or deadline is not None)
+    )
 
 
 def decode_record(kind: int, payload: bytes) -> Record:
@@ -116,7 +149,12 @@ def decode_record(kind: int, payload: bytes) -> Record:
     value = _loads(payload)
     if kind == KIND_PUT:
         if not _is_put(value):
-            raise RecordDecodeError("PUT payload is not [key, scope, data] or [key, scope, data, false]")
+            raise RecordDecodeError(
+                "PUT payload is not [key, scope, data], [key, scope, data, false] "
+                "or [key, scope, data, points_lookup, wait, deadline]"
+            )
+        if len(value) == _WAIT_PUT_FIELDS:
+            return Put(_key(value[0]), decode_scope(value[1]), value[2], value[3], value[4], value[5])
         return Put(_key(value[0]), decode_scope(value[1]), value[2], len(value) == _PUT_FIELDS)
     if kind == KIND_REMOVE:
         if not isinstance(value, list) or len(value) != 1:
@@ -167,12 +205,22 @@ def is_put_of(payload: bytes, key: str, scope: SessionScope) -> bool:
 
 
 def put_points_lookup(payload: bytes) -> bool:
-    """Whether a verified PUT payload points its user's lookup, without decoding it.
+    """Whether a verified PUT payload points its user's lookup, without decoding its session.
 
     ``Put.encode`` writes the flag only when false, as a fourth item, so the
-    array head alone tells.
+    array head alone tells; but for the long form (a wait or a deadline),
+    whose fourth item is the flag either way, read from the decoded record.
     """
+    if payload[:1] == _WAIT_PUT_HEAD:
+        record = decode_record(KIND_PUT, payload)
+        assert isinstance(record, Put), "a PUT payload decodes as a Put"
+        return record.points_lookup
     return payload[:1] == _PUT_HEADS[0]
+
+
+def put_has_wait_or_deadline(payload: bytes) -> bool:
+    """Whether a verified PUT payload is of the long form (it carries a wait or a deadline)."""
+    return payload[:1] == _WAIT_PUT_HEAD
 
 
 def encode_seal(next_generation: int) -> bytes:
