@@ -2,8 +2,9 @@
 
 Two maps, kept exact by ``apply``:
 
-- key -> ``Entry(offset, size, scope, seq)`` of the session's newest PUT (``get``);
-- user lookup scope -> key, the user's active session (``lookup``).
+- key -> ``Entry(offset, size, scope, seq, wait, deadline)`` of the session's newest PUT (``get``);
+- user lookup scope -> key, the user's active session (``lookup``);
+- owner -> scope hash -> key, the scope entries of waits (``pointed_wait``).
 
 The same ``apply`` serves replay on open, catching up with other processes
 and the store's own writes, so the three can never disagree; ``apply_frame``
@@ -32,19 +33,23 @@ from filestore.ids import SessionKey, SessionScope
 
 
 class Entry(NamedTuple):
-    """Where a session's newest record is (frame offset and total size), its owner, and its
-    sequence number.
+    """Where a session's newest record is (frame offset and total size), its owner, its
+    sequence number, its wait and its deadline.
 
     ``seq`` is what tells that record from the session's older ones: a valid
     older record of the same key, owner and length copied over the newest
     passes every other check, so each read compares the frame's number with it
-    (``matches``).
+    (``matches``). ``wait`` is the scope hash whose scope entry ``(scope,
+    wait)`` points at the key (``None`` once another key took it over, even if
+    the record still names it); ``deadline`` the unix-millisecond TTL deadline.
     """
 
     offset: int
     size: int
     scope: SessionScope
     seq: int
+    wait: str | None = None
+    deadline: int | None = None
 
     def matches(self, frame: Frame) -> bool:
         """Whether the verified ``frame`` read at this entry's offset is the record it names."""
@@ -62,22 +67,28 @@ class IndexView:
 
 
 class Index:
-    """Key -> record location, and user -> key. Not thread-safe: the store locks.
+    """Key -> record location, user -> key, and scope entry -> key. Not thread-safe: the store locks.
 
     ``entries`` and ``by_user`` are the whole index only while it is not
     frozen (always, for the offline tools); the live store reads through
     ``get``, ``lookup``, ``items`` and ``len``, which see the overlay too.
+    ``waits`` (owner -> scope hash -> key) is never frozen: it is derived from
+    the entries' ``wait`` (an entry exists iff that session's wait is that
+    hash), so a snapshot stores only the entries and ``from_columns`` rebuilds it.
     """
 
     def __init__(self) -> None:
         self.entries: dict[SessionKey, Entry] = {}
         self.by_user: dict[SessionScope, SessionKey] = {}
+        self.waits: dict[SessionScope, dict[str, SessionKey]] = {}
         # Scopes repeat across sessions: share one tuple per distinct scope. Record sizes
         # repeat too (sessions of one shape): one int object per distinct size, not one per
         # entry (28 bytes each), which pays for most of what ``Entry.seq`` costs.
         self._scopes: dict[SessionScope, SessionScope] = {}
         self._sizes: dict[int, int] = {}
         self.live_bytes = 0
+        # Live entries with a deadline: while there are none, nothing can be expired.
+        self.timed = 0
         # While frozen: the changes since (None: removed), read before the frozen dicts.
         self._changed: dict[SessionKey, Entry | None] | None = None
         self._pointed: dict[SessionScope, SessionKey | None] = {}
@@ -104,6 +115,14 @@ class Index:
             return self._pointed[scope]
         return self.by_user.get(scope)
 
+    def pointed_wait(self, owner: SessionScope, scope_hash: str) -> SessionKey | None:
+        """The key the scope entry ``(owner, scope_hash)`` points at, if any (expired or not)."""
+        return self.waits.get(owner, {}).get(scope_hash)
+
+    def waits_of(self, owner: SessionScope) -> list[SessionKey]:
+        """The keys ``owner``'s scope entries point at (expired or not), in no particular order."""
+        return list(self.waits.get(owner, {}).values())
+
     def items(self) -> Iterator[tuple[SessionKey, Entry]]:
         """Every live session's key and entry, in no particular order."""
         changed = self._changed
@@ -126,48 +145,82 @@ class Index:
     # -- changing ---------------------------------------------------------------
 
     def apply(self, record: Record, offset: int, size: int, seq: int) -> None:
-        """Apply one record found at ``offset`` (frame of ``size`` bytes, number ``seq``)."""
+        """Apply one record found at ``offset`` (frame of ``size`` bytes, number ``seq``).
+
+        The scope entries follow the memory store's rules: a PUT with a wait
+        takes that scope entry from any other key (whose entry loses its
+        wait; its session stays), and a PUT or REMOVE of a key deletes the
+        key's old scope entry only if it still points at the key.
+        """
         key = record.key
-        changed = self._changed
-        if changed is None:
-            self._apply_direct(record, offset, size, seq)
-            return
-        previous = changed[key] if key in changed else self.entries.get(key)
+        previous = self.get(key)
+        frozen = self._changed is not None
         if isinstance(record, Put):
             # A key's owner is fixed at creation; later PUTs keep it.
             scope = previous.scope if previous is not None else self.intern(record.scope)
-            changed[key] = Entry(offset, self._sizes.setdefault(size, size), scope, seq)
-            self.live_bytes += size - (previous.size if previous is not None else 0)
-            self._length += previous is None
+            if previous is not None and previous.wait is not None:
+                self._unpoint_wait(key, previous)
+            wait = record.wait
+            if wait is not None:
+                self._take_wait(key, scope, wait)
+            self._set(
+                key, Entry(offset, self._sizes.setdefault(size, size), scope, seq, wait, record.deadline)
+            )
+            if previous is None:
+                self._length += frozen
+            else:
+                self.live_bytes -= previous.size
+                self.timed -= previous.deadline is not None
+            self.live_bytes += size
+            self.timed += record.deadline is not None
             if scope.user is not None and record.points_lookup:
-                self._pointed[scope] = key
+                self._point(scope, key)
             return
         if previous is None:
             return
-        changed[key] = None
+        if previous.wait is not None:
+            self._unpoint_wait(key, previous)
+        self._set(key, None)
         self.live_bytes -= previous.size
-        self._length -= 1
+        self.timed -= previous.deadline is not None
+        self._length -= frozen
         if self.lookup(previous.scope) == key:
-            self._pointed[previous.scope] = None
+            self._point(previous.scope, None)
 
-    def _apply_direct(self, record: Record, offset: int, size: int, seq: int) -> None:
-        # The common case (no snapshot being written), kept to plain dict operations: replay
-        # of a big log is mostly this.
-        key = record.key
-        previous = self.entries.get(key)
-        if isinstance(record, Put):
-            scope = previous.scope if previous is not None else self.intern(record.scope)
-            self.entries[key] = Entry(offset, self._sizes.setdefault(size, size), scope, seq)
-            self.live_bytes += size - (previous.size if previous is not None else 0)
-            if scope.user is not None and record.points_lookup:
-                self.by_user[scope] = key
-            return
-        if previous is None:
-            return
-        del self.entries[key]
-        self.live_bytes -= previous.size
-        if self.by_user.get(previous.scope) == key:
-            del self.by_user[previous.scope]
+    def _set(self, key: SessionKey, entry: Entry | None) -> None:
+        changed = self._changed
+        if changed is not None:
+            changed[key] = entry
+        elif entry is None:
+            del self.entries[key]
+        else:
+            self.entries[key] = entry
+
+    def _point(self, scope: SessionScope, key: SessionKey | None) -> None:
+        if self._changed is not None:
+            self._pointed[scope] = key
+        elif key is None:
+            del self.by_user[scope]
+        else:
+            self.by_user[scope] = key
+
+    def _take_wait(self, key: SessionKey, owner: SessionScope, scope_hash: str) -> None:
+        """Point the scope entry ``(owner, scope_hash)`` at ``key``; a key it pointed at loses its wait."""
+        entries = self.waits.setdefault(owner, {})
+        taken = entries.get(scope_hash)
+        if taken is not None and taken != key:
+            other = self.get(taken)
+            assert other is not None, "a scope entry points at a live session"
+            self._set(taken, other._replace(wait=None))
+        entries[scope_hash] = key
+
+    def _unpoint_wait(self, key: SessionKey, entry: Entry) -> None:
+        """Delete the scope entry of ``entry``'s wait, if it still points at ``key``."""
+        entries = self.waits.get(entry.scope)
+        if entries is not None and entry.wait is not None and entries.get(entry.wait) == key:
+            del entries[entry.wait]
+            if not entries:
+                del self.waits[entry.scope]
 
     def apply_frame(self, frame: Frame, path: str) -> None:
         """Decode the verified ``frame`` read from the log at ``path`` and apply it.
@@ -241,9 +294,13 @@ class Index:
         scopes: list[SessionScope],
         seqs: list[int],
         pointed: list[int],
+        waits: Mapping[int, str] | None = None,
+        deadlines: Mapping[int, int] | None = None,
     ) -> Index:
         """Build an index from a snapshot's columns (one item per key; ``pointed``: the
-        positions of the keys the user lookup points at).
+        positions of the keys the user lookup points at; ``waits`` and ``deadlines``: by
+        position, those of the keys that have one). ``ValueError`` if two keys hold one
+        scope entry.
 
         Built in bulk, because opening a big store is mostly this: no per-key
         method calls, and keys stay the plain strings the snapshot decoded.
@@ -252,9 +309,31 @@ class Index:
         # SessionKey is a str subclass with str's hash and equality: plain strings work as keys.
         as_keys = cast("list[SessionKey]", keys)
         shared = index._sizes  # one int per distinct size (see __init__)
-        rows = zip(offsets, map(shared.setdefault, sizes, sizes), scopes, seqs, strict=True)
+        count = len(keys)
+        rows = zip(
+            offsets,
+            map(shared.setdefault, sizes, sizes),
+            scopes,
+            seqs,
+            repeat(None, count),
+            repeat(None, count),
+            strict=True,
+        )
         # tuple.__new__ through map: no Python-level call per entry.
         index.entries = dict(zip(as_keys, map(tuple.__new__, repeat(Entry), rows), strict=True))
+        for number, scope_hash in (waits or {}).items():
+            key = as_keys[number]
+            entry = index.entries[key]
+            if entry.scope.user is None:
+                raise ValueError("a wait of a session with no user")
+            entries = index.waits.setdefault(entry.scope, {})
+            if entries.setdefault(scope_hash, key) != key:
+                raise ValueError("two sessions hold one scope entry")
+            index.entries[key] = entry._replace(wait=scope_hash)
+        for number, deadline in (deadlines or {}).items():
+            key = as_keys[number]
+            index.entries[key] = index.entries[key]._replace(deadline=deadline)
+        index.timed = len(deadlines or {})
         index.by_user = {
             scopes[number]: as_keys[number] for number in pointed if scopes[number].user is not None
         }

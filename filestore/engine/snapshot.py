@@ -22,7 +22,13 @@ scopes as four texts, env, tenant_id, team and user, each the scopes' ids
 joined by newlines, which no id contains; an empty line for no team or user:
 one regex pass validates a column, where one ``parse`` per id made reopening
 a store of 100,000 users spend most of its time there),
-``lookup`` (packed u32 indices of the keys the user lookup points at).
+``lookup`` (packed u32 indices of the keys the user lookup points at),
+``wait_ids`` (packed u32 indices of the keys that hold a wait's scope entry)
+and ``wait_hashes`` (their scope hashes, 32 raw bytes each, in that order),
+``deadline_ids`` and ``deadlines`` (packed u32 indices of the keys with a
+TTL deadline, and those deadlines as packed u64 unix milliseconds). Version
+4 added the last four; a version 3 snapshot is refused like any other
+version, and the index rebuilt by replaying the log.
 
 It is written like every file that replaces another: temp file, fsync,
 rename, fsync of the directory; by a live store in two halves
@@ -66,12 +72,14 @@ from filestore.engine.framing import (
 )
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME, temp_names
-from filestore.engine.records import Put, RecordDecodeError, decode_record
+from filestore.engine.records import MAX_DEADLINE, Put, RecordDecodeError, decode_record
 from filestore.ids import EnvId, SessionKey, SessionScope, TeamId, TenantId, UserId
 
 SNAPSHOT_MAGIC: Final = b"FSTIDX\x00\n"
 # 3: per-entry ``seqs`` added (a version 2 snapshot is refused, and the index rebuilt by replay).
-SNAPSHOT_VERSION: Final = 3
+# 4: waits and deadlines added (issue 14; a version 3 snapshot is refused the same way).
+SNAPSHOT_VERSION: Final = 4
+_HASH_BYTES: Final = 32
 _HEADER: Final = struct.Struct("<8sIIQ")
 SNAPSHOT_HEADER_SIZE: Final = _HEADER.size
 SPOT_CHECKS: Final = 8
@@ -170,6 +178,10 @@ def encode_snapshot_parts(
     entry_scopes: list[int] = []
     seqs: list[int] = []
     pointed: list[int] = []
+    wait_ids: list[int] = []
+    wait_hashes: list[bytes] = []
+    deadline_ids: list[int] = []
+    deadlines: list[int] = []
     by_user = index.by_user
     for number, (key, entry) in enumerate(index.entries.items()):
         keys.append(str(key))
@@ -181,6 +193,12 @@ def encode_snapshot_parts(
         # In entry order, so sorted, as a sort of the lookup's positions would give.
         if scope.user is not None and by_user.get(scope) == key:
             pointed.append(number)
+        if entry.wait is not None:
+            wait_ids.append(number)
+            wait_hashes.append(bytes.fromhex(entry.wait))
+        if entry.deadline is not None:
+            deadline_ids.append(number)
+            deadlines.append(entry.deadline)
         if number % CHUNK == CHUNK - 1:
             let_others_run()
     columns = [
@@ -204,6 +222,10 @@ def encode_snapshot_parts(
             "scope_count": len(scope_ids),
             "scope_columns": columns,
             "lookup": _pack("I", pointed),
+            "wait_ids": _pack("I", wait_ids),
+            "wait_hashes": b"".join(wait_hashes),
+            "deadline_ids": _pack("I", deadline_ids),
+            "deadlines": _pack("Q", deadlines),
         }
     )
     crc = 0
@@ -327,12 +349,43 @@ def _build_index_columns(body: dict[str, Any]) -> Index:
         [scopes[number] for number in _unpack("I", body["scope_ids"], count)],
         _unpack("Q", body["seqs"], count),
         _unpack("I", lookup, len(lookup) // 4),
+        _decode_waits(body["wait_ids"], body["wait_hashes"], count),
+        _decode_deadlines(body["deadline_ids"], body["deadlines"], count),
     )
     if len(index) != count:
         raise ValueError("a key appears twice")
     if index.live_bytes != body["live_bytes"]:
         raise ValueError("live_bytes disagrees with the entries")
     return index
+
+
+def _positions(packed: object, count: int) -> list[int]:
+    """Packed u32 positions of keys, each below ``count`` and none twice."""
+    if not isinstance(packed, bytes) or len(packed) % 4:
+        raise ValueError("positions are not packed u32")
+    positions = _unpack("I", packed, len(packed) // 4)
+    if len(set(positions)) != len(positions) or any(number >= count for number in positions):
+        raise ValueError("positions repeat or name no key")
+    return positions
+
+
+def _decode_waits(ids: object, hashes: object, count: int) -> dict[int, str]:
+    """The scope hash of each key that holds a wait, by the key's position."""
+    positions = _positions(ids, count)
+    if not isinstance(hashes, bytes) or len(hashes) != _HASH_BYTES * len(positions):
+        raise ValueError("wait_hashes does not hold one hash per wait")
+    return {
+        number: hashes[at * _HASH_BYTES : (at + 1) * _HASH_BYTES].hex() for at, number in enumerate(positions)
+    }
+
+
+def _decode_deadlines(ids: object, deadlines: object, count: int) -> dict[int, int]:
+    """The deadline of each key that has one, by the key's position."""
+    positions = _positions(ids, count)
+    values = _unpack("Q", deadlines, len(positions))
+    if any(value > MAX_DEADLINE for value in values):
+        raise ValueError("a deadline beyond int64 milliseconds")
+    return dict(zip(positions, values, strict=True))
 
 
 def _decode_scopes(columns: object, count: object) -> list[SessionScope]:
@@ -427,5 +480,8 @@ def _spot_check(
         # The same checks every read makes: the record is that key's, under that owner, and
         # the very record the entry names (its sequence number), not an older one of the key.
         if record.key != key or not isinstance(record, Put) or record.scope != entry.scope:
+            return False
+        # An entry's wait is its record's, unless another key took the scope entry over since.
+        if record.deadline != entry.deadline or entry.wait not in {None, record.wait}:
             return False
     return True
