@@ -266,6 +266,24 @@ class LogView:
         """Where the live session ``key`` is, and its owner; ``None`` if there is none."""
         return self._index.get(key)
 
+    def lookup(self, scope: SessionScope) -> SessionKey | None:
+        """The key the user lookup ``scope`` points at (expired or not), if any."""
+        return self._index.lookup(scope)
+
+    def pointed_wait(self, owner: SessionScope, scope_hash: str) -> SessionKey | None:
+        """The key the scope entry ``(owner, scope_hash)`` points at (expired or not), if any."""
+        return self._index.pointed_wait(owner, scope_hash)
+
+    def waits_of(self, owner: SessionScope) -> list[SessionKey]:
+        """The keys ``owner``'s scope entries point at (expired or not)."""
+        return self._index.waits_of(owner)
+
+    def timed(self) -> list[tuple[SessionKey, Entry]]:
+        """Every live session with a deadline (none at all, cheaply, while no session has one)."""
+        if not self._index.timed:
+            return []
+        return [(key, entry) for key, entry in self._index.items() if entry.deadline is not None]
+
     def is_active(self, key: SessionKey, entry: Entry) -> bool:
         """Whether the user lookup of ``entry``'s owner points at ``key``."""
         return self._index.lookup(entry.scope) == key
@@ -395,16 +413,17 @@ class LogView:
         self._syncing = None
         self._close_retired()
 
-    def compact(self, *, keep_old: bool) -> RewriteResult:
+    def compact(self, *, keep_old: bool, now: int) -> RewriteResult:
         """Rewrite the live sessions as the next generation, switch to it, and reload from it.
 
         Crash-safe at every step: see ``filestore.engine.rewrite``. An
         ``OSError`` before the switch poisons the handle (through the guard);
         after it nothing raises: if reloading fails, this handle steps back
         before its seal and follows it at its next call, as other handles do.
+        Sessions expired at ``now`` are dropped.
         """
         log = self._log
-        frames = live_frames(log, self._index)
+        frames = live_frames(log, self._index, now=now)
         result = self._guard(
             lambda: rewrite_generation(
                 self._io,

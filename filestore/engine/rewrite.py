@@ -61,7 +61,13 @@ from filestore.engine.framing import (
 from filestore.engine.index import Index
 from filestore.engine.layout import LOG_NAME, compact_name, old_name
 from filestore.engine.logfile import LogFile
-from filestore.engine.records import Put, decode_record, is_put_of, put_points_lookup
+from filestore.engine.records import (
+    Put,
+    decode_record,
+    is_put_of,
+    put_has_wait_or_deadline,
+    put_points_lookup,
+)
 from filestore.engine.snapshot import encode_snapshot, write_snapshot
 from filestore.errors import CorruptionError
 
@@ -324,8 +330,20 @@ def _verify(io: FileIO, directory: str, name: str, header: FileHeader, seq: int,
         log.close()
 
 
-def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | None = None) -> Iterator[Frame]:
+def live_frames(
+    log: LogFile,
+    index: Index,
+    progress: Callable[[int], None] | None = None,
+    *,
+    now: int | None = None,
+) -> Iterator[Frame]:
     """The newest PUT of every live session, in log order, ready for a new generation.
+
+    A session expired at ``now`` (unix ms; ``None``: keep all) is left out,
+    and with it its lookup and scope entries. A record is re-encoded with the
+    wait its index entry has now: one whose scope entry another key took
+    over must not take it back when the new generation is replayed (whatever
+    the order of the two records). The log order is kept all the same.
 
     Each is copied as a PUT that points its user's lookup exactly when the
     lookup points at it now, so the new generation has exactly the old one's
@@ -334,7 +352,11 @@ def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | No
     lookup points at although its newest PUT does not (a user-less update of
     a session created for the ctx's user) as one that does.
     """
-    live = {entry.offset: (key, entry) for key, entry in index.items()}
+    live = {
+        entry.offset: (key, entry)
+        for key, entry in index.items()
+        if now is None or entry.deadline is None or now < entry.deadline
+    }
     for _, frame, _ in log.frames(FILE_HEADER_SIZE, stop=log.end):
         if frame is None:
             return
@@ -361,10 +383,13 @@ def live_frames(log: LogFile, index: Index, progress: Callable[[int], None] | No
                 offset=frame.offset,
             )
         active = index.lookup(entry.scope) == key
-        if entry.scope.user is None or put_points_lookup(frame.payload) == active:
+        if not put_has_wait_or_deadline(frame.payload) and (
+            entry.scope.user is None or put_points_lookup(frame.payload) == active
+        ):
             yield frame
             continue
         record = decode_record(frame.kind, frame.payload)
         assert isinstance(record, Put), "index entries point at PUT records"
-        payload = attrs.evolve(record, points_lookup=active).encode()
-        yield attrs.evolve(frame, payload=payload)
+        points = active if entry.scope.user is not None else record.points_lookup
+        wanted = attrs.evolve(record, points_lookup=points, wait=entry.wait)
+        yield frame if wanted == record else attrs.evolve(frame, payload=wanted.encode())

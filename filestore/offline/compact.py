@@ -17,6 +17,7 @@ from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.options import callback, flag, seconds, store_path
 from filestore.engine.rewrite import live_frames, rewrite_generation
 from filestore.offline.exclusive import exclusive_store, replay
+from filestore.waits import Clock, check_clock, system_clock
 
 
 @attrs.frozen
@@ -52,6 +53,7 @@ def compact(
     wait: float = 0.0,
     progress: Callable[[int], None] | None = None,
     io: FileIO = OS_IO,
+    clock: Clock = system_clock,
 ) -> CompactReport:
     """Compact the store at ``path``; return what it did.
 
@@ -70,6 +72,7 @@ def compact(
     keep_old = flag("keep_old", keep_old)
     wait = seconds("wait", wait)
     progress = callback("progress", progress)
+    clock = check_clock(clock)
     snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
     with exclusive_store(directory, wait=wait, io=io) as log:
         index, _ = replay(log)
@@ -80,7 +83,7 @@ def compact(
             io,
             directory,
             log.header,
-            live_frames(log, index, progress),
+            live_frames(log, index, progress, now=clock()),
             keep_old=keep_old,
             seal=log,
         )
