@@ -214,8 +214,38 @@ class WaitVariant:
     between: Callable[[SessionStore, str, Callable[[], SessionStore]], SessionStore] = _unchanged
 
 
+def _compacted_before_waits(
+    store: SessionStore, op: str, _reopen: Callable[[], SessionStore]
+) -> SessionStore:
+    # Before the two calls the scope entries answer: compaction must carry them (and drop the
+    # expired sessions) exactly.
+    if op in {"find_wait_by_scope", "list_waits_for_user"}:
+        assert isinstance(store, FileSessionStore)
+        store.compact()
+    return store
+
+
+def _file(
+    durability: str, snapshot_every_records: int | None = None
+) -> Callable[[Path, ManualClock], SessionStore]:
+    def open_store(path: Path, clock: ManualClock) -> SessionStore:
+        if snapshot_every_records is None:
+            return FileSessionStore(path, durability=durability, clock=clock)
+        return FileSessionStore(
+            path, durability=durability, snapshot_every_records=snapshot_every_records, clock=clock
+        )
+
+    return open_store
+
+
+# As for VARIANTS: the reopened and compacted file stores snapshot every 3 records.
 WAIT_VARIANTS: Final = {
     "memory": WaitVariant(lambda _path, clock: InMemorySessionStore(clock=clock)),
+    "file-fsync": WaitVariant(_file("fsync")),
+    "file-group": WaitVariant(_file("group")),
+    "file-none": WaitVariant(_file("none", 3)),
+    "file-reopen": WaitVariant(_file("none", 3), _reopened),
+    "file-compact": WaitVariant(_file("none", 3), _compacted_before_waits),
 }
 
 

@@ -17,25 +17,19 @@ positioned read.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 from typing import TypeVar
 
 from filestore.contract import (
     ClosesOnExit,
-    StoredSession,
     check_context_fence,
     check_ctx_preserved,
     check_session_data,
-    check_stored_session,
-    check_tenant_ctx,
-    lookup_scope,
     points_lookup,
     session_scope,
 )
@@ -70,6 +64,7 @@ from filestore.engine.options import (
 from filestore.engine.records import Put, Record, Remove
 from filestore.engine.rewrite import RewriteResult
 from filestore.engine.snapshotwriter import SnapshotWriter
+from filestore.engine.waiting import Build, WaitRouting, live_entry
 from filestore.errors import (
     FilestoreError,
     InvalidInputError,
@@ -78,10 +73,17 @@ from filestore.errors import (
     StorePoisonedError,
     WriteInDoubtError,
 )
-from filestore.ids import SessionKey, UserId, check_key
-from filestore.model import ReplyScope, SessionData, TenantCtx
+from filestore.ids import SessionKey, check_key
+from filestore.model import SessionData, TenantCtx
+from filestore.waits import Clock, check_clock, is_expired, system_clock
 
 logger = logging.getLogger("filestore")
+
+
+def _expired(view: LogView, now: int) -> set[SessionKey]:
+    return {key for key, entry in view.timed() if is_expired(entry.deadline, now)}
+
+
 _T = TypeVar("_T")
 
 
@@ -97,7 +99,7 @@ def _mark_forked() -> None:
 os.register_at_fork(after_in_child=_mark_forked)
 
 
-class FileSessionStore(ClosesOnExit):
+class FileSessionStore(WaitRouting, ClosesOnExit):
     """A crash-safe session store in one directory; several threads and processes may share it.
 
     ``durability`` (see ``Durability``): ``"fsync"`` (default) returns from a
@@ -130,6 +132,9 @@ class FileSessionStore(ClosesOnExit):
     such a key; ``trust_directory=True`` opts out for a deliberately shared one.
     A symbolic link at a store file's name is refused the same way, always.
 
+    ``clock`` gives unix milliseconds: a session whose TTL deadline it has
+    reached is invisible to every call (see ``filestore.engine.waiting``).
+
     Every argument is checked before anything is created: a path that is not
     text (``bytes`` included), holds NUL or a lone surrogate, or is too long
     for the file system (``filestore.engine.options.store_path``), a bool or
@@ -153,7 +158,9 @@ class FileSessionStore(ClosesOnExit):
         allow_network_filesystem: bool = False,
         trust_directory: bool = False,
         io: FileIO = OS_IO,
+        clock: Clock = system_clock,
     ) -> None:
+        self._clock = check_clock(clock)
         self.durability = parse_durability(durability)
         self.snapshot_every_records = count("snapshot_every_records", snapshot_every_records, minimum=1)
         self.snapshot_every_bytes = count("snapshot_every_bytes", snapshot_every_bytes, minimum=1)
@@ -241,22 +248,19 @@ class FileSessionStore(ClosesOnExit):
         self._write(lambda: record, data)
         return key
 
-    def get_session(self, key: SessionKey | str) -> SessionData | None:
-        checked = check_key(key)
-        return self._read(lambda view: view.get(checked))
-
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
         data_cbor = check_session_data(data).to_cbor()
 
         def build() -> Record:
-            entry = self._view.entry(checked)
+            entry = live_entry(self._view, checked, self._clock())
             if entry is None:
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked)
             check_ctx_preserved(self._view.read_session(checked, entry), data)
             # A PUT that does not point the lookup is the on-disk form of a user-less update:
             # replay (Index.apply), snapshots and compaction then keep the lookup where it was.
-            return Put(checked, entry.scope, data_cbor, points_lookup=points_lookup(data))
+            # The wait and the deadline stay (a KEEPTTL update): the entry's current ones.
+            return Put(checked, entry.scope, data_cbor, points_lookup(data), entry.wait, entry.deadline)
 
         self._write(build, data)
 
@@ -264,42 +268,11 @@ class FileSessionStore(ClosesOnExit):
         checked = check_key(key)
 
         def build() -> Record:
-            if self._view.entry(checked) is None:
+            if live_entry(self._view, checked, self._clock()) is None:
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked)
             return Remove(checked)
 
         self._write(build)
-
-    def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
-        scope = lookup_scope(check_tenant_ctx(ctx), user)
-        return self._read(lambda view: view.find(scope))
-
-    # -- wait routing: issue 14, in progress (replaced by the backend's implementation) --
-
-    def register_wait(
-        self,
-        ctx: TenantCtx,
-        user_id: UserId | str,
-        scope: ReplyScope,
-        key: SessionKey | str,
-        data: SessionData,
-        ttl: datetime.timedelta | None = None,
-    ) -> None:
-        raise NotImplementedError("register_wait: not yet on this backend")
-
-    def find_wait_by_scope(
-        self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
-    ) -> SessionKey | None:
-        raise NotImplementedError("find_wait_by_scope: not yet on this backend")
-
-    def list_waits_for_user(self, ctx: TenantCtx, user_id: UserId | str) -> list[SessionKey]:
-        raise NotImplementedError("list_waits_for_user: not yet on this backend")
-
-    def clear_wait(self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope) -> None:
-        raise NotImplementedError("clear_wait: not yet on this backend")
-
-    def purge_expired(self) -> int:
-        raise NotImplementedError("purge_expired: not yet on this backend")
 
     def close(self) -> None:
         """Snapshot the index if it is behind, give back preallocated space, release locks.
@@ -370,7 +343,8 @@ class FileSessionStore(ClosesOnExit):
         """Compact online: rewrite the live sessions as a new generation while others keep it open.
 
         Holds the writer lock throughout (writers wait; readers go on from the
-        old generation until they meet its seal, then reload). Crash-safe at
+        old generation until they meet its seal, then reload). Sessions expired
+        by the store's clock are dropped. Crash-safe at
         every step: see ``filestore.engine.rewrite``. The offline tool
         ``filestore.offline.compact.compact`` does the same with nobody else attached.
 
@@ -381,55 +355,23 @@ class FileSessionStore(ClosesOnExit):
         poisoned: a power loss could still bring back the old generation.
         """
         keep = flag("keep_old", keep_old)
-        result = self._change(lambda view: view.compact(keep_old=keep))
+        result = self._change(lambda view: view.compact(keep_old=keep, now=self._clock()))
         if not result.switch_durable:
             self._poisoned = "the directory fsync after a compaction's switch failed"
         return result
 
     def __len__(self) -> int:
-        """The number of live sessions (after catching up with other processes)."""
-        return self._read(len)
-
-    def iter_sessions(self) -> Iterator[StoredSession]:
-        """Every live session with its key, owner and lookup state (for export and migrate)."""
-        for key in self._read(LogView.keys):
-            stored = self._read(partial(LogView.stored, key=key))
-            if stored is not None:  # else removed meanwhile
-                entry, session, active = stored
-                yield StoredSession(key, entry.scope, session, active)
-
-    def import_session(self, session: StoredSession) -> bool:
-        """Store a session under its own key and owner (moving sessions between stores).
-
-        Returns ``False`` if the key already holds equal data (so an interrupted
-        import can be re-run; the user lookup is still made to match
-        ``session.active``); raises ``InvalidInputError`` if it holds other
-        data, which is never overwritten.
-        """
-        session = check_stored_session(session)
-        key = session.key
-        data_cbor = session.data.to_cbor()
-        fresh = True
-
-        def build() -> Record | None:
-            nonlocal fresh
-            entry = self._view.entry(key)
-            if entry is not None:
-                if self._view.read_session(key, entry) != session.data or entry.scope != session.scope:
-                    raise InvalidInputError(
-                        f"key {key} already holds a different session", field="key", rule="no overwrite"
-                    )
-                fresh = False
-                if not session.active or self._view.is_active(key, entry):
-                    return None
-            return Put(key, session.scope, data_cbor, points_lookup=session.active)
-
-        self._write(build, session.data)
-        return fresh
+        """The number of live, unexpired sessions (after catching up with other processes)."""
+        return self._read(lambda view: len(view) - len(_expired(view, self._clock())))
 
     def session_keys(self) -> list[SessionKey]:
-        """The keys of every live session (after catching up), in no particular order."""
-        return self._read(LogView.keys)
+        """The keys of every live, unexpired session (after catching up), in no particular order."""
+
+        def read(view: LogView) -> list[SessionKey]:
+            expired = _expired(view, self._clock())
+            return [key for key in LogView.keys(view) if key not in expired]
+
+        return self._read(read)
 
     # -- internals -----------------------------------------------------------------
 
@@ -480,29 +422,38 @@ class FileSessionStore(ClosesOnExit):
             return self._view.full(error)
         return self._poison(error)
 
-    def _write(self, build: Callable[[], Record | None], session: SessionData | None = None) -> None:
-        """Append the record ``build`` returns, deciding and writing under the writer lock.
+    def _write(self, build: Build, session: SessionData | None = None) -> None:
+        """Append the record(s) ``build`` returns, deciding and writing under the writer lock.
 
         ``build`` runs after catching up with other processes, so its checks
         (does the key exist, who owns it) see the latest state; it returns
-        ``None`` when there is nothing to write. ``session`` is the data a PUT
-        stores, kept in the read cache.
+        ``None`` (or no records) when there is nothing to write. ``session`` is
+        the data a PUT stores, kept in the read cache. Several records are one
+        batch, synced once after the last (each of them alone is a state the
+        store may be left in: see ``filestore.engine.waiting``).
         """
 
         def append(view: LogView) -> LogPosition | None:
-            record = build()
-            if record is None:
-                return None
-            payload = record.encode()
-            if len(payload) > self.max_record_size:
-                raise InvalidInputError(
-                    f"the record is {len(payload)} bytes, more than max_record_size "
-                    f"({self.max_record_size}); nothing was stored",
-                    field="data",
-                    rule=f"at most {self.max_record_size} bytes encoded",
-                )
+            built = build()
+            records = [built] if isinstance(built, Put | Remove) else built or []
+            payloads = [record.encode() for record in records]
+            for payload in payloads:
+                if len(payload) > self.max_record_size:
+                    raise InvalidInputError(
+                        f"the record is {len(payload)} bytes, more than max_record_size "
+                        f"({self.max_record_size}); nothing was stored",
+                        field="data",
+                        rule=f"at most {self.max_record_size} bytes encoded",
+                    )
             sync = self.durability is Durability.FSYNC
-            return view.write(record, payload, session, sync=sync, preallocate=self.preallocate_bytes)
+            position = None
+            for number, (record, payload) in enumerate(zip(records, payloads, strict=True)):
+                last = number == len(records) - 1
+                kept = session if isinstance(record, Put) else None
+                position = view.write(
+                    record, payload, kept, sync=sync and last, preallocate=self.preallocate_bytes
+                )
+            return position
 
         position = self._change(append)
         if position is None:
