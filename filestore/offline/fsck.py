@@ -19,8 +19,11 @@ Checks, each reported as a ``FsckFinding`` (kind, file, offset, detail, and the
   decode, or whose session does not validate as a SessionData;
 - ``orphan-remove`` / ``owner-change``: a tombstone for an unknown key, a PUT
   that moves a session to another owner (the store never writes either);
+- ``wait-user``: a PUT whose wait belongs to a session whose data names no
+  user, or another user than its owner's (``register_wait`` refuses both);
+  repair rewrites it without the wait;
 - ``snapshot``: the index snapshot is refused, or disagrees with the index
-  rebuilt from the log, in its sessions or its user lookups (a missing one
+  rebuilt from the log, in its sessions, waits, deadlines or user lookups (a missing one
   is only a note: it is a cache);
 - ``stray-file``: temp files (errors, removed by repair); side files and
   kept ``.old`` generations (notes: evidence, kept); an unfinished
@@ -252,16 +255,22 @@ class _Rewrite:
 
     keep: list[FrameRef] = attrs.field(factory=list)
     owners: dict[int, SessionScope] = attrs.field(factory=dict)
+    # PUTs (by offset) to write without their wait.
+    unwaited: set[int] = attrs.field(factory=set)
 
     def frames(self, log: LogFile) -> Iterator[Frame]:
         for frame in log.frames_at(self.keep):
             owner = self.owners.get(frame.offset)
-            if owner is None:
+            if owner is None and frame.offset not in self.unwaited:
                 yield frame
                 continue
             record = decode_record(frame.kind, frame.payload)
-            assert isinstance(record, Put), "only a PUT moves a session to another owner"
-            yield attrs.evolve(frame, payload=attrs.evolve(record, scope=owner).encode())
+            assert isinstance(record, Put), "only a PUT moves a session to another owner or has a wait"
+            if owner is not None:
+                record = attrs.evolve(record, scope=owner)
+            if frame.offset in self.unwaited:
+                record = attrs.evolve(record, wait=None)
+            yield attrs.evolve(frame, payload=record.encode())
 
 
 def _replay(log: LogFile, frames: list[FrameRef], report: FsckReport) -> tuple[Index, _Rewrite, bool]:
@@ -280,8 +289,7 @@ def _replay(log: LogFile, frames: list[FrameRef], report: FsckReport) -> tuple[I
     for ref, frame in zip(frames, log.frames_at(frames), strict=True):
         try:
             record: Record = decode_record(frame.kind, frame.payload)
-            if isinstance(record, Put):
-                record.session()
+            session = record.session() if isinstance(record, Put) else None
         except (RecordDecodeError, InvalidInputError) as error:
             changed = True
             report.findings.append(
@@ -289,6 +297,23 @@ def _replay(log: LogFile, frames: list[FrameRef], report: FsckReport) -> tuple[I
             )
             continue
         previous = index.entries.get(record.key)
+        if isinstance(record, Put) and record.wait is not None and session is not None:
+            owner = record.scope if previous is None else previous.scope
+            user = session.tenant_ctx.effective_user
+            if user is None or user != owner.user:
+                names = "no user" if user is None else f"user {user}"
+                report.findings.append(
+                    FsckFinding(
+                        "wait-user",
+                        FsckSeverity.ERROR,
+                        LOG_NAME,
+                        frame.offset,
+                        f"session {record.key} has a wait, but its data names {names}, "
+                        f"its owner {owner.user}; repair drops the wait",
+                    )
+                )
+                changed = True
+                rewrite.unwaited.add(ref.offset)
         if isinstance(record, Put) and previous is not None and previous.scope != record.scope:
             report.findings.append(
                 FsckFinding(
@@ -360,7 +385,10 @@ def _check_snapshot(
         # The user lookups a replay builds are exact by construction (Index.apply),
         # so the snapshot's are the only ones that can be wrong.
         if as_of.entries != snapshot.index.entries:
-            problem = "the snapshot disagrees with the index rebuilt from the log (its sessions)"
+            what = "sessions"
+            if _places(as_of) == _places(snapshot.index):
+                what = "waits or deadlines"
+            problem = f"the snapshot disagrees with the index rebuilt from the log (its {what})"
         elif as_of.by_user != snapshot.index.by_user:
             problem = "the snapshot disagrees with the index rebuilt from the log (its user lookups)"
     if problem is None:
@@ -379,6 +407,11 @@ def _check_snapshot(
         write_snapshot(io, directory, data, mode=store_file_mode(directory))
         finding.resolve(FsckAction.WROTE_SNAPSHOT, "wrote the snapshot from the log")
     report.findings.append(finding)
+
+
+def _places(index: Index) -> dict[str, tuple[object, ...]]:
+    """Each entry without its wait and deadline: where its record is, its owner and number."""
+    return {key: tuple(entry[:4]) for key, entry in index.entries.items()}
 
 
 def _of_an_earlier_generation(io: FileIO, path: str, header: FileHeader) -> bool:

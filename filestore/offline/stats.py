@@ -23,13 +23,17 @@ from filestore.engine.options import store_path
 from filestore.engine.snapshot import load_snapshot
 from filestore.errors import CorruptionError
 from filestore.offline.exclusive import replay
+from filestore.waits import Clock, check_clock, is_expired, system_clock
 
 
 @attrs.frozen
 class StatsReport:
     """Counts and sizes of one store.
 
-    ``sessions``: live sessions; ``users``: user lookup entries (users with an
+    ``sessions``: live sessions (expired ones included until a purge, a
+    removal or a compaction drops them); ``expired``: how many of those are
+    expired at the clock's time; ``waits``: scope entries of waits whose
+    session is not expired; ``users``: user lookup entries (users with an
     active session); ``records``: records in the current generation's log;
     ``live_bytes``: bytes of the records live sessions point at;
     ``dead_bytes``: the rest of the log after its header (reclaimed by
@@ -44,6 +48,8 @@ class StatsReport:
     store_uuid: str
     generation: int
     sessions: int
+    expired: int
+    waits: int
     users: int
     records: int
     live_bytes: int
@@ -61,13 +67,16 @@ class StatsReport:
         return attrs.asdict(self)
 
 
-def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
+def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO, clock: Clock = system_clock) -> StatsReport:
     """Read the store at ``path`` (its snapshot, then the log after it) and count.
+
+    ``clock`` (unix milliseconds) is what ``expired`` is counted against.
 
     Raises ``CorruptionError`` if the directory holds no log, or its header
     does not verify. Changes nothing on disk.
     """
     directory = store_path(path)
+    now = check_clock(clock)()
     if os.path.isdir(directory):
         refuse_links(directory)
     log = _open_log_readonly(io, directory)
@@ -84,11 +93,15 @@ def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO) -> StatsReport:
         used = log.end - FILE_HEADER_SIZE
         dead = max(used - index.live_bytes, 0)
         files = _file_sizes(directory)
+        expired = {key for key, entry in index.items() if is_expired(entry.deadline, now)}
+        waits = sum(key not in expired for entries in index.waits.values() for key in entries.values())
         return StatsReport(
             path=directory,
             store_uuid=str(log.header.store_uuid),
             generation=log.header.generation,
             sessions=len(index),
+            expired=len(expired),
+            waits=waits,
             users=len(index.by_user),
             records=log.last_seq,
             live_bytes=index.live_bytes,
