@@ -80,7 +80,9 @@ def check_ttl(ttl: object) -> datetime.timedelta | None:
 
 def ttl_ms(ttl: datetime.timedelta) -> int:
     """A TTL in whole milliseconds, rounded up (a sub-millisecond TTL still expires, as in Rust)."""
-    return -(-ttl // _ONE_MS)
+    # Not -(-ttl // _ONE_MS): negating timedelta.max overflows (OverflowError, not InvalidInputError).
+    whole, rest = divmod(ttl, _ONE_MS)
+    return whole + bool(rest)
 
 
 def deadline_ms(now_ms: int, ttl: datetime.timedelta | None) -> int | None:

@@ -1,13 +1,14 @@
 """Every state a power loss can leave, for small workloads: nothing acknowledged is lost.
 
 Each workload (1 to 3 store calls over 2 to 3 keys, plus opening, closing,
-snapshots and compaction) runs once through ``crashsim.RecordingIO``. Then,
+snapshots and compaction; some register and clear waits, with a TTL) runs
+once through ``crashsim.RecordingIO``. Then,
 for every crash point and every persistence variant (``crashsim``), the
 checker rebuilds the directory and requires:
 
 - the store opens (fsync and group modes never leave mid-file damage);
-- its contents are those after the acknowledged calls, or after the call
-  in flight too (fully present or fully absent, never partial);
+- its contents (sessions, user lookups and wait scopes) are those after the
+  acknowledged calls, or after the call in flight too (fully present or fully absent, never partial);
 - fsck then reports no errors; opening again changes nothing;
 - the store accepts writes.
 
@@ -25,6 +26,7 @@ torn writes at random points and undoes single directory operations.
 
 from __future__ import annotations
 
+import datetime
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +34,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from filestore import CorruptionError, FileSessionStore, SessionData, TenantCtx
+from filestore import CorruptionError, FileSessionStore, InvalidInputError, ReplyScope, SessionData, TenantCtx
 from filestore.offline.compact import compact
 from filestore.offline.fsck import fsck
 
@@ -40,7 +42,15 @@ from .support import ctx, data
 from .support.crashsim import CrashState, RecordingIO, count_crash_states, crash_states
 
 USERS = ("u1", "u2")
-State = tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str | None]]]
+SCOPES = {"s1": ReplyScope("chat-1"), "s2": ReplyScope("chat-2", thread="t")}
+# find_by_user's answer when the user has no lookup and several waits (InvalidInputError).
+SEVERAL = "several waits"
+DAY = datetime.timedelta(days=1)
+State = tuple[
+    frozenset[tuple[str, str]],
+    frozenset[tuple[str, str | None]],
+    frozenset[tuple[tuple[str, str], str | None]],
+]
 
 
 @attrs.define
@@ -78,10 +88,26 @@ def observe(store: FileSessionStore) -> State:
     sessions = frozenset(
         (str(key), found.to_json()) for key in keys if (found := store.get_session(key)) is not None
     )
-    lookups = frozenset(
-        (user, None if (hit := store.find_by_user(ctx(), user)) is None else str(hit[0])) for user in USERS
+    lookups = frozenset((user, _found_by_user(store, user)) for user in USERS)
+    waits = frozenset(
+        (
+            (user, name),
+            None
+            if (waiting := store.find_wait_by_scope(ctx(user=user), user, scope)) is None
+            else str(waiting),
+        )
+        for user in USERS
+        for name, scope in SCOPES.items()
     )
-    return sessions, lookups
+    return sessions, lookups, waits
+
+
+def _found_by_user(store: FileSessionStore, user: str) -> str | None:
+    try:
+        hit = store.find_by_user(ctx(), user)
+    except InvalidInputError:
+        return SEVERAL
+    return None if hit is None else str(hit[0])
 
 
 def session(user: str, step: int) -> tuple[TenantCtx, SessionData]:
@@ -107,6 +133,26 @@ def update(which: int, user: str, step: int) -> Callable[[Harness], None]:
 def remove(which: int) -> Callable[[Harness], None]:
     def run(harness: Harness) -> None:
         harness.live().remove_session(harness.keys[which])
+
+    return run
+
+
+def register(name: str, user: str, scope: str, step: int) -> Callable[[Harness], None]:
+    """register_wait of the caller's key ``name`` (a new one joins ``keys``), with a TTL of a day
+    so its record carries a deadline that never passes in the test."""
+
+    def run(harness: Harness) -> None:
+        context, stored = session(user, step)
+        harness.live().register_wait(context, user, SCOPES[scope], name, stored, DAY)
+        if name not in harness.keys:
+            harness.keys.append(name)
+
+    return run
+
+
+def clear(user: str, scope: str) -> Callable[[Harness], None]:
+    def run(harness: Harness) -> None:
+        harness.live().clear_wait(ctx(user=user), user, SCOPES[scope])
 
     return run
 
@@ -183,6 +229,42 @@ WORKLOADS = [
 ]
 
 MODES = ("fsync", "group", "none")
+
+# Wait routing (issue 14): registrations taking a scope over, updates keeping the wait, clears,
+# and compactions that must carry a taken-over wait with its new key.
+WAIT_WORKLOADS = [
+    Workload("register", (register("w0", "u1", "s1", 1),)),
+    Workload(
+        "register-take-over-clear",
+        (register("w0", "u1", "s1", 1), register("w1", "u1", "s1", 2), clear("u1", "s1")),
+    ),
+    Workload("register-update-remove", (register("w0", "u1", "s1", 1), update(0, "u1", 2), remove(0))),
+    Workload(
+        "register-over-a-created-key",
+        (register("w0", "u1", "s2", 5), clear("u1", "s2"), register("w1", "u2", "s1", 6)),
+        before=(create("u1", 1),),
+    ),
+    Workload(
+        "wait-online-compact",
+        (register("w1", "u1", "s1", 3), compact_online, update(0, "u1", 4)),
+        before=(register("w0", "u1", "s1", 1), register("w2", "u1", "s2", 2)),
+    ),
+    Workload(
+        "wait-offline-compact",
+        (close, run_compact, open_store),
+        before=(register("w0", "u1", "s1", 1), register("w1", "u1", "s1", 2), update(0, "u1", 3)),
+    ),
+    Workload(
+        "none:register-clear",
+        (register("w0", "u1", "s1", 1), register("w1", "u2", "s1", 2), clear("u1", "s1")),
+        options={"durability": "none"},
+    ),
+    Workload(
+        "group:register-take-over",
+        (register("w0", "u1", "s1", 1), register("w1", "u1", "s1", 2)),
+        options={"durability": "group"},
+    ),
+]
 
 
 def compaction_workloads(mode: str) -> list[Workload]:
@@ -290,7 +372,7 @@ COMPACTING_WORKLOADS = [
     for mode in MODES
     for workload in generated_workloads(2)
 ]
-DEFAULT_WORKLOADS = WORKLOADS + SHORT_WORKLOADS + DEFAULT_COMPACTION_WORKLOADS
+DEFAULT_WORKLOADS = WORKLOADS + SHORT_WORKLOADS + DEFAULT_COMPACTION_WORKLOADS + WAIT_WORKLOADS
 SLOW_WORKLOADS = [
     *DEFAULT_WORKLOADS,
     *LONG_WORKLOADS,
@@ -342,22 +424,26 @@ def side_files(directory: Path) -> set[str]:
     return {path.name for path in directory.iterdir() if ".tr" in path.name}
 
 
-def _values(state: State) -> tuple[dict[str, str], dict[str, str | None]]:
-    sessions, lookups = state
-    return dict(sessions), dict(lookups)
+def _values(
+    state: State,
+) -> tuple[dict[str, str], dict[str, str | None], dict[tuple[str, str], str | None]]:
+    sessions, lookups, waits = state
+    return dict(sessions), dict(lookups), dict(waits)
 
 
 def check_unsynced(seen: State, window: list[State], label: str) -> None:
     """``durability="none"``: each session, and each user lookup, is as at some call of ``window``
     (from the last durable state to the newest that may have landed): nothing older than what
     was made durable, nothing that was never written for it."""
-    sessions, lookups = _values(seen)
+    sessions, lookups, waits = _values(seen)
     allowed = [_values(state) for state in window]
-    for key in {key for found, _ in allowed for key in found} | set(sessions):
-        choices = {found.get(key) for found, _ in allowed}
+    for key in {key for found, _, _ in allowed for key in found} | set(sessions):
+        choices = {found.get(key) for found, _, _ in allowed}
         assert sessions.get(key) in choices, f"{label}: session {key} is not as at any call since the sync"
     for user in USERS:
-        assert lookups[user] in {found[user] for _, found in allowed}, f"{label}: lookup of {user}"
+        assert lookups[user] in {found[user] for _, found, _ in allowed}, f"{label}: lookup of {user}"
+    for address, holder in waits.items():
+        assert holder in {found[address] for _, _, found in allowed}, f"{label}: wait {address}"
 
 
 def check_state(state: CrashState, recorded: Recorded, where: Path) -> None:

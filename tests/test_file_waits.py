@@ -376,3 +376,14 @@ def test_fsck_flags_a_snapshot_whose_wait_columns_disagree(tmp_path: Path) -> No
     ]
     fsck(tmp_path, repair=True)
     assert not [finding for finding in fsck(tmp_path).findings if finding.kind == "snapshot"]
+
+
+def test_the_longest_ttl_is_a_deadline_within_int64(tmp_path: Path) -> None:
+    """timedelta.max is a valid TTL (about 8.6e16 ms, its last microseconds rounded up to a
+    whole millisecond): its deadline is stored and read back."""
+    clock = ManualClock()
+    with _open(tmp_path, clock) as store:
+        store.register_wait(ctx(), "u1", SCOPE, KEY_A, data(), datetime.timedelta.max)
+        expected = clock() + datetime.timedelta.max // datetime.timedelta(milliseconds=1) + 1
+    with _open(tmp_path, clock) as store:
+        assert [stored.deadline_ms for stored in store.iter_sessions()] == [expected]

@@ -1,10 +1,11 @@
 """Real process kills: a writer SIGKILLed at random moments never loses an acknowledged call.
 
-The child writes an *intent* line to an oracle file before each call and an
+The child (creating, updating and removing sessions, registering and clearing
+waits) writes an *intent* line to an oracle file before each call and an
 *ack* line after it returns (unbuffered writes: a SIGKILL cannot lose a line
 once written). The parent kills it at a random moment, reopens the store, and
-checks it against the oracle: every acknowledged call is there; the one call in
-flight is fully there or fully absent. The kill may also land inside a line's
+checks it against the oracle (sessions and wait scopes): every acknowledged
+call is there; the one call in flight is fully there or fully absent. The kill may also land inside a line's
 write (a write that crosses a page boundary can be cut short): that torn last
 line is ignored, as if never begun, and cut off before the next cycle.
 
@@ -17,6 +18,7 @@ The default lane kills a few dozen times; the slow lane (``pytest -m slow``)
 
 from __future__ import annotations
 
+import datetime
 import json
 import multiprocessing
 import os
@@ -30,13 +32,16 @@ from pathlib import Path
 
 import pytest
 
-from filestore import FileSessionStore, SessionData
+from filestore import FileSessionStore, ReplyScope, SessionData, SessionKey
 from filestore.offline.fsck import fsck
 
 from .support import ctx, data
 from .support.fileio import ExitAt
 
 FORK = multiprocessing.get_context("fork")
+WAIT_USERS = ("u1", "u2")
+SCOPES = {"s1": ReplyScope("chat-1"), "s2": ReplyScope("chat-2", reply_to="m-1")}
+DAY = datetime.timedelta(days=1)
 
 
 def _line(entry: Mapping[str, object]) -> bytes:
@@ -56,8 +61,9 @@ def _random_writer(
     durability: str = "fsync",
     compacting: float = 0.0,
 ) -> None:
-    """Random creates, updates and removes, and with probability ``compacting`` per step an
-    online compaction (between its own oracle lines: no call is in flight during it)."""
+    """Random creates, updates, removes, wait registrations and clears, and with probability
+    ``compacting`` per step an online compaction (between its own oracle lines: no call is
+    in flight during it)."""
     rng = random.Random(seed)
     fd = os.open(oracle, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with FileSessionStore(
@@ -74,13 +80,13 @@ def _random_writer(
                 _oracle_line(fd, {"compacting": step})
                 store.compact()
                 _oracle_line(fd, {"compacted": step})
-            elif roll < 0.4 or not live:
+            elif roll < 0.3 or not live:
                 stored = data(ctx(user=user), step=seed * 100_000 + step)
                 _oracle_line(fd, {"intent": "create", "value": stored.to_json()})
                 key = store.create_session(ctx(user=user), stored)
                 _oracle_line(fd, {"ack": "create", "key": key, "value": stored.to_json()})
                 live.append(key)
-            elif roll < 0.8:
+            elif roll < 0.55:
                 key = rng.choice(live)
                 current = store.get_session(key)
                 assert current is not None
@@ -88,11 +94,29 @@ def _random_writer(
                 _oracle_line(fd, {"intent": "update", "key": key, "value": stored.to_json()})
                 store.update_session(key, stored)
                 _oracle_line(fd, {"ack": "update", "key": key, "value": stored.to_json()})
-            else:
+            elif roll < 0.7:
                 key = live.pop(rng.randrange(len(live)))
                 _oracle_line(fd, {"intent": "remove", "key": key})
                 store.remove_session(key)
                 _oracle_line(fd, {"ack": "remove", "key": key})
+            elif roll < 0.88:
+                # A caller's key of one user (wait keys never move between users).
+                number = rng.randrange(4)
+                key, user = SessionKey(f"wait-{number}"), WAIT_USERS[number % 2]
+                stored = data(ctx(user=user), step=seed * 100_000 + step)
+                scope = rng.choice(sorted(SCOPES))
+                call = {"key": key, "value": stored.to_json(), "user": user, "scope": scope}
+                _oracle_line(fd, {"intent": "register", **call})
+                store.register_wait(ctx(user=user), user, SCOPES[scope], key, stored, DAY)
+                _oracle_line(fd, {"ack": "register", **call})
+                if key not in live:
+                    live.append(key)
+            else:
+                user, scope = rng.choice(WAIT_USERS), rng.choice(sorted(SCOPES))
+                _oracle_line(fd, {"intent": "clear", "user": user, "scope": scope})
+                store.clear_wait(ctx(user=user), user, SCOPES[scope])
+                _oracle_line(fd, {"ack": "clear", "user": user, "scope": scope})
+                live = list(store.session_keys())
 
 
 def _complete_lines(raw: bytes) -> bytes:
@@ -105,13 +129,40 @@ def _entries(raw: bytes) -> list[dict[str, object]]:
     return [json.loads(line) for line in _complete_lines(raw).decode().splitlines()]
 
 
-def _expected(raw: bytes) -> tuple[dict[str, str], dict[str, object] | None]:
-    """The acknowledged contents, and the call in flight (if the last intent has no ack).
+Waits = dict[tuple[str, str], str]
+
+
+def _apply(contents: dict[str, str], waits: Waits, entry: Mapping[str, object]) -> None:
+    """Apply an acknowledged (or landed) call to the oracle's sessions and wait scopes, by the
+    memory store's rules."""
+    call, key = entry["ack"], str(entry.get("key"))
+    if call in {"create", "update"}:
+        contents[key] = str(entry["value"])
+        return
+    if call == "clear":
+        cleared = waits.pop((str(entry["user"]), str(entry["scope"])), None)
+        if cleared is not None:
+            contents.pop(cleared, None)
+        return
+    for address in [address for address, holder in waits.items() if holder == key]:
+        del waits[address]
+    if call == "remove":
+        contents.pop(key, None)
+        return
+    assert call == "register", call
+    contents[key] = str(entry["value"])
+    waits[(str(entry["user"]), str(entry["scope"]))] = key
+
+
+def _expected_state(raw: bytes) -> tuple[dict[str, str], Waits, dict[str, object] | None]:
+    """The acknowledged sessions and wait scopes, and the call in flight (if the last intent
+    has no ack).
 
     A torn last line is ignored: a torn intent's call never started, and a torn
     ack leaves its call in flight (it may or may not have landed).
     """
     contents: dict[str, str] = {}
+    waits: Waits = {}
     in_flight: dict[str, object] | None = None
     for entry in _entries(raw):
         if "compacting" in entry or "compacted" in entry:
@@ -122,11 +173,24 @@ def _expected(raw: bytes) -> tuple[dict[str, str], dict[str, object] | None]:
         in_flight = None
         if "aborted" in entry:
             continue
-        if entry["ack"] == "remove":
-            contents.pop(str(entry["key"]), None)
-        else:
-            contents[str(entry["key"])] = str(entry["value"])
+        _apply(contents, waits, entry)
+    return contents, waits, in_flight
+
+
+def _expected(raw: bytes) -> tuple[dict[str, str], dict[str, object] | None]:
+    """The acknowledged sessions, and the call in flight (see ``_expected_state``)."""
+    contents, _, in_flight = _expected_state(raw)
     return contents, in_flight
+
+
+def _found_waits(store: FileSessionStore) -> Waits:
+    found: Waits = {}
+    for user in WAIT_USERS:
+        for name, scope in SCOPES.items():
+            key = store.find_wait_by_scope(ctx(user=user), user, scope)
+            if key is not None:
+                found[(user, name)] = str(key)
+    return found
 
 
 def _check_against_oracle(directory: Path, oracle: Path) -> str:
@@ -136,7 +200,7 @@ def _check_against_oracle(directory: Path, oracle: Path) -> str:
     last line is cut off first, so the lines appended next start on a line of their own.
     """
     raw = oracle.read_bytes()
-    acknowledged, in_flight = _expected(raw)
+    acknowledged, waits, in_flight = _expected_state(raw)
     os.truncate(oracle, len(_complete_lines(raw)))
     with FileSessionStore(directory) as store:
         found: dict[str, str] = {}
@@ -144,7 +208,8 @@ def _check_against_oracle(directory: Path, oracle: Path) -> str:
             session: SessionData | None = store.get_session(key)
             assert session is not None
             found[str(key)] = session.to_json()
-    if found == acknowledged:
+        found_waits = _found_waits(store)
+    if (found, found_waits) == (acknowledged, waits):
         # The call in flight (if any) did not land: say so, so the next cycle starts exact.
         if in_flight is None:
             return "between calls"
@@ -152,19 +217,14 @@ def _check_against_oracle(directory: Path, oracle: Path) -> str:
             lines.write(_line({"aborted": in_flight["intent"]}))
         return "lost"
     assert in_flight is not None, "the store differs from the acknowledged calls, with no call in flight"
-    after = dict(acknowledged)
-    landed: dict[str, object] = {"ack": in_flight["intent"], "key": in_flight.get("key")}
+    landed: dict[str, object] = {name: value for name, value in in_flight.items() if name != "intent"}
+    landed["ack"] = in_flight["intent"]
     if in_flight["intent"] == "create":
         extra = set(found) - set(acknowledged)
         assert len(extra) == 1, "the in-flight create must add exactly one session"
         landed["key"] = extra.pop()
-        after[str(landed["key"])] = str(in_flight["value"])
-    elif in_flight["intent"] == "update":
-        after[str(in_flight["key"])] = str(in_flight["value"])
-    else:
-        after.pop(str(in_flight["key"]), None)
-    assert found == after, "the in-flight call is only partly there"
-    landed["value"] = in_flight.get("value")
+    _apply(acknowledged, waits, landed)
+    assert (found, found_waits) == (acknowledged, waits), "the in-flight call is only partly there"
     with oracle.open("ab") as lines:
         lines.write(_line(landed))
     return "landed"
