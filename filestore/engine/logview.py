@@ -288,29 +288,6 @@ class LogView:
         """Whether the user lookup of ``entry``'s owner points at ``key``."""
         return self._index.lookup(entry.scope) == key
 
-    def stored(self, key: SessionKey) -> tuple[Entry, SessionData, bool] | None:
-        """The live session ``key``: where it is and its owner, its data, and whether its
-        owner's user lookup points at it; ``None`` if there is none."""
-        entry = self._index.get(key)
-        if entry is None:
-            return None
-        return entry, self.read_session(key, entry), self.is_active(key, entry)
-
-    def get(self, key: SessionKey) -> SessionData | None:
-        """The live session ``key``, or ``None``."""
-        entry = self._index.get(key)
-        return None if entry is None else self.read_session(key, entry)
-
-    def find(self, scope: SessionScope) -> tuple[SessionKey, SessionData] | None:
-        """The session the user lookup ``scope`` points at, with its key; ``None`` if none."""
-        key = self._index.lookup(scope)
-        if key is None:
-            return None
-        entry = self._index.get(key)
-        # ``Index.apply`` drops a lookup entry with its session: none dangles here.
-        assert entry is not None, "the user lookup points at a live session"
-        return SessionKey(key), self.read_session(key, entry)
-
     def read_session(self, key: SessionKey, entry: Entry) -> SessionData:
         """The session ``entry`` points at: from the cache if it holds that very record."""
         session = self._cache.get(key, entry.offset)
