@@ -46,6 +46,7 @@ SCOPES = {"s1": ReplyScope("chat-1"), "s2": ReplyScope("chat-2", thread="t")}
 # find_by_user's answer when the user has no lookup and several waits (InvalidInputError).
 SEVERAL = "several waits"
 DAY = datetime.timedelta(days=1)
+NOW = datetime.timedelta(0)
 State = tuple[
     frozenset[tuple[str, str]],
     frozenset[tuple[str, str | None]],
@@ -137,17 +138,24 @@ def remove(which: int) -> Callable[[Harness], None]:
     return run
 
 
-def register(name: str, user: str, scope: str, step: int) -> Callable[[Harness], None]:
-    """register_wait of the caller's key ``name`` (a new one joins ``keys``), with a TTL of a day
-    so its record carries a deadline that never passes in the test."""
+def register(
+    name: str, user: str, scope: str, step: int, ttl: datetime.timedelta = DAY
+) -> Callable[[Harness], None]:
+    """register_wait of the caller's key ``name`` (a new one joins ``keys``), by default with a
+    TTL of a day, so its record carries a deadline that never passes in the test; a TTL of zero
+    expires the session at once (on every clock), for the batches that remove expired ones."""
 
     def run(harness: Harness) -> None:
         context, stored = session(user, step)
-        harness.live().register_wait(context, user, SCOPES[scope], name, stored, DAY)
+        harness.live().register_wait(context, user, SCOPES[scope], name, stored, ttl)
         if name not in harness.keys:
             harness.keys.append(name)
 
     return run
+
+
+def purge(harness: Harness) -> None:
+    harness.live().purge_expired()
 
 
 def clear(user: str, scope: str) -> Callable[[Harness], None]:
@@ -253,6 +261,22 @@ WAIT_WORKLOADS = [
         "wait-offline-compact",
         (close, run_compact, open_store),
         before=(register("w0", "u1", "s1", 1), register("w1", "u1", "s1", 2), update(0, "u1", 3)),
+    ),
+    Workload(
+        "register-over-an-expired-key",
+        (register("w0", "u1", "s2", 2), register("w1", "u1", "s2", 3)),
+        before=(create("u1", 1), register("w0", "u1", "s1", 1, NOW)),
+    ),
+    Workload(
+        "group:purge-expired",
+        (register("w1", "u2", "s1", 2, NOW), purge),
+        before=(register("w0", "u1", "s1", 1, NOW),),
+        options={"durability": "group"},
+    ),
+    Workload(
+        "purge-expired",
+        (register("w1", "u2", "s1", 2, NOW), purge, create("u2", 3)),
+        before=(register("w0", "u1", "s1", 1, NOW), register("w2", "u1", "s2", 1)),
     ),
     Workload(
         "none:register-clear",

@@ -429,8 +429,11 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         (does the key exist, who owns it) see the latest state; it returns
         ``None`` (or no records) when there is nothing to write. ``session`` is
         the data a PUT stores, kept in the read cache. Several records are one
-        batch, synced once after the last (each of them alone is a state the
-        store may be left in: see ``filestore.engine.waiting``).
+        batch under the lock (each prefix of it is a state the store may be left
+        in: see ``filestore.engine.waiting``); in the fsync and group modes each
+        is synced before the next is written, so a power loss cannot keep a later
+        record without an earlier one (which opening would refuse as damage in
+        the middle).
         """
 
         def append(view: LogView) -> LogPosition | None:
@@ -446,13 +449,13 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
                         rule=f"at most {self.max_record_size} bytes encoded",
                     )
             sync = self.durability is Durability.FSYNC
+            # Group commit syncs the last record after the call; any before it, now.
+            sync_early = sync or self.durability is Durability.GROUP
             position = None
             for number, (record, payload) in enumerate(zip(records, payloads, strict=True)):
-                last = number == len(records) - 1
                 kept = session if isinstance(record, Put) else None
-                position = view.write(
-                    record, payload, kept, sync=sync and last, preallocate=self.preallocate_bytes
-                )
+                now = sync if number == len(records) - 1 else sync_early
+                position = view.write(record, payload, kept, sync=now, preallocate=self.preallocate_bytes)
             return position
 
         position = self._change(append)
