@@ -27,7 +27,7 @@ from typing import NamedTuple, cast
 import attrs
 
 from filestore.engine.framing import Frame
-from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
+from filestore.engine.records import Put, Record, RecordDecodeError, Remove, decode_record
 from filestore.errors import CorruptionError
 from filestore.ids import SessionKey, SessionScope
 
@@ -155,6 +155,14 @@ class Index:
         key = record.key
         previous = self.get(key)
         frozen = self._changed is not None
+        if not frozen and (previous is None or previous.wait is None):
+            # Replay of a big log is mostly this: plain dict operations.
+            if isinstance(record, Put) and record.wait is None:
+                self._put_direct(key, record, previous, offset, size, seq)
+                return
+            if isinstance(record, Remove) and previous is not None:
+                self._remove_direct(key, previous)
+                return
         if isinstance(record, Put):
             # A key's owner is fixed at creation; later PUTs keep it.
             scope = previous.scope if previous is not None else self.intern(record.scope)
@@ -186,6 +194,32 @@ class Index:
         self._length -= frozen
         if self.lookup(previous.scope) == key:
             self._point(previous.scope, None)
+
+    def _put_direct(
+        self, key: SessionKey, record: Put, previous: Entry | None, offset: int, size: int, seq: int
+    ) -> None:
+        """``apply`` of a PUT with no wait over an entry with none, the index not frozen."""
+        if previous is None:
+            scope = self.intern(record.scope)
+        else:
+            scope = previous.scope
+            self.live_bytes -= previous.size
+            self.timed -= previous.deadline is not None
+        self.entries[key] = Entry(
+            offset, self._sizes.setdefault(size, size), scope, seq, None, record.deadline
+        )
+        self.live_bytes += size
+        self.timed += record.deadline is not None
+        if scope.user is not None and record.points_lookup:
+            self.by_user[scope] = key
+
+    def _remove_direct(self, key: SessionKey, previous: Entry) -> None:
+        """``apply`` of a REMOVE of an entry with no wait, the index not frozen."""
+        del self.entries[key]
+        self.live_bytes -= previous.size
+        self.timed -= previous.deadline is not None
+        if self.by_user.get(previous.scope) == key:
+            del self.by_user[previous.scope]
 
     def _set(self, key: SessionKey, entry: Entry | None) -> None:
         changed = self._changed
