@@ -362,6 +362,113 @@ def test_an_over_long_session_is_refused_by_every_file_store_write(tmp_path: Pat
         assert store.get_session(key) == data()
 
 
+# -- the wait calls (issue 14) ----------------------------------------------------------
+# One block for the four wait calls: a backend joins WAIT_BACKENDS once its wait calls land.
+
+WAIT_BACKENDS: Final = ["memory"]
+REPLY_SCOPE: Final = ReplyScope("chat-1", thread="t-1")
+BAD_SCOPES: Final[list[object]] = [None, "chat-1", 5, b"chat-1", {"conversation": "chat-1"}, ctx()]
+BAD_TTLS: Final[list[object]] = [
+    0,
+    60,
+    1.5,
+    True,
+    "PT1M",
+    datetime.timedelta(microseconds=-1),
+    datetime.timedelta(days=-1),
+    datetime.timedelta.min,
+]
+
+
+@pytest.fixture(params=WAIT_BACKENDS)
+def waiting(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SessionStore, Path]]:
+    """A store holding a created session of ``ctx()``'s user and one wait (with a TTL) at ``REPLY_SCOPE``."""
+    path = tmp_path / "store"
+    store = BACKENDS[request.param].open(path)
+    try:
+        store.create_session(ctx(), data())
+        store.register_wait(ctx(), "u1", REPLY_SCOPE, "wait-1", data(step=1), datetime.timedelta(hours=1))
+        yield store, path
+    finally:
+        store.close()
+
+
+WaitCall = Callable[[Any, Any], object]
+
+
+def _wait_cases() -> Iterator[Any]:
+    def register(name: str) -> WaitCall:
+        """``register_wait`` with good arguments but the bad value as ``name``."""
+        good: dict[str, object] = {
+            "ctx": ctx(),
+            "user_id": "u1",
+            "scope": REPLY_SCOPE,
+            "key": "wait-2",
+            "data": data(step=2),
+            "ttl": datetime.timedelta(minutes=1),
+        }
+        return lambda store, value: store.register_wait(**{**good, name: value})
+
+    calls: list[tuple[str, WaitCall, list[object]]] = [
+        ("register(bad ctx)", register("ctx"), BAD_CTXS),
+        ("register(bad user_id)", register("user_id"), BAD_USERS),
+        ("register(bad scope)", register("scope"), BAD_SCOPES),
+        ("register(bad key)", register("key"), BAD_KEYS),
+        ("register(bad data)", register("data"), BAD_DATAS),
+        ("register(bad ttl)", register("ttl"), BAD_TTLS),
+        ("find_wait(bad ctx)", lambda store, bad: store.find_wait_by_scope(bad, "u1", REPLY_SCOPE), BAD_CTXS),
+        (
+            "find_wait(bad user_id)",
+            lambda store, bad: store.find_wait_by_scope(ctx(), bad, REPLY_SCOPE),
+            BAD_USERS,
+        ),
+        ("find_wait(bad scope)", lambda store, bad: store.find_wait_by_scope(ctx(), "u1", bad), BAD_SCOPES),
+        ("list_waits(bad ctx)", lambda store, bad: store.list_waits_for_user(bad, "u1"), BAD_CTXS),
+        ("list_waits(bad user_id)", lambda store, bad: store.list_waits_for_user(ctx(), bad), BAD_USERS),
+        ("clear_wait(bad ctx)", lambda store, bad: store.clear_wait(bad, "u1", REPLY_SCOPE), BAD_CTXS),
+        ("clear_wait(bad user_id)", lambda store, bad: store.clear_wait(ctx(), bad, REPLY_SCOPE), BAD_USERS),
+        ("clear_wait(bad scope)", lambda store, bad: store.clear_wait(ctx(), "u1", bad), BAD_SCOPES),
+    ]
+    for name, call, values in calls:
+        for value in values:
+            yield pytest.param(call, value, id=f"{name}-{value!r}"[:60])
+
+
+@pytest.mark.parametrize(("call", "bad"), list(_wait_cases()))
+def test_every_wait_call_refuses_bad_input_and_writes_nothing(
+    waiting: tuple[SessionStore, Path], call: WaitCall, bad: object
+) -> None:
+    """Each wait call raises InvalidInputError for a bad ctx, user_id, scope, key, data or ttl; no change."""
+    store, path = waiting
+    before = store_state(store, path)
+    with pytest.raises(InvalidInputError):
+        call(store, bad)
+    assert store_state(store, path) == before
+    assert store.find_wait_by_scope(ctx(), "u1", REPLY_SCOPE) == "wait-1"
+    assert store.get_session("wait-2") is None
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bad=NON_TEXT)
+def test_no_non_text_wait_user_or_key_escapes(waiting: tuple[SessionStore, Path], bad: object) -> None:
+    """Arbitrary non-str user_ids (and keys) are InvalidInputError from every wait call; nothing changes."""
+    store, path = waiting
+    before = store_state(store, path)
+    for call in (
+        lambda: store.register_wait(ctx(), bad, REPLY_SCOPE, "wait-2", data()),  # type: ignore[arg-type]
+        lambda: store.register_wait(ctx(), "u1", REPLY_SCOPE, bad, data()),  # type: ignore[arg-type]
+        lambda: store.find_wait_by_scope(ctx(), bad, REPLY_SCOPE),  # type: ignore[arg-type]
+        lambda: store.list_waits_for_user(ctx(), bad),  # type: ignore[arg-type]
+        lambda: store.clear_wait(ctx(), bad, REPLY_SCOPE),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidInputError):
+            call()
+    assert store_state(store, path) == before
+
+
+# -- the end of the wait calls' block ---------------------------------------------------
+
+
 # -- opening a file store -------------------------------------------------------------
 
 BAD_OPTIONS: Final[list[dict[str, object]]] = [
