@@ -54,9 +54,7 @@ def _redis_store(path: Path) -> SessionStore:
 
 
 def _file_store_with_clock(path: Path, clock: Clock, **options: Any) -> SessionStore:
-    # Through a loosely typed name: the ``clock`` keyword comes with the file backend's wait routing.
-    open_file: Callable[..., SessionStore] = FileSessionStore
-    return open_file(path, clock=clock, **options)
+    return FileSessionStore(path, clock=clock, **options)
 
 
 def _file(name: str, **options: Any) -> Backend:
