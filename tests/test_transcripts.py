@@ -33,7 +33,7 @@ from filestore import (
 )
 
 from .support.backends import BACKENDS, Backend
-from .support.clocks import ManualClock
+from .support.clocks import AdvancingClock, ManualClock, ServerClock
 
 TRANSCRIPTS: Final = Path(__file__).parent / "data" / "interop" / "transcripts" / "set_B.jsonl"
 FIVE_CALLS: Final = frozenset(
@@ -210,12 +210,20 @@ class WaitVariant:
     ``sleep`` op's time pass for the store (the manual clock, or the server's).
     """
 
-    open: Callable[[Path, ManualClock], SessionStore]
+    open: Callable[[Path, AdvancingClock], SessionStore]
     between: Callable[[SessionStore, str, Callable[[], SessionStore]], SessionStore] = _unchanged
+    clock: Callable[[], AdvancingClock] = ManualClock
 
 
+def _server_clock() -> AdvancingClock:
+    return ServerClock()
+
+
+# Redis expires keys on the server's clock, so its replay's time is the server's TIME: a
+# ``sleep`` waits until that has moved on (each follows a 1 ms TTL; 30 ms is plenty).
 WAIT_VARIANTS: Final = {
     "memory": WaitVariant(lambda _path, clock: InMemorySessionStore(clock=clock)),
+    "redis": WaitVariant(lambda path, _clock: BACKENDS["redis"].open(path), clock=_server_clock),
 }
 
 
@@ -283,12 +291,13 @@ def test_wait_scenario_answers_as_recorded(scenario: dict[str, Any], variant: st
     """Every op of a wait scenario answers what the transcript expects (0.4.7's, upstream bug fixed).
 
     ``sleep`` advances the store's clock by its milliseconds (it follows every
-    1 ms TTL, so the wait has expired after it). ``find_by_user`` is skipped
+    1 ms TTL, so the wait has expired after it): the manual clock, or, on
+    Redis, a wait until the server's own clock has moved on that far. ``find_by_user`` is skipped
     by the data (filestore answers from its create lookup first): its rule
     has its own tests in tests/test_waits.py.
     """
     chosen = WAIT_VARIANTS[variant]
-    path, clock = tmp_path / "store", ManualClock()
+    path, clock = tmp_path / "store", chosen.clock()
     store = chosen.open(path, clock)
     replay = Replay(clock)
     answers: list[dict[str, Any]] = []
