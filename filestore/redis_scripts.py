@@ -219,7 +219,7 @@ def _script(body: str) -> str:
 
 
 # ARGV: ns, key, data, owner JSON, "1" to point the owner's lookup here, scope_hash or "",
-# deadline (unix ms) or "". A new session (create) or a copied one (import).
+# expiry time (unix ms, PEXPIREAT's) or "". A new session (create) or a copied one (import).
 STORE: Final = _script("""
 local ns, key = ARGV[1], ARGV[2]
 local owner = cjson.decode(ARGV[4])

@@ -20,7 +20,9 @@ TTLs: ``register_wait`` sets the TTL in milliseconds (``PEXPIRE``, as
 greentic) on the session key, the scope entry and our own keys of the
 session, in one script; an update keeps it (``SET ... KEEPTTL``). The server
 expires them on its own clock, so an expired session is invisible to every
-call at once; the SETs of wait keys and the lookups have no TTL and are
+call at once (Redis keeps a key through its expiry millisecond: a TTL of n ms
+lasts one ms longer than on the memory store's clock, and ``iter_sessions``
+reports the deadline as that expiry time + 1); the SETs of wait keys and the lookups have no TTL and are
 cleaned by the reads, as greentic's reads clean them (and by ``purge_expired``).
 
 greentic's lookup key writes a missing team as ``-``, which is also a valid
@@ -59,7 +61,6 @@ import redis.exceptions
 
 from filestore import redis_scripts as scripts
 from filestore.contract import (
-    MAX_DEADLINE_MS,
     MISMATCH_FIELDS,
     ClosesOnExit,
     StoredSession,
@@ -82,7 +83,6 @@ from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import ReplyScope, SessionData, TenantCtx
 from filestore.waits import (
     check_registration,
-    deadline_ms,
     only_wait,
     ttl_ms,
     wait_address,
@@ -91,8 +91,6 @@ from filestore.waits import (
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
 _CORRUPT: Final = "CORRUPT "
-# A TTL this long cannot pass int64 milliseconds from any clock before the year 2200.
-_SURELY_FITS_MS: Final = MAX_DEADLINE_MS - 2**42
 
 
 class RedisSessionStore(ClosesOnExit):
@@ -198,12 +196,8 @@ class RedisSessionStore(ClosesOnExit):
         ttl: datetime.timedelta | None = None,
     ) -> None:
         wait = check_registration(ctx, user_id, scope, key, data, ttl)
-        ttl_arg = ""
-        if wait.ttl is not None:
-            ms = ttl_ms(wait.ttl)
-            if ms > _SURELY_FITS_MS:
-                deadline_ms(self._server_ms(), wait.ttl)  # InvalidInputError past int64, as in memory
-            ttl_arg = str(ms)
+        # A timedelta is under 10**17 ms: PEXPIRE never overflows (Redis checks int64).
+        ttl_arg = "" if wait.ttl is None else str(ttl_ms(wait.ttl))
         owner, scope_hash = wait.address
         outcome = self._call(
             self._register,
@@ -311,7 +305,7 @@ class RedisSessionStore(ClosesOnExit):
                 json.dumps(list(session.scope)),
                 "1" if session.active else "0",
                 session.wait or "",
-                "" if session.deadline_ms is None else str(session.deadline_ms),
+                "" if session.deadline_ms is None else str(_expire_at(session.deadline_ms)),
             ],
         )
 
@@ -334,7 +328,7 @@ class RedisSessionStore(ClosesOnExit):
         if scope.user is not None:
             hit = self._find_scope(scope, waits=False)
             active = hit is not None and hit[0] == key
-        return StoredSession(key, scope, data, active, wait or None, None if deadline < 0 else deadline)
+        return StoredSession(key, scope, data, active, wait or None, _deadline(deadline))
 
     def _find_scope(self, scope: SessionScope, *, waits: bool) -> tuple[SessionKey, SessionData] | None:
         """The session the lookup of ``scope`` (which has a user) points at, if it is that scope's.
@@ -354,10 +348,6 @@ class RedisSessionStore(ClosesOnExit):
         _status, key, value = found
         return SessionKey(key), _stored_data(self._session_key(key), value)
 
-    def _server_ms(self) -> int:
-        seconds, micros = self._call(self._client.time)
-        return int(seconds) * 1000 + int(micros) // 1000
-
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
             raise StoreClosedError(f"the store at {self.address} is closed")
@@ -374,6 +364,21 @@ class RedisSessionStore(ClosesOnExit):
             raise BackendUnavailableError(
                 f"Redis at {self.address} refused a command: {error}", address=self.address
             ) from error
+
+
+def _deadline(expire_at: int) -> int | None:
+    """A key's ``PEXPIRETIME`` (-1: none) as a deadline: the first millisecond it is expired.
+
+    Redis keeps a key while its clock is at or before the expiry time
+    (``now > when`` expires it); a deadline is the first millisecond a session
+    is invisible (``now >= deadline``), so the two are one apart.
+    """
+    return None if expire_at < 0 else expire_at + 1
+
+
+def _expire_at(deadline: int) -> int:
+    """The ``PEXPIREAT`` time of a deadline (see ``_deadline``)."""
+    return deadline - 1
 
 
 def _ctx_args(data: SessionData) -> list[str]:

@@ -325,15 +325,15 @@ def test_iter_import_and_migrate_carry_waits_and_deadlines(
     store.create_session(ctx(), data(step=1))
     by_key = {stored.key: stored for stored in store.iter_sessions()}
     first = by_key[SessionKey("k1")]
-    assert (first.wait, first.deadline_ms) == (HASH, raw.pexpiretime(f"{namespace}:session:k1"))
+    # Redis expires a key once its clock passes the expiry time: the deadline is the next ms.
+    assert (first.wait, first.deadline_ms) == (HASH, raw.pexpiretime(f"{namespace}:session:k1") + 1)
     memory = InMemorySessionStore()
     migrate(store, memory)
     with RedisSessionStore(redis_url(), namespace=f"{namespace}:copy") as copy:
         migrate(memory, copy)
-        assert raw.pexpiretime(f"{namespace}:copy:session:k1") == first.deadline_ms
-        assert (
-            raw.pexpiretime(f"{namespace}:copy:waits:scope:dev:acme:support:u1:{HASH}") == first.deadline_ms
-        )
+        assert raw.pexpiretime(f"{namespace}:copy:session:k1") + 1 == first.deadline_ms
+        entry = f"{namespace}:copy:waits:scope:dev:acme:support:u1:{HASH}"
+        assert raw.pexpiretime(entry) + 1 == first.deadline_ms
         assert copy.find_wait_by_scope(ctx(), "u1", SCOPE) == "k1"
         assert sorted(copy.iter_sessions(), key=str) == sorted(store.iter_sessions(), key=str)
         # A wait whose scope entry another key holds is refused, as in memory.
