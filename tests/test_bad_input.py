@@ -13,6 +13,7 @@ keys, or the in-memory sessions are compared before and after.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import math
 import os
@@ -216,6 +217,76 @@ def test_every_store_call_refuses_bad_input_and_writes_nothing(
         call(store, key, bad)
     assert store_state(store, path) == before
     assert store.get_session(key) == data()
+
+
+# -- the wait calls ------------------------------------------------------------------
+
+# The backends whose wait calls have landed (issue 14); the file store joins when its do.
+WAIT_BACKENDS: Final = ("memory", "redis")
+BAD_SCOPES: Final[list[object]] = [None, "chat-1", {"conversation": "chat-1"}, 5, ctx()]
+BAD_TTLS: Final[list[object]] = [datetime.timedelta(milliseconds=-1), 5, 1.5, "1s", True]
+SCOPE: Final = ReplyScope("chat-1")
+
+
+def _wait_cases() -> Iterator[Any]:
+    def register(bad_part: str) -> StoreCall:
+        def call(store: Any, _key: SessionKey, value: object) -> object:
+            parts: dict[str, object] = {
+                "ctx": ctx(),
+                "user_id": "u1",
+                "scope": SCOPE,
+                "key": "wait-1",
+                "data": data(),
+                "ttl": None,
+            }
+            parts[bad_part] = value
+            return store.register_wait(**parts)
+
+        return call
+
+    calls: list[tuple[str, StoreCall, list[object]]] = [
+        ("register(bad ctx)", register("ctx"), BAD_CTXS),
+        ("register(bad user)", register("user_id"), BAD_USERS),
+        ("register(bad scope)", register("scope"), BAD_SCOPES),
+        ("register(bad key)", register("key"), BAD_KEYS),
+        ("register(bad data)", register("data"), [*BAD_DATAS, data(ctx(user=None))]),
+        ("register(bad ttl)", register("ttl"), BAD_TTLS),
+        ("register(other user)", register("user_id"), ["u2"]),
+        ("find_wait(bad ctx)", lambda store, _key, bad: store.find_wait_by_scope(bad, "u1", SCOPE), BAD_CTXS),
+        (
+            "find_wait(bad user)",
+            lambda store, _key, bad: store.find_wait_by_scope(ctx(), bad, SCOPE),
+            BAD_USERS,
+        ),
+        (
+            "find_wait(bad scope)",
+            lambda store, _key, bad: store.find_wait_by_scope(ctx(), "u1", bad),
+            BAD_SCOPES,
+        ),
+        ("list_waits(bad ctx)", lambda store, _key, bad: store.list_waits_for_user(bad, "u1"), BAD_CTXS),
+        ("list_waits(bad user)", lambda store, _key, bad: store.list_waits_for_user(ctx(), bad), BAD_USERS),
+        ("clear(bad ctx)", lambda store, _key, bad: store.clear_wait(bad, "u1", SCOPE), BAD_CTXS),
+        ("clear(bad user)", lambda store, _key, bad: store.clear_wait(ctx(), bad, SCOPE), BAD_USERS),
+        ("clear(bad scope)", lambda store, _key, bad: store.clear_wait(ctx(), "u1", bad), BAD_SCOPES),
+    ]
+    for name, call, values in calls:
+        for value in values:
+            yield pytest.param(call, value, id=f"{name}-{value!r}"[:60])
+
+
+@pytest.mark.parametrize("backend", WAIT_BACKENDS, indirect=True)
+@pytest.mark.parametrize(("call", "bad"), list(_wait_cases()))
+def test_every_wait_call_refuses_bad_input_and_writes_nothing(
+    seeded: tuple[SessionStore, SessionKey, Path], call: StoreCall, bad: object
+) -> None:
+    """Each wait call raises InvalidInputError for a bad argument (or a user not ctx's); nothing is stored."""
+    store, key, path = seeded
+    store.register_wait(ctx(), "u1", ReplyScope("parked"), "parked", data(step=3))
+    before = store_state(store, path)
+    with pytest.raises(InvalidInputError):
+        call(store, key, bad)
+    assert store_state(store, path) == before
+    assert store.list_waits_for_user(ctx(), "u1") == ["parked"]
 
 
 @pytest.mark.parametrize("key", ["a\0b", "\0", "line\nbreak", "é", "k" * 256])
