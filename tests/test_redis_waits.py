@@ -31,7 +31,7 @@ from filestore.backends import migrate
 
 from .support import ctx, data
 from .support.clocks import ServerClock
-from .support.redis_server import redis_url
+from .support.redis_server import drop_namespace, redis_url
 
 SCOPE = ReplyScope("chat-1", "topic-9", "msg-3", "cid-7")
 OTHER_SCOPE = ReplyScope("chat-2")
@@ -118,11 +118,7 @@ class Rust047:
 def namespace() -> Iterator[str]:
     name = f"waits:{random.randrange(1 << 40)}"
     yield name
-    client = redis.Redis.from_url(redis_url())
-    names = list(client.scan_iter(match=f"{name}:*"))
-    if names:
-        client.delete(*names)
-    client.close()
+    drop_namespace(name)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from filestore import (
     FileSessionStore,
     FilestoreError,
     InMemorySessionStore,
+    RedisSessionStore,
     ReplyScope,
     SessionData,
     SessionStore,
@@ -34,6 +35,7 @@ from filestore import (
 
 from .support.backends import BACKENDS, Backend
 from .support.clocks import AdvancingClock, ManualClock, ServerClock
+from .support.redis_server import drop_namespace
 
 TRANSCRIPTS: Final = Path(__file__).parent / "data" / "interop" / "transcripts" / "set_B.jsonl"
 FIVE_CALLS: Final = frozenset(
@@ -213,17 +215,26 @@ class WaitVariant:
     open: Callable[[Path, AdvancingClock], SessionStore]
     between: Callable[[SessionStore, str, Callable[[], SessionStore]], SessionStore] = _unchanged
     clock: Callable[[], AdvancingClock] = ManualClock
+    forget: Callable[[SessionStore], None] = lambda _store: None
 
 
 def _server_clock() -> AdvancingClock:
     return ServerClock()
 
 
+def _drop_keys(store: SessionStore) -> None:
+    # Its TTL keys would otherwise expire under a later test that counts the server's keys.
+    assert isinstance(store, RedisSessionStore)
+    drop_namespace(store.namespace)
+
+
 # Redis expires keys on the server's clock, so its replay's time is the server's TIME: a
 # ``sleep`` waits until that has moved on (each follows a 1 ms TTL; 30 ms is plenty).
 WAIT_VARIANTS: Final = {
     "memory": WaitVariant(lambda _path, clock: InMemorySessionStore(clock=clock)),
-    "redis": WaitVariant(lambda path, _clock: BACKENDS["redis"].open(path), clock=_server_clock),
+    "redis": WaitVariant(
+        lambda path, _clock: BACKENDS["redis"].open(path), clock=_server_clock, forget=_drop_keys
+    ),
 }
 
 
@@ -323,6 +334,7 @@ def test_wait_scenario_answers_as_recorded(scenario: dict[str, Any], variant: st
                 answers.append({"op": op["op"], "answer": answer, "expected": expected})
     finally:
         store.close()
+        chosen.forget(store)
     wrong = [(number, item) for number, item in enumerate(answers) if item["answer"] != item["expected"]]
     assert not wrong, f"{scenario['scenario']} on {variant}: {wrong}"
 
