@@ -361,15 +361,16 @@ end
 return pruned
 """)
 
-# ARGV: ns, key. {data, owner JSON or '', wait hash or '', deadline or -1} of a live session, or
-# nil. The wait is the marker's hash while its scope entry points at the key.
+# ARGV: ns, key, a scope_hash whose greentic entry held the key, or "". {data, owner JSON or '',
+# wait hash or '', PEXPIRETIME} of a live session, or nil. The wait is the marker's hash (else,
+# for a Rust-written wait, which has none, the hash given) while its scope entry points at the key.
 DESCRIBE: Final = _script("""
 local ns, key = ARGV[1], ARGV[2]
 local session, owner_name = ns .. ':session:' .. key, ns .. ':owner:' .. key
 local data = redis.call('GET', session)
 if not data then return nil end
 local owner = owner_of(session, owner_name)
-local hash = redis.call('GET', ns .. ':wait:' .. key)
-if not hash or owner[4] == cjson.null or pointed(ns, owner, hash) ~= key then hash = '' end
+local hash = redis.call('GET', ns .. ':wait:' .. key) or ARGV[3]
+if hash == '' or owner[4] == cjson.null or pointed(ns, owner, hash) ~= key then hash = '' end
 return {data, redis.call('GET', owner_name) or '', hash, redis.call('PEXPIRETIME', session)}
 """)

@@ -258,13 +258,15 @@ class RedisSessionStore(ClosesOnExit):
     def iter_sessions(self) -> Iterator[StoredSession]:
         """Every live session with its key, owner, lookup and wait state, and its deadline.
 
-        SCAN: safe on a live server. A wait is the one filestore recorded (a
-        Rust-written wait has no record of its scope and is copied as a
-        session without one).
+        SCAN: safe on a live server. A wait is the scope filestore recorded
+        for it; a Rust-written wait, which has no such record, is found by its
+        greentic scope entry (scanned first).
         """
+        scopes = self._scope_entries()
         prefix = f"{self.namespace}:session:"
         for name in self._call(self._client.scan_iter, match=f"{prefix}*", count=500):
-            stored = self._stored(SessionKey(name[len(prefix) :]))
+            key = SessionKey(name[len(prefix) :])
+            stored = self._stored(key, scopes.get(key, ""))
             if stored is not None:  # else removed while we scanned
                 yield stored
 
@@ -309,9 +311,24 @@ class RedisSessionStore(ClosesOnExit):
             ],
         )
 
-    def _stored(self, key: SessionKey) -> StoredSession | None:
-        """A live session as ``iter_sessions`` yields it (its owner read from its data without an entry)."""
-        found = self._call(self._describe, [], [self.namespace, key])
+    def _scope_entries(self) -> dict[str, str]:
+        """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
+        prefix = f"{self.namespace}:waits:scope:"
+        names = list(self._call(self._client.scan_iter, match=f"{prefix}*", count=500))
+        scopes: dict[str, str] = {}
+        for start in range(0, len(names), 500):
+            batch = names[start : start + 500]
+            for name, key in zip(batch, self._call(self._client.mget, batch), strict=True):
+                if key is not None:
+                    scopes[key] = name.rsplit(":", 1)[1]
+        return scopes
+
+    def _stored(self, key: SessionKey, scope_hash: str = "") -> StoredSession | None:
+        """A live session as ``iter_sessions`` yields it (its owner read from its data without an entry).
+
+        ``scope_hash``: where a greentic scope entry pointed at it, for a wait without our record.
+        """
+        found = self._call(self._describe, [], [self.namespace, key, scope_hash])
         if found is None:
             return None
         value, owner, wait, deadline = found

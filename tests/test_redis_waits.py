@@ -342,3 +342,16 @@ def test_iter_import_and_migrate_carry_waits_and_deadlines(
         reference.import_session(holder)
         with pytest.raises(InvalidInputError, match="held by another key"):
             reference.import_session(clash)
+
+
+def test_a_rust_written_wait_is_exported_with_its_scope(store: RedisSessionStore, rust: Rust047) -> None:
+    """iter_sessions finds a Rust-written wait's scope from greentic's entry: migrate keeps it routable."""
+    rust.register_wait(ctx(), "u1", SCOPE, "rust-1", data(), None)
+    rust.register_wait(ctx(), "u1", OTHER_SCOPE, "rust-2", data(step=1), None)
+    rust.register_wait(ctx(), "u1", OTHER_SCOPE, "rust-3", data(step=2), None)  # takes rust-2's scope
+    waits = {stored.key: stored.wait for stored in store.iter_sessions()}
+    assert waits == {"rust-1": HASH, "rust-2": None, "rust-3": OTHER_SCOPE.scope_hash()}
+    memory = InMemorySessionStore()
+    migrate(store, memory)
+    assert memory.find_wait_by_scope(ctx(), "u1", SCOPE) == "rust-1"
+    assert memory.list_waits_for_user(ctx(), "u1") == ["rust-1", "rust-3"]
