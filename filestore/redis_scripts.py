@@ -265,7 +265,7 @@ return 'ok'
 """)
 
 # ARGV: ns, env, tenant_id, team or "", user, "1" to answer from the user's waits when no
-# lookup does. Returns {'found', key, data}, {'waits', key...} (several: the caller refuses),
+# lookup does. Returns {'found', key, data}, {'waits', key, key} (several: the caller refuses),
 # or nil; cleans dangling entries. greentic's lookup holds the newest session written by
 # anyone (a 0.4.3 runner writes only it), so it answers when its session is this scope's;
 # otherwise it belongs to the other scope sharing it, and this scope's own entry answers.
@@ -294,7 +294,7 @@ if scoped then found = candidate(scoped) end
 if found or ARGV[6] ~= '1' then return found end
 local waits = live_waits(ns, wanted)
 if #waits == 0 then return nil end
-if #waits > 1 then return {'waits', unpack(waits)} end
+if #waits > 1 then return {'waits', waits[1], waits[2]} end  -- two say 'several'
 return {'found', waits[1], redis.call('GET', ns .. ':session:' .. waits[1])}
 """)
 
