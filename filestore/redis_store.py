@@ -1,18 +1,29 @@
 """``RedisSessionStore``: the SessionStore contract on Redis, in greentic-session's key layout.
 
-Layout (shared with the Rust crate, so Python and Rust runners can share one Redis)::
+Layout (shared with the Rust crate, so Python and Rust runners can share one
+Redis; the full list, with our own entries, is in ``filestore.redis_scripts``)::
 
-    {ns}:session:{key}                              the SessionData JSON (serde's shape)
-    {ns}:user:{env}:{tenant_id}:{team or "-"}:{user} the key of the user's active session
-    {ns}:owner:{key}                                ours: the session's owner scope, as JSON
-    {ns}:scoped-user:{env}:{tenant_id}:{team}:{user} ours: the same lookup, for team "" (none) or "-" only
+    {ns}:session:{key}                                        the SessionData JSON (serde's)
+    {ns}:user:{env}:{tenant_id}:{team or "-"}:{user}           the user's active session (0.3-0.4.3)
+    {ns}:waits:user:{env}:{tenant_id}:{team or "-"}:{user}     SET of the user's wait keys (0.4.5+)
+    {ns}:waits:scope:{env}:{tenant_id}:{team or "-"}:{user}:{scope_hash}   a wait's key (0.4.5+)
 
-The owner entry records the user a session was created for when only the
-creating ``ctx`` named one (the data does not); Rust-written sessions have
-none, and their owner is read from their data. Every mutation is one Lua
-script, so the session, its owner and the user lookups change together, and
-many writers on many hosts never leave the lookup disagreeing with the
-sessions.
+Ours, unknown to the Rust crate: ``{ns}:owner:{key}`` records the user a
+session was created for when only the creating ``ctx`` named one (the data
+does not; Rust-written sessions have none, and their owner is read from their
+data), and ``{ns}:wait:{key}`` the scope_hash of a session's wait, so removing
+or re-registering it finds its scope entry. Every mutation is one Lua script,
+so the session, its owner, its lookups and its wait entries change together,
+and many writers on many hosts never leave them disagreeing.
+
+TTLs: ``register_wait`` sets the TTL in milliseconds (``PEXPIRE``, as
+greentic) on the session key, the scope entry and our own keys of the
+session, in one script; an update keeps it (``SET ... KEEPTTL``). The server
+expires them on its own clock, so an expired session is invisible to every
+call at once (Redis keeps a key through its expiry millisecond: a TTL of n ms
+lasts one ms longer than on the memory store's clock, and ``iter_sessions``
+reports the deadline as that expiry time + 1); the SETs of wait keys and the lookups have no TTL and are
+cleaned by the reads, as greentic's reads clean them (and by ``purge_expired``).
 
 greentic's lookup key writes a missing team as ``-``, which is also a valid
 team id, so "no team" and the team ``-`` share it. It keeps greentic's
@@ -21,7 +32,10 @@ and ``find_by_user`` answers from it only when the session's stored owner is
 the scope asked for; otherwise from that scope's own ``scoped-user`` entry,
 where the empty team field stands for none (an id is never empty). So the two
 scopes never see, take over or remove each other's lookups, exactly as
-``InMemorySessionStore`` behaves. The user part needs none of this: a session
+``InMemorySessionStore`` behaves. Waits get the same treatment: greentic's
+scope entry answers when its session is the scope's, else the scope's own
+``scoped-waits`` entry, and each of the two keeps its own ``scoped-waits``
+SET, so neither takes over, lists or cleans the other's waits. The user part needs none of this: a session
 without a user has no lookup, so ``-`` there is only ever the user ``-``.
 
 Failures: an unreachable or failing server raises ``BackendUnavailableError``
@@ -41,9 +55,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Final
 
+import attrs
 import redis
 import redis.exceptions
 
+from filestore import redis_scripts as scripts
 from filestore.contract import (
     MISMATCH_FIELDS,
     ClosesOnExit,
@@ -65,150 +81,16 @@ from filestore.errors import (
 )
 from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import ReplyScope, SessionData, TenantCtx
+from filestore.waits import (
+    check_registration,
+    only_wait,
+    ttl_ms,
+    wait_address,
+    wait_lookup,
+)
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
 _CORRUPT: Final = "CORRUPT "
-
-# The stored owner of a session (ours if recorded, else read from its Rust-written data),
-# the keys that point a user at a session, and whether an owner is a given scope.
-# A stored value that does not decode is an error reply 'CORRUPT "<key>"' (greentic's Internal);
-# the key is JSON-quoted, as Redis appends its own text to the reply.
-_OWNER: Final = """
-local function stored_table(name, text)
-  local ok, value = pcall(cjson.decode, text)
-  if ok and type(value) == 'table' then return value end
-  error({err = 'CORRUPT ' .. cjson.encode(name)})
-end
-local function owner_of(session_key, owner_key)
-  local owner = redis.call('GET', owner_key)
-  if owner then return stored_table(owner_key, owner) end
-  local data = redis.call('GET', session_key)
-  if not data then return nil end
-  local ctx = stored_table(session_key, data)['tenant_ctx']
-  if type(ctx) ~= 'table' then error({err = 'CORRUPT ' .. cjson.encode(session_key)}) end
-  local function pick(a, b)
-    if a ~= nil and a ~= cjson.null then return a end
-    if b ~= nil and b ~= cjson.null then return b end
-    return cjson.null
-  end
-  return {ctx['env'], ctx['tenant_id'], pick(ctx['team_id'], ctx['team']), pick(ctx['user_id'], ctx['user'])}
-end
-local function lookup_key(ns, owner)
-  if owner[4] == cjson.null then return nil end
-  local team = owner[3]
-  if team == cjson.null then team = '-' end
-  return ns .. ':user:' .. owner[1] .. ':' .. owner[2] .. ':' .. team .. ':' .. owner[4]
-end
--- Ours: no team and the team '-' share greentic's lookup key, so each of the two keeps its own
--- entry too ('' for no team: an id is never empty). Other teams need none.
-local function scoped_key(ns, owner)
-  if owner[4] == cjson.null then return nil end
-  local team = owner[3]
-  if team == cjson.null then team = ''
-  elseif team ~= '-' then return nil end
-  return ns .. ':scoped-user:' .. owner[1] .. ':' .. owner[2] .. ':' .. team .. ':' .. owner[4]
-end
-local function point(ns, owner, key)
-  local lookup = lookup_key(ns, owner)
-  if lookup then redis.call('SET', lookup, key) end
-  local scoped = scoped_key(ns, owner)
-  if scoped then redis.call('SET', scoped, key) end
-end
--- team and user: '' for none.
-local function owned_by(owner, env, tenant, team, user)
-  local function text(value)
-    if value == cjson.null then return '' end
-    return value
-  end
-  return owner[1] == env and owner[2] == tenant and text(owner[3]) == team and text(owner[4]) == user
-end
-"""
-
-# KEYS: session, owner; ARGV: ns, key, data, owner JSON, "1" to point the owner's lookup here.
-_CREATE: Final = (
-    _OWNER
-    + """
-redis.call('SET', KEYS[1], ARGV[3])
-redis.call('SET', KEYS[2], ARGV[4])
-if ARGV[5] == '1' then point(ARGV[1], cjson.decode(ARGV[4]), ARGV[2]) end
-return 'ok'
-"""
-)
-
-# KEYS: session, owner; ARGV: ns, key, data, env, tenant_id, team or "", user or "".
-# The user is compared with the stored data's (greentic's ensure_ctx_preserved): it may not
-# change, be dropped or be introduced, whatever user the owner got from the creating ctx.
-# Only data that names the user points its lookup here.
-_UPDATE: Final = (
-    _OWNER
-    + """
-local stored = redis.call('GET', KEYS[1])
-if not stored then return 'not_found' end
-local owner = owner_of(KEYS[1], KEYS[2])
-local team = owner[3]
-if team == cjson.null then team = '' end
-if owner[1] ~= ARGV[4] or owner[2] ~= ARGV[5] then return 'env/tenant' end
-if team ~= ARGV[6] then return 'team' end
-local ctx = cjson.decode(stored)['tenant_ctx']
-local user = ctx['user_id']
-if user == nil or user == cjson.null then user = ctx['user'] end
-if user == nil or user == cjson.null then user = '' end
-if user == '' and ARGV[7] ~= '' then return 'introduced' end
-if ARGV[7] ~= user then return 'user' end
-redis.call('SET', KEYS[1], ARGV[3])
-if ARGV[7] ~= '' then point(ARGV[1], owner, ARGV[2]) end
-return 'ok'
-"""
-)
-
-# KEYS: session, owner; ARGV: ns, key. The lookup entries go only if they point at this key
-# (greentic's key also when it does: it was then the owner's newest, whoever wrote it).
-_REMOVE: Final = (
-    _OWNER
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'not_found' end
-local owner = owner_of(KEYS[1], KEYS[2])
-redis.call('DEL', KEYS[1], KEYS[2])
-local lookup = lookup_key(ARGV[1], owner)
-local newest = lookup and redis.call('GET', lookup) == ARGV[2]
-if newest then redis.call('DEL', lookup) end
-local scoped = scoped_key(ARGV[1], owner)
-if scoped and (newest or redis.call('GET', scoped) == ARGV[2]) then redis.call('DEL', scoped) end
-return 'ok'
-"""
-)
-
-# ARGV: ns, env, tenant_id, team or "", user. Returns {key, data} or nil; cleans dangling entries.
-# greentic's key holds the newest session written by anyone (a Rust runner writes only it), so it
-# answers when its session is this scope's; otherwise it belongs to the other scope sharing it,
-# and this scope's own entry answers.
-_FIND: Final = (
-    _OWNER
-    + """
-local ns = ARGV[1]
-local wanted = {ARGV[2], ARGV[3], ARGV[4], ARGV[5]}
-if wanted[3] == '' then wanted[3] = cjson.null end
-local function candidate(entry)
-  local key = redis.call('GET', entry)
-  if not key then return nil end
-  local session = ns .. ':session:' .. key
-  local data = redis.call('GET', session)
-  if not data then
-    redis.call('DEL', entry)
-    return nil
-  end
-  if owned_by(owner_of(session, ns .. ':owner:' .. key), ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then
-    return {key, data}
-  end
-  return nil
-end
-local found = candidate(lookup_key(ns, wanted))
-if found then return found end
-local scoped = scoped_key(ns, wanted)
-if scoped then return candidate(scoped) end
-return nil
-"""
-)
 
 
 class RedisSessionStore(ClosesOnExit):
@@ -216,6 +98,7 @@ class RedisSessionStore(ClosesOnExit):
 
     ``url`` is a redis-py URL (``redis://host:port/db``, ``rediss://``,
     ``unix://``); ``client`` may be given instead. Timeouts are in seconds.
+    TTLs are the server's: it expires the keys on its own clock.
     """
 
     def __init__(
@@ -257,18 +140,20 @@ class RedisSessionStore(ClosesOnExit):
             decode_responses=True,
         )
         self._closed = False
-        self._create = self._client.register_script(_CREATE)
-        self._update = self._client.register_script(_UPDATE)
-        self._remove = self._client.register_script(_REMOVE)
-        self._find = self._client.register_script(_FIND)
-
-    # -- keys of the layout ------------------------------------------------------
+        register = self._client.register_script
+        self._store_script = register(scripts.STORE)
+        self._update = register(scripts.UPDATE)
+        self._remove = register(scripts.REMOVE)
+        self._find = register(scripts.FIND)
+        self._register = register(scripts.REGISTER)
+        self._find_wait = register(scripts.FIND_WAIT)
+        self._list_waits = register(scripts.LIST_WAITS)
+        self._clear_wait = register(scripts.CLEAR_WAIT)
+        self._prune_waits = register(scripts.PRUNE_WAITS)
+        self._describe = register(scripts.DESCRIBE)
 
     def _session_key(self, key: str) -> str:
         return f"{self.namespace}:session:{key}"
-
-    def _owner_key(self, key: str) -> str:
-        return f"{self.namespace}:owner:{key}"
 
     # -- the contract ------------------------------------------------------------
 
@@ -276,7 +161,7 @@ class RedisSessionStore(ClosesOnExit):
         check_context_fence(ctx, data)
         scope = session_scope(ctx, data)
         key = SessionKey(str(uuid.uuid4()))
-        self._store(key, data, scope, active=True)
+        self._store(StoredSession(key, scope, data, active=True))
         return key
 
     def get_session(self, key: SessionKey | str) -> SessionData | None:
@@ -287,51 +172,19 @@ class RedisSessionStore(ClosesOnExit):
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
-        owner = check_session_data(data).tenant_ctx
-        outcome = self._call(
-            self._update,
-            [self._session_key(checked), self._owner_key(checked)],
-            [
-                self.namespace,
-                checked,
-                data.to_json(),
-                owner.env,
-                owner.tenant_id,
-                owner.effective_team or "",
-                owner.effective_user or "",
-            ],
-        )
-        if outcome == "not_found":
-            raise SessionNotFoundError(f"no session with key {checked}", key=checked)
-        if outcome == "introduced":
-            raise TenantMismatchError(
-                f"user mismatch: session {checked}'s data names no user, the update names one",
-                part="user",
-                field=MISMATCH_FIELDS["user"],
-                rule="an update cannot introduce a user",
-            )
-        if outcome != "ok":
-            part = str(outcome)
-            raise TenantMismatchError(
-                f"{part} mismatch: an update may not change"
-                f"{' or drop' if part == 'user' else ''} session {checked}'s {part}",
-                part=part,
-                field=MISMATCH_FIELDS.get(part, "tenant_ctx"),
-                rule=f"an update keeps the {part}",
-            )
+        new = check_session_data(data)
+        outcome = self._call(self._update, [], [self.namespace, checked, new.to_json(), *_ctx_args(new)])
+        _check_outcome(outcome, checked)
 
     def remove_session(self, key: SessionKey | str) -> None:
         checked = check_key(key)
-        outcome = self._call(
-            self._remove, [self._session_key(checked), self._owner_key(checked)], [self.namespace, checked]
-        )
-        if outcome == "not_found":
-            raise SessionNotFoundError(f"no session with key {checked}", key=checked)
+        _check_outcome(self._call(self._remove, [], [self.namespace, checked]), checked)
 
     def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
-        return self._find_scope(lookup_scope(check_tenant_ctx(ctx), user))
+        """The lookup's session; without one, the user's only wait (several: ``InvalidInputError``)."""
+        return self._find_scope(lookup_scope(check_tenant_ctx(ctx), user), waits=True)
 
-    # -- wait routing: issue 14, in progress (replaced by the backend's implementation) --
+    # -- wait routing (greentic 0.4.5+'s keys) ------------------------------------------
 
     def register_wait(
         self,
@@ -342,21 +195,55 @@ class RedisSessionStore(ClosesOnExit):
         data: SessionData,
         ttl: datetime.timedelta | None = None,
     ) -> None:
-        raise NotImplementedError("register_wait: not yet on this backend")
+        wait = check_registration(ctx, user_id, scope, key, data, ttl)
+        # A timedelta is under 10**17 ms: PEXPIRE never overflows (Redis checks int64).
+        ttl_arg = "" if wait.ttl is None else str(ttl_ms(wait.ttl))
+        owner, scope_hash = wait.address
+        outcome = self._call(
+            self._register,
+            [],
+            [
+                self.namespace,
+                wait.key,
+                wait.data.to_json(),
+                json.dumps(list(owner)),
+                scope_hash,
+                ttl_arg,
+                *_ctx_args(wait.data),
+            ],
+        )
+        _check_outcome(outcome, wait.key)
 
     def find_wait_by_scope(
         self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
     ) -> SessionKey | None:
-        raise NotImplementedError("find_wait_by_scope: not yet on this backend")
+        owner, scope_hash = wait_address(ctx, user_id, scope)
+        found = self._call(self._find_wait, [], [self.namespace, json.dumps(list(owner)), scope_hash])
+        return None if found is None else SessionKey(found)
 
     def list_waits_for_user(self, ctx: TenantCtx, user_id: UserId | str) -> list[SessionKey]:
-        raise NotImplementedError("list_waits_for_user: not yet on this backend")
+        owner = wait_lookup(ctx, user_id)
+        found = self._call(self._list_waits, [], [self.namespace, json.dumps(list(owner))])
+        return sorted(SessionKey(key) for key in found)
 
     def clear_wait(self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope) -> None:
-        raise NotImplementedError("clear_wait: not yet on this backend")
+        owner, scope_hash = wait_address(ctx, user_id, scope)
+        self._call(self._clear_wait, [], [self.namespace, json.dumps(list(owner)), scope_hash])
 
     def purge_expired(self) -> int:
-        raise NotImplementedError("purge_expired: not yet on this backend")
+        """Clean the wait SETs of members whose session is gone; always ``0`` sessions removed.
+
+        Redis deletes an expired session's keys itself (a key past its
+        deadline reads as missing at once), so none is left here to remove:
+        the count of sessions removed is 0. The SETs of wait keys have no TTL
+        (greentic's layout), so their members of expired sessions are pruned
+        here, as the reads also do.
+        """
+        for pattern in ("waits:user:*", "scoped-waits:user:*"):
+            match = f"{self.namespace}:{pattern}"
+            for name in self._call(self._client.scan_iter, match=match, count=500):
+                self._call(self._prune_waits, [name], [self.namespace])
+        return 0
 
     def close(self) -> None:
         if not self._closed:
@@ -369,66 +256,114 @@ class RedisSessionStore(ClosesOnExit):
     # -- moving data --------------------------------------------------------------
 
     def iter_sessions(self) -> Iterator[StoredSession]:
-        """Every session with its key, owner and lookup state (SCAN: safe on a live server)."""
+        """Every live session with its key, owner, lookup and wait state, and its deadline.
+
+        SCAN: safe on a live server. A wait is the scope filestore recorded
+        for it; a Rust-written wait, which has no such record, is found by its
+        greentic scope entry (scanned first).
+        """
+        scopes = self._scope_entries()
         prefix = f"{self.namespace}:session:"
         for name in self._call(self._client.scan_iter, match=f"{prefix}*", count=500):
             key = SessionKey(name[len(prefix) :])
-            stored = self._stored(key)
-            if stored is None:
-                continue  # removed while we scanned
-            data, scope = stored
-            found = self._find_scope(scope) if scope.user is not None else None
-            yield StoredSession(key, scope, data, found is not None and found[0] == key)
+            stored = self._stored(key, scopes.get(key, ""))
+            if stored is not None:  # else removed while we scanned
+                yield stored
 
     def import_session(self, session: StoredSession) -> bool:
         """Store a session under its own key and owner; ``False`` if already there, equal.
 
-        ``InvalidInputError`` if the key holds a different session (never overwritten).
+        ``InvalidInputError`` if the key holds a different session (never
+        overwritten), or if its wait's scope entry points at another key.
         """
         session = check_stored_session(session)
         key = session.key
         existing = self._stored(key)
-        if existing is not None and existing != (session.data, session.scope):
+        if existing is not None and attrs.evolve(existing, active=session.active) != session:
             raise InvalidInputError(
                 f"key {key} already holds a different session", field="key", rule="no overwrite"
             )
-        self._store(key, session.data, session.scope, active=session.active)
+        if session.wait is not None:
+            holder = self._call(
+                self._find_wait, [], [self.namespace, json.dumps(list(session.scope)), session.wait]
+            )
+            if holder not in {None, key}:
+                raise InvalidInputError(
+                    f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
+                )
+        self._store(session)
         return existing is None
 
     # -- internals ------------------------------------------------------------------
 
-    def _store(self, key: SessionKey, data: SessionData, scope: SessionScope, *, active: bool) -> None:
+    def _store(self, session: StoredSession) -> None:
         self._call(
-            self._create,
-            [self._session_key(key), self._owner_key(key)],
-            [self.namespace, key, data.to_json(), json.dumps(list(scope)), "1" if active else "0"],
+            self._store_script,
+            [],
+            [
+                self.namespace,
+                session.key,
+                session.data.to_json(),
+                json.dumps(list(session.scope)),
+                "1" if session.active else "0",
+                session.wait or "",
+                "" if session.deadline_ms is None else str(_expire_at(session.deadline_ms)),
+            ],
         )
 
-    def _stored(self, key: SessionKey) -> tuple[SessionData, SessionScope] | None:
-        """A session's data and owner scope (read from its data when it has no owner entry)."""
-        name, owner_name = self._session_key(key), self._owner_key(key)
-        value, owner = self._call(self._client.mget, [name, owner_name])
-        if value is None:
+    def _scope_entries(self) -> dict[str, str]:
+        """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
+        prefix = f"{self.namespace}:waits:scope:"
+        names = list(self._call(self._client.scan_iter, match=f"{prefix}*", count=500))
+        scopes: dict[str, str] = {}
+        for start in range(0, len(names), 500):
+            batch = names[start : start + 500]
+            for name, key in zip(batch, self._call(self._client.mget, batch), strict=True):
+                if key is not None:
+                    scopes[key] = name.rsplit(":", 1)[1]
+        return scopes
+
+    def _stored(self, key: SessionKey, scope_hash: str = "") -> StoredSession | None:
+        """A live session as ``iter_sessions`` yields it (its owner read from its data without an entry).
+
+        ``scope_hash``: where a greentic scope entry pointed at it, for a wait without our record.
+        """
+        found = self._call(self._describe, [], [self.namespace, key, scope_hash])
+        if found is None:
             return None
+        value, owner, wait, deadline = found
+        name = self._session_key(key)
         data = _stored_data(name, value)
         if owner:
             try:
-                return data, SessionScope.parse(json.loads(owner), field="owner")
+                scope = SessionScope.parse(json.loads(owner), field="owner")
             except (ValueError, RecursionError) as error:
-                raise _corrupt(owner_name, error) from None
-        return data, session_scope(data.tenant_ctx, data)
+                raise _corrupt(f"{self.namespace}:owner:{key}", error) from None
+        else:
+            scope = session_scope(data.tenant_ctx, data)
+        active = False
+        if scope.user is not None:
+            hit = self._find_scope(scope, waits=False)
+            active = hit is not None and hit[0] == key
+        return StoredSession(key, scope, data, active, wait or None, _deadline(deadline))
 
-    def _find_scope(self, scope: SessionScope) -> tuple[SessionKey, SessionData] | None:
-        """The session the lookup of ``scope`` (which has a user) points at, if it is that scope's."""
+    def _find_scope(self, scope: SessionScope, *, waits: bool) -> tuple[SessionKey, SessionData] | None:
+        """The session the lookup of ``scope`` (which has a user) points at, if it is that scope's.
+
+        With ``waits``, when there is none, the user's only live wait (as
+        ``find_by_user`` answers).
+        """
         found = self._call(
             self._find,
             [],
-            [self.namespace, scope.env, scope.tenant_id, scope.team or "", scope.user],
+            [self.namespace, scope.env, scope.tenant_id, scope.team or "", scope.user, "1" if waits else "0"],
         )
         if not found:
             return None
-        key, value = found
-        return SessionKey(key), _stored_data(self._session_key(SessionKey(key)), value)
+        if found[0] == "waits":
+            only_wait(SessionKey(key) for key in found[1:])  # raises: several waits
+        _status, key, value = found
+        return SessionKey(key), _stored_data(self._session_key(key), value)
 
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
@@ -446,6 +381,50 @@ class RedisSessionStore(ClosesOnExit):
             raise BackendUnavailableError(
                 f"Redis at {self.address} refused a command: {error}", address=self.address
             ) from error
+
+
+def _deadline(expire_at: int) -> int | None:
+    """A key's ``PEXPIRETIME`` (-1: none) as a deadline: the first millisecond it is expired.
+
+    Redis keeps a key while its clock is at or before the expiry time
+    (``now > when`` expires it); a deadline is the first millisecond a session
+    is invisible (``now >= deadline``), so the two are one apart.
+    """
+    return None if expire_at < 0 else expire_at + 1
+
+
+def _expire_at(deadline: int) -> int:
+    """The ``PEXPIREAT`` time of a deadline (see ``_deadline``)."""
+    return deadline - 1
+
+
+def _ctx_args(data: SessionData) -> list[str]:
+    """The scripts' view of new data's context: env, tenant_id, team and user ('' for none)."""
+    owner = data.tenant_ctx
+    return [owner.env, owner.tenant_id, owner.effective_team or "", owner.effective_user or ""]
+
+
+def _check_outcome(outcome: object, key: SessionKey) -> None:
+    """Raise what a script's answer other than ``ok`` means (greentic's ensure_ctx_preserved parts)."""
+    if outcome == "ok":
+        return
+    if outcome == "not_found":
+        raise SessionNotFoundError(f"no session with key {key}", key=key)
+    if outcome == "introduced":
+        raise TenantMismatchError(
+            f"user mismatch: session {key}'s data names no user, the new data names one",
+            part="user",
+            field=MISMATCH_FIELDS["user"],
+            rule="an update cannot introduce a user",
+        )
+    part = str(outcome)
+    raise TenantMismatchError(
+        f"{part} mismatch: an update may not change"
+        f"{' or drop' if part == 'user' else ''} session {key}'s {part}",
+        part=part,
+        field=MISMATCH_FIELDS.get(part, "tenant_ctx"),
+        rule=f"an update keeps the {part}",
+    )
 
 
 def _stored_data(name: str, value: str) -> SessionData:

@@ -298,7 +298,7 @@ def test_an_over_long_session_is_refused_by_every_file_store_write(tmp_path: Pat
 # -- the wait calls (issue 14) ----------------------------------------------------------
 # One block for the four wait calls: a backend joins WAIT_BACKENDS once its wait calls land.
 
-WAIT_BACKENDS: Final = ["memory", "file", "file-group", "file-none-snapshots"]
+WAIT_BACKENDS: Final = ["memory", "file", "file-group", "file-none-snapshots", "redis"]
 REPLY_SCOPE: Final = ReplyScope("chat-1", thread="t-1")
 BAD_SCOPES: Final[list[object]] = [None, "chat-1", 5, b"chat-1", {"conversation": "chat-1"}, ctx()]
 BAD_TTLS: Final[list[object]] = [
@@ -345,6 +345,8 @@ def _wait_cases() -> Iterator[Any]:
     calls: list[tuple[str, WaitCall, list[object]]] = [
         ("register(bad ctx)", register("ctx"), BAD_CTXS),
         ("register(bad user_id)", register("user_id"), BAD_USERS),
+        # A valid id, but not the user of ctx and data.
+        ("register(other user_id)", register("user_id"), ["u2"]),
         ("register(bad scope)", register("scope"), BAD_SCOPES),
         ("register(bad key)", register("key"), BAD_KEYS),
         # Not a SessionData, or one naming another user or none (a wait's data names user_id).

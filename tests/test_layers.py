@@ -21,7 +21,7 @@ LAYERS: Final = (
     (0, "model", {"errors", "serdejson", "strictcbor", "ids", "fields", "model", "mapping"}),
     (1, "contract", {"contract", "waits"}),
     (2, "engine", {"engine"}),
-    (2, "stores", {"memory", "redis_store"}),
+    (2, "stores", {"memory", "redis_store", "redis_scripts"}),
     (3, "offline", {"offline"}),
     (4, "transfer", {"backends", "transfer"}),
     (5, "app", {"cli", "demo", "__main__", "__init__"}),

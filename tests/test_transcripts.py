@@ -26,6 +26,7 @@ from filestore import (
     FileSessionStore,
     FilestoreError,
     InMemorySessionStore,
+    RedisSessionStore,
     ReplyScope,
     SessionData,
     SessionStore,
@@ -33,7 +34,8 @@ from filestore import (
 )
 
 from .support.backends import BACKENDS, Backend
-from .support.clocks import ManualClock
+from .support.clocks import AdvancingClock, ManualClock, ServerClock
+from .support.redis_server import drop_namespace
 
 TRANSCRIPTS: Final = Path(__file__).parent / "data" / "interop" / "transcripts" / "set_B.jsonl"
 FIVE_CALLS: Final = frozenset(
@@ -210,8 +212,10 @@ class WaitVariant:
     ``sleep`` op's time pass for the store (the manual clock, or the server's).
     """
 
-    open: Callable[[Path, ManualClock], SessionStore]
+    open: Callable[[Path, AdvancingClock], SessionStore]
     between: Callable[[SessionStore, str, Callable[[], SessionStore]], SessionStore] = _unchanged
+    clock: Callable[[], AdvancingClock] = ManualClock
+    forget: Callable[[SessionStore], None] = lambda _store: None
 
 
 def _compacted_before_waits(
@@ -227,8 +231,8 @@ def _compacted_before_waits(
 
 def _file(
     durability: str, snapshot_every_records: int | None = None
-) -> Callable[[Path, ManualClock], SessionStore]:
-    def open_store(path: Path, clock: ManualClock) -> SessionStore:
+) -> Callable[[Path, AdvancingClock], SessionStore]:
+    def open_store(path: Path, clock: AdvancingClock) -> SessionStore:
         if snapshot_every_records is None:
             return FileSessionStore(path, durability=durability, clock=clock)
         return FileSessionStore(
@@ -238,7 +242,19 @@ def _file(
     return open_store
 
 
+def _server_clock() -> AdvancingClock:
+    return ServerClock()
+
+
+def _drop_keys(store: SessionStore) -> None:
+    # Its TTL keys would otherwise expire under a later test that counts the server's keys.
+    assert isinstance(store, RedisSessionStore)
+    drop_namespace(store.namespace)
+
+
 # As for VARIANTS: the reopened and compacted file stores snapshot every 3 records.
+# Redis expires keys on the server's clock, so its replay's time is the server's TIME: a
+# ``sleep`` waits until that has moved on (each follows a 1 ms TTL; 30 ms is plenty).
 WAIT_VARIANTS: Final = {
     "memory": WaitVariant(lambda _path, clock: InMemorySessionStore(clock=clock)),
     "file-fsync": WaitVariant(_file("fsync")),
@@ -246,6 +262,9 @@ WAIT_VARIANTS: Final = {
     "file-none": WaitVariant(_file("none", 3)),
     "file-reopen": WaitVariant(_file("none", 3), _reopened),
     "file-compact": WaitVariant(_file("none", 3), _compacted_before_waits),
+    "redis": WaitVariant(
+        lambda path, _clock: BACKENDS["redis"].open(path), clock=_server_clock, forget=_drop_keys
+    ),
 }
 
 
@@ -313,12 +332,13 @@ def test_wait_scenario_answers_as_recorded(scenario: dict[str, Any], variant: st
     """Every op of a wait scenario answers what the transcript expects (0.4.7's, upstream bug fixed).
 
     ``sleep`` advances the store's clock by its milliseconds (it follows every
-    1 ms TTL, so the wait has expired after it). ``find_by_user`` is skipped
+    1 ms TTL, so the wait has expired after it): the manual clock, or, on
+    Redis, a wait until the server's own clock has moved on that far. ``find_by_user`` is skipped
     by the data (filestore answers from its create lookup first): its rule
     has its own tests in tests/test_waits.py.
     """
     chosen = WAIT_VARIANTS[variant]
-    path, clock = tmp_path / "store", ManualClock()
+    path, clock = tmp_path / "store", chosen.clock()
     store = chosen.open(path, clock)
     replay = Replay(clock)
     answers: list[dict[str, Any]] = []
@@ -344,6 +364,7 @@ def test_wait_scenario_answers_as_recorded(scenario: dict[str, Any], variant: st
                 answers.append({"op": op["op"], "answer": answer, "expected": expected})
     finally:
         store.close()
+        chosen.forget(store)
     wrong = [(number, item) for number, item in enumerate(answers) if item["answer"] != item["expected"]]
     assert not wrong, f"{scenario['scenario']} on {variant}: {wrong}"
 

@@ -82,3 +82,20 @@ def redis_url() -> str:
     client.close()
     _server = (process, url)
     return url
+
+
+def drop_namespace(namespace: str) -> None:
+    """Delete every key of ``namespace`` from the test server.
+
+    A test that leaves keys with a TTL must call it: the server counts an
+    expired key until it reclaims it in the background, so a later test that
+    compares the server's key count would see it change under it. SCAN itself
+    reclaims the expired keys it meets.
+    """
+    client = redis.Redis.from_url(redis_url())
+    try:
+        names = list(client.scan_iter(match=f"{namespace}:*", count=500))
+        if names:
+            client.delete(*names)
+    finally:
+        client.close()
