@@ -34,7 +34,7 @@ from filestore import serdejson
 from filestore.backends import MovableStore, check_movable, copy_sessions
 from filestore.contract import StoredSession, check_same_owner, check_stored_session
 from filestore.engine.options import callback, count
-from filestore.errors import InvalidInputError
+from filestore.errors import InvalidInputError, message_of
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
 from filestore.model import SessionData
 from filestore.waits import Clock, check_clock, is_expired, system_clock
@@ -122,7 +122,7 @@ def parse_line(text: str, number: int) -> StoredSession:
         raise _bad_line(number, "nested too deeply") from None
     except (ValueError, KeyError, TypeError) as error:
         raise _bad_line(
-            number, f"missing field {error}" if isinstance(error, KeyError) else str(error)
+            number, f"missing field {error}" if isinstance(error, KeyError) else message_of(error)
         ) from None
     return stored
 
@@ -132,7 +132,7 @@ def _bad_line(number: int, detail: str) -> InvalidInputError:
 
 
 def _refused_line(number: int, error: InvalidInputError) -> InvalidInputError:
-    return _bad_line(number, str(error))
+    return _bad_line(number, error.message)
 
 
 @attrs.frozen

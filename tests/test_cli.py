@@ -552,7 +552,7 @@ def test_import_is_all_or_nothing_per_batch(tmp_path: Path, capsys: pytest.Captu
     dump = write_lines(tmp_path / "dump.jsonl", lines)
     assert main(["import", str(tmp_path / "b"), str(dump), "--batch-size", "2"]) == 8
     err = capsys.readouterr().err
-    assert err.startswith("filestore: line 4: ")
+    assert err.startswith("filestore: InvalidInput: line 4: ")
     assert len(err.strip().splitlines()) == 1
     assert keys_in(tmp_path / "b") == {json.loads(line)["key"] for line in lines[:2]}
 
@@ -617,7 +617,7 @@ def test_import_names_the_bad_line(
         lines[0].encode() + b"\n\n" + raw + b"\n" + lines[1].encode() + b"\n"
     )
     assert main(["import", str(tmp_path / "b"), str(tmp_path / "dump.jsonl")]) == 8
-    assert capsys.readouterr().err.startswith(f"filestore: {message}")
+    assert capsys.readouterr().err.startswith(f"filestore: InvalidInput: {message}")
     assert keys_in(tmp_path / "b") == set()
 
 
@@ -697,7 +697,7 @@ def test_parse_line_accepts_a_session_or_names_the_line() -> None:
             stored = None
         if stored is None:
             assert expected is None, "an exported line was refused"
-            with pytest.raises(InvalidInputError, match=r"^line 12: ") as refused:
+            with pytest.raises(InvalidInputError, match=r"^InvalidInput: line 12: ") as refused:
                 parse_line(text, 12)
             assert refused.value.field == "line 12"
             outcomes["refused"] += 1
