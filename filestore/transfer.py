@@ -37,7 +37,7 @@ from filestore.engine.options import callback, count
 from filestore.errors import InvalidInputError, message_of
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
 from filestore.model import SessionData
-from filestore.waits import Clock, check_clock, is_expired, system_clock
+from filestore.waits import Clock, WaitAddress, check_clock, is_expired, system_clock
 
 DEFAULT_BATCH: Final = 1000
 
@@ -253,7 +253,7 @@ def _check_batch(store: MovableStore, batch: list[tuple[int, StoredSession]]) ->
     reply scope of one user points at one key).
     """
     first_seen: dict[str, tuple[int, StoredSession]] = {}
-    waits: dict[tuple[SessionScope, str], tuple[int, StoredSession]] = {}
+    waits: dict[WaitAddress, tuple[int, StoredSession]] = {}
     for number, stored in batch:
         earlier_number, earlier = first_seen.setdefault(stored.key, (number, stored))
         if _kept(earlier) != _kept(stored):
@@ -261,7 +261,8 @@ def _check_batch(store: MovableStore, batch: list[tuple[int, StoredSession]]) ->
                 number, f"key {stored.key} is also on line {earlier_number}, with another session"
             )
         if stored.wait is not None:
-            holder_number, holder = waits.setdefault((stored.scope, stored.wait), (number, stored))
+            address = WaitAddress(stored.scope, stored.wait)
+            holder_number, holder = waits.setdefault(address, (number, stored))
             if holder.key != stored.key:
                 raise _bad_line(
                     number,
