@@ -21,6 +21,7 @@ from typing import Any, Final, cast
 import pytest
 
 from filestore import (
+    InMemorySessionStore,
     InvalidInputError,
     ReplyScope,
     SessionKey,
@@ -225,3 +226,29 @@ def test_import_refuses_a_wait_the_store_points_at_another_key(store: SessionSto
         import_sessions(movable(store), [line("k-other", wait=REPLY.scope_hash())])
     assert store.get_session("k-other") is None
     assert store.find_wait_by_scope(ctx(), "u1", REPLY) == waiting
+
+
+def test_migrate_does_not_count_a_session_that_expired_meanwhile_as_missing() -> None:
+    """A session the source still lists but that expired in the target before the closing check
+    (by the clock migrate is given) is not "did not arrive intact"; a live one still is checked."""
+    source_clock, target_clock = ManualClock(), ManualClock()
+    source = InMemorySessionStore(clock=source_clock)
+    target = InMemorySessionStore(clock=target_clock)
+    source.register_wait(ctx(), "u1", REPLY, "k-wait", data(step=1), ttl=datetime.timedelta(seconds=1))
+    source.create_session(ctx(user="u2"), data(ctx(user="u2"), step=2))
+    report = migrate(source, target, progress=lambda _one: target_clock.advance(1000), clock=target_clock)
+    assert (report.source_sessions, report.copied) == (2, 2)
+    assert target.get_session("k-wait") is None
+    assert source.get_session("k-wait") == data(step=1)
+
+
+@pytest.mark.parametrize("clock", [None, 1_800_000_000_000, "now"])
+def test_import_and_migrate_refuse_a_clock_that_is_not_callable(clock: object) -> None:
+    """clock must be a callable giving unix ms; anything else is InvalidInputError, nothing written."""
+    source, target = InMemorySessionStore(), InMemorySessionStore()
+    source.create_session(ctx(), data())
+    with pytest.raises(InvalidInputError, match="clock"):
+        import_sessions(target, [line()], clock=cast(Any, clock))
+    with pytest.raises(InvalidInputError, match="clock"):
+        migrate(source, target, clock=cast(Any, clock))
+    assert list(target.iter_sessions()) == []
