@@ -7,10 +7,11 @@
   (``?namespace=...`` picks the key namespace);
 - anything else: a directory path, a ``FileSessionStore``.
 
-``migrate(source, target)`` streams every session, with its key and owner,
-from one store to another. Keys are kept, so re-running after an
-interruption skips what already arrived; a key that holds different data in
-the target is refused, never overwritten. It ends by checking the counts.
+``migrate(source, target)`` streams every live session, with its key, owner,
+wait and deadline, from one store to another. Keys are kept, so re-running
+after an interruption skips what already arrived; a key that holds different
+data in the target is refused, never overwritten. It ends by checking the
+counts.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from filestore.engine.store import FileSessionStore
 from filestore.errors import InvalidInputError
 from filestore.memory import InMemorySessionStore
 from filestore.redis_store import DEFAULT_NAMESPACE, RedisSessionStore
+from filestore.waits import Clock, check_clock, is_expired, system_clock
 
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
@@ -116,20 +118,31 @@ class MigrateReport:
 
 
 def migrate(
-    source: MovableStore, target: MovableStore, *, progress: Callable[[int], None] | None = None
+    source: MovableStore,
+    target: MovableStore,
+    *,
+    progress: Callable[[int], None] | None = None,
+    clock: Clock = system_clock,
 ) -> MigrateReport:
-    """Copy every session of ``source`` into ``target``, keys and owners kept.
+    """Copy every session of ``source`` into ``target``, keys, owners, waits and deadlines kept.
 
-    Raises ``InvalidInputError`` if a key holds different data in the target.
-    It ends by reading every source session back from the target: the count
-    copied plus already there must be the source's, each one equal.
+    Raises ``InvalidInputError`` if a key holds a different session in the
+    target, or a wait's reply scope points at another key there. Expired
+    sessions are not copied (the source never lists them). It ends by
+    reading every source session back from the target: the count copied
+    plus already there must be the source's, each one equal, except one
+    whose deadline has passed by ``clock`` meanwhile (unix milliseconds; the
+    stores' own clock if they have a manual one).
     """
     check_movable(source, "source")
     check_movable(target, "target")
     progress = callback("progress", progress)
+    clock = check_clock(clock)
     counts = copy_sessions(target, enumerate(source.iter_sessions(), 1), progress=progress)
     missing = [
-        session.key for session in source.iter_sessions() if target.get_session(session.key) != session.data
+        session.key
+        for session in source.iter_sessions()
+        if target.get_session(session.key) != session.data and not is_expired(session.deadline_ms, clock())
     ]
     if missing:
         raise InvalidInputError(

@@ -323,7 +323,8 @@ def import_command(
     batch is validated whole before any of it is written; a bad line, or a
     key that already holds a different session, stops the import (exit 8)
     naming its line number, with nothing of its batch written. Re-running
-    skips sessions already there.
+    skips sessions already there; a session whose deadline has passed is
+    skipped and counted as expired.
     """
     with (
         _open_any(store, trust_directory) as target,
@@ -333,7 +334,10 @@ def import_command(
     _emit(
         as_json,
         report.to_dict(),
-        [f"{report.lines} lines: {report.imported} imported, {report.already_there} already there"],
+        [
+            f"{report.lines} lines: {report.imported} imported, {report.already_there} already there"
+            + (f", {report.expired} expired (skipped)" if report.expired else "")
+        ],
     )
     return EXIT_OK
 

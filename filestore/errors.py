@@ -4,7 +4,10 @@ Each leaf also subclasses the builtin a caller would naturally catch
 (``KeyError`` for a missing session, ``ValueError`` for bad input,
 ``TimeoutError`` for a lock wait), carries greentic's ``ErrorCode`` as
 ``code``, keeps its structured fields as attributes, and pickles (so errors
-survive a trip through ``multiprocessing``).
+survive a trip through ``multiprocessing``). ``str(error)`` is greentic's
+error Display, ``"{code}: {message}"`` (``NotFound: no session with key
+k-1``); ``error.message`` is the bare message, the one to embed in another
+message (``message_of``) or to write as data beside ``code.serde_name``.
 """
 
 from __future__ import annotations
@@ -64,7 +67,12 @@ class ErrorCode(enum.StrEnum):
 
 
 class FilestoreError(Exception):
-    """Root of every filestore exception; ``code`` is greentic's error code."""
+    """Root of every filestore exception; ``code`` is greentic's error code.
+
+    ``str()`` is greentic-types' ``GreenticError`` Display, ``"{code:?}: {message}"``:
+    the Rust variant name, a colon, the message (``InvalidInput: key: empty``).
+    ``message`` is the message alone.
+    """
 
     code: ClassVar[ErrorCode] = ErrorCode.UNKNOWN
 
@@ -76,12 +84,18 @@ class FilestoreError(Exception):
             setattr(self, name, value)
 
     def __str__(self) -> str:
-        # KeyError's own __str__ would repr() the message; keep it readable.
-        return self.message
+        # Defined here, not left to the bases: KeyError's own __str__ would repr() the message.
+        return f"{self.code}: {self.message}"
 
     def __reduce__(self) -> tuple[Any, tuple[()]]:
         # Keyword fields are not in self.args, so default pickling would lose them.
         return functools.partial(type(self), self.message, **self._fields), ()
+
+
+def message_of(error: BaseException) -> str:
+    """The text of ``error`` to put inside another message: a ``FilestoreError``'s bare
+    ``message`` (its code is the outer error's business), anything else's ``str()``."""
+    return error.message if isinstance(error, FilestoreError) else str(error)
 
 
 class SessionNotFoundError(FilestoreError, KeyError):

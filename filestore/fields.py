@@ -232,7 +232,7 @@ def decoding(where: str, build: Callable[..., _T], *args: Any) -> _T:
         if not where:
             raise
         field = field_path(where, error.field)
-        raise InvalidInputError(f"{where}.{error}", field=field, rule=error.rule) from None
+        raise InvalidInputError(f"{where}.{error.message}", field=field, rule=error.rule) from None
 
 
 def load_json(text: str | bytes | Mapping[str, Any], what: str) -> Any:

@@ -78,6 +78,7 @@ from filestore.errors import (
     SessionNotFoundError,
     StoreClosedError,
     TenantMismatchError,
+    message_of,
 )
 from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import ReplyScope, SessionData, TenantCtx
@@ -439,8 +440,9 @@ def _stored_data(name: str, value: str) -> SessionData:
         raise _corrupt(name, error) from None
 
 
-def _corrupt(name: str, error: object) -> CorruptionError:
-    return CorruptionError(f"Redis key {name} holds a damaged value: {error}", path=name, offset=0)
+def _corrupt(name: str, error: BaseException | str) -> CorruptionError:
+    detail = message_of(error) if isinstance(error, BaseException) else error
+    return CorruptionError(f"Redis key {name} holds a damaged value: {detail}", path=name, offset=0)
 
 
 def _encodable(text: str) -> bool:

@@ -123,9 +123,10 @@ def test_copy_sessions_names_a_refused_session_by_its_number() -> None:
         copy_sessions(target, enumerate(sessions, 1))
 
     def refused(number: int, error: InvalidInputError) -> InvalidInputError:
-        return InvalidInputError(f"item {number}: {error}", field="item", rule="test")
+        return InvalidInputError(f"item {number}: {error.message}", field="item", rule="test")
 
-    with pytest.raises(InvalidInputError, match=r"^item 2: key .* already holds a different session$"):
+    refusal = r"^InvalidInput: item 2: key .* already holds a different session$"
+    with pytest.raises(InvalidInputError, match=refusal):
         copy_sessions(target, enumerate(sessions, 1), refused=refused)
     assert target.get_session(sessions[2].key) is None  # stopped at the refusal
 

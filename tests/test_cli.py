@@ -136,7 +136,8 @@ def test_export_import_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert len(lines) == 5
     assert json.loads(lines[0])["session"]["tenant_ctx"]["env"] == "dev"
     assert main(["import", str(tmp_path / "b"), str(dump), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"lines": 5, "imported": 5, "already_there": 0}
+    report = {"lines": 5, "imported": 5, "already_there": 0, "expired": 0}
+    assert json.loads(capsys.readouterr().out) == report
     assert main(["import", str(tmp_path / "b"), str(dump), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["already_there"] == 5
     with FileSessionStore(tmp_path / "a") as source, FileSessionStore(tmp_path / "b") as copy:
@@ -509,6 +510,22 @@ def test_import_from_stdin(
     assert capsys.readouterr().out == "4 lines: 4 imported, 0 already there\n"
 
 
+def test_import_says_how_many_expired_sessions_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line whose deadline has passed is not imported; the summary and --json count it as expired."""
+    lines = exported_lines(tmp_path, sessions=3)
+    lines[1] = json.dumps(dict(json.loads(lines[1]), deadline_ms=1))
+    dump = write_lines(tmp_path / "dump.jsonl", lines)
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "b"), str(dump)]) == 0
+    assert capsys.readouterr().out == "3 lines: 2 imported, 0 already there, 1 expired (skipped)\n"
+    assert keys_in(tmp_path / "b") == {json.loads(line)["key"] for line in (lines[0], lines[2])}
+    assert main(["import", str(tmp_path / "b"), str(dump), "--json"]) == 0
+    report = {"lines": 3, "imported": 0, "already_there": 2, "expired": 1}
+    assert json.loads(capsys.readouterr().out) == report
+
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
@@ -535,7 +552,7 @@ def test_import_is_all_or_nothing_per_batch(tmp_path: Path, capsys: pytest.Captu
     dump = write_lines(tmp_path / "dump.jsonl", lines)
     assert main(["import", str(tmp_path / "b"), str(dump), "--batch-size", "2"]) == 8
     err = capsys.readouterr().err
-    assert err.startswith("filestore: line 4: ")
+    assert err.startswith("filestore: InvalidInput: line 4: ")
     assert len(err.strip().splitlines()) == 1
     assert keys_in(tmp_path / "b") == {json.loads(line)["key"] for line in lines[:2]}
 
@@ -574,6 +591,7 @@ def test_import_refuses_one_key_twice_with_different_sessions(tmp_path: Path) ->
             "lines": 3,
             "imported": 2,
             "already_there": 1,
+            "expired": 0,
         }
     finally:
         target.close()
@@ -599,7 +617,7 @@ def test_import_names_the_bad_line(
         lines[0].encode() + b"\n\n" + raw + b"\n" + lines[1].encode() + b"\n"
     )
     assert main(["import", str(tmp_path / "b"), str(tmp_path / "dump.jsonl")]) == 8
-    assert capsys.readouterr().err.startswith(f"filestore: {message}")
+    assert capsys.readouterr().err.startswith(f"filestore: InvalidInput: {message}")
     assert keys_in(tmp_path / "b") == set()
 
 
@@ -679,7 +697,7 @@ def test_parse_line_accepts_a_session_or_names_the_line() -> None:
             stored = None
         if stored is None:
             assert expected is None, "an exported line was refused"
-            with pytest.raises(InvalidInputError, match=r"^line 12: ") as refused:
+            with pytest.raises(InvalidInputError, match=r"^InvalidInput: line 12: ") as refused:
                 parse_line(text, 12)
             assert refused.value.field == "line 12"
             outcomes["refused"] += 1

@@ -76,7 +76,7 @@ def test_context_fence_words(data_ctx: TenantCtx, part: str, field: str, message
     """create_session's fence names the part, field and rule, in the ctx's and the data's terms."""
     with pytest.raises(TenantMismatchError) as info:
         check_context_fence(OWNER, session(data_ctx))
-    assert (str(info.value), info.value.part, info.value.field, info.value.rule) == (
+    assert (info.value.message, info.value.part, info.value.field, info.value.rule) == (
         message,
         part,
         field,
@@ -114,7 +114,7 @@ def test_same_owner_words(data_ctx: TenantCtx, part: str, field: str, message: s
     """update_session's owner check names the part, field and rule, in the stored owner's terms."""
     with pytest.raises(TenantMismatchError) as info:
         check_same_owner(SCOPE, session(data_ctx))
-    assert (str(info.value), info.value.part, info.value.field, info.value.rule) == (
+    assert (info.value.message, info.value.part, info.value.field, info.value.rule) == (
         message,
         part,
         field,
@@ -174,7 +174,7 @@ def test_ctx_preserved_words(
     changed, dropped or introduced each in its own words."""
     with pytest.raises(TenantMismatchError) as info:
         check_ctx_preserved(session(stored_ctx), session(data_ctx))
-    assert (str(info.value), info.value.part, info.value.field, info.value.rule) == (
+    assert (info.value.message, info.value.part, info.value.field, info.value.rule) == (
         message,
         part,
         field,
@@ -185,11 +185,11 @@ def test_ctx_preserved_words(
 def test_type_checks_come_before_the_owner_checks() -> None:
     """A ctx or data of the wrong type is InvalidInputError (the ctx named first), not a mismatch."""
     data = session(OWNER)
-    with pytest.raises(InvalidInputError, match=r"^ctx: expected TenantCtx, not dict$"):
+    with pytest.raises(InvalidInputError, match=r"^InvalidInput: ctx: expected TenantCtx, not dict$"):
         check_context_fence({}, {})  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match=r"^data: expected SessionData, not dict$"):
+    with pytest.raises(InvalidInputError, match=r"^InvalidInput: data: expected SessionData, not dict$"):
         check_context_fence(OWNER, data.to_dict())  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match=r"^data: expected SessionData, not dict$"):
+    with pytest.raises(InvalidInputError, match=r"^InvalidInput: data: expected SessionData, not dict$"):
         check_same_owner(SCOPE, data.to_dict())  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match=r"^data: expected SessionData, not dict$"):
+    with pytest.raises(InvalidInputError, match=r"^InvalidInput: data: expected SessionData, not dict$"):
         check_ctx_preserved(data, data.to_dict())  # type: ignore[arg-type]

@@ -1,4 +1,8 @@
-"""The error hierarchy: one root, builtin bases, greentic codes, fields, pickling, readable messages."""
+"""The error hierarchy: one root, builtin bases, greentic codes, fields, pickling, readable messages.
+
+``str(error)`` is greentic-types' ``GreenticError`` Display, ``"{code:?}: {message}"``
+(``NotFound: no session with key k-1``); ``error.message`` is the bare message.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from filestore import (
     UntrustedDirectoryError,
     WriteInDoubtError,
 )
+from filestore.errors import message_of
 
 
 @attrs.frozen
@@ -188,7 +193,8 @@ def test_pickle_round_trip_of_any_text(case: Case, message: str, text_field: str
     error = case.build(message, **overrides)
     copy = roundtrip(error, pickle.HIGHEST_PROTOCOL)
     assert type(copy) is type(error)
-    assert str(copy) == message
+    assert copy.message == message
+    assert str(copy) == f"{case.code.value}: {message}"
     for name in case.fields:
         assert getattr(copy, name) == getattr(error, name)
 
@@ -203,27 +209,66 @@ def test_an_error_raised_by_validation_pickles() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_str_is_the_plain_message(case: Case) -> None:
-    """str() is the message itself: no KeyError-style repr quoting, no field dump."""
+def test_str_is_greentics_display_and_message_the_plain_message(case: Case) -> None:
+    """str() is "{code}: {message}" (no KeyError-style repr quoting, no field dump); .message is bare."""
     message = "no session with key k-1 (it's gone)"
     error = case.build(message)
-    assert str(error) == message
-    assert not str(error).startswith(("'", '"'))
+    assert str(error) == f"{case.code.value}: {message}"
+    assert error.message == message
+    assert f"{error}" == str(error)
+
+
+# greentic-types' ``#[error("{code:?}: {message}")]``: the Debug name of each ErrorCode variant,
+# written out here (not taken from ErrorCode) so a respelt member fails.
+RUST_DISPLAY: Final = {
+    ErrorCode.UNKNOWN: "Unknown: the message",
+    ErrorCode.INVALID_INPUT: "InvalidInput: the message",
+    ErrorCode.NOT_FOUND: "NotFound: the message",
+    ErrorCode.CONFLICT: "Conflict: the message",
+    ErrorCode.TIMEOUT: "Timeout: the message",
+    ErrorCode.UNAUTHENTICATED: "Unauthenticated: the message",
+    ErrorCode.PERMISSION_DENIED: "PermissionDenied: the message",
+    ErrorCode.RATE_LIMITED: "RateLimited: the message",
+    ErrorCode.UNAVAILABLE: "Unavailable: the message",
+    ErrorCode.INTERNAL: "Internal: the message",
+}
+
+
+@pytest.mark.parametrize("code", list(ErrorCode), ids=str)
+def test_display_is_greentics_for_every_error_code(code: ErrorCode) -> None:
+    """An error of each ErrorCode (those no class here raises too) displays as GreenticError does."""
+    kind = type(f"{code.name.title()}Error", (FilestoreError,), {"code": code})
+    error = kind("the message")
+    assert str(error) == RUST_DISPLAY[code]
+    assert error.message == "the message"
+
+
+def test_rust_display_table_covers_every_error_code() -> None:
+    """The Display table above names every ErrorCode, so a new variant needs its Rust spelling."""
+    assert set(RUST_DISPLAY) == set(ErrorCode)
+
+
+def test_message_of_gives_a_filestore_errors_bare_message_and_any_other_errors_str() -> None:
+    """message_of, for embedding an error in another message, drops the code prefix (never doubled)."""
+    inner = InvalidInputError("key: empty", field="key", rule="not empty")
+    outer = CorruptionError(f"damaged ({message_of(inner)})", path="/s", offset=0)
+    assert str(outer) == "Internal: damaged (key: empty)"
+    assert message_of(ValueError("plain")) == "plain"
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_traceback_line_is_readable(case: Case) -> None:
-    """The last line of a traceback reads 'ErrorName: message', unquoted."""
+    """The last line of a traceback reads 'ErrorName: Code: message', unquoted."""
     error = case.build("key k-1 is not in the store")
     line = traceback.format_exception_only(error)[-1].strip()
-    assert line.endswith(f"{case.kind.__name__}: key k-1 is not in the store")
+    assert line.endswith(f"{case.kind.__name__}: {case.code.value}: key k-1 is not in the store")
 
 
 def test_session_not_found_is_unlike_a_bare_key_error() -> None:
     """A bare KeyError quotes its message; SessionNotFoundError does not (the reason for __str__)."""
     message = "no session with key k-1"
     assert str(KeyError(message)) == repr(message)
-    assert str(SessionNotFoundError(message, key="k-1")) == message
+    assert str(SessionNotFoundError(message, key="k-1")) == f"NotFound: {message}"
 
 
 @pytest.mark.parametrize(
@@ -273,4 +318,4 @@ def test_root_error_is_unknown_and_takes_any_fields() -> None:
     assert getattr(error, "detail") == 3  # noqa: B009 - the field is dynamic
     copy = roundtrip(error, pickle.HIGHEST_PROTOCOL)
     assert getattr(copy, "detail") == 3  # noqa: B009
-    assert str(copy) == "oops"
+    assert str(copy) == "Unknown: oops"

@@ -114,7 +114,7 @@ def test_parse_names_the_given_field(value: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         EnvId.parse(value + " ", field="tenant_ctx.env")
     assert info.value.field == "tenant_ctx.env"
-    assert str(info.value).startswith("tenant_ctx.env: EnvId")
+    assert str(info.value).startswith("InvalidInput: tenant_ctx.env: EnvId")
 
 
 def test_an_id_of_another_type_is_revalidated_and_retyped() -> None:
@@ -199,7 +199,7 @@ def test_check_key_rejects(key: object, rule: str) -> None:
     assert isinstance(info.value, ValueError)
     assert info.value.field == "key"
     assert info.value.rule == rule
-    assert str(info.value).startswith("key: ")
+    assert str(info.value).startswith("InvalidInput: key: ")
 
 
 @pytest.mark.parametrize("id_type", ID_TYPES)

@@ -121,7 +121,7 @@ def decode_scope(value: object) -> SessionScope:
     try:
         return SessionScope.parse(value)
     except InvalidInputError as error:
-        raise RecordDecodeError(str(error)) from None
+        raise RecordDecodeError(error.message) from None
 
 
 def _is_put(value: object) -> bool:
@@ -189,7 +189,7 @@ def decode_session(payload: bytes, key: str, scope: SessionScope) -> SessionData
     try:
         return SessionData.from_cbor(value[2])
     except InvalidInputError as error:
-        raise RecordDecodeError(f"stored session does not validate: {error}") from None
+        raise RecordDecodeError(f"stored session does not validate: {error.message}") from None
 
 
 def is_put_of(payload: bytes, key: str, scope: SessionScope) -> bool:

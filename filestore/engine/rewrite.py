@@ -69,7 +69,7 @@ from filestore.engine.records import (
     put_points_lookup,
 )
 from filestore.engine.snapshot import encode_snapshot, write_snapshot
-from filestore.errors import CorruptionError
+from filestore.errors import CorruptionError, message_of
 
 _WRITE_BATCH: Final = 4 << 20
 
@@ -201,7 +201,7 @@ def _finish(warnings: list[str], what: str, step: Callable[[], object]) -> bool:
     try:
         step()
     except Exception as error:  # after the switch, every failure is only reported
-        warnings.append(f"could not {what}: {error}")
+        warnings.append(f"could not {what}: {message_of(error)}")
         return False
     except KeyboardInterrupt:
         warnings.append(f"was interrupted before it could {what}")

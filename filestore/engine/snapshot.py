@@ -73,6 +73,7 @@ from filestore.engine.framing import (
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME, temp_names
 from filestore.engine.records import MAX_DEADLINE, Put, RecordDecodeError, decode_record
+from filestore.errors import message_of
 from filestore.ids import EnvId, SessionKey, SessionScope, TeamId, TenantId, UserId
 
 SNAPSHOT_MAGIC: Final = b"FSTIDX\x00\n"
@@ -449,7 +450,7 @@ def load_snapshot(
             return None, "entries do not match the records they point at"
         written = body["written_unix_ms"]
     except (KeyError, ValueError, TypeError, IndexError, RecordDecodeError) as error:
-        return None, f"malformed body: {error}"
+        return None, f"malformed body: {message_of(error)}"
     return Snapshot(index, position, last_seq, last_frame_offset, int(written)), "ok"
 
 

@@ -88,7 +88,7 @@ from filestore.engine.options import flag, seconds, store_path
 from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
 from filestore.engine.rewrite import rewrite_generation
 from filestore.engine.snapshot import decode_snapshot, encode_snapshot, load_snapshot, write_snapshot
-from filestore.errors import CorruptionError, InvalidInputError
+from filestore.errors import CorruptionError, InvalidInputError, message_of
 from filestore.ids import SessionScope
 from filestore.offline.exclusive import exclusive_store
 from filestore.offline.findings import FsckAction, FsckFinding, FsckSeverity
@@ -195,7 +195,7 @@ def fsck(
             # go could have its own new file, under a name listed here, removed under it.
             _check_stray_files(io, directory, report, remove=report.repair)
     except CorruptionError as error:
-        detail = unrecoverable[0] if unrecoverable else str(error)
+        detail = unrecoverable[0] if unrecoverable else error.message
         report.findings.append(
             FsckFinding("log-header", FsckSeverity.ERROR, error.path, error.offset, detail)
         )
@@ -293,7 +293,7 @@ def _replay(log: LogFile, frames: list[FrameRef], report: FsckReport) -> tuple[I
         except (RecordDecodeError, InvalidInputError) as error:
             changed = True
             report.findings.append(
-                FsckFinding("bad-payload", FsckSeverity.ERROR, LOG_NAME, frame.offset, str(error))
+                FsckFinding("bad-payload", FsckSeverity.ERROR, LOG_NAME, frame.offset, message_of(error))
             )
             continue
         previous = index.entries.get(record.key)
