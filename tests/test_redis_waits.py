@@ -77,6 +77,15 @@ class Rust047:
         if previous is not None and previous != key:
             self.client.srem(user_waits, previous)
 
+    def remove_session(self, key: str) -> None:
+        """GET the session, DEL it, SREM it from its data's user's waits (no other key is touched)."""
+        stored = self._session(key)
+        assert stored is not None, f"no session {key}"
+        self.client.delete(f"{self.ns}:session:{key}")
+        user = stored.tenant_ctx.effective_user
+        if user is not None:
+            self.client.srem(self.user_waits_key(stored.tenant_ctx, str(user)), key)
+
     def _apply_ttl(self, name: str, ttl: datetime.timedelta | None) -> None:
         if ttl is not None:
             self.client.pexpire(name, max(ttl // datetime.timedelta(milliseconds=1), 1))
@@ -355,3 +364,36 @@ def test_a_rust_written_wait_is_exported_with_its_scope(store: RedisSessionStore
     migrate(store, memory)
     assert memory.find_wait_by_scope(ctx(), "u1", SCOPE) == "rust-1"
     assert memory.list_waits_for_user(ctx(), "u1") == ["rust-1", "rust-3"]
+
+
+def test_a_key_rust_removed_and_registered_again_is_routed_for_its_new_team(
+    store: RedisSessionStore, rust: Rust047
+) -> None:
+    """filestore's owner record of a key outlives a Rust remove (Rust knows nothing of it); a wait
+    Rust then registers under that key for another team is still that team's, on both sides."""
+    sales = ctx(team="sales")
+    store.register_wait(ctx(), "u1", SCOPE, "k", data())
+    rust.remove_session("k")
+    rust.register_wait(sales, "u1", SCOPE, "k", data(sales, 1), None)
+    assert store.find_wait_by_scope(sales, "u1", SCOPE) == "k"
+    assert store.list_waits_for_user(sales, "u1") == ["k"]
+    assert store.find_by_user(sales, "u1") == ("k", data(sales, 1))
+    assert store.find_wait_by_scope(ctx(), "u1", SCOPE) is None
+    # filestore's reads cleaned nothing of it: the Rust runner still routes it.
+    assert rust.find_wait_by_scope(sales, "u1", SCOPE) == "k"
+    assert rust.list_waits_for_user(sales, "u1") == ["k"]
+
+
+def test_a_key_rust_removed_and_registered_at_another_scope_stays_listed(
+    store: RedisSessionStore, rust: Rust047
+) -> None:
+    """filestore's wait marker of a key outlives a Rust remove; when Rust registers the key again
+    at another scope, the marker's old scope must not make filestore drop it from the user's waits."""
+    store.register_wait(ctx(), "u1", SCOPE, "k", data())
+    rust.remove_session("k")
+    assert store.find_wait_by_scope(ctx(), "u1", SCOPE) is None  # cleans the dangling scope entry
+    rust.register_wait(ctx(), "u1", OTHER_SCOPE, "k", data(step=1), None)
+    assert store.list_waits_for_user(ctx(), "u1") == ["k"]
+    assert rust.list_waits_for_user(ctx(), "u1") == ["k"]
+    assert store.find_wait_by_scope(ctx(), "u1", OTHER_SCOPE) == "k"
+    assert {stored.key: stored.wait for stored in store.iter_sessions()} == {"k": OTHER_SCOPE.scope_hash()}
