@@ -397,3 +397,27 @@ def test_a_key_rust_removed_and_registered_at_another_scope_stays_listed(
     assert rust.list_waits_for_user(ctx(), "u1") == ["k"]
     assert store.find_wait_by_scope(ctx(), "u1", OTHER_SCOPE) == "k"
     assert {stored.key: stored.wait for stored in store.iter_sessions()} == {"k": OTHER_SCOPE.scope_hash()}
+
+
+def test_a_namespace_with_glob_characters_purges_and_lists_only_its_own_keys(namespace: str) -> None:
+    """SCAN MATCH is a glob: a namespace holding ``*`` must not reach another namespace's keys,
+    neither purge_expired pruning its SETs of wait keys nor iter_sessions listing its sessions."""
+    other = f"{namespace}x"
+    globbed = f"{namespace}*"
+    try:
+        with (
+            RedisSessionStore(redis_url(), namespace=other) as neighbour,
+            RedisSessionStore(redis_url(), namespace=globbed) as store,
+        ):
+            neighbour.register_wait(ctx(), "u1", SCOPE, "k", data())
+            store.register_wait(ctx(), "u1", OTHER_SCOPE, "k", data(step=1))
+            assert [(stored.key, stored.wait) for stored in store.iter_sessions()] == [
+                ("k", OTHER_SCOPE.scope_hash())
+            ]
+            store.remove_session("k")
+            assert store.purge_expired() == 0
+            assert neighbour.list_waits_for_user(ctx(), "u1") == ["k"]
+            assert neighbour.find_by_user(ctx(), "u1") == ("k", data())
+    finally:
+        drop_namespace(other)
+        drop_namespace(globbed)
