@@ -5,7 +5,10 @@ One line per session::
     {"key": "...", "scope": {"env": .., "tenant_id": .., "team": .., "user": ..},
      "active": true, "session": {<SessionData in serde's JSON shape>}}
 
-``active`` says whether the user lookup points at the session. Import
+``active`` says whether the user lookup points at the session. A session
+with a wait or a TTL also has ``"wait"`` (its scope_hash) and
+``"deadline_ms"`` (unix milliseconds), each only when set, so a store
+without waits exports the lines it always did. Import
 validates a whole batch before writing any of it (a bad line refuses the
 batch, naming its line number); sessions keep their keys, so re-running an
 interrupted import skips what already arrived, and a key that holds
@@ -22,7 +25,7 @@ import attrs
 
 from filestore import serdejson
 from filestore.backends import MovableStore, check_movable, copy_sessions
-from filestore.contract import StoredSession, check_same_owner
+from filestore.contract import StoredSession, check_same_owner, check_stored_session
 from filestore.engine.options import callback, count
 from filestore.errors import InvalidInputError
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
@@ -40,13 +43,18 @@ _LINE_BREAK_TABLE: Final = str.maketrans(_LINE_BREAKS)
 def session_line(stored: StoredSession) -> str:
     """One export line (no line break inside it, by any reader's definition)."""
     scope = stored.scope
+    line: dict[str, object] = {
+        "key": str(stored.key),
+        "scope": {"env": scope.env, "tenant_id": scope.tenant_id, "team": scope.team, "user": scope.user},
+        "active": stored.active,
+    }
+    if stored.wait is not None:
+        line["wait"] = stored.wait
+    if stored.deadline_ms is not None:
+        line["deadline_ms"] = stored.deadline_ms
+    line["session"] = stored.data.to_dict()
     text = json.dumps(
-        {
-            "key": str(stored.key),
-            "scope": {"env": scope.env, "tenant_id": scope.tenant_id, "team": scope.team, "user": scope.user},
-            "active": stored.active,
-            "session": stored.data.to_dict(),
-        },
+        line,
         separators=(",", ":"),
         ensure_ascii=False,
     )
@@ -96,7 +104,10 @@ def parse_line(text: str, number: int) -> StoredSession:
             raise InvalidInputError("active must be true or false", field="active", rule="a boolean")
         key = check_key(doc["key"])
         data = check_same_owner(scope, SessionData.from_dict(doc["session"]))
-        stored = StoredSession(key, scope, data, active)
+        # check_stored_session checks the wait and deadline (import_session would, without the line).
+        stored = check_stored_session(
+            StoredSession(key, scope, data, active, doc.get("wait"), doc.get("deadline_ms"))
+        )
     except RecursionError:
         raise _bad_line(number, "nested too deeply") from None
     except (ValueError, KeyError, TypeError) as error:
@@ -208,7 +219,7 @@ def _check_batch(store: MovableStore, batch: list[tuple[int, StoredSession]]) ->
     first_seen: dict[str, tuple[int, StoredSession]] = {}
     for number, stored in batch:
         earlier_number, earlier = first_seen.setdefault(stored.key, (number, stored))
-        if (earlier.scope, earlier.data) != (stored.scope, stored.data):
+        if attrs.evolve(earlier, active=stored.active) != stored:
             raise _bad_line(
                 number, f"key {stored.key} is also on line {earlier_number}, with another session"
             )
