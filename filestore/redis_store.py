@@ -279,7 +279,9 @@ class RedisSessionStore(ClosesOnExit):
         """
         session = check_stored_session(session)
         key = session.key
-        existing = self._stored(key)
+        # A Rust-written wait has no marker: its scope is known only from the session's own wait
+        # (DESCRIBE keeps it only if greentic's entry there points at the key).
+        existing = self._stored(key, session.wait or "")
         if existing is not None and attrs.evolve(existing, active=session.active) != session:
             raise InvalidInputError(
                 f"key {key} already holds a different session", field="key", rule="no overwrite"

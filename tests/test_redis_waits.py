@@ -421,3 +421,16 @@ def test_a_namespace_with_glob_characters_purges_and_lists_only_its_own_keys(nam
     finally:
         drop_namespace(other)
         drop_namespace(globbed)
+
+
+def test_importing_a_rust_written_wait_again_finds_it_already_there(
+    store: RedisSessionStore, rust: Rust047
+) -> None:
+    """A Rust-written wait has no marker of ours: import_session of the session iter_sessions
+    reports for it (its scope found from greentic's entry) is 'already there', not 'different'
+    (re-running an interrupted migrate or import must be safe)."""
+    rust.register_wait(ctx(), "u1", SCOPE, "rust-1", data(), None)
+    (stored,) = store.iter_sessions()
+    assert stored.wait == HASH
+    assert store.import_session(stored) is False
+    assert store.find_wait_by_scope(ctx(), "u1", SCOPE) == "rust-1"
