@@ -131,15 +131,24 @@ end
 -- The key whose wait of owner is at hash, or nil. Entries whose session is gone or is another
 -- user's are cleaned, as greentic 0.4.7's reads do; an entry of the other scope sharing
 -- greentic's key is that scope's, and stays.
+--
+-- greentic's entry holding a key that is gone means someone wrote it after our own entry was
+-- (our register cleans it first), and only a Rust runner (or the other scope sharing it) does:
+-- it took the scope over, so our entry's key lost the wait then, and is cleaned with it.
 local function pointed(ns, owner, hash)
   local sets = waits_sets(ns, owner)
+  local superseded = false
   for i, entry in ipairs(scope_entries(ns, owner, hash)) do
     local key = redis.call('GET', entry)
     if key then
       local found = live_owner(ns, key)
-      if found and same_owner(found, owner) then return key end
+      if found and same_owner(found, owner) and not superseded then return key end
       if not found then
         redis.call('DEL', entry)
+        unlist(ns, owner, key)
+        superseded = i == 1
+      elseif superseded then
+        redis.call('DEL', entry, ns .. ':wait:' .. key)
         unlist(ns, owner, key)
       elseif i > 1 or not shares_keys(found, owner) then
         redis.call('DEL', entry)

@@ -434,3 +434,25 @@ def test_importing_a_rust_written_wait_again_finds_it_already_there(
     assert stored.wait == HASH
     assert store.import_session(stored) is False
     assert store.find_wait_by_scope(ctx(), "u1", SCOPE) == "rust-1"
+
+
+@pytest.mark.parametrize("remover", ["filestore", "rust"])
+def test_a_teamless_wait_rust_took_over_stays_gone_once_the_new_key_is_removed(
+    store: RedisSessionStore, rust: Rust047, remover: str
+) -> None:
+    """Without a team, filestore also keeps its own scope entry; a Rust runner taking the scope
+    over rewrites only greentic's. Once Rust's key is removed (by either side), the taken-over
+    key must not come back through filestore's entry: as on every store, the scope is then empty."""
+    teamless = ctx(team=None)
+    store.register_wait(teamless, "u1", SCOPE, "first", data(teamless))
+    rust.register_wait(teamless, "u1", SCOPE, "rust-1", data(teamless, 1), None)
+    assert store.find_wait_by_scope(teamless, "u1", SCOPE) == "rust-1"
+    if remover == "filestore":
+        store.remove_session("rust-1")
+    else:
+        rust.remove_session("rust-1")
+    assert store.find_wait_by_scope(teamless, "u1", SCOPE) is None
+    assert store.list_waits_for_user(teamless, "u1") == []
+    assert store.find_by_user(teamless, "u1") is None
+    assert store.get_session("first") == data(teamless)  # a taken-over key's session stays
+    assert rust.find_wait_by_scope(teamless, "u1", SCOPE) is None
