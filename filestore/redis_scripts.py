@@ -41,14 +41,25 @@ local function pick(a, b)
   return cjson.null
 end
 -- The stored owner of a session (ours if recorded, else read from its Rust-written data).
+-- A Rust runner's remove leaves our record behind, and it may then write the key again for
+-- another owner: a record that disagrees with the data it is about is stale and not used.
 local function owner_of(session_key, owner_key)
   local owner = redis.call('GET', owner_key)
-  if owner then return stored_table(owner_key, owner) end
   local data = redis.call('GET', session_key)
+  if owner then
+    owner = stored_table(owner_key, owner)
+    if not data then return owner end
+  end
   if not data then return nil end
   local ctx = stored_table(session_key, data)['tenant_ctx']
   if type(ctx) ~= 'table' then error({err = 'CORRUPT ' .. cjson.encode(session_key)}) end
-  return {ctx['env'], ctx['tenant_id'], pick(ctx['team_id'], ctx['team']), pick(ctx['user_id'], ctx['user'])}
+  local user = pick(ctx['user_id'], ctx['user'])
+  local from_data = {ctx['env'], ctx['tenant_id'], pick(ctx['team_id'], ctx['team']), user}
+  if owner and owner[1] == from_data[1] and owner[2] == from_data[2] and owner[3] == from_data[3]
+      and (user == cjson.null or owner[4] == user) then
+    return owner
+  end
+  return from_data
 end
 -- The owner of a session that exists, else nil (an owner entry outliving its session is stale).
 local function live_owner(ns, key)
@@ -120,15 +131,24 @@ end
 -- The key whose wait of owner is at hash, or nil. Entries whose session is gone or is another
 -- user's are cleaned, as greentic 0.4.7's reads do; an entry of the other scope sharing
 -- greentic's key is that scope's, and stays.
+--
+-- greentic's entry holding a key that is gone means someone wrote it after our own entry was
+-- (our register cleans it first), and only a Rust runner (or the other scope sharing it) does:
+-- it took the scope over, so our entry's key lost the wait then, and is cleaned with it.
 local function pointed(ns, owner, hash)
   local sets = waits_sets(ns, owner)
+  local superseded = false
   for i, entry in ipairs(scope_entries(ns, owner, hash)) do
     local key = redis.call('GET', entry)
     if key then
       local found = live_owner(ns, key)
-      if found and same_owner(found, owner) then return key end
+      if found and same_owner(found, owner) and not superseded then return key end
       if not found then
         redis.call('DEL', entry)
+        unlist(ns, owner, key)
+        superseded = i == 1
+      elseif superseded then
+        redis.call('DEL', entry, ns .. ':wait:' .. key)
         unlist(ns, owner, key)
       elseif i > 1 or not shares_keys(found, owner) then
         redis.call('DEL', entry)
@@ -154,6 +174,12 @@ local function live_waits(ns, owner)
           -- A Rust-written wait has no marker: its SET membership is all greentic keeps.
           local hash = redis.call('GET', ns .. ':wait:' .. key)
           if not hash or pointed(ns, owner, hash) == key then
+            keys[#keys + 1] = key
+          elseif i == 1 then
+            -- Back in greentic's SET though its marked scope moved on (our takeovers unlist
+            -- both SETs): a Rust runner removed the key and registered it again. Its marker,
+            -- which Rust does not know, is stale; its wait is now a Rust-written one.
+            redis.call('DEL', ns .. ':wait:' .. key)
             keys[#keys + 1] = key
           else
             unlist(ns, owner, key)
@@ -370,7 +396,12 @@ local session, owner_name = ns .. ':session:' .. key, ns .. ':owner:' .. key
 local data = redis.call('GET', session)
 if not data then return nil end
 local owner = owner_of(session, owner_name)
-local hash = redis.call('GET', ns .. ':wait:' .. key) or ARGV[3]
-if hash == '' or owner[4] == cjson.null or pointed(ns, owner, hash) ~= key then hash = '' end
+-- A marker whose entry moved on is stale (see live_waits): then greentic's entry, if any, is the wait.
+local hash = ''
+if owner[4] ~= cjson.null then
+  for _, candidate in ipairs({redis.call('GET', ns .. ':wait:' .. key) or '', ARGV[3]}) do
+    if hash == '' and candidate ~= '' and pointed(ns, owner, candidate) == key then hash = candidate end
+  end
+end
 return {data, redis.call('GET', owner_name) or '', hash, redis.call('PEXPIRETIME', session)}
 """)

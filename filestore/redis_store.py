@@ -51,6 +51,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any, Final
@@ -241,7 +242,7 @@ class RedisSessionStore(ClosesOnExit):
         here, as the reads also do.
         """
         for pattern in ("waits:user:*", "scoped-waits:user:*"):
-            match = f"{self.namespace}:{pattern}"
+            match = f"{_glob_literal(self.namespace)}:{pattern}"
             for name in self._call(self._client.scan_iter, match=match, count=500):
                 self._call(self._prune_waits, [name], [self.namespace])
         return 0
@@ -265,7 +266,7 @@ class RedisSessionStore(ClosesOnExit):
         """
         scopes = self._scope_entries()
         prefix = f"{self.namespace}:session:"
-        for name in self._call(self._client.scan_iter, match=f"{prefix}*", count=500):
+        for name in self._call(self._client.scan_iter, match=f"{_glob_literal(prefix)}*", count=500):
             key = SessionKey(name[len(prefix) :])
             stored = self._stored(key, scopes.get(key, ""))
             if stored is not None:  # else removed while we scanned
@@ -279,7 +280,9 @@ class RedisSessionStore(ClosesOnExit):
         """
         session = check_stored_session(session)
         key = session.key
-        existing = self._stored(key)
+        # A Rust-written wait has no marker: its scope is known only from the session's own wait
+        # (DESCRIBE keeps it only if greentic's entry there points at the key).
+        existing = self._stored(key, session.wait or "")
         if existing is not None and attrs.evolve(existing, active=session.active) != session:
             raise InvalidInputError(
                 f"key {key} already holds a different session", field="key", rule="no overwrite"
@@ -315,7 +318,7 @@ class RedisSessionStore(ClosesOnExit):
     def _scope_entries(self) -> dict[str, str]:
         """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
         prefix = f"{self.namespace}:waits:scope:"
-        names = list(self._call(self._client.scan_iter, match=f"{prefix}*", count=500))
+        names = list(self._call(self._client.scan_iter, match=f"{_glob_literal(prefix)}*", count=500))
         scopes: dict[str, str] = {}
         for start in range(0, len(names), 500):
             batch = names[start : start + 500]
@@ -382,6 +385,12 @@ class RedisSessionStore(ClosesOnExit):
             raise BackendUnavailableError(
                 f"Redis at {self.address} refused a command: {error}", address=self.address
             ) from error
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` as a SCAN MATCH pattern matching itself (a namespace may hold ``*?[]\\``, and
+    unescaped would reach other namespaces' keys)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _deadline(expire_at: int) -> int | None:

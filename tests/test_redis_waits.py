@@ -77,6 +77,15 @@ class Rust047:
         if previous is not None and previous != key:
             self.client.srem(user_waits, previous)
 
+    def remove_session(self, key: str) -> None:
+        """GET the session, DEL it, SREM it from its data's user's waits (no other key is touched)."""
+        stored = self._session(key)
+        assert stored is not None, f"no session {key}"
+        self.client.delete(f"{self.ns}:session:{key}")
+        user = stored.tenant_ctx.effective_user
+        if user is not None:
+            self.client.srem(self.user_waits_key(stored.tenant_ctx, str(user)), key)
+
     def _apply_ttl(self, name: str, ttl: datetime.timedelta | None) -> None:
         if ttl is not None:
             self.client.pexpire(name, max(ttl // datetime.timedelta(milliseconds=1), 1))
@@ -355,3 +364,95 @@ def test_a_rust_written_wait_is_exported_with_its_scope(store: RedisSessionStore
     migrate(store, memory)
     assert memory.find_wait_by_scope(ctx(), "u1", SCOPE) == "rust-1"
     assert memory.list_waits_for_user(ctx(), "u1") == ["rust-1", "rust-3"]
+
+
+def test_a_key_rust_removed_and_registered_again_is_routed_for_its_new_team(
+    store: RedisSessionStore, rust: Rust047
+) -> None:
+    """filestore's owner record of a key outlives a Rust remove (Rust knows nothing of it); a wait
+    Rust then registers under that key for another team is still that team's, on both sides."""
+    sales = ctx(team="sales")
+    store.register_wait(ctx(), "u1", SCOPE, "k", data())
+    rust.remove_session("k")
+    rust.register_wait(sales, "u1", SCOPE, "k", data(sales, 1), None)
+    assert store.find_wait_by_scope(sales, "u1", SCOPE) == "k"
+    assert store.list_waits_for_user(sales, "u1") == ["k"]
+    assert store.find_by_user(sales, "u1") == ("k", data(sales, 1))
+    assert store.find_wait_by_scope(ctx(), "u1", SCOPE) is None
+    # filestore's reads cleaned nothing of it: the Rust runner still routes it.
+    assert rust.find_wait_by_scope(sales, "u1", SCOPE) == "k"
+    assert rust.list_waits_for_user(sales, "u1") == ["k"]
+
+
+def test_a_key_rust_removed_and_registered_at_another_scope_stays_listed(
+    store: RedisSessionStore, rust: Rust047
+) -> None:
+    """filestore's wait marker of a key outlives a Rust remove; when Rust registers the key again
+    at another scope, the marker's old scope must not make filestore drop it from the user's waits."""
+    store.register_wait(ctx(), "u1", SCOPE, "k", data())
+    rust.remove_session("k")
+    assert store.find_wait_by_scope(ctx(), "u1", SCOPE) is None  # cleans the dangling scope entry
+    rust.register_wait(ctx(), "u1", OTHER_SCOPE, "k", data(step=1), None)
+    assert store.list_waits_for_user(ctx(), "u1") == ["k"]
+    assert rust.list_waits_for_user(ctx(), "u1") == ["k"]
+    assert store.find_wait_by_scope(ctx(), "u1", OTHER_SCOPE) == "k"
+    assert {stored.key: stored.wait for stored in store.iter_sessions()} == {"k": OTHER_SCOPE.scope_hash()}
+
+
+def test_a_namespace_with_glob_characters_purges_and_lists_only_its_own_keys(namespace: str) -> None:
+    """SCAN MATCH is a glob: a namespace holding ``*`` must not reach another namespace's keys,
+    neither purge_expired pruning its SETs of wait keys nor iter_sessions listing its sessions."""
+    other = f"{namespace}x"
+    globbed = f"{namespace}*"
+    try:
+        with (
+            RedisSessionStore(redis_url(), namespace=other) as neighbour,
+            RedisSessionStore(redis_url(), namespace=globbed) as store,
+        ):
+            neighbour.register_wait(ctx(), "u1", SCOPE, "k", data())
+            store.register_wait(ctx(), "u1", OTHER_SCOPE, "k", data(step=1))
+            assert [(stored.key, stored.wait) for stored in store.iter_sessions()] == [
+                ("k", OTHER_SCOPE.scope_hash())
+            ]
+            store.remove_session("k")
+            assert store.purge_expired() == 0
+            assert neighbour.list_waits_for_user(ctx(), "u1") == ["k"]
+            assert neighbour.find_by_user(ctx(), "u1") == ("k", data())
+    finally:
+        drop_namespace(other)
+        drop_namespace(globbed)
+
+
+def test_importing_a_rust_written_wait_again_finds_it_already_there(
+    store: RedisSessionStore, rust: Rust047
+) -> None:
+    """A Rust-written wait has no marker of ours: import_session of the session iter_sessions
+    reports for it (its scope found from greentic's entry) is 'already there', not 'different'
+    (re-running an interrupted migrate or import must be safe)."""
+    rust.register_wait(ctx(), "u1", SCOPE, "rust-1", data(), None)
+    (stored,) = store.iter_sessions()
+    assert stored.wait == HASH
+    assert store.import_session(stored) is False
+    assert store.find_wait_by_scope(ctx(), "u1", SCOPE) == "rust-1"
+
+
+@pytest.mark.parametrize("remover", ["filestore", "rust"])
+def test_a_teamless_wait_rust_took_over_stays_gone_once_the_new_key_is_removed(
+    store: RedisSessionStore, rust: Rust047, remover: str
+) -> None:
+    """Without a team, filestore also keeps its own scope entry; a Rust runner taking the scope
+    over rewrites only greentic's. Once Rust's key is removed (by either side), the taken-over
+    key must not come back through filestore's entry: as on every store, the scope is then empty."""
+    teamless = ctx(team=None)
+    store.register_wait(teamless, "u1", SCOPE, "first", data(teamless))
+    rust.register_wait(teamless, "u1", SCOPE, "rust-1", data(teamless, 1), None)
+    assert store.find_wait_by_scope(teamless, "u1", SCOPE) == "rust-1"
+    if remover == "filestore":
+        store.remove_session("rust-1")
+    else:
+        rust.remove_session("rust-1")
+    assert store.find_wait_by_scope(teamless, "u1", SCOPE) is None
+    assert store.list_waits_for_user(teamless, "u1") == []
+    assert store.find_by_user(teamless, "u1") is None
+    assert store.get_session("first") == data(teamless)  # a taken-over key's session stays
+    assert rust.find_wait_by_scope(teamless, "u1", SCOPE) is None

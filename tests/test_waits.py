@@ -11,6 +11,7 @@ skip a backend that keeps time by its server (Redis).
 from __future__ import annotations
 
 import datetime
+import io
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from filestore import (
+    InMemorySessionStore,
     InvalidInputError,
     ReplyScope,
     SessionKey,
@@ -29,6 +31,8 @@ from filestore import (
     StoredSession,
     TenantCtx,
     TenantMismatchError,
+    export_sessions,
+    import_sessions,
 )
 from filestore.backends import MovableStore
 
@@ -481,3 +485,37 @@ def test_a_wait_lives_exactly_its_ttl(backend: Backend, tmp_path: Path, ttl_ms: 
         alive = waited < ttl_ms
         assert store.find_wait_by_scope(U1, "u1", SCOPE_A) == ("wait-a" if alive else None)
         assert store.get_session("wait-a") == (data() if alive else None)
+
+
+def test_export_and_import_carry_waits_and_deadlines(store: SessionStore) -> None:
+    """An export line holds its session's wait and TTL deadline (issue 14): imported elsewhere the
+    wait is routable and the deadline kept; imported back into its store it is already there."""
+    store.register_wait(U1, "u1", SCOPE_A, "wait-a", data(step=1), datetime.timedelta(hours=1))
+    store.register_wait(U1, "u1", SCOPE_B, "wait-b", data(step=2))
+    out = io.StringIO()
+    assert isinstance(store, MovableStore)
+    assert export_sessions(store, out) == 2
+    copy = InMemorySessionStore()
+    assert import_sessions(copy, out.getvalue().splitlines()).imported == 2
+    assert state(copy) == state(store)
+    assert copy.find_wait_by_scope(U1, "u1", SCOPE_A) == "wait-a"
+    assert copy.list_waits_for_user(U1, "u1") == ["wait-a", "wait-b"]
+    assert import_sessions(store, out.getvalue().splitlines()).already_there == 2
+
+
+def test_import_refuses_a_bad_wait_or_deadline_by_its_line() -> None:
+    """A line's wait must be a scope hash of a session naming its user, its deadline int64 ms."""
+    source = InMemorySessionStore()
+    source.register_wait(U1, "u1", SCOPE_A, "wait-a", data(), datetime.timedelta(hours=1))
+    out = io.StringIO()
+    export_sessions(source, out)
+    good = out.getvalue().strip()
+    for bad in (
+        good.replace(SCOPE_A.scope_hash(), "not-a-hash"),
+        good.replace('"deadline_ms":', '"deadline_ms":-'),
+        good.replace('"deadline_ms":', '"deadline_ms":0.5,"x":'),
+    ):
+        target = InMemorySessionStore()
+        with pytest.raises(InvalidInputError, match="line 1"):
+            import_sessions(target, [bad])
+        assert state(target) == []
