@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from tools.bench.orders import FLOOR
 from tools.bench.plot import LATENCY_KINDS, THREAD_SERIES, ScaleBar, plot_data
-from tools.bench.report import FLOOR
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "tools" / "bench"

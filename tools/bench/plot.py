@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import attrs
 
-from tools.bench.report import FLOOR, concurrent_throughput, lookup, main_table
+from tools.bench.orders import FLOOR, lookup
+from tools.bench.report import concurrent_throughput, main_table
 
 _COLOURS: Final = {"filestore": "#1f77b4", "alternative": "#ff7f0e", "floor": "#7f7f7f"}
 LATENCY_KINDS: Final = ("get", "find_by_user", "write")

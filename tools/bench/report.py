@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from tools.bench.orders import FLOOR, lookup
+
 NOTES: Final = [
     "Ratios are computed within one run; absolute times move with the machine's load.",
     "Throughput is calls over the wall time of the loop; latencies time each call alone.",
@@ -19,17 +21,7 @@ NOTES: Final = [
     "the read path without that cache.",
 ]
 
-FLOOR: Final = "floor-prezeroed-fdatasync"
 NOISY: Final = 0.5
-
-
-def lookup(document: Any, *path: str) -> Any:
-    """``document[path[0]][path[1]]...``, or ``None`` where any step is missing."""
-    for step in path:
-        if not isinstance(document, dict) or step not in document:
-            return None
-        document = document[step]
-    return document
 
 
 def main_table(results: Any, payload: str = "1024") -> Any:
@@ -367,19 +359,9 @@ def format_report(results: Any) -> str:
             "single steps (p50 us)",
             _table(["step", "us"], [[k, _cell(v, 2)] for k, v in steps.items()]),
         ]
-    for payload, table in (lookup(results, "main") or {}).items():
-        out += [
-            "",
-            f"main: {payload}-byte context_json, N={table['sessions']:,}, {table['ops']:,} mixed calls",
-        ]
-        out.append(_table(MAIN_HEADER, main_rows(table)))
-        noisy = [name for name, result in table["contenders"].items() if _spread_ratio(result) > NOISY]
-        if noisy:
-            out.append(
-                f"  noisy (rounds spread > {NOISY:.0%}): {', '.join(noisy)}; rerun on a quieter machine"
-            )
-        for name, reason in table["skipped"].items():
-            out.append(f"  skipped {name}: {reason}")
+    mains = [("main", "one contender after another"), ("main_interleaved", "interleaved call by call")]
+    for key, order in mains:
+        out += _main_text(lookup(results, key) or {}, order)
     out += _concurrency_text(results)
     out += _scale_text(results)
     for title, key in (("targets of issue 7", "ratios"), ("other ratios", "ratios_info")):
@@ -389,6 +371,7 @@ def format_report(results: Any) -> str:
         ]
         if rows:
             out += ["", title, _table(["ratio", "target", "measured", "holds"], rows)]
+    out += _order_text(results)
     for name, profile in (lookup(results, "profile") or {}).items():
         out += ["", f"profile: {name}, {profile['us_per_call_profiled']} us/call under cProfile"]
         rows = [
@@ -402,6 +385,37 @@ def format_report(results: Any) -> str:
         ]
         out.append(_table(["function", "ncalls", "tottime us/call", "cumtime us/call"], rows))
     return "\n".join(out)
+
+
+def _main_text(tables: Any, order: str) -> list[str]:
+    out: list[str] = []
+    for payload, table in tables.items():
+        out += [
+            "",
+            f"main ({order}): {payload}-byte context_json, N={table['sessions']:,}, "
+            f"{table['ops']:,} mixed calls",
+        ]
+        out.append(_table(MAIN_HEADER, main_rows(table)))
+        noisy = [name for name, result in table["contenders"].items() if _spread_ratio(result) > NOISY]
+        if noisy:
+            out.append(
+                f"  noisy (rounds spread > {NOISY:.0%}): {', '.join(noisy)}; rerun on a quieter machine"
+            )
+        for name, reason in table["skipped"].items():
+            out.append(f"  skipped {name}: {reason}")
+    return out
+
+
+def _order_text(results: Any) -> list[str]:
+    rows = [
+        [entry["what"], _cell(entry["sequential"], 3), _cell(entry["interleaved"], 3)]
+        for entry in lookup(results, "ratios_by_order") or []
+        if entry["sequential"] is not None or entry["interleaved"] is not None
+    ]
+    if not rows:
+        return []
+    header = ["ratio (1 KiB)", "sequential", "interleaved"]
+    return ["", "the same ratios from both main tables", _table(header, rows)]
 
 
 def _holds(holds: Any, target: Any) -> str:

@@ -1,0 +1,112 @@
+"""The main table read two ways: contenders run one after another, and interleaved call by call.
+
+``run_main`` gives each contender the machine to itself in turn;
+``run_main_interleaved`` sends every call of the plan to all contenders in
+a shuffled turn, so a burst of noise from the rest of the machine lands on
+all of them alike. ``order_ratios`` puts the ratios that matter side by side
+for both, from one run; where the two disagree, the machine's noise (or the
+shared caches of the interleaved run) moved the figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+FLOOR: Final = "floor-prezeroed-fdatasync"
+"""The durable floor the targets are measured against."""
+
+
+def lookup(document: Any, *path: str) -> Any:
+    """``document[path[0]][path[1]]...``, or ``None`` where any step is missing."""
+    for step in path:
+        if not isinstance(document, dict) or step not in document:
+            return None
+        document = document[step]
+    return document
+
+
+# (id, what, numerator contender, denominator contender, measure): measure is "mixed"
+# (mixed throughput) or a latency kind (its p50).
+PAIRS: Final[tuple[tuple[str, str, str, str, str], ...]] = (
+    ("fsync-vs-floor", f"mixed: filestore-fsync / {FLOOR}", "filestore-fsync", FLOOR, "mixed"),
+    (
+        "fsync-vs-sqlite-full",
+        "mixed: filestore-fsync / sqlite-full",
+        "filestore-fsync",
+        "sqlite-full",
+        "mixed",
+    ),
+    (
+        "fsync-vs-sqlite-lean-full",
+        "mixed: filestore-fsync / sqlite-lean-full",
+        "filestore-fsync",
+        "sqlite-lean-full",
+        "mixed",
+    ),
+    (
+        "sqlite-lean-vs-full",
+        "mixed: sqlite-lean-full / sqlite-full (what the checks cost SQLite)",
+        "sqlite-lean-full",
+        "sqlite-full",
+        "mixed",
+    ),
+    (
+        "none-vs-sqlite-normal",
+        "mixed: filestore-none / sqlite-normal",
+        "filestore-none",
+        "sqlite-normal",
+        "mixed",
+    ),
+    (
+        "none-vs-nosync-floor",
+        "mixed: filestore-none / floor-append-nosync",
+        "filestore-none",
+        "floor-append-nosync",
+        "mixed",
+    ),
+    ("write-p50-fsync-vs-floor", f"write p50: filestore-fsync / {FLOOR}", "filestore-fsync", FLOOR, "write"),
+    (
+        "get-p50-nocache-vs-sqlite-full",
+        "get p50: filestore-none-nocache / sqlite-full",
+        "filestore-none-nocache",
+        "sqlite-full",
+        "get",
+    ),
+    (
+        "get-p50-nocache-vs-sqlite-lean-full",
+        "get p50: filestore-none-nocache / sqlite-lean-full",
+        "filestore-none-nocache",
+        "sqlite-lean-full",
+        "get",
+    ),
+)
+
+
+def figure(table: Any, name: str, measure: str) -> Any:
+    """Mixed throughput (``measure`` "mixed") or the p50 of a latency kind, of ``name`` in ``table``."""
+    mixed = lookup(table, "contenders", name, "mixed")
+    if measure == "mixed":
+        return lookup(mixed, "ops_per_s")
+    return lookup(mixed, "latency_us", measure, "p50")
+
+
+def _ratio(table: Any, numerator: str, denominator: str, measure: str) -> float | None:
+    top, bottom = figure(table, numerator, measure), figure(table, denominator, measure)
+    if isinstance(top, (int, float)) and isinstance(bottom, (int, float)) and bottom:
+        return round(top / bottom, 3)
+    return None
+
+
+def order_ratios(results: Any, payload: str = "1024") -> list[dict[str, object]]:
+    """Each pair of ``PAIRS`` as measured sequentially and interleaved in this run (None: not run)."""
+    sequential = lookup(results, "main", payload)
+    interleaved = lookup(results, "main_interleaved", payload)
+    return [
+        {
+            "id": ident,
+            "what": what,
+            "sequential": _ratio(sequential, numerator, denominator, measure),
+            "interleaved": _ratio(interleaved, numerator, denominator, measure),
+        }
+        for ident, what, numerator, denominator, measure in PAIRS
+    ]
