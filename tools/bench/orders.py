@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from tools.bench.text import cell, table
+
 FLOOR: Final = "floor-prezeroed-fdatasync"
 """The durable floor the targets are measured against."""
 
@@ -110,3 +112,16 @@ def order_ratios(results: Any, payload: str = "1024") -> list[dict[str, object]]
         }
         for ident, what, numerator, denominator, measure in PAIRS
     ]
+
+
+def order_text(results: Any) -> list[str]:
+    """The ``ratios_by_order`` of a run as text (nothing where neither order measured a pair)."""
+    rows = [
+        [entry["what"], cell(entry["sequential"], 3), cell(entry["interleaved"], 3)]
+        for entry in lookup(results, "ratios_by_order") or []
+        if entry["sequential"] is not None or entry["interleaved"] is not None
+    ]
+    if not rows:
+        return []
+    header = ["ratio (1 KiB)", "sequential", "interleaved"]
+    return ["", "the same ratios from both main tables", table(header, rows)]

@@ -106,7 +106,10 @@ def plot_data(results: Any) -> PlotData:
         for kind in LATENCY_KINDS
     )
 
-    runs = lookup(results, "concurrency", "threads") or []
+    # The panel plots the mixed workload; updates-only runs (issue 15) are in the text report.
+    runs = [
+        r for r in lookup(results, "concurrency", "threads") or [] if r.get("workload", "mixed") == "mixed"
+    ]
     series = (
         Series(
             name,

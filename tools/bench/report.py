@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from tools.bench.orders import FLOOR, lookup
+from tools.bench.orders import FLOOR, lookup, order_text
+from tools.bench.text import cell as _cell
+from tools.bench.text import table as _table
 
 NOTES: Final = [
     "Ratios are computed within one run; absolute times move with the machine's load.",
@@ -41,7 +43,11 @@ def _p50(table: Any, name: str, kind: str) -> Any:
 
 def concurrent_throughput(results: Any, name: str, unit: str, count: int) -> Any:
     for run in lookup(results, "concurrency", unit) or []:
-        if run.get("contender") == name and run.get(unit) == count:
+        if (
+            run.get("contender") == name
+            and run.get(unit) == count
+            and run.get("workload", "mixed") == "mixed"
+        ):
             return run.get("ops_per_s")
     return None
 
@@ -216,7 +222,11 @@ def info_ratios(results: Any) -> list[dict[str, object]]:
     ]
     one = concurrent_throughput(results, "filestore-group", "threads", 1)
     for run in lookup(results, "concurrency", "threads") or []:
-        if run["contender"] == "filestore-group" and run["threads"] > 1:
+        if (
+            run["contender"] == "filestore-group"
+            and run["threads"] > 1
+            and run.get("workload", "mixed") == "mixed"
+        ):
             rows.append(
                 _ratio(
                     f"group-{run['threads']}-threads-vs-1",
@@ -260,31 +270,6 @@ def info_ratios(results: Any) -> list[dict[str, object]]:
 
 
 # -- text ----------------------------------------------------------------------------------
-
-
-def _cell(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.rjust(width) if i else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def _spread_ratio(result: Any) -> float:
@@ -364,14 +349,19 @@ def format_report(results: Any) -> str:
         out += _main_text(lookup(results, key) or {}, order)
     out += _concurrency_text(results)
     out += _scale_text(results)
-    for title, key in (("targets of issue 7", "ratios"), ("other ratios", "ratios_info")):
+    titles = (
+        ("targets of issue 7", "ratios"),
+        ("group commit, issue 15", "ratios_group"),
+        ("other ratios", "ratios_info"),
+    )
+    for title, key in titles:
         rows = [
             [r["what"], r["target"] or "", _cell(r["measured"], 3), _holds(r["holds"], r["target"])]
             for r in lookup(results, key) or []
         ]
         if rows:
             out += ["", title, _table(["ratio", "target", "measured", "holds"], rows)]
-    out += _order_text(results)
+    out += order_text(results)
     for name, profile in (lookup(results, "profile") or {}).items():
         out += ["", f"profile: {name}, {profile['us_per_call_profiled']} us/call under cProfile"]
         rows = [
@@ -406,18 +396,6 @@ def _main_text(tables: Any, order: str) -> list[str]:
     return out
 
 
-def _order_text(results: Any) -> list[str]:
-    rows = [
-        [entry["what"], _cell(entry["sequential"], 3), _cell(entry["interleaved"], 3)]
-        for entry in lookup(results, "ratios_by_order") or []
-        if entry["sequential"] is not None or entry["interleaved"] is not None
-    ]
-    if not rows:
-        return []
-    header = ["ratio (1 KiB)", "sequential", "interleaved"]
-    return ["", "the same ratios from both main tables", _table(header, rows)]
-
-
 def _holds(holds: Any, target: Any) -> str:
     if target is None:
         return ""
@@ -433,12 +411,14 @@ def _concurrency_text(results: Any) -> list[str]:
                 [
                     run["contender"],
                     f"{run[unit]} {unit}",
+                    run.get("workload", "mixed"),
                     _cell(run["ops_per_s"]),
                     _spread(run),
                     _cell(lookup(latency, "write", "p50"), 1),
                     _cell(lookup(latency, "write", "p99"), 1),
                     _cell(lookup(latency, "get", "p50"), 1),
                     _cell(run.get("writes_per_fdatasync"), 2),
+                    _cell(run.get("sync_busy_fraction"), 2),
                     _cell(run["misses"]),
                 ]
             )
@@ -447,15 +427,17 @@ def _concurrency_text(results: Any) -> list[str]:
     header = [
         "contender",
         "workers",
-        "mixed/s",
+        "workload",
+        "calls/s",
         "spread",
         "write p50 us",
         "write p99 us",
         "get p50 us",
         "writes/fdatasync",
+        "sync busy",
         "misses",
     ]
-    return ["", "concurrency (1 KiB, mixed phase)", _table(header, rows)]
+    return ["", "concurrency (1 KiB)", _table(header, rows)]
 
 
 def _scale_text(results: Any) -> list[str]:

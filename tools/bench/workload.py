@@ -41,6 +41,8 @@ MIX: Final[tuple[tuple[str, float], ...]] = (
     (CREATE, 0.05),
     (REMOVE, 0.05),
 )
+UPDATES_ONLY: Final[tuple[tuple[str, float], ...]] = ((UPDATE, 1.0),)
+"""A mix of updates alone: every call a durable write (issue 15's group-commit workload)."""
 WRITES: Final = frozenset({CREATE, UPDATE, REMOVE})
 _CONTEXT_POOL: Final = 16
 _NODES: Final = ("ask.name", "ask.email", "ask.phone", "confirm", "done")
@@ -122,8 +124,9 @@ def plan_mixed(
     ops: int,
     new_numbers: Iterable[int],
     seed: int,
+    mix: Sequence[tuple[str, float]] = MIX,
 ) -> Plan:
-    """``ops`` calls in the proportions of ``MIX`` over the live sessions ``start``.
+    """``ops`` calls in the proportions of ``mix`` (``MIX`` by default) over the live sessions ``start``.
 
     Creates take their numbers from ``new_numbers``; a call that needs a
     session when none is live becomes a create.
@@ -136,8 +139,8 @@ def plan_mixed(
     fresh = iter(new_numbers)
     removed: list[int] = []
     planned: list[Op] = []
-    thresholds = list(_cumulative(weight for _, weight in MIX))
-    kinds = [kind for kind, _ in MIX]
+    thresholds = list(_cumulative(weight for _, weight in mix))
+    kinds = [kind for kind, _ in mix]
     for _ in range(ops):
         draw = rng.random()
         kind = next((k for k, limit in zip(kinds, thresholds, strict=True) if draw < limit), kinds[-1])
