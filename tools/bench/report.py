@@ -21,6 +21,9 @@ NOTES: Final = [
     "live bytes are the CBOR of the live sessions; disk bytes are allocated blocks (du).",
     "filestore keeps the last 10,000 sessions decoded (cache_size); filestore-none-nocache shows "
     "the read path without that cache.",
+    "The interleaved table sends each call to every contender in a shuffled turn; its throughput is "
+    "calls over the sum of the contender's own call times.",
+    "sync busy: the fraction of a thread run's wall time during which an fdatasync is in flight.",
 ]
 
 NOISY: Final = 0.5
