@@ -137,6 +137,7 @@ def test_main_table_interleaved_beside_the_sequential_one(tmp_path: Path) -> Non
     lean = by_order["sqlite-lean-vs-full"]
     assert isinstance(lean["sequential"], float)
     assert isinstance(lean["interleaved"], float)
+    assert len(lean["interleaved_rounds"]) == len(lean["sequential_rounds"]) == 2
     assert by_order["fsync-vs-floor"]["sequential"] is None  # neither contender ran
 
     report = subprocess.run(

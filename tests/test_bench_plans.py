@@ -19,6 +19,7 @@ from tools.bench import workload as wl
 from tools.bench.alternatives import SqliteContender, SqliteLeanContender
 from tools.bench.contenders import Contender
 from tools.bench.floors import DictFloor
+from tools.bench.orders import order_ratios, round_ratios
 from tools.bench.registry import SPEC_BY_NAME
 from tools.bench.syncs import busy_fraction, sync_figures
 
@@ -249,3 +250,18 @@ def test_sync_figures_from_known_intervals() -> None:
         "sync_busy_fraction": 0.4,
     }
     assert sync_figures([], writes=3, start=0, end=10) == {}
+
+
+def test_round_ratios_set_each_round_against_the_same_round() -> None:
+    """Per-round ratios pair round r with round r (never sorted), and only throughput pairs have them."""
+    table = {
+        "contenders": {
+            "a": {"rounds_ops_per_s": [100.0, 300.0, 200.0], "mixed": {"ops_per_s": 200.0}},
+            "b": {"rounds_ops_per_s": [50.0, 100.0, 400.0], "mixed": {"ops_per_s": 100.0}},
+        }
+    }
+    assert round_ratios(table, "a", "b", "mixed") == [2.0, 3.0, 0.5]
+    assert round_ratios(table, "a", "b", "get") == []
+    assert round_ratios(table, "a", "missing", "mixed") == []
+    rows = order_ratios({"main_interleaved": {"1024": table}})
+    assert all(row["sequential"] is None and row["sequential_rounds"] == [] for row in rows)

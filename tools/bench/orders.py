@@ -27,6 +27,9 @@ def lookup(document: Any, *path: str) -> Any:
     return document
 
 
+ORDERS: Final = (("sequential", "main"), ("interleaved", "main_interleaved"))
+"""Each order of the main table, and its key in the JSON."""
+
 # (id, what, numerator contender, denominator contender, measure): measure is "mixed"
 # (mixed throughput) or a latency kind (its p50).
 PAIRS: Final[tuple[tuple[str, str, str, str, str], ...]] = (
@@ -99,29 +102,54 @@ def _ratio(table: Any, numerator: str, denominator: str, measure: str) -> float 
     return None
 
 
+def round_ratios(table: Any, numerator: str, denominator: str, measure: str) -> list[float]:
+    """For a throughput pair, the ratio in each round (rounds run the contenders together); else none.
+
+    Both contenders' ``rounds_ops_per_s`` are in round order, so round ``r``
+    of one is set against round ``r`` of the other: in the interleaved table
+    the two shared every second of that round.
+    """
+    if measure != "mixed":
+        return []
+    tops = lookup(table, "contenders", numerator, "rounds_ops_per_s") or []
+    bottoms = lookup(table, "contenders", denominator, "rounds_ops_per_s") or []
+    if len(tops) != len(bottoms):
+        return []
+    return [round(top / bottom, 3) for top, bottom in zip(tops, bottoms, strict=True) if bottom]
+
+
 def order_ratios(results: Any, payload: str = "1024") -> list[dict[str, object]]:
-    """Each pair of ``PAIRS`` as measured sequentially and interleaved in this run (None: not run)."""
-    sequential = lookup(results, "main", payload)
-    interleaved = lookup(results, "main_interleaved", payload)
-    return [
-        {
-            "id": ident,
-            "what": what,
-            "sequential": _ratio(sequential, numerator, denominator, measure),
-            "interleaved": _ratio(interleaved, numerator, denominator, measure),
-        }
-        for ident, what, numerator, denominator, measure in PAIRS
-    ]
+    """Each pair of ``PAIRS`` as measured sequentially and interleaved in this run (None: not run).
+
+    ``sequential``/``interleaved`` set the contenders' median rounds against
+    each other; ``*_rounds`` hold the ratio of each round (throughput pairs).
+    """
+    tables = {order: lookup(results, key, payload) for order, key in ORDERS}
+    rows: list[dict[str, object]] = []
+    for ident, what, numerator, denominator, measure in PAIRS:
+        row: dict[str, object] = {"id": ident, "what": what}
+        for order, table_ in tables.items():
+            row[order] = _ratio(table_, numerator, denominator, measure)
+            row[f"{order}_rounds"] = round_ratios(table_, numerator, denominator, measure)
+        rows.append(row)
+    return rows
+
+
+def _with_rounds(entry: Any, order: str) -> str:
+    """The median rounds' ratio, and the range of the rounds' own ratios where there are several."""
+    rounds = sorted(entry.get(f"{order}_rounds") or [])
+    text = cell(entry[order], 3)
+    return text if len(rounds) < 2 else f"{text} ({rounds[0]:.2f}-{rounds[-1]:.2f})"
 
 
 def order_text(results: Any) -> list[str]:
     """The ``ratios_by_order`` of a run as text (nothing where neither order measured a pair)."""
     rows = [
-        [entry["what"], cell(entry["sequential"], 3), cell(entry["interleaved"], 3)]
+        [entry["what"], _with_rounds(entry, "sequential"), _with_rounds(entry, "interleaved")]
         for entry in lookup(results, "ratios_by_order") or []
         if entry["sequential"] is not None or entry["interleaved"] is not None
     ]
     if not rows:
         return []
-    header = ["ratio (1 KiB)", "sequential", "interleaved"]
+    header = ["ratio (1 KiB); (range over rounds)", "sequential", "interleaved"]
     return ["", "the same ratios from both main tables", table(header, rows)]
