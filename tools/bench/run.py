@@ -110,12 +110,17 @@ def run_interleaved_round(
         for contender in contenders:
             contender.close()
         raise
-    results = {
-        spec.name: finish_contender(spec, contender, mine, mixed, load_timings, mixed_timings)
+    results: dict[str, dict[str, object]] = {}
+    try:
         for spec, contender, mine, load_timings, mixed_timings in zip(
             specs, contenders, keys, loads, mixes, strict=True
-        )
-    }
+        ):
+            results[spec.name] = finish_contender(spec, contender, mine, mixed, load_timings, mixed_timings)
+    except BaseException:
+        # finish_contender closed the one that failed; the ones after it are still open.
+        for contender in contenders[len(results) + 1 :]:
+            contender.close()
+        raise
     for path in paths:
         _remove(path)
     return results
