@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from tools.bench.orders import FLOOR
 from tools.bench.plot import LATENCY_KINDS, THREAD_SERIES, ScaleBar, plot_data
-from tools.bench.report import FLOOR
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "tools" / "bench"
@@ -99,6 +99,60 @@ def test_main_table_steps_and_scale(tmp_path: Path) -> None:
     assert isinstance(ratios["reopen-snapshot-vs-replay"]["holds"], bool)
 
 
+def test_main_table_interleaved_beside_the_sequential_one(tmp_path: Path) -> None:
+    """The interleaved section writes a second main table: same contenders, plans and checks as the first.
+
+    Both orders run every call of the plan on every contender (the same op
+    counts per kind), every contender holds what the plan leaves, and the
+    side-by-side ratios (``ratios_by_order``) carry a figure for both orders.
+    """
+    only = f"{CHEAP},sqlite-lean-full,sqlite-full"
+    document = run_bench(
+        tmp_path,
+        "--n",
+        "40",
+        "--ops",
+        "200",
+        "--only",
+        only,
+        "--sections",
+        "main,interleaved",
+        "--rounds",
+        "2",
+    )
+    sequential = document["main"]["1024"]
+    interleaved = document["main_interleaved"]["1024"]
+    assert (sequential["order"], interleaved["order"]) == ("sequential", "interleaved")
+    assert set(sequential["contenders"]) == set(interleaved["contenders"]) == set(only.split(","))
+    for name, result in interleaved["contenders"].items():
+        check_phase(result["load"], {"create"})
+        check_phase(result["mixed"], {"get", "update", "find_by_user", "write"})
+        assert result["verified"] is True
+        assert len(result["rounds_ops_per_s"]) == 2
+        for phase in ("load", "mixed"):
+            counts = {kind: s["n"] for kind, s in result[phase]["latency_us"].items()}
+            mine = sequential["contenders"][name][phase]["latency_us"]
+            assert counts == {kind: s["n"] for kind, s in mine.items()}
+    by_order = {ratio["id"]: ratio for ratio in document["ratios_by_order"]}
+    lean = by_order["sqlite-lean-vs-full"]
+    assert isinstance(lean["sequential"], float)
+    assert isinstance(lean["interleaved"], float)
+    assert len(lean["interleaved_rounds"]) == len(lean["sequential_rounds"]) == 2
+    assert by_order["fsync-vs-floor"]["sequential"] is None  # neither contender ran
+
+    report = subprocess.run(
+        [sys.executable, str(BENCH), "--report", str(tmp_path / "bench.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert report.returncode == 0, report.stderr
+    assert "main (interleaved call by call)" in report.stdout
+    assert "the same ratios from both main tables" in report.stdout
+
+
 def test_threads_and_processes(tmp_path: Path) -> None:
     """The concurrency section runs threads on one handle and processes on one store, with no lost reads."""
     document = run_bench(
@@ -127,6 +181,19 @@ def test_threads_and_processes(tmp_path: Path) -> None:
         assert run["misses"] == 0
     group = [run for run in threads if run["contender"] == "filestore-group"]
     assert all(run["writes_per_fdatasync"] > 0 for run in group)
+    assert all(0 < run["sync_busy_fraction"] <= 1 for run in group)
+    assert all(run["fdatasyncs"] > 0 and run["sync_mean_us"] > 0 for run in group)
+    # Updates alone, group against SQLite FULL at the compared counts (here 1 and 2).
+    updates = {(run["contender"], run["threads"]) for run in threads if run["workload"] == "updates"}
+    assert updates == {(name, count) for name in ("filestore-group", "sqlite-full") for count in (1, 2)}
+    for run in threads:
+        if run["workload"] == "updates":
+            assert set(run["latency_us"]) == {"update", "write"}
+    assert {ratio["id"] for ratio in document["ratios_group"]} == {
+        f"group-{count}-threads-vs-sqlite-full-{workload}"
+        for count in (4, 8)
+        for workload in ("mixed", "updates")
+    }
     assert document["main"] == {}
 
     report = subprocess.run(
@@ -182,7 +249,8 @@ def test_plot_data_reads_every_panel_from_a_run(tmp_path: Path) -> None:
         expected = [contenders[name]["mixed"]["latency_us"][kind]["p50"] for name in data.latency_names]
         assert list(values) == expected
 
-    threads = document["concurrency"]["threads"]
+    # The panel plots the mixed workload; the updates-only runs stay in the text report.
+    threads = [run for run in document["concurrency"]["threads"] if run["workload"] == "mixed"]
     assert [series.name for series in data.thread_series] == list(THREAD_SERIES)
     for series in data.thread_series:
         mine = sorted(

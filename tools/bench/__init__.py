@@ -17,8 +17,14 @@ Sections:
   phase (50% get, 30% update, 10% find_by_user, 5% create, 5% remove),
   reopens (timed up to the first read), then disk bytes against live bytes
   (the CBOR of the live sessions), before and after compaction if it has one;
-- ``concurrency``: filestore group commit with 1, 2, 4, 8 threads, fsync and
-  SQLite FULL with 1 and 4 threads, and 2 and 4 processes on one store;
+  one contender after another;
+- ``interleaved``: the main table again, every contender open at once and
+  each call of the plans sent to all of them in a turn shuffled per call
+  (seeded), so they share the machine's noise; throughput is calls over the
+  sum of the contender's own call times;
+- ``concurrency``: filestore group commit with 1, 2, 4, 8 threads, fsync with
+  1 and 4 threads, SQLite FULL with 1, 4 and 8 threads, group commit and
+  SQLite FULL again on updates alone, and 2 and 4 processes on one store;
 - ``scale``: reopen with a fresh snapshot and by full replay, and Python heap
   per session, at 10k and 100k sessions (and 1M with ``--big``).
 
@@ -26,10 +32,14 @@ JSON (``schema`` 1): ``machine``, ``config``, ``steps``, ``main`` (payload ->
 ``contenders`` name -> ``load``/``mixed`` phases with ``ops_per_s`` and
 ``latency_us`` per kind {n, p50, p99, mean, max}, ``reopen_ms``,
 ``disk_bytes``, ``live_bytes``, ``disk_over_live``, ``compacted``,
-``verified``, ``rounds_ops_per_s``; and ``skipped`` name -> reason),
-``concurrency`` (``threads`` and ``processes`` lists; filestore thread runs
-also count ``writes_per_fdatasync``), ``scale`` (list), ``profile``, ``ratios`` and
-``ratios_info`` (lists of {id, what, target, measured, holds}), ``notes``.
+``verified``, ``rounds_ops_per_s``; ``order``; and ``skipped`` name -> reason),
+``main_interleaved`` (the same shape), ``concurrency`` (``threads`` and
+``processes`` lists; thread runs name their ``workload``, mixed or updates,
+and filestore's also give ``fdatasyncs``, ``writes_per_fdatasync``,
+``sync_mean_us``, ``sync_cycle_us`` and ``sync_busy_fraction``), ``scale``
+(list), ``profile``, ``ratios``, ``ratios_group`` (issue 15's group-commit
+targets) and ``ratios_info`` (lists of {id, what, target, measured, holds}),
+``ratios_by_order`` ({id, what, sequential, interleaved}), ``notes``.
 
 Main and concurrency runs are repeated ``--rounds`` times (default 5), the
 contenders taking turns; each reports its median round by mixed throughput,
@@ -40,8 +50,10 @@ runs. Nothing here asserts a timing.
 Modules: ``cli`` (options, entry point), ``run`` (the sections in order, the
 main table, the JSON document), ``machine`` (what it ran on), ``workload``
 (sessions, plans, the timed loop), ``contenders`` (the base class every
-contender shares, and filestore), ``alternatives`` (SQLite, diskcache, a file
-per session), ``floors``, ``registry`` (every contender by name),
-``sections`` (steps, threads, processes, scale, profile), ``report`` (ratios
-and text) and ``plot``.
+contender shares, and filestore), ``alternatives`` (SQLite with the contract's
+checks and lean, diskcache, a file per session), ``floors``, ``registry``
+(every contender by name), ``sections`` (steps, threads, processes, scale,
+profile), ``syncs`` (sync occupancy, group-commit ratios), ``orders`` (the
+two main tables side by side), ``report`` (ratios and text), ``text`` and
+``plot``.
 """

@@ -5,6 +5,10 @@ file per session. Each applies the contract's rules through
 ``filestore.contract`` (the context fence on create, the owner check on
 update) and returns validated ``SessionData`` (``SessionData.from_cbor``),
 so it does the same work as filestore.
+
+One exception, on purpose: ``SqliteLeanContender`` is the least SQLite a
+user could write (one key -> blob table, no contract checks), so readers
+see what those checks cost SQLite next to the contender that does them.
 """
 
 from __future__ import annotations
@@ -41,15 +45,15 @@ def _columns(scope: SessionScope) -> tuple[str, str, str, str]:
     return str(env), str(tenant), "" if team is None else str(team), "" if user is None else str(user)
 
 
-class SqliteContender(Contender):
-    """SQLite, WAL mode: a key -> CBOR table and a unique user -> key table.
+class _SqliteConnections(Contender):
+    """A SQLite database in WAL mode under ``path``, a connection per thread, and its write transaction.
 
-    Each thread gets its own connection (SQLite's rule); writes are one
-    ``BEGIN IMMEDIATE`` transaction each, so concurrent writers queue on the
+    Each thread gets its own connection (SQLite's rule); ``_transaction`` is
+    one ``BEGIN IMMEDIATE`` transaction, so concurrent writers queue on the
     lock (``busy_timeout``) rather than fail.
     """
 
-    def __init__(self, path: Path, synchronous: str) -> None:
+    def __init__(self, path: Path, synchronous: str, schema: tuple[str, ...]) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = str(path / "sessions.db")
@@ -59,7 +63,7 @@ class SqliteContender(Contender):
         self._guard = threading.Lock()
         self.open()
         with self._transaction() as connection:
-            for statement in _SCHEMA:
+            for statement in schema:
                 connection.execute(statement)
 
     def open(self) -> None:
@@ -86,6 +90,30 @@ class SqliteContender(Contender):
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._guard:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def compact(self) -> bool:
+        connection = self._connection()
+        connection.execute("VACUUM")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
+
+
+class SqliteContender(_SqliteConnections):
+    """SQLite, WAL mode: a key -> CBOR table and a unique user -> key table, with the contract's checks.
+
+    Writes are one ``BEGIN IMMEDIATE`` transaction each; update reads the
+    stored owner and checks it (``check_same_owner``) inside that transaction.
+    """
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        super().__init__(path, synchronous, _SCHEMA)
 
     def _scope_of(self, connection: sqlite3.Connection, key: str) -> SessionScope:
         row = connection.execute(
@@ -150,18 +178,67 @@ class SqliteContender(Contender):
         )
         return None if row is None else (row[0], SessionData.from_cbor(row[1]))
 
-    def close(self) -> None:
-        with self._guard:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
-        self._local = threading.local()
 
-    def compact(self) -> bool:
-        connection = self._connection()
-        connection.execute("VACUUM")
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return True
+_LEAN_SCHEMA: Final = ("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)",)
+_USER_ROW: Final = "user\x1f"
+"""The prefix of the rows that point a user at their session; no session key (a UUID) has it."""
+
+
+class SqliteLeanContender(_SqliteConnections):
+    """The least SQLite a user could write: one key -> blob table, no contract checks.
+
+    A session is one row (key -> CBOR); a user's lookup is another row of the
+    same table (``_USER_ROW`` + owner -> session key), written with the
+    session on create, in one ``BEGIN IMMEDIATE`` transaction. Update and
+    remove are one autocommit statement each (a transaction of their own,
+    synced as the peer's are), with no owner read or check: update writes the
+    blob, remove deletes it and leaves the user row dangling, which a
+    ``find_by_user`` joins to nothing (None, as for a removed session) and the
+    user's next create replaces. No context fence on create either.
+    """
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        super().__init__(path, synchronous, _LEAN_SCHEMA)
+
+    def create(self, ctx: TenantCtx, data: SessionData) -> str:
+        scope = session_scope(ctx, data)
+        key = str(uuid.uuid4())
+        blob = data.to_cbor()
+        with self._transaction() as connection:
+            connection.execute("INSERT INTO kv (key, value) VALUES (?, ?)", (key, blob))
+            if scope.user is not None:
+                connection.execute(
+                    "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                    (_USER_ROW + scope_text(scope), key),
+                )
+        return key
+
+    def get(self, key: str) -> SessionData | None:
+        if key.startswith(_USER_ROW):
+            return None
+        row = self._connection().execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else SessionData.from_cbor(row[0])
+
+    def update(self, key: str, data: SessionData) -> None:
+        cursor = self._connection().execute("UPDATE kv SET value = ? WHERE key = ?", (data.to_cbor(), key))
+        if cursor.rowcount == 0:
+            raise KeyError(key)
+
+    def remove(self, key: str) -> None:
+        cursor = self._connection().execute("DELETE FROM kv WHERE key = ?", (key,))
+        if cursor.rowcount == 0:
+            raise KeyError(key)
+
+    def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT s.key, s.value FROM kv u JOIN kv s ON s.key = u.value WHERE u.key = ?",
+                (_USER_ROW + scope_text(lookup_scope(ctx, user)),),
+            )
+            .fetchone()
+        )
+        return None if row is None else (row[0], SessionData.from_cbor(row[1]))
 
 
 # -- diskcache -----------------------------------------------------------------------

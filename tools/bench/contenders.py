@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -131,16 +132,25 @@ def scope_from_parts(env: str, tenant: str, team: str, user: str) -> SessionScop
 
 
 class SyncCounter(OsFileIO):
-    """The real file layer, counting ``fdatasync`` calls (how many writes group commit shares one)."""
+    """The real file layer, counting ``fdatasync`` calls and when each ran.
+
+    How many writes group commit shares a sync, and (from ``intervals``, the
+    ``perf_counter_ns`` start and end of each) the fraction of a run a sync
+    is in flight.
+    """
 
     def __init__(self) -> None:
         self.syncs = 0
+        self.intervals: list[tuple[int, int]] = []
         self._lock = threading.Lock()
 
     def sync_data(self, fd: int) -> None:
+        started = time.perf_counter_ns()
         super().sync_data(fd)
+        ended = time.perf_counter_ns()
         with self._lock:
             self.syncs += 1
+            self.intervals.append((started, ended))
 
 
 class FileStoreContender(Contender):

@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import attrs
 
-from tools.bench.report import FLOOR, concurrent_throughput, lookup, main_table
+from tools.bench.orders import FLOOR, lookup
+from tools.bench.report import concurrent_throughput, main_table
 
 _COLOURS: Final = {"filestore": "#1f77b4", "alternative": "#ff7f0e", "floor": "#7f7f7f"}
 LATENCY_KINDS: Final = ("get", "find_by_user", "write")
@@ -105,7 +106,10 @@ def plot_data(results: Any) -> PlotData:
         for kind in LATENCY_KINDS
     )
 
-    runs = lookup(results, "concurrency", "threads") or []
+    # The panel plots the mixed workload; updates-only runs (issue 15) are in the text report.
+    runs = [
+        r for r in lookup(results, "concurrency", "threads") or [] if r.get("workload", "mixed") == "mixed"
+    ]
     series = (
         Series(
             name,

@@ -11,6 +11,7 @@ from tools.bench.alternatives import (
     DiskcacheContender,
     FilePerSessionContender,
     SqliteContender,
+    SqliteLeanContender,
     diskcache_missing,
 )
 from tools.bench.contenders import Contender, FileStoreContender, Spec
@@ -60,6 +61,13 @@ SPECS: Final[tuple[Spec, ...]] = (
         durable=True,
         description="sqlite3, WAL, synchronous=FULL: key->CBOR table + unique user table",
         open=lambda path: SqliteContender(path, "FULL"),
+    ),
+    Spec(
+        "sqlite-lean-full",
+        "alternative",
+        durable=True,
+        description="sqlite3, WAL, synchronous=FULL: one key->blob table, no owner check or context fence",
+        open=lambda path: SqliteLeanContender(path, "FULL"),
     ),
     Spec(
         "sqlite-normal",

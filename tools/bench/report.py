@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from tools.bench.orders import FLOOR, lookup, order_text
+from tools.bench.text import cell as _cell
+from tools.bench.text import table as _table
+
 NOTES: Final = [
     "Ratios are computed within one run; absolute times move with the machine's load.",
     "Throughput is calls over the wall time of the loop; latencies time each call alone.",
@@ -17,19 +21,12 @@ NOTES: Final = [
     "live bytes are the CBOR of the live sessions; disk bytes are allocated blocks (du).",
     "filestore keeps the last 10,000 sessions decoded (cache_size); filestore-none-nocache shows "
     "the read path without that cache.",
+    "The interleaved table sends each call to every contender in a shuffled turn; its throughput is "
+    "calls over the sum of the contender's own call times.",
+    "sync busy: the fraction of a thread run's wall time during which an fdatasync is in flight.",
 ]
 
-FLOOR: Final = "floor-prezeroed-fdatasync"
 NOISY: Final = 0.5
-
-
-def lookup(document: Any, *path: str) -> Any:
-    """``document[path[0]][path[1]]...``, or ``None`` where any step is missing."""
-    for step in path:
-        if not isinstance(document, dict) or step not in document:
-            return None
-        document = document[step]
-    return document
 
 
 def main_table(results: Any, payload: str = "1024") -> Any:
@@ -49,7 +46,11 @@ def _p50(table: Any, name: str, kind: str) -> Any:
 
 def concurrent_throughput(results: Any, name: str, unit: str, count: int) -> Any:
     for run in lookup(results, "concurrency", unit) or []:
-        if run.get("contender") == name and run.get(unit) == count:
+        if (
+            run.get("contender") == name
+            and run.get(unit) == count
+            and run.get("workload", "mixed") == "mixed"
+        ):
             return run.get("ops_per_s")
     return None
 
@@ -224,7 +225,11 @@ def info_ratios(results: Any) -> list[dict[str, object]]:
     ]
     one = concurrent_throughput(results, "filestore-group", "threads", 1)
     for run in lookup(results, "concurrency", "threads") or []:
-        if run["contender"] == "filestore-group" and run["threads"] > 1:
+        if (
+            run["contender"] == "filestore-group"
+            and run["threads"] > 1
+            and run.get("workload", "mixed") == "mixed"
+        ):
             rows.append(
                 _ratio(
                     f"group-{run['threads']}-threads-vs-1",
@@ -268,31 +273,6 @@ def info_ratios(results: Any) -> list[dict[str, object]]:
 
 
 # -- text ----------------------------------------------------------------------------------
-
-
-def _cell(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.rjust(width) if i else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def _spread_ratio(result: Any) -> float:
@@ -367,28 +347,24 @@ def format_report(results: Any) -> str:
             "single steps (p50 us)",
             _table(["step", "us"], [[k, _cell(v, 2)] for k, v in steps.items()]),
         ]
-    for payload, table in (lookup(results, "main") or {}).items():
-        out += [
-            "",
-            f"main: {payload}-byte context_json, N={table['sessions']:,}, {table['ops']:,} mixed calls",
-        ]
-        out.append(_table(MAIN_HEADER, main_rows(table)))
-        noisy = [name for name, result in table["contenders"].items() if _spread_ratio(result) > NOISY]
-        if noisy:
-            out.append(
-                f"  noisy (rounds spread > {NOISY:.0%}): {', '.join(noisy)}; rerun on a quieter machine"
-            )
-        for name, reason in table["skipped"].items():
-            out.append(f"  skipped {name}: {reason}")
+    mains = [("main", "one contender after another"), ("main_interleaved", "interleaved call by call")]
+    for key, order in mains:
+        out += _main_text(lookup(results, key) or {}, order)
     out += _concurrency_text(results)
     out += _scale_text(results)
-    for title, key in (("targets of issue 7", "ratios"), ("other ratios", "ratios_info")):
+    titles = (
+        ("targets of issue 7", "ratios"),
+        ("group commit, issue 15", "ratios_group"),
+        ("other ratios", "ratios_info"),
+    )
+    for title, key in titles:
         rows = [
             [r["what"], r["target"] or "", _cell(r["measured"], 3), _holds(r["holds"], r["target"])]
             for r in lookup(results, key) or []
         ]
         if rows:
             out += ["", title, _table(["ratio", "target", "measured", "holds"], rows)]
+    out += order_text(results)
     for name, profile in (lookup(results, "profile") or {}).items():
         out += ["", f"profile: {name}, {profile['us_per_call_profiled']} us/call under cProfile"]
         rows = [
@@ -402,6 +378,25 @@ def format_report(results: Any) -> str:
         ]
         out.append(_table(["function", "ncalls", "tottime us/call", "cumtime us/call"], rows))
     return "\n".join(out)
+
+
+def _main_text(tables: Any, order: str) -> list[str]:
+    out: list[str] = []
+    for payload, table in tables.items():
+        out += [
+            "",
+            f"main ({order}): {payload}-byte context_json, N={table['sessions']:,}, "
+            f"{table['ops']:,} mixed calls",
+        ]
+        out.append(_table(MAIN_HEADER, main_rows(table)))
+        noisy = [name for name, result in table["contenders"].items() if _spread_ratio(result) > NOISY]
+        if noisy:
+            out.append(
+                f"  noisy (rounds spread > {NOISY:.0%}): {', '.join(noisy)}; rerun on a quieter machine"
+            )
+        for name, reason in table["skipped"].items():
+            out.append(f"  skipped {name}: {reason}")
+    return out
 
 
 def _holds(holds: Any, target: Any) -> str:
@@ -419,12 +414,14 @@ def _concurrency_text(results: Any) -> list[str]:
                 [
                     run["contender"],
                     f"{run[unit]} {unit}",
+                    run.get("workload", "mixed"),
                     _cell(run["ops_per_s"]),
                     _spread(run),
                     _cell(lookup(latency, "write", "p50"), 1),
                     _cell(lookup(latency, "write", "p99"), 1),
                     _cell(lookup(latency, "get", "p50"), 1),
                     _cell(run.get("writes_per_fdatasync"), 2),
+                    _cell(run.get("sync_busy_fraction"), 2),
                     _cell(run["misses"]),
                 ]
             )
@@ -433,15 +430,17 @@ def _concurrency_text(results: Any) -> list[str]:
     header = [
         "contender",
         "workers",
-        "mixed/s",
+        "workload",
+        "calls/s",
         "spread",
         "write p50 us",
         "write p99 us",
         "get p50 us",
         "writes/fdatasync",
+        "sync busy",
         "misses",
     ]
-    return ["", "concurrency (1 KiB, mixed phase)", _table(header, rows)]
+    return ["", "concurrency (1 KiB)", _table(header, rows)]
 
 
 def _scale_text(results: Any) -> list[str]:

@@ -11,17 +11,17 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import report, sections
+from tools.bench import orders, report, sections, syncs
 from tools.bench import workload as wl
-from tools.bench.contenders import Spec
+from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "main", "concurrency", "scale")
+SECTIONS = ("steps", "main", "interleaved", "concurrency", "scale")
 
 
 # -- the main table --------------------------------------------------------------------
@@ -34,6 +34,22 @@ def run_contender(spec: Spec, path: Path, load: wl.Plan, mixed: wl.Plan) -> dict
         keys: dict[int, str] = {}
         load_timings = wl.run_plan(contender, load.ops, keys)
         mixed_timings = wl.run_plan(contender, mixed.ops, keys)
+    except BaseException:
+        contender.close()
+        raise
+    return finish_contender(spec, contender, keys, mixed, load_timings, mixed_timings)
+
+
+def finish_contender(
+    spec: Spec,
+    contender: Contender,
+    keys: dict[int, str],
+    mixed: wl.Plan,
+    load_timings: wl.Timings,
+    mixed_timings: wl.Timings,
+) -> dict[str, object]:
+    """After the timed phases: reopen, disk against live bytes, compaction, the check; then close."""
+    try:
         probe = keys[next(iter(mixed.expected))] if mixed.expected else None
 
         def reopen() -> None:
@@ -75,6 +91,41 @@ def run_contender(spec: Spec, path: Path, load: wl.Plan, mixed: wl.Plan) -> dict
     }
 
 
+def run_interleaved_round(
+    specs: Sequence[Spec], work: Path, load: wl.Plan, mixed: wl.Plan, *, seed: int
+) -> dict[str, dict[str, object]]:
+    """Every contender open at once, each call of the plans sent to all of them in a shuffled turn.
+
+    Reopen, disk and the check then run per contender, as in ``run_contender``.
+    """
+    paths = [work / f"interleaved-{spec.name}" for spec in specs]
+    contenders: list[Contender] = []
+    try:
+        for spec, path in zip(specs, paths, strict=True):
+            contenders.append(spec.open(path))
+        keys: list[dict[int, str]] = [{} for _ in specs]
+        loads = wl.run_interleaved(contenders, load.ops, keys, seed=seed)
+        mixes = wl.run_interleaved(contenders, mixed.ops, keys, seed=seed + 1)
+    except BaseException:
+        for contender in contenders:
+            contender.close()
+        raise
+    results: dict[str, dict[str, object]] = {}
+    try:
+        for spec, contender, mine, load_timings, mixed_timings in zip(
+            specs, contenders, keys, loads, mixes, strict=True
+        ):
+            results[spec.name] = finish_contender(spec, contender, mine, mixed, load_timings, mixed_timings)
+    except BaseException:
+        # finish_contender closed the one that failed; the ones after it are still open.
+        for contender in contenders[len(results) + 1 :]:
+            contender.close()
+        raise
+    for path in paths:
+        _remove(path)
+    return results
+
+
 def median_round(rounds: list[dict[str, object]]) -> dict[str, object]:
     """The round with the median throughput, carrying every round's throughput as ``rounds_ops_per_s``."""
     speeds = [_speed(result) for result in rounds]
@@ -89,53 +140,97 @@ def _speed(result: dict[str, object]) -> float:
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 
-def run_main(args: argparse.Namespace, work: Path, payload: int) -> dict[str, object]:
-    """Every selected contender, ``--rounds`` times in turn; each reports its median round."""
+def _plans(args: argparse.Namespace, payload: int) -> tuple[wl.Plan, wl.Plan]:
+    """The main table's load and mixed plans for ``payload`` (the same for every contender and order)."""
     population = wl.Population(payload, args.seed)
     load = wl.plan_load(population, range(args.n))
     mixed = wl.plan_mixed(
         population, load.expected, ops=args.ops, new_numbers=range(args.n, args.n + args.ops), seed=args.seed
     )
-    rounds: dict[str, list[dict[str, object]]] = {}
+    return load, mixed
+
+
+def _available(only: str | None) -> tuple[list[Spec], dict[str, str]]:
+    """The selected contenders that can run here, and why the others cannot."""
+    specs: list[Spec] = []
     skipped: dict[str, str] = {}
-    for number in range(args.rounds):
-        for spec in select(args.only):
-            reason = spec.missing()
-            if reason is not None:
-                skipped[spec.name] = reason
-                continue
-            path = work / f"main-{payload}-{spec.name}"
-            started = time.perf_counter()
-            rounds.setdefault(spec.name, []).append(run_contender(spec, path, load, mixed))
-            _remove(path)
-            print(f"  round {number + 1}: {spec.name} {time.perf_counter() - started:.1f} s", flush=True)
+    for spec in select(only):
+        reason = spec.missing()
+        if reason is None:
+            specs.append(spec)
+        else:
+            skipped[spec.name] = reason
     for name, reason in skipped.items():
         print(f"  {name}: skipped ({reason})", flush=True)
+    return specs, skipped
+
+
+def _table(
+    args: argparse.Namespace, order: str, rounds: dict[str, list[dict[str, object]]], skipped: dict[str, str]
+) -> dict[str, object]:
     contenders: dict[str, object] = {name: median_round(results) for name, results in rounds.items()}
     return {
         "sessions": args.n,
         "ops": args.ops,
         "rounds": args.rounds,
+        "order": order,
         "contenders": contenders,
         "skipped": skipped,
     }
+
+
+def run_main(args: argparse.Namespace, work: Path, payload: int) -> dict[str, object]:
+    """Every selected contender, ``--rounds`` times in turn; each reports its median round."""
+    load, mixed = _plans(args, payload)
+    specs, skipped = _available(args.only)
+    rounds: dict[str, list[dict[str, object]]] = {}
+    for number in range(args.rounds):
+        for spec in specs:
+            path = work / f"main-{payload}-{spec.name}"
+            started = time.perf_counter()
+            rounds.setdefault(spec.name, []).append(run_contender(spec, path, load, mixed))
+            _remove(path)
+            print(f"  round {number + 1}: {spec.name} {time.perf_counter() - started:.1f} s", flush=True)
+    return _table(args, "sequential", rounds, skipped)
+
+
+def run_main_interleaved(args: argparse.Namespace, work: Path, payload: int) -> dict[str, object]:
+    """The main table with every call sent to all contenders in a shuffled turn, ``--rounds`` times.
+
+    Round ``r`` shuffles with seed ``--seed`` + 2r (load) and + 2r + 1 (mixed).
+    """
+    load, mixed = _plans(args, payload)
+    specs, skipped = _available(args.only)
+    rounds: dict[str, list[dict[str, object]]] = {}
+    for number in range(args.rounds):
+        started = time.perf_counter()
+        results = run_interleaved_round(specs, work, load, mixed, seed=args.seed + 2 * number)
+        for name, result in results.items():
+            rounds.setdefault(name, []).append(result)
+        print(
+            f"  round {number + 1}: {len(specs)} contenders {time.perf_counter() - started:.1f} s", flush=True
+        )
+    return _table(args, "interleaved", rounds, skipped)
 
 
 def run_concurrency(args: argparse.Namespace, work: Path) -> dict[str, object]:
     """Threads on one handle and processes on one store, each configuration ``--rounds`` times."""
     population = wl.Population(1024, args.seed)
     preload = max(min(args.n // 5, 2000), 20)
-    runs = [("filestore-group", count) for count in args.thread_counts]
+    runs = [("filestore-group", count, "mixed") for count in args.thread_counts]
     four = 4 if 4 in args.thread_counts or not args.thread_counts else max(args.thread_counts)
-    runs += [("filestore-fsync", count) for count in sorted({1, four})]
-    runs += [("sqlite-full", count) for count in sorted({1, four})]
-    thread_rounds: dict[tuple[str, int], list[dict[str, object]]] = {}
+    runs += [("filestore-fsync", count, "mixed") for count in sorted({1, four})]
+    # SQLite FULL at every count issue 15's group-commit targets name (4 and 8), on both workloads.
+    compared = sorted({1, four} | {count for count in args.thread_counts if count == 8})
+    runs += [("sqlite-full", count, "mixed") for count in compared]
+    runs += [(name, count, "updates") for name in ("filestore-group", "sqlite-full") for count in compared]
+    thread_rounds: dict[tuple[str, int, str], list[dict[str, object]]] = {}
     process_rounds: dict[int, list[dict[str, object]]] = {}
     for number in range(args.rounds):
-        for name, count in runs:
-            path = work / f"threads-{name}-{count}"
-            print(f"  round {number + 1}: {name} x {count} threads", flush=True)
-            thread_rounds.setdefault((name, count), []).append(
+        for name, count, workload in runs:
+            path = work / f"threads-{name}-{count}-{workload}"
+            print(f"  round {number + 1}: {name} x {count} threads, {workload}", flush=True)
+            thread_rounds.setdefault((name, count, workload), []).append(
                 sections.run_threads(
                     SPEC_BY_NAME[name],
                     path,
@@ -144,6 +239,7 @@ def run_concurrency(args: argparse.Namespace, work: Path) -> dict[str, object]:
                     ops=args.concurrency_ops,
                     threads=count,
                     seed=args.seed,
+                    workload=workload,
                 )
             )
             _remove(path)
@@ -209,6 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     started = time.perf_counter()
     steps: dict[str, float] = {}
     tables: dict[str, object] = {}
+    interleaved: dict[str, object] = {}
     concurrency: dict[str, object] = {"threads": [], "processes": []}
     scale: list[dict[str, object]] = []
     profile: dict[str, object] = {}
@@ -226,6 +323,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             for payload in args.payloads:
                 print(f"main table, {payload}-byte context_json, N={args.n}", flush=True)
                 tables[str(payload)] = run_main(args, work, payload)
+        if "interleaved" in args.section_set:
+            for payload in args.payloads:
+                print(f"main table interleaved, {payload}-byte context_json, N={args.n}", flush=True)
+                interleaved[str(payload)] = run_main_interleaved(args, work, payload)
         if "concurrency" in args.section_set:
             print("concurrency", flush=True)
             concurrency = run_concurrency(args, work)
@@ -261,11 +362,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         },
         "steps": steps,
         "main": tables,
+        "main_interleaved": interleaved,
         "concurrency": concurrency,
         "scale": scale,
         "profile": profile,
     }
     results["ratios"] = report.target_ratios(results)
     results["ratios_info"] = report.info_ratios(results)
+    results["ratios_by_order"] = orders.order_ratios(results)
+    results["ratios_group"] = syncs.group_ratios(results)
     results["notes"] = report.NOTES
     return results

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from filestore import FileSessionStore, SessionData
+from tools.bench import syncs
 from tools.bench import workload as wl
 from tools.bench.contenders import FileStoreContender, Spec, open_counting
 
@@ -98,12 +99,16 @@ def run_threads(
     ops: int,
     threads: int,
     seed: int,
+    workload: str = "mixed",
 ) -> dict[str, object]:
-    """``threads`` threads share one handle (SQLite: a connection each) and run the mixed phase.
+    """``threads`` threads share one handle (SQLite: a connection each) and run ``workload``.
 
-    Each thread owns the sessions whose number is its index modulo
-    ``threads``, so no two threads touch one session.
+    ``workload`` is ``mixed`` (the main table's mix) or ``updates`` (updates
+    alone). Each thread owns the sessions whose number is its index modulo
+    ``threads``, so no two threads touch one session. A filestore run also
+    reports its fdatasyncs (``syncs.sync_figures``).
     """
+    mix = wl.UPDATES_ONLY if workload == "updates" else wl.MIX
     contender, counter = open_counting(spec, path)
     try:
         load = wl.plan_load(population, range(preload))
@@ -116,6 +121,7 @@ def run_threads(
                 ops=ops // threads,
                 new_numbers=itertools.count(preload + t, threads),
                 seed=seed + t,
+                mix=mix,
             )
             for t in range(threads)
         ]
@@ -133,20 +139,22 @@ def run_threads(
                 results[index] = error
 
         gc.collect()
-        syncs_before = counter.syncs if counter is not None else 0
+        syncs_before = len(counter.intervals) if counter is not None else 0
         workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
-        syncs = None if counter is None else counter.syncs - syncs_before
+        intervals = [] if counter is None else counter.intervals[syncs_before:]
     finally:
         contender.close()
     combined = _combine(spec.name, "threads", threads, results)
-    if syncs:
+    combined["workload"] = workload
+    if intervals:
         writes = sum(op.kind in wl.WRITES for plan in plans for op in plan.ops)
-        combined["fdatasyncs"] = syncs
-        combined["writes_per_fdatasync"] = round(writes / syncs, 2)
+        done = [result for result in results if isinstance(result, tuple)]
+        start, end = min(r[0] for r in done), max(r[1] for r in done)
+        combined.update(syncs.sync_figures(intervals, writes, start, end))
     return combined
 
 

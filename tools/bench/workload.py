@@ -41,6 +41,8 @@ MIX: Final[tuple[tuple[str, float], ...]] = (
     (CREATE, 0.05),
     (REMOVE, 0.05),
 )
+UPDATES_ONLY: Final[tuple[tuple[str, float], ...]] = ((UPDATE, 1.0),)
+"""A mix of updates alone: every call a durable write (issue 15's group-commit workload)."""
 WRITES: Final = frozenset({CREATE, UPDATE, REMOVE})
 _CONTEXT_POOL: Final = 16
 _NODES: Final = ("ask.name", "ask.email", "ask.phone", "confirm", "done")
@@ -122,8 +124,9 @@ def plan_mixed(
     ops: int,
     new_numbers: Iterable[int],
     seed: int,
+    mix: Sequence[tuple[str, float]] = MIX,
 ) -> Plan:
-    """``ops`` calls in the proportions of ``MIX`` over the live sessions ``start``.
+    """``ops`` calls in the proportions of ``mix`` (``MIX`` by default) over the live sessions ``start``.
 
     Creates take their numbers from ``new_numbers``; a call that needs a
     session when none is live becomes a create.
@@ -136,8 +139,8 @@ def plan_mixed(
     fresh = iter(new_numbers)
     removed: list[int] = []
     planned: list[Op] = []
-    thresholds = list(_cumulative(weight for _, weight in MIX))
-    kinds = [kind for kind, _ in MIX]
+    thresholds = list(_cumulative(weight for _, weight in mix))
+    kinds = [kind for kind, _ in mix]
     for _ in range(ops):
         draw = rng.random()
         kind = next((k for k, limit in zip(kinds, thresholds, strict=True) if draw < limit), kinds[-1])
@@ -249,6 +252,80 @@ def run_plan(
             latencies[REMOVE].append(clock() - before)
     wall = clock() - started
     return Timings({k: v for k, v in latencies.items() if v}, wall, len(plan), misses)
+
+
+def perform(contender: Contender, op: Op, keys: dict[int, str]) -> tuple[int, bool]:
+    """Make one planned call on ``contender``: nanoseconds it took, and whether a read missed.
+
+    The clock brackets the contender's call alone, as in ``run_plan``; creates
+    add their key to ``keys``.
+    """
+    clock = time.perf_counter_ns
+    kind, number, data, ctx = op
+    if kind == GET:
+        key = keys[number]
+        before = clock()
+        found = contender.get(key)
+        return clock() - before, found is None
+    if kind == UPDATE:
+        key = keys[number]
+        assert data is not None
+        before = clock()
+        contender.update(key, data)
+        return clock() - before, False
+    if kind == FIND:
+        assert ctx is not None
+        user = f"user-{number}"
+        before = clock()
+        pair = contender.find_by_user(ctx, user)
+        return clock() - before, pair is None
+    if kind == CREATE:
+        assert data is not None
+        assert ctx is not None
+        before = clock()
+        keys[number] = contender.create(ctx, data)
+        return clock() - before, False
+    key = keys[number]
+    before = clock()
+    contender.remove(key)
+    return clock() - before, False
+
+
+def turn_orders(contenders: int, calls: int, seed: int) -> list[list[int]]:
+    """For each call of a plan, the order the contenders take it in: a seeded shuffle per call."""
+    rng = random.Random(seed)
+    orders = []
+    for _ in range(calls):
+        order = list(range(contenders))
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+def run_interleaved(
+    contenders: Sequence[Contender], plan: Sequence[Op], keys: Sequence[dict[int, str]], *, seed: int
+) -> list[Timings]:
+    """Run ``plan`` against every contender at once: each call goes to all of them in turn.
+
+    The order of the turn is shuffled for every call (``turn_orders``), so no
+    contender always runs right after another. ``keys[i]`` maps session
+    numbers to contender ``i``'s keys. A contender's ``wall_ns`` is the sum of
+    its own calls' times (its busy time): the loop's wall time is shared.
+    """
+    timings = [Timings({kind: [] for kind, _ in MIX}) for _ in contenders]
+    orders = turn_orders(len(contenders), len(plan), seed)
+    gc.collect()
+    for op, order in zip(plan, orders, strict=True):
+        for index in order:
+            elapsed, missed = perform(contenders[index], op, keys[index])
+            mine = timings[index]
+            mine.latencies[op.kind].append(elapsed)
+            mine.wall_ns += elapsed
+            mine.misses += missed
+    for mine in timings:
+        mine.latencies = {kind: values for kind, values in mine.latencies.items() if values}
+        mine.ops = len(plan)
+    return timings
 
 
 # -- statistics ------------------------------------------------------------------
