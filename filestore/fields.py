@@ -26,6 +26,7 @@ I128_MAX: Final = 2**127 - 1
 JsonDict = dict[str, Any]
 
 _T = TypeVar("_T")
+_A = TypeVar("_A", bound=attrs.AttrsInstance)
 
 
 def invalid(field: str, rule: str, detail: str) -> InvalidInputError:
@@ -123,6 +124,19 @@ def to_attributes(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return FrozenMap(value)
 
 
+def is_text(value: object) -> bool:
+    """Whether ``check_text`` would take ``value`` (a ``str`` that encodes as UTF-8), without raising."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_text(value: object, field: str) -> None:
     if not isinstance(value, str):
         raise invalid(field, "a string", f"must be a string, not {type(value).__name__}")
@@ -184,6 +198,31 @@ def optional_instance_of(kind: type) -> Any:
     return optional
 
 
+# -- building validated objects ---------------------------------------------
+
+
+def slot_builder(kind: type[_A]) -> Callable[..., _A]:
+    """A function taking every attrs field of ``kind`` in order and returning the instance, as is.
+
+    For a decoder that has already checked every value by the rules the
+    class's converters and validators apply (and converted them): it fills
+    the slots of the frozen class directly, as attrs' own ``__init__`` does,
+    without running those checks a second time. Straight-line code (one
+    slot descriptor call per field) is what makes it cheap, hence the
+    generated function, as attrs generates ``__init__``.
+    """
+    names = [field.name for field in attrs.fields(kind)]
+    setters = {f"set_{name}": vars(kind)[name].__set__ for name in names}
+    lines = [f"def build({', '.join(names)}):", "    self = new(kind)"]
+    lines += [f"    set_{name}(self, {name})" for name in names]
+    lines.append("    return self")
+    namespace: dict[str, Any] = {"new": object.__new__, "kind": kind, **setters}
+    exec("\n".join(lines), namespace)  # noqa: S102 -- built from the class's own field names
+    build: Callable[..., _A] = namespace["build"]
+    build.__qualname__ = f"slot_builder.<{kind.__name__}>"
+    return build
+
+
 # -- decoding helpers -------------------------------------------------------
 
 
@@ -237,9 +276,10 @@ def decoding(where: str, build: Callable[..., _T], *args: Any) -> _T:
 
 def load_json(text: str | bytes | Mapping[str, Any], what: str) -> Any:
     """The JSON value in ``text`` (a dict is taken as already parsed); ``InvalidInputError`` if invalid."""
-    if isinstance(text, Mapping):
-        return text
+    # Text first: the Mapping check is an ABC's, slower than a tuple of types.
     if not isinstance(text, (str, bytes, bytearray)):
+        if isinstance(text, Mapping):
+            return text
         raise invalid(what, "JSON text", f"expected JSON text or a dict, not {type(text).__name__}")
     try:
         return serdejson.loads(text)

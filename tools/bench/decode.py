@@ -1,0 +1,100 @@
+"""The benchmark's ``decode`` section: the model's codecs against the raw encoders (issue 15, part 1).
+
+Each model call is timed against the raw call on the same input, in
+alternating batches over the same items, so both share the machine's noise:
+
+- ``SessionData.from_cbor(blob)`` against ``cbor2.loads(blob)``;
+- ``SessionData.from_json(text)`` against ``json.loads(text)``;
+- ``session.to_cbor()`` against ``cbor2.dumps(doc)``;
+- ``session.to_json()`` against ``json.dumps(doc)``;
+
+where ``doc`` is ``session.to_dict()``, built before the clock starts, and
+``blob`` and ``text`` are what ``to_cbor`` and ``to_json`` wrote. The
+sessions are the main table's (one per user, ``payload`` bytes of
+``context_json``), so ids repeat as they do in a store: env, tenant and team
+in every session, each user in one. Each round times one batch of each side
+(which goes first alternates); the ratio reported is the median of the
+rounds' ratios, with their spread. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import cbor2
+
+from filestore import SessionData
+from tools.bench import workload as wl
+
+# (name, model call, raw call, target ratio): the issue's targets.
+PAIRS: Final = (
+    ("from_cbor", "cbor2.loads", 2.5),
+    ("from_json", "json.loads", 2.5),
+    ("to_cbor", "cbor2.dumps", 2.0),
+    ("to_json", "json.dumps", 2.0),
+)
+
+
+def _batch_ns(call: Callable[[Any], object], items: Sequence[object]) -> int:
+    started = time.perf_counter_ns()
+    for item in items:
+        call(item)
+    return time.perf_counter_ns() - started
+
+
+def measure_decode(
+    population: wl.Population, *, sessions: int = 1000, batch: int = 200, rounds: int = 50
+) -> dict[str, object]:
+    """Per pair: median µs per call of each side, and the median and spread of the rounds' ratios."""
+    datas = [population.session(number, 0) for number in range(sessions)]
+    blobs = [data.to_cbor() for data in datas]
+    texts = [data.to_json() for data in datas]
+    docs = [data.to_dict() for data in datas]
+    calls: dict[str, tuple[Callable[[Any], object], Sequence[object]]] = {
+        "from_cbor": (SessionData.from_cbor, blobs),
+        "cbor2.loads": (cbor2.loads, blobs),
+        "from_json": (SessionData.from_json, texts),
+        "json.loads": (json.loads, texts),
+        "to_cbor": (SessionData.to_cbor, datas),
+        "cbor2.dumps": (cbor2.dumps, docs),
+        "to_json": (SessionData.to_json, datas),
+        "json.dumps": (json.dumps, docs),
+    }
+    for call, items in calls.values():  # warm up: ids validated, caches filled, code paths taken
+        for item in items:
+            call(item)
+    pairs: dict[str, object] = {}
+    for model, raw, target in PAIRS:
+        model_call, model_items = calls[model]
+        raw_call, raw_items = calls[raw]
+        model_ns: list[float] = []
+        raw_ns: list[float] = []
+        for number in range(rounds):
+            start = (number * batch) % max(len(model_items) - batch, 1)
+            sides = [(model_call, model_items, model_ns), (raw_call, raw_items, raw_ns)]
+            for call, items, samples in sides if number % 2 else sides[::-1]:
+                samples.append(_batch_ns(call, items[start : start + batch]) / batch)
+        ratios = [mine / theirs for mine, theirs in zip(model_ns, raw_ns, strict=True)]
+        ratio = statistics.median(ratios)
+        quartiles = statistics.quantiles(ratios, n=4)
+        pairs[model] = {
+            "against": raw,
+            "model_us": round(statistics.median(model_ns) / 1000, 3),
+            "raw_us": round(statistics.median(raw_ns) / 1000, 3),
+            "ratio": round(ratio, 3),
+            "ratio_quartiles": [round(quartiles[0], 3), round(quartiles[2], 3)],
+            "target": f"<= {target}",
+            "holds": ratio <= target,
+        }
+    return {
+        "sessions": sessions,
+        "batch": batch,
+        "rounds": rounds,
+        "session_cbor_bytes": round(statistics.mean(len(blob) for blob in blobs)),
+        "session_json_bytes": round(statistics.mean(len(text) for text in texts)),
+        "pairs": pairs,
+    }
