@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Self, cast
 
 import attrs
+import cbor2
 
-from filestore import serdejson
+from filestore import serdejson, strictcbor
 from filestore.errors import InvalidInputError
 from filestore.fields import (
     I128_MAX,
@@ -91,7 +92,12 @@ class Impersonation(DocumentCodec):
     document: ClassVar[str] = "impersonation"
 
     def to_dict(self) -> JsonDict:
-        doc: JsonDict = {"actor_id": str(self.actor_id)}
+        doc = self._encodable()
+        doc["actor_id"] = str(self.actor_id)
+        return doc
+
+    def _encodable(self) -> JsonDict:
+        doc: JsonDict = {"actor_id": self.actor_id}
         if self.reason is not None:
             doc["reason"] = self.reason
         return doc
@@ -113,6 +119,7 @@ _CTX_OPTIONAL_STRINGS: Final = (
     "correlation_id",
 )
 _NO_OPTIONAL_STRINGS: Final = (None,) * len(_CTX_OPTIONAL_STRINGS)
+_CTX_ID_FIELDS: Final = ("env", "tenant", "tenant_id", "team", "team_id", "user", "user_id")
 # Every TenantCtx field in greentic-types' declaration order (a struct written as an array).
 _CTX_FIELDS: Final = (
     "env",
@@ -210,16 +217,25 @@ class TenantCtx(DocumentCodec):
 
     def to_dict(self) -> JsonDict:
         """The JSON object serde emits for this context."""
+        doc = self._encodable()
+        for name in _CTX_ID_FIELDS:
+            if name in doc:
+                doc[name] = str(doc[name])
+        if self.impersonation is not None:
+            doc["impersonation"] = self.impersonation.to_dict()
+        return doc
+
+    def _encodable(self) -> JsonDict:
         # Field by field, in declaration order: every write of a session builds this.
-        doc: JsonDict = {"env": str(self.env), "tenant": str(self.tenant), "tenant_id": str(self.tenant_id)}
+        doc: JsonDict = {"env": self.env, "tenant": self.tenant, "tenant_id": self.tenant_id}
         if self.team is not None:
-            doc["team"] = str(self.team)
+            doc["team"] = self.team
         if self.team_id is not None:
-            doc["team_id"] = str(self.team_id)
+            doc["team_id"] = self.team_id
         if self.user is not None:
-            doc["user"] = str(self.user)
+            doc["user"] = self.user
         if self.user_id is not None:
-            doc["user_id"] = str(self.user_id)
+            doc["user_id"] = self.user_id
         texts = (
             self.session_id,
             self.flow_id,
@@ -243,7 +259,7 @@ class TenantCtx(DocumentCodec):
         if self.idempotency_key is not None:
             doc["idempotency_key"] = self.idempotency_key
         if self.impersonation is not None:
-            doc["impersonation"] = self.impersonation.to_dict()
+            doc["impersonation"] = self.impersonation._encodable()
         return doc
 
     @classmethod
@@ -332,6 +348,14 @@ class SessionData(DocumentCodec):
         doc["context_json"] = self.context_json
         return doc
 
+    def _encodable(self) -> JsonDict:
+        doc: JsonDict = {"tenant_ctx": self.tenant_ctx._encodable(), "flow_id": self.flow_id}
+        if self.pack_id is not None:
+            doc["pack_id"] = self.pack_id
+        doc["cursor"] = self.cursor.to_dict()
+        doc["context_json"] = self.context_json
+        return doc
+
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Self:
         """Parse serde's JSON (text, bytes or an already-parsed dict); ``InvalidInputError`` if invalid."""
@@ -345,12 +369,15 @@ class SessionData(DocumentCodec):
     @classmethod
     def from_cbor(cls, blob: bytes) -> Self:
         """Parse the CBOR ``to_cbor`` writes; ``InvalidInputError`` if it is not a valid document."""
-        doc = load_cbor(blob, cls.document)
-        if cls is SessionData:
-            fast = _fast_session(doc)
+        if cls is SessionData and type(blob) is bytes:
+            # strictcbor directly (load_cbor's checks and messages are for the failures below).
+            try:
+                fast = _fast_session(strictcbor.loads(blob))
+            except (cbor2.CBORDecodeError, RecursionError):
+                fast = None
             if fast is not None:
                 return fast  # type: ignore[return-value] # cls is SessionData (typing.cast costs a call)
-        return cls.from_dict(doc)
+        return cls.from_dict(load_cbor(blob, cls.document))
 
     @classmethod
     def from_dict(cls, doc: object) -> Self:
@@ -451,11 +478,12 @@ _TEAMS: Final = cast("dict[Any, TeamId]", known_ids(TeamId))
 _USERS: Final = cast("dict[Any, UserId]", known_ids(UserId))
 _FLOWS: Final = cast("dict[Any, FlowId]", known_ids(FlowId))
 _PACKS: Final = cast("dict[Any, PackId]", known_ids(PackId))
-_NO_TEXTS: Final = (*_NO_OPTIONAL_STRINGS, None)  # and idempotency_key
 _NO_ATTRIBUTES: Final = FrozenMap({})  # immutable, so every context without attributes shares one
 
 _build_session = slot_builder(SessionData)
-_build_ctx = slot_builder(TenantCtx)
+_build_ctx = slot_builder(
+    TenantCtx, first=("env", "tenant", "tenant_id", "team", "team_id", "user", "user_id", "attempt")
+)
 _build_cursor = slot_builder(SessionCursor)
 _build_deadline = slot_builder(InvocationDeadline)
 _build_impersonation = slot_builder(Impersonation)
@@ -479,7 +507,9 @@ def _fast_session(doc: object) -> SessionData | None:
         outbox = cursor.get("outbox_marker")
         if not (type(node) is str and node.isascii()) and not is_text(node):
             return None
-        if (wait is not None and not is_text(wait)) or (outbox is not None and not is_text(outbox)):
+        if wait is not None and not (type(wait) is str and wait.isascii()) and not is_text(wait):
+            return None
+        if outbox is not None and not is_text(outbox):
             return None
         flow = get("flow_id")
         pack = get("pack_id")
@@ -498,40 +528,22 @@ def _fast_session(doc: object) -> SessionData | None:
 def _fast_ctx(doc: object) -> TenantCtx | None:
     if type(doc) is not dict:
         return None
-    (
-        env,
-        tenant,
-        tenant_id,
-        team,
-        team_id,
-        user,
-        user_id,
-        session_id,
-        flow_id,
-        node_id,
-        provider_id,
-        trace_id,
-        i18n_id,
-        correlation_id,
-        attributes,
-        deadline,
-        attempt,
-        idempotency_key,
-        impersonation,
-    ) = map(doc.get, _CTX_FIELDS)
-    if type(attempt) is not int or not 0 <= attempt <= U32_MAX:
+    get = doc.get
+    env = get("env")
+    tenant = get("tenant")
+    tenant_id = get("tenant_id")
+    team = get("team")
+    team_id = get("team_id")
+    user = get("user")
+    user_id = get("user_id")
+    attempt = get("attempt")
+    # Most contexts hold these eight fields and nothing else: when the map has
+    # no more keys than were found (the four required ones must be there, or
+    # the ids below fail), every other field is absent.
+    found = 4 + (team is not None) + (team_id is not None) + (user is not None) + (user_id is not None)
+    rest = _ABSENT_REST if len(doc) == found else _fast_rest(doc)
+    if rest is None or type(attempt) is not int or not 0 <= attempt <= U32_MAX:
         return None
-    texts = (session_id, flow_id, node_id, provider_id, trace_id, i18n_id, correlation_id, idempotency_key)
-    # Most contexts set none of these, nor attributes, deadline or impersonation.
-    if texts != _NO_TEXTS and not all(text is None or is_text(text) for text in texts):
-        return None
-    if attributes is None and deadline is None and impersonation is None and "attributes" not in doc:
-        attributes = _NO_ATTRIBUTES
-    else:
-        extras = _fast_extras(doc, attributes, deadline, impersonation)
-        if extras is None:
-            return None
-        attributes, deadline, impersonation = extras
     # The paired fields are usually equal: validate once, share the id.
     env = _ENVS.get(env) or EnvId.parse(env, field="env")
     tenant = _TENANTS.get(tenant) or TenantId.parse(tenant, field="tenant")
@@ -547,14 +559,17 @@ def _fast_ctx(doc: object) -> TenantCtx | None:
         user = _USERS.get(user) or UserId.parse(user, field="user")
     if user_id is not None:
         user_id = user if user_id == user else _USERS.get(user_id) or UserId.parse(user_id, field="user_id")
-    return _build_ctx(
-        env,
-        tenant,
-        tenant_id,
-        team,
-        team_id,
-        user,
-        user_id,
+    return _build_ctx(env, tenant, tenant_id, team, team_id, user, user_id, attempt, *rest)
+
+
+# TenantCtx's other fields, in the order _build_ctx takes them after the ids and attempt.
+_CTX_REST: Final = (*_CTX_OPTIONAL_STRINGS, "attributes", "deadline", "idempotency_key", "impersonation")
+_ABSENT_REST: Final = (*_NO_OPTIONAL_STRINGS, _NO_ATTRIBUTES, None, None, None)
+
+
+def _fast_rest(doc: dict[Any, Any]) -> tuple[object, ...] | None:
+    """The context's fields beyond its ids and attempt (as ``_CTX_REST``), checked; None to take from_dict."""
+    (
         session_id,
         flow_id,
         node_id,
@@ -564,7 +579,26 @@ def _fast_ctx(doc: object) -> TenantCtx | None:
         correlation_id,
         attributes,
         deadline,
-        attempt,
+        idempotency_key,
+        impersonation,
+    ) = map(doc.get, _CTX_REST)
+    texts = (session_id, flow_id, node_id, provider_id, trace_id, i18n_id, correlation_id, idempotency_key)
+    if not all(text is None or is_text(text) for text in texts):
+        return None
+    extras = _fast_extras(doc, attributes, deadline, impersonation)
+    if extras is None:
+        return None
+    attributes, deadline, impersonation = extras
+    return (
+        session_id,
+        flow_id,
+        node_id,
+        provider_id,
+        trace_id,
+        i18n_id,
+        correlation_id,
+        attributes,
+        deadline,
         idempotency_key,
         impersonation,
     )

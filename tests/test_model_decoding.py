@@ -21,7 +21,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import filestore.ids
-from filestore import EnvId, InvalidInputError, PackId, SessionCursor, SessionData, TenantCtx, TenantId
+from filestore import (
+    EnvId,
+    InvalidInputError,
+    PackId,
+    SessionCursor,
+    SessionData,
+    TenantCtx,
+    TenantId,
+    serdejson,
+)
 from filestore.fields import FrozenMap
 from filestore.ids import known_ids
 
@@ -253,3 +262,13 @@ def test_known_ids_are_bounded_and_emptied_in_place(monkeypatch: pytest.MonkeyPa
     PackId.parse("bounded-2", field="pack_id")
     assert known_ids(PackId) is known
     assert list(known) == ["bounded-2"]
+
+
+@given(session_datas())
+def test_encoders_write_exactly_what_to_dict_holds(session: SessionData) -> None:
+    """to_cbor and to_json (which keep ids as their str types) write the bytes of to_dict's plain object."""
+    assert session.to_cbor() == cbor2.dumps(session.to_dict())
+    assert session.to_json() == serdejson.dumps(session.to_dict())
+    ctx = session.tenant_ctx
+    assert ctx.to_cbor() == cbor2.dumps(ctx.to_dict())
+    assert ctx.to_json() == serdejson.dumps(ctx.to_dict())
