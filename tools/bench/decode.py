@@ -102,3 +102,24 @@ def measure_decode(
         "session_json_bytes": round(statistics.mean(len(text) for text in texts)),
         "pairs": pairs,
     }
+
+
+def decode_text(results: Any) -> list[str]:
+    """The decode section as report lines (none if it did not run)."""
+    section = results.get("decode") if isinstance(results, dict) else None
+    if not section:
+        return []
+    rows = []
+    for name, pair in section["pairs"].items():
+        low, high = pair["ratio_quartiles"]
+        rows.append(
+            f"  {name:<10} {pair['model_us']:>8.2f} us  {pair['against']:<12} {pair['raw_us']:>8.2f} us  "
+            f"{pair['ratio']:>6.2f}x  (quartiles {low:.2f}-{high:.2f}, best batches "
+            f"{pair['ratio_of_best']:.2f}x)  target {pair['target']}: {'yes' if pair['holds'] else 'NO'}"
+        )
+    return [
+        "",
+        f"decode: the model's codecs against the raw encoders, {section['session_cbor_bytes']:,}-byte "
+        f"session CBOR, median of {section['rounds']} rounds' ratios (CPU time)",
+        *rows,
+    ]

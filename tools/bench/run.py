@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import report, sections
+from tools.bench import decode, report, sections
 from tools.bench import workload as wl
 from tools.bench.contenders import Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "main", "concurrency", "scale")
+SECTIONS = ("steps", "decode", "main", "concurrency", "scale")
 
 
 # -- the main table --------------------------------------------------------------------
@@ -212,6 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     concurrency: dict[str, object] = {"threads": [], "processes": []}
     scale: list[dict[str, object]] = []
     profile: dict[str, object] = {}
+    decoding: dict[str, object] = {}
     with work_directory(args.dir, keep=args.keep) as work:
         machine = machine_facts(work)
         if "steps" in args.section_set:
@@ -221,6 +222,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 wl.Population(1024, args.seed),
                 rounds=5 if args.quick else 50,
                 syncs=10 if args.quick else 200,
+            )
+        if "decode" in args.section_set:
+            print("decode", flush=True)
+            decoding = decode.measure_decode(
+                wl.Population(1024, args.seed),
+                sessions=100 if args.quick else 1000,
+                rounds=5 if args.quick else 100,
             )
         if "main" in args.section_set:
             for payload in args.payloads:
@@ -260,6 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "argv": sys.argv[1:],
         },
         "steps": steps,
+        "decode": decoding,
         "main": tables,
         "concurrency": concurrency,
         "scale": scale,
