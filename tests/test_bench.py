@@ -66,6 +66,10 @@ def test_decode_section(tmp_path: Path) -> None:
         assert pair["ratio"] > 0
         assert isinstance(pair["holds"], bool)
         assert pair["target"].startswith("<= ")
+    get = section["get_without_cache"]
+    assert get["filestore-none-nocache_us"] > 0
+    assert get["sqlite-full_us"] > 0
+    assert isinstance(get["holds"], bool)
     assert document["main"] == {}
 
 

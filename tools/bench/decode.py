@@ -15,20 +15,27 @@ sessions are the main table's (one per user, ``payload`` bytes of
 in every session, each user in one. Each round times one batch of each side
 (which goes first alternates); the ratio reported is the median of the
 rounds' ratios, with their spread. Nothing here asserts a timing.
+
+``measure_get_without_cache`` adds issue 15's store target: filestore's
+``get`` with ``cache_size=0`` against SQLite FULL's, gets only, per call.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import cbor2
 
 from filestore import SessionData
 from tools.bench import workload as wl
+from tools.bench.contenders import Contender
+from tools.bench.registry import SPEC_BY_NAME
 
 # (name, model call, raw call, target ratio): the issue's targets.
 PAIRS: Final = (
@@ -104,6 +111,49 @@ def measure_decode(
     }
 
 
+def measure_get_without_cache(
+    work: Path, population: wl.Population, *, sessions: int = 2000, batch: int = 100, rounds: int = 60
+) -> dict[str, object]:
+    """``get`` of filestore with ``cache_size=0`` against SQLite FULL's, per call, gets only.
+
+    Both stores are loaded with the same sessions first; then each round
+    reads one batch of random sessions from each (the same sessions, CPU
+    time), and ``SessionData.from_cbor`` of their bytes, which both gets
+    include. The main table's get p50 mixes in the stores' writes.
+    """
+    names = ("filestore-none-nocache", "sqlite-full")
+    stores: dict[str, Contender] = {}
+    keys: dict[str, list[str]] = {}
+    try:
+        for name in names:
+            store = SPEC_BY_NAME[name].open(work / f"get-{name}")
+            stores[name] = store
+            made: dict[int, str] = {}
+            wl.run_plan(store, wl.plan_load(population, range(sessions)).ops, made)
+            keys[name] = [made[number] for number in range(sessions)]
+        blobs = [population.session(number, 0).to_cbor() for number in range(sessions)]
+        samples: dict[str, list[float]] = {name: [] for name in (*names, "from_cbor")}
+        rng = random.Random(7)
+        for _ in range(rounds):
+            chosen = rng.sample(range(sessions), batch)
+            for name in names:
+                samples[name].append(_batch_ns(stores[name].get, [keys[name][i] for i in chosen]) / batch)
+            samples["from_cbor"].append(_batch_ns(SessionData.from_cbor, [blobs[i] for i in chosen]) / batch)
+    finally:
+        for store in stores.values():
+            store.close()
+    ratios = [mine / theirs for mine, theirs in zip(samples[names[0]], samples[names[1]], strict=True)]
+    ratio = statistics.median(ratios)
+    return {
+        "sessions": sessions,
+        "rounds": rounds,
+        **{f"{name}_us": round(statistics.median(values) / 1000, 3) for name, values in samples.items()},
+        "ratio": round(ratio, 3),
+        "target": "<= 0.6",
+        "holds": ratio <= 0.6,
+    }
+
+
 def decode_text(results: Any) -> list[str]:
     """The decode section as report lines (none if it did not run)."""
     section = results.get("decode") if isinstance(results, dict) else None
@@ -116,6 +166,13 @@ def decode_text(results: Any) -> list[str]:
             f"  {name:<10} {pair['model_us']:>8.2f} us  {pair['against']:<12} {pair['raw_us']:>8.2f} us  "
             f"{pair['ratio']:>6.2f}x  (quartiles {low:.2f}-{high:.2f}, best batches "
             f"{pair['ratio_of_best']:.2f}x)  target {pair['target']}: {'yes' if pair['holds'] else 'NO'}"
+        )
+    get = section.get("get_without_cache")
+    if get:
+        rows.append(
+            f"  get, cache_size=0: filestore {get['filestore-none-nocache_us']:.2f} us, sqlite-full "
+            f"{get['sqlite-full_us']:.2f} us (from_cbor in both: {get['from_cbor_us']:.2f} us)  "
+            f"{get['ratio']:.2f}x  target {get['target']}: {'yes' if get['holds'] else 'NO'}"
         )
     return [
         "",

@@ -225,10 +225,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             )
         if "decode" in args.section_set:
             print("decode", flush=True)
+            population = wl.Population(1024, args.seed)
             decoding = decode.measure_decode(
-                wl.Population(1024, args.seed),
-                sessions=100 if args.quick else 1000,
-                rounds=5 if args.quick else 100,
+                population, sessions=100 if args.quick else 1000, rounds=5 if args.quick else 100
+            )
+            decoding["get_without_cache"] = decode.measure_get_without_cache(
+                work / "decode",
+                population,
+                sessions=100 if args.quick else 2000,
+                rounds=5 if args.quick else 60,
             )
         if "main" in args.section_set:
             for payload in args.payloads:
