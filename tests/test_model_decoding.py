@@ -272,3 +272,17 @@ def test_encoders_write_exactly_what_to_dict_holds(session: SessionData) -> None
     ctx = session.tenant_ctx
     assert ctx.to_cbor() == cbor2.dumps(ctx.to_dict())
     assert ctx.to_json() == serdejson.dumps(ctx.to_dict())
+
+
+@given(session_datas())
+def test_decoded_sessions_pickle_copy_and_evolve(session: SessionData) -> None:
+    """A session the one-pass decoder built is an ordinary instance: it pickles, deep-copies, evolves."""
+    import copy  # noqa: PLC0415
+    import pickle  # noqa: PLC0415
+
+    decoded = SessionData.from_cbor(session.to_cbor())
+    assert pickle.loads(pickle.dumps(decoded)) == session  # noqa: S301 - our own bytes
+    assert copy.deepcopy(decoded) == session
+    assert attrs.evolve(decoded, context_json="{}") == attrs.evolve(session, context_json="{}")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        decoded.context_json = "changed"  # type: ignore[misc]
