@@ -26,6 +26,7 @@ I128_MAX: Final = 2**127 - 1
 JsonDict = dict[str, Any]
 
 _T = TypeVar("_T")
+_A = TypeVar("_A", bound=attrs.AttrsInstance)
 
 
 def invalid(field: str, rule: str, detail: str) -> InvalidInputError:
@@ -123,6 +124,19 @@ def to_attributes(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return FrozenMap(value)
 
 
+def is_text(value: object) -> bool:
+    """Whether ``check_text`` would take ``value`` (a ``str`` that encodes as UTF-8), without raising."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_text(value: object, field: str) -> None:
     if not isinstance(value, str):
         raise invalid(field, "a string", f"must be a string, not {type(value).__name__}")
@@ -184,6 +198,52 @@ def optional_instance_of(kind: type) -> Any:
     return optional
 
 
+# -- building validated objects ---------------------------------------------
+
+
+def slot_builder(kind: type[_A], *, first: tuple[str, ...] = ()) -> Callable[..., _A]:
+    """A function taking every attrs field of ``kind`` and returning the instance, as is.
+
+    It takes the fields named in ``first`` first, then the others in
+    declaration order.
+
+    For a decoder that has already checked every value by the rules the
+    class's converters and validators apply (and converted them): it fills
+    the slots of the frozen class without running those checks a second time.
+
+    How: a frozen class's ``__setattr__`` raises, so attrs' ``__init__`` sets
+    each slot through ``object.__setattr__``, a call costing about four times
+    a plain attribute store, which CPython specialises to a direct slot write
+    for a class with the default ``__setattr__``. The function therefore
+    fills an instance of a private subclass that adds nothing but those
+    defaults, then makes it a ``kind`` by ``__class__`` assignment (allowed
+    because the layouts are the same: the subclass adds no slot). The result
+    is an ordinary instance of ``kind``, as ``__init__`` would leave it.
+    """
+    declared = [field.name for field in attrs.fields(kind)]
+    if not set(first) <= set(declared):
+        raise ValueError(f"{kind.__name__} has no field {sorted(set(first) - set(declared))}")
+    names = [*first, *(name for name in declared if name not in first)]
+    filler = type(
+        f"_{kind.__name__}Filler",
+        (kind,),
+        {
+            "__slots__": (),
+            "__setattr__": object.__setattr__,
+            "__delattr__": object.__delattr__,  # with __setattr__: both decide the setattr slot
+            "__module__": kind.__module__,
+        },
+    )
+    lines = [f"def build({', '.join(names)}):", "    self = new(filler)"]
+    lines += [f"    self.{name} = {name}" for name in names]
+    lines += ["    self.__class__ = kind", "    return self"]
+    namespace: dict[str, Any] = {"new": object.__new__, "filler": filler, "kind": kind}
+    exec("\n".join(lines), namespace)  # noqa: S102 -- built from the class's own field names
+    build: Callable[..., _A] = namespace["build"]
+    build.__qualname__ = f"slot_builder.<{kind.__name__}>"
+    return build
+
+
 # -- decoding helpers -------------------------------------------------------
 
 
@@ -237,9 +297,10 @@ def decoding(where: str, build: Callable[..., _T], *args: Any) -> _T:
 
 def load_json(text: str | bytes | Mapping[str, Any], what: str) -> Any:
     """The JSON value in ``text`` (a dict is taken as already parsed); ``InvalidInputError`` if invalid."""
-    if isinstance(text, Mapping):
-        return text
+    # Text first: the Mapping check is an ABC's, slower than a tuple of types.
     if not isinstance(text, (str, bytes, bytearray)):
+        if isinstance(text, Mapping):
+            return text
         raise invalid(what, "JSON text", f"expected JSON text or a dict, not {type(text).__name__}")
     try:
         return serdejson.loads(text)
@@ -279,9 +340,18 @@ class DocumentCodec:
     def from_dict(cls, doc: object) -> Self:
         raise NotImplementedError
 
+    def _encodable(self) -> JsonDict:
+        """``to_dict``'s object for the encoders: the same, but ids may stay their ``str`` subclass.
+
+        cbor2 and json write a ``str`` subclass as the plain text, so the
+        bytes are the same; a class overrides this to skip the copies
+        ``to_dict`` makes of its ids.
+        """
+        return self.to_dict()
+
     def to_json(self) -> str:
         """serde_json's compact text."""
-        return dump_json(self.to_dict())
+        return dump_json(self._encodable())
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Self:
@@ -290,7 +360,7 @@ class DocumentCodec:
 
     def to_cbor(self) -> bytes:
         """The same document as CBOR (what the file store keeps)."""
-        return cbor2.dumps(self.to_dict())
+        return cbor2.dumps(self._encodable())
 
     @classmethod
     def from_cbor(cls, blob: bytes) -> Self:

@@ -12,7 +12,7 @@ plain string it is; constructing one validates it:
 from __future__ import annotations
 
 import re
-from typing import Final, NamedTuple, TypeVar
+from typing import Any, ClassVar, Final, NamedTuple, TypeVar
 
 from filestore import serdejson
 from filestore.errors import InvalidInputError
@@ -33,16 +33,23 @@ _JOINED_OPTIONAL_IDS: Final = re.compile(
 _IdT = TypeVar("_IdT", bound="_ValidatedId")
 
 # Ids repeat across sessions (env, tenant, team, user), and every read decodes
-# them again: remember the ones already validated. Bounded, so hostile input
-# cannot grow it without limit.
-_VALIDATED: dict[tuple[type, str], str] = {}
-_VALIDATED_LIMIT: Final = 65_536
+# them again: each id type remembers the ones already validated (one dict per
+# type, so a lookup needs no (type, value) tuple), and decoding hands out the
+# one remembered object (interned). Bounded, so hostile input cannot grow it
+# without limit.
+_KNOWN_LIMIT: Final = 65_536
 
 
 class _ValidatedId(str):
     """Base of the validated ids; subclasses differ only in name."""
 
     __slots__ = ()
+
+    _known: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._known = {}
 
     def __new__(cls: type[_IdT], value: str) -> _IdT:
         return cls.parse(value, field=cls.__name__)
@@ -51,9 +58,9 @@ class _ValidatedId(str):
     def parse(cls: type[_IdT], value: object, *, field: str) -> _IdT:
         """Validate ``value`` as this id type; errors name ``field`` and the rule."""
         if type(value) is str:
-            known = _VALIDATED.get((cls, value))
+            known = cls._known.get(value)
             if known is not None:
-                return known  # type: ignore[return-value]
+                return known  # type: ignore[no-any-return]
         elif isinstance(value, cls):
             return value
         # "tenant_id: TenantId ..." names both; constructed directly, the type is the field.
@@ -80,9 +87,10 @@ class _ValidatedId(str):
                 rule=ID_RULE,
             )
         validated = str.__new__(cls, value)
-        if len(_VALIDATED) >= _VALIDATED_LIMIT:
-            _VALIDATED.clear()
-        _VALIDATED[(cls, value)] = validated
+        known_ids = cls._known
+        if len(known_ids) >= _KNOWN_LIMIT:
+            known_ids.clear()
+        known_ids[value] = validated
         return validated
 
     @classmethod
@@ -115,6 +123,15 @@ class _ValidatedId(str):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str.__repr__(self)})"
+
+
+def known_ids(kind: type[_IdT]) -> dict[str, _IdT]:
+    """The ids of type ``kind`` validated so far, by their text: a hit is a valid id, interned.
+
+    The same dict for the life of the process (emptied, never replaced, when
+    full), so a decoder may hold it. Only ``parse`` adds to it.
+    """
+    return kind._known
 
 
 class EnvId(_ValidatedId):

@@ -54,18 +54,30 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+# One decoder and one encoder for every call: ``json.loads`` and ``json.dumps``
+# given options build a new one (and its C scanner) each time. Both are
+# stateless between calls, as the json module's own shared default ones are.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_refuse_duplicate_keys, parse_int=_integer, parse_constant=_refuse_constant
+)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def loads(text: str | bytes | bytearray) -> Any:
     """The JSON value in ``text``; ``ValueError`` (or ``RecursionError``) if serde_json would refuse it."""
-    if isinstance(text, (bytes, bytearray)):
+    if type(text) is str:
+        pass
+    elif isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8")  # UnicodeDecodeError is a ValueError
-    return json.loads(
-        text,
-        object_pairs_hook=_refuse_duplicate_keys,
-        parse_int=_integer,
-        parse_constant=_refuse_constant,
-    )
+    elif not isinstance(text, str):
+        # What json.loads says of anything else; the decoder's own message would differ.
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not {type(text).__name__}")
+    # json.loads refuses a byte-order mark before the document; the decoder alone would not.
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
 
 
 def dumps(value: Any) -> str:
     """serde_json's compact text: no spaces, UTF-8 left as is, control characters escaped."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)

@@ -53,6 +53,26 @@ def run_bench(tmp_path: Path, *arguments: str) -> dict[str, Any]:
     return document
 
 
+def test_decode_section(tmp_path: Path) -> None:
+    """The decode section times each codec against its raw encoder and reports the ratio and its target."""
+    document = run_bench(tmp_path, "--sections", "decode")
+    section = document["decode"]
+    assert section["session_cbor_bytes"] > 1000
+    assert set(section["pairs"]) == {"from_cbor", "from_json", "to_cbor", "to_json"}
+    for pair in section["pairs"].values():
+        assert pair["against"] in {"cbor2.loads", "json.loads", "cbor2.dumps", "json.dumps"}
+        assert pair["model_us"] > 0
+        assert pair["raw_us"] > 0
+        assert pair["ratio"] > 0
+        assert isinstance(pair["holds"], bool)
+        assert pair["target"].startswith("<= ")
+    get = section["get_without_cache"]
+    assert get["filestore-none-nocache_us"] > 0
+    assert get["sqlite-full_us"] > 0
+    assert isinstance(get["holds"], bool)
+    assert document["main"] == {}
+
+
 def check_phase(phase: dict[str, Any], kinds: set[str]) -> None:
     assert set(phase) >= PHASE_KEYS
     assert set(phase["latency_us"]) >= kinds

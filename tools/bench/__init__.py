@@ -13,6 +13,9 @@ the scale section; ``--profile`` adds a cProfile of filestore's calls;
 Sections:
 
 - ``steps``: single steps (decode, pread, dict, fdatasync) as p50 microseconds;
+- ``decode``: ``SessionData.from_cbor``/``from_json``/``to_cbor``/``to_json``
+  against ``cbor2.loads``/``json.loads``/``cbor2.dumps``/``json.dumps`` of the
+  same bytes or object, as ratios (issue 15's targets);
 - ``main``: per payload, every contender loads N sessions, runs the mixed
   phase (50% get, 30% update, 10% find_by_user, 5% create, 5% remove),
   reopens (timed up to the first read), then disk bytes against live bytes
@@ -28,7 +31,9 @@ Sections:
 - ``scale``: reopen with a fresh snapshot and by full replay, and Python heap
   per session, at 10k and 100k sessions (and 1M with ``--big``).
 
-JSON (``schema`` 1): ``machine``, ``config``, ``steps``, ``main`` (payload ->
+JSON (``schema`` 1): ``machine``, ``config``, ``steps``, ``decode`` (``pairs``:
+model call -> ``against``, ``model_us``, ``raw_us``, ``ratio``,
+``ratio_quartiles``, ``ratio_of_best``, ``target``, ``holds``), ``main`` (payload ->
 ``contenders`` name -> ``load``/``mixed`` phases with ``ops_per_s`` and
 ``latency_us`` per kind {n, p50, p99, mean, max}, ``reopen_ms``,
 ``disk_bytes``, ``live_bytes``, ``disk_over_live``, ``compacted``,
@@ -53,7 +58,7 @@ main table, the JSON document), ``machine`` (what it ran on), ``workload``
 contender shares, and filestore), ``alternatives`` (SQLite with the contract's
 checks and lean, diskcache, a file per session), ``floors``, ``registry``
 (every contender by name), ``sections`` (steps, threads, processes, scale,
-profile), ``syncs`` (sync occupancy, group-commit ratios), ``orders`` (the
-two main tables side by side), ``report`` (ratios and text), ``text`` and
-``plot``.
+profile), ``decode`` (the codecs against the raw encoders), ``syncs`` (sync
+occupancy, group-commit ratios), ``orders`` (the two main tables side by
+side), ``report`` (ratios and text), ``text`` and ``plot``.
 """

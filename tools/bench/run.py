@@ -15,13 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import orders, report, sections, syncs
+from tools.bench import decode, orders, report, sections, syncs
 from tools.bench import workload as wl
 from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "main", "interleaved", "concurrency", "scale")
+SECTIONS = ("steps", "decode", "main", "interleaved", "concurrency", "scale")
 
 
 # -- the main table --------------------------------------------------------------------
@@ -309,6 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     concurrency: dict[str, object] = {"threads": [], "processes": []}
     scale: list[dict[str, object]] = []
     profile: dict[str, object] = {}
+    decoding: dict[str, object] = {}
     with work_directory(args.dir, keep=args.keep) as work:
         machine = machine_facts(work)
         if "steps" in args.section_set:
@@ -318,6 +319,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 wl.Population(1024, args.seed),
                 rounds=5 if args.quick else 50,
                 syncs=10 if args.quick else 200,
+            )
+        if "decode" in args.section_set:
+            print("decode", flush=True)
+            population = wl.Population(1024, args.seed)
+            decoding = decode.measure_decode(
+                population, sessions=100 if args.quick else 1000, rounds=5 if args.quick else 100
+            )
+            decoding["get_without_cache"] = decode.measure_get_without_cache(
+                work / "decode",
+                population,
+                sessions=100 if args.quick else 2000,
+                rounds=5 if args.quick else 60,
             )
         if "main" in args.section_set:
             for payload in args.payloads:
@@ -361,6 +374,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "argv": sys.argv[1:],
         },
         "steps": steps,
+        "decode": decoding,
         "main": tables,
         "main_interleaved": interleaved,
         "concurrency": concurrency,
