@@ -137,39 +137,15 @@ _ABSENT_REST: Final = (*_NO_OPTIONAL_STRINGS, _NO_ATTRIBUTES, None, None, None)
 
 def _fast_rest(doc: dict[Any, Any]) -> tuple[object, ...] | None:
     """The context's fields beyond its ids and attempt (as ``_CTX_REST``), checked; None to take from_dict."""
-    (
-        session_id,
-        flow_id,
-        node_id,
-        provider_id,
-        trace_id,
-        i18n_id,
-        correlation_id,
-        attributes,
-        deadline,
-        idempotency_key,
-        impersonation,
-    ) = map(doc.get, _CTX_REST)
-    texts = (session_id, flow_id, node_id, provider_id, trace_id, i18n_id, correlation_id, idempotency_key)
-    if not all(text is None or is_text(text) for text in texts):
+    values = list(map(doc.get, _CTX_REST))
+    # The seven optional strings, then idempotency_key: plain text or absent.
+    if not all(value is None or is_text(value) for value in (*values[:7], values[9])):
         return None
-    extras = _fast_extras(doc, attributes, deadline, impersonation)
+    extras = _fast_extras(doc, values[7], values[8], values[10])
     if extras is None:
         return None
-    attributes, deadline, impersonation = extras
-    return (
-        session_id,
-        flow_id,
-        node_id,
-        provider_id,
-        trace_id,
-        i18n_id,
-        correlation_id,
-        attributes,
-        deadline,
-        idempotency_key,
-        impersonation,
-    )
+    values[7], values[8], values[10] = extras
+    return tuple(values)
 
 
 def _fast_extras(
