@@ -10,6 +10,7 @@ constructors.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any, Final
@@ -93,7 +94,9 @@ def set_path(doc: Doc, path: str, value: object) -> Doc:
     if value is MISSING:
         del target[last]
     else:
-        target[last] = value
+        # A copy: hypothesis may hand out one {} or [] for several paths, and setting the
+        # same object at a path inside itself would make the document a cycle.
+        target[last] = copy.deepcopy(value)
     return doc
 
 
