@@ -56,6 +56,23 @@ _PUT_HEADS: Final = (b"\x83", b"\x84", b"\x86")
 _WAIT_PUT_HEAD: Final = b"\x86"
 _SCOPE_HASH: Final = re.compile(r"[0-9a-f]{64}")
 MAX_DEADLINE: Final = 2**63 - 1
+# CBOR heads the one-pass encoder writes itself: arrays of 3, 4 and 6 items, false.
+_ARRAY_OF_3: Final = b"\x83"
+_ARRAY_OF_4: Final = b"\x84"
+_ARRAY_OF_6: Final = b"\x86"
+_FALSE: Final = b"\xf4"
+_BYTE_STRING: Final = 0x40  # major type 2
+_SHORT_LENGTH: Final = 24  # lengths below it live in the head byte itself
+
+
+def _byte_string_head(length: int) -> bytes:
+    """CBOR's head of a byte string of ``length`` bytes, in its shortest form (as cbor2 writes it)."""
+    if length < _SHORT_LENGTH:
+        return bytes((_BYTE_STRING | length,))
+    for extra, width in ((24, 1), (25, 2), (26, 4)):
+        if length < 1 << (8 * width):
+            return bytes((_BYTE_STRING | extra,)) + length.to_bytes(width, "big")
+    return bytes((_BYTE_STRING | 27,)) + length.to_bytes(8, "big")
 
 
 class RecordDecodeError(Exception):
@@ -76,12 +93,31 @@ class Put:
     kind = KIND_PUT
 
     def encode(self) -> bytes:
-        fields: list[object] = [self.key, list(self.scope), self.data_cbor]
+        return b"".join(self.encode_parts()[0])
+
+    def encode_parts(self) -> tuple[tuple[bytes, ...], int]:
+        """The payload in parts, and its length: the parts joined are ``encode()``'s bytes.
+
+        One pass, and the session bytes are never copied: the write path
+        checksums the parts where they lie and joins them straight into the
+        frame (``framing.encode_frame_parts``). The bytes are those of
+        ``cbor2.dumps`` of the record's fields (``[key, scope, data]``, plus
+        ``false``, or plus ``points_lookup, wait, deadline``): the array head
+        is chosen here, the key and scope are cbor2's (without their own
+        array head), and the byte string's head is CBOR's shortest, as cbor2's.
+        """
+        key_and_scope = cbor2.dumps([self.key, list(self.scope)])
+        data = self.data_cbor
+        size = len(data)
+        data_head = _byte_string_head(size)
         if self.wait is not None or self.deadline is not None:
-            fields += [self.points_lookup, self.wait, self.deadline]
-        elif not self.points_lookup:
-            fields.append(False)
-        return cbor2.dumps(fields)
+            tail = cbor2.dumps([self.points_lookup, self.wait, self.deadline])
+            parts = (_ARRAY_OF_6, key_and_scope[1:], data_head, data, tail[1:])
+            return parts, len(key_and_scope) + len(data_head) + size + len(tail) - 1
+        if self.points_lookup:
+            return (_ARRAY_OF_3, key_and_scope[1:], data_head, data), len(key_and_scope) + len(data_head) + size
+        parts = (_ARRAY_OF_4, key_and_scope[1:], data_head, data, _FALSE)
+        return parts, len(key_and_scope) + len(data_head) + size + 1
 
     def session(self) -> SessionData:
         """Decode the stored session, validating it as construction does."""
@@ -98,6 +134,11 @@ class Remove:
 
     def encode(self) -> bytes:
         return cbor2.dumps([self.key])
+
+    def encode_parts(self) -> tuple[tuple[bytes, ...], int]:
+        """The payload as one part, and its length (as ``Put.encode_parts``)."""
+        payload = cbor2.dumps([self.key])
+        return (payload,), len(payload)
 
 
 Record = Put | Remove
