@@ -167,7 +167,9 @@ _PLAIN: Final = {name: value for name, value in vars(FileIO).items() if callable
 def is_plain(io: FileIO, operation: str) -> bool:
     """Whether ``io.<operation>`` is ``FileIO``'s own, a thin call of ``os``, so a hot path may
     make that call itself; ``False`` when a subclass or the instance replaces it."""
-    return operation not in getattr(io, "__dict__", {}) and getattr(type(io), operation, None) is _PLAIN.get(operation)
+    if operation in getattr(io, "__dict__", {}):
+        return False
+    return getattr(type(io), operation, None) is _PLAIN.get(operation)
 
 
 OS_IO: Final[FileIO] = OsFileIO()

@@ -355,7 +355,9 @@ class LogView:
         """
         log = self._log
         try:
-            offset, size, seq = log.append_parts(record.kind, parts, length, sync=sync, preallocate=preallocate)
+            offset, size, seq = log.append_parts(
+                record.kind, parts, length, sync=sync, preallocate=preallocate
+            )
         except NoRoomError as error:
             raise self.full(error) from error
         except OSError as error:

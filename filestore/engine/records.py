@@ -108,16 +108,15 @@ class Put:
         """
         key_and_scope = cbor2.dumps([self.key, list(self.scope)])
         data = self.data_cbor
-        size = len(data)
-        data_head = _byte_string_head(size)
+        data_head = _byte_string_head(len(data))
+        # The array head replaces key_and_scope's own (one byte either way).
+        length = len(key_and_scope) + len(data_head) + len(data)
         if self.wait is not None or self.deadline is not None:
             tail = cbor2.dumps([self.points_lookup, self.wait, self.deadline])
-            parts = (_ARRAY_OF_6, key_and_scope[1:], data_head, data, tail[1:])
-            return parts, len(key_and_scope) + len(data_head) + size + len(tail) - 1
+            return (_ARRAY_OF_6, key_and_scope[1:], data_head, data, tail[1:]), length + len(tail) - 1
         if self.points_lookup:
-            return (_ARRAY_OF_3, key_and_scope[1:], data_head, data), len(key_and_scope) + len(data_head) + size
-        parts = (_ARRAY_OF_4, key_and_scope[1:], data_head, data, _FALSE)
-        return parts, len(key_and_scope) + len(data_head) + size + 1
+            return (_ARRAY_OF_3, key_and_scope[1:], data_head, data), length
+        return (_ARRAY_OF_4, key_and_scope[1:], data_head, data, _FALSE), length + 1
 
     def session(self) -> SessionData:
         """Decode the stored session, validating it as construction does."""
