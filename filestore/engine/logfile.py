@@ -434,7 +434,10 @@ class LogFile:
             self.salt, kind, FLAG_SYNCED if sync else 0, seq, self.known_durable, parts, length
         )
         size = len(data)
-        self._ensure_space(size, sync=sync, preallocate=preallocate)
+        # Another process may have trimmed the file: ask its size, not our memory.
+        allocated = os.lseek(self.fd, 0, os.SEEK_END) if self._plain_size else self.io.size(self.fd)
+        if offset + size > allocated and preallocate > 0:
+            self._preallocate(allocated, size, sync=sync, preallocate=preallocate)
         try:
             if self._plain_pwrite:
                 written = os.pwrite(self.fd, data, offset)
@@ -460,11 +463,8 @@ class LogFile:
         self.last_frame_offset = offset
         return offset, size, seq
 
-    def _ensure_space(self, needed: int, *, sync: bool, preallocate: int) -> None:
-        # Another process may have trimmed the file: ask its size, not our memory.
-        allocated = os.lseek(self.fd, 0, os.SEEK_END) if self._plain_size else self.io.size(self.fd)
-        if self.end + needed <= allocated or preallocate <= 0:
-            return
+    def _preallocate(self, allocated: int, needed: int, *, sync: bool, preallocate: int) -> None:
+        """Zero-fill (and ``sync``) the space for ``needed`` bytes at ``end`` and ``preallocate`` more."""
         target = self.end + needed + preallocate
         target -= target % 4096
         target = max(target, self.end + needed)

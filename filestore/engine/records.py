@@ -56,23 +56,42 @@ _PUT_HEADS: Final = (b"\x83", b"\x84", b"\x86")
 _WAIT_PUT_HEAD: Final = b"\x86"
 _SCOPE_HASH: Final = re.compile(r"[0-9a-f]{64}")
 MAX_DEADLINE: Final = 2**63 - 1
-# CBOR heads the one-pass encoder writes itself: arrays of 3, 4 and 6 items, false.
+# What the one-pass encoder writes itself (RFC 8949): a head is the major type's
+# three bits and either the value itself (below 24) or 24-27 and the value in
+# 1, 2, 4 or 8 big-endian bytes, always the shortest, as cbor2 writes it.
+_UNSIGNED: Final = 0x00
+_BYTE_STRING: Final = 0x40
+_TEXT: Final = 0x60
 _ARRAY_OF_3: Final = b"\x83"
 _ARRAY_OF_4: Final = b"\x84"
 _ARRAY_OF_6: Final = b"\x86"
 _FALSE: Final = b"\xf4"
-_BYTE_STRING: Final = 0x40  # major type 2
-_SHORT_LENGTH: Final = 24  # lengths below it live in the head byte itself
+_TRUE: Final = b"\xf5"
+_NULL: Final = b"\xf6"
+_WIDTHS: Final = ((24, 1), (25, 2), (26, 4), (27, 8))
+# The head of each text length below 256, the ids' and keys' lengths, made once.
+_TEXT_HEADS: Final = tuple(
+    bytes((_TEXT | length,)) if length < 24 else bytes((_TEXT | 24, length)) for length in range(256)
+)
 
 
-def _byte_string_head(length: int) -> bytes:
-    """CBOR's head of a byte string of ``length`` bytes, in its shortest form (as cbor2 writes it)."""
-    if length < _SHORT_LENGTH:
-        return bytes((_BYTE_STRING | length,))
-    for extra, width in ((24, 1), (25, 2), (26, 4)):
-        if length < 1 << (8 * width):
-            return bytes((_BYTE_STRING | extra,)) + length.to_bytes(width, "big")
-    return bytes((_BYTE_STRING | 27,)) + length.to_bytes(8, "big")
+def _head(major: int, value: int) -> bytes:
+    """CBOR's shortest head of ``major`` type for ``value`` (a length, or an unsigned int)."""
+    if value < 24:
+        return bytes((major | value,))
+    if 255 < value < 65536:  # a session's size, most often
+        return bytes((major | 25, value >> 8, value & 0xFF))
+    for extra, width in _WIDTHS:
+        if value < 1 << (8 * width):
+            return bytes((major | extra,)) + value.to_bytes(width, "big")
+    raise ValueError(f"{value} does not fit a CBOR head")
+
+
+def _text(value: str) -> bytes:
+    """``value`` as a CBOR text string."""
+    raw = value.encode()
+    size = len(raw)
+    return (_TEXT_HEADS[size] if size < 256 else _head(_TEXT, size)) + raw
 
 
 class RecordDecodeError(Exception):
@@ -100,23 +119,42 @@ class Put:
 
         One pass, and the session bytes are never copied: the write path
         checksums the parts where they lie and joins them straight into the
-        frame (``framing.encode_frame_parts``). The bytes are those of
+        frame (``framing.encode_frame_parts``). The bytes are exactly those of
         ``cbor2.dumps`` of the record's fields (``[key, scope, data]``, plus
-        ``false``, or plus ``points_lookup, wait, deadline``): the array head
-        is chosen here, the key and scope are cbor2's (without their own
-        array head), and the byte string's head is CBOR's shortest, as cbor2's.
+        ``false``, or plus ``points_lookup, wait, deadline``): CBOR's shortest
+        heads, UTF-8 text, as cbor2 writes them (``tests/test_records.py``
+        compares the two on generated records).
         """
-        key_and_scope = cbor2.dumps([self.key, list(self.scope)])
+        env, tenant, team, user = self.scope
         data = self.data_cbor
-        data_head = _byte_string_head(len(data))
-        # The array head replaces key_and_scope's own (one byte either way).
-        length = len(key_and_scope) + len(data_head) + len(data)
+        head = b"".join(
+            (
+                _ARRAY_OF_6
+                if self.wait is not None or self.deadline is not None
+                else _ARRAY_OF_3
+                if self.points_lookup
+                else _ARRAY_OF_4,
+                _text(self.key),
+                _ARRAY_OF_4,
+                _text(env),
+                _text(tenant),
+                _NULL if team is None else _text(team),
+                _NULL if user is None else _text(user),
+                _head(_BYTE_STRING, len(data)),
+            )
+        )
         if self.wait is not None or self.deadline is not None:
-            tail = cbor2.dumps([self.points_lookup, self.wait, self.deadline])
-            return (_ARRAY_OF_6, key_and_scope[1:], data_head, data, tail[1:]), length + len(tail) - 1
+            tail = b"".join(
+                (
+                    _TRUE if self.points_lookup else _FALSE,
+                    _NULL if self.wait is None else _text(self.wait),
+                    _NULL if self.deadline is None else _head(_UNSIGNED, self.deadline),
+                )
+            )
+            return (head, data, tail), len(head) + len(data) + len(tail)
         if self.points_lookup:
-            return (_ARRAY_OF_3, key_and_scope[1:], data_head, data), length
-        return (_ARRAY_OF_4, key_and_scope[1:], data_head, data, _FALSE), length + 1
+            return (head, data), len(head) + len(data)
+        return (head, data, _FALSE), len(head) + len(data) + 1
 
     def session(self) -> SessionData:
         """Decode the stored session, validating it as construction does."""

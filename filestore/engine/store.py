@@ -164,6 +164,10 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
     ) -> None:
         self._clock = check_clock(clock)
         self.durability = parse_durability(durability)
+        # Asked on every write, decided once (an enum member lookup is not free).
+        self._sync_each = self.durability is Durability.FSYNC
+        # Group commit syncs a batch's last record after the call; any before it, now.
+        self._sync_early = self.durability is not Durability.NONE
         self.snapshot_every_records = count("snapshot_every_records", snapshot_every_records, minimum=1)
         self.snapshot_every_bytes = count("snapshot_every_bytes", snapshot_every_bytes, minimum=1)
         self.max_record_size = count("max_record_size", max_record_size, minimum=1)
@@ -441,9 +445,13 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         # The body of _change, inline: no closure per write.
         with self._mutex:
             self._check_writable()
-            with self._lock:
+            lock = self._lock
+            lock.acquire()
+            try:
                 self._view.catch_up(locked=True)
                 position = self._append(build(), session)
+            finally:
+                lock.release()
             if self._view.snapshot_waiting:
                 self._snapshots.start()
         if position is None:
@@ -457,20 +465,22 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         Every record is encoded, and checked against ``max_record_size``, before
         the first is written: a refused batch writes nothing.
         """
-        records = [built] if isinstance(built, _RECORD_TYPES) else built or []
+        if isinstance(built, _RECORD_TYPES):  # the common case, one record: no lists
+            parts, length = built.encode_parts()
+            self._check_size(length)
+            return self._view.write(
+                built,
+                parts,
+                length,
+                session if built.kind == KIND_PUT else None,
+                sync=self._sync_each,
+                preallocate=self.preallocate_bytes,
+            )
+        records = built or []
         encoded = [record.encode_parts() for record in records]
         for _, length in encoded:
-            if length > self.max_record_size:
-                raise InvalidInputError(
-                    f"the record is {length} bytes, more than max_record_size "
-                    f"({self.max_record_size}); nothing was stored",
-                    field="data",
-                    rule=f"at most {self.max_record_size} bytes encoded",
-                )
-        durability = self.durability
-        sync = durability is Durability.FSYNC
-        # Group commit syncs the last record after the call; any before it, now.
-        sync_early = sync or durability is Durability.GROUP
+            self._check_size(length)
+        sync, sync_early = self._sync_each, self._sync_early
         last = len(records) - 1
         position = None
         for number, record in enumerate(records):
@@ -484,6 +494,15 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
                 preallocate=self.preallocate_bytes,
             )
         return position
+
+    def _check_size(self, length: int) -> None:
+        if length > self.max_record_size:
+            raise InvalidInputError(
+                f"the record is {length} bytes, more than max_record_size "
+                f"({self.max_record_size}); nothing was stored",
+                field="data",
+                rule=f"at most {self.max_record_size} bytes encoded",
+            )
 
     def _sync_everything(self) -> LogPosition:
         """Group commit's sync: everything written so far, outside the mutex; the last record
