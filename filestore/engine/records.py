@@ -36,6 +36,7 @@ decoder that refuses indefinite lengths, duplicate keys and trailing bytes
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Final
 
@@ -87,6 +88,23 @@ def _head(major: int, value: int) -> bytes:
     raise ValueError(f"{value} does not fit a CBOR head")
 
 
+# A session's scope is written again with every update of it: encoded once, kept for the
+# scopes written most recently (under 1 MiB).
+@functools.lru_cache(maxsize=4096)
+def _scope_cbor(scope: SessionScope) -> bytes:
+    """``scope`` as the CBOR array ``[env, tenant_id, team or null, user or null]``."""
+    env, tenant, team, user = scope
+    return b"".join(
+        (
+            _ARRAY_OF_4,
+            _text(env),
+            _text(tenant),
+            _NULL if team is None else _text(team),
+            _NULL if user is None else _text(user),
+        )
+    )
+
+
 def _text(value: str) -> bytes:
     """``value`` as a CBOR text string."""
     raw = value.encode()
@@ -125,7 +143,6 @@ class Put:
         heads, UTF-8 text, as cbor2 writes them (``tests/test_records.py``
         compares the two on generated records).
         """
-        env, tenant, team, user = self.scope
         data = self.data_cbor
         head = b"".join(
             (
@@ -135,11 +152,7 @@ class Put:
                 if self.points_lookup
                 else _ARRAY_OF_4,
                 _text(self.key),
-                _ARRAY_OF_4,
-                _text(env),
-                _text(tenant),
-                _NULL if team is None else _text(team),
-                _NULL if user is None else _text(user),
+                _scope_cbor(self.scope),
                 _head(_BYTE_STRING, len(data)),
             )
         )
