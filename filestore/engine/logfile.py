@@ -61,6 +61,8 @@ def as_error(kind: type[OSError], error: OSError) -> OSError:
 
 
 logger = logging.getLogger("filestore")
+# What the look before every call finds nearly always: made once (an enum member lookup is not free).
+_NOTHING_NEW: Final[tuple[Probe, None]] = (Probe.END, None)
 
 
 def _durable_after(known_durable: int, frame: Frame) -> int:
@@ -304,7 +306,7 @@ class LogFile:
         else:
             header = self.io.pread(self.fd, FRAME_HEADER_SIZE, self.end)
         if not header or header == ZERO_FRAME_HEADER:
-            return Probe.END, None
+            return _NOTHING_NEW
         total = frame_length(header)
         if total is None:
             return Probe.BAD, None

@@ -444,7 +444,8 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         """
         # The body of _change, inline: no closure per write.
         with self._mutex:
-            self._check_writable()
+            if self._closed or self._forked or self._poisoned is not None:
+                self._check_writable()  # raises
             lock = self._lock
             lock.acquire()
             try:
