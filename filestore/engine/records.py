@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import re
+import struct
 from typing import Any, Final
 
 import attrs
@@ -70,6 +71,7 @@ _FALSE: Final = b"\xf4"
 _TRUE: Final = b"\xf5"
 _NULL: Final = b"\xf6"
 _WIDTHS: Final = ((24, 1), (25, 2), (26, 4), (27, 8))
+_HEAD_16: Final = struct.Struct(">BH")
 # The head of each text length below 256, the ids' and keys' lengths, made once.
 _TEXT_HEADS: Final = tuple(
     bytes((_TEXT | length,)) if length < 24 else bytes((_TEXT | 24, length)) for length in range(256)
@@ -81,7 +83,7 @@ def _head(major: int, value: int) -> bytes:
     if value < 24:
         return bytes((major | value,))
     if 255 < value < 65536:  # a session's size, most often
-        return bytes((major | 25, value >> 8, value & 0xFF))
+        return _HEAD_16.pack(major | 25, value)
     for extra, width in _WIDTHS:
         if value < 1 << (8 * width):
             return bytes((major | extra,)) + value.to_bytes(width, "big")
