@@ -466,44 +466,25 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         Every record is encoded, and checked against ``max_record_size``, before
         the first is written: a refused batch writes nothing.
         """
-        if isinstance(built, _RECORD_TYPES):  # the common case, one record: no lists
-            parts, length = built.encode_parts()
-            self._check_size(length)
-            return self._view.write(
-                built,
-                parts,
-                length,
-                session if built.kind == KIND_PUT else None,
-                sync=self._sync_each,
-                preallocate=self.preallocate_bytes,
-            )
-        records = built or []
+        records = [built] if isinstance(built, _RECORD_TYPES) else built or []
         encoded = [record.encode_parts() for record in records]
         for _, length in encoded:
-            self._check_size(length)
-        sync, sync_early = self._sync_each, self._sync_early
+            if length > self.max_record_size:
+                raise InvalidInputError(
+                    f"the record is {length} bytes, more than max_record_size "
+                    f"({self.max_record_size}); nothing was stored",
+                    field="data",
+                    rule=f"at most {self.max_record_size} bytes encoded",
+                )
         last = len(records) - 1
         position = None
         for number, record in enumerate(records):
             parts, length = encoded[number]
-            position = self._view.write(
-                record,
-                parts,
-                length,
-                session if record.kind == KIND_PUT else None,
-                sync=sync if number == last else sync_early,
-                preallocate=self.preallocate_bytes,
-            )
+            kept = session if record.kind == KIND_PUT else None
+            now = self._sync_each if number == last else self._sync_early
+            preallocate = self.preallocate_bytes
+            position = self._view.write(record, parts, length, kept, sync=now, preallocate=preallocate)
         return position
-
-    def _check_size(self, length: int) -> None:
-        if length > self.max_record_size:
-            raise InvalidInputError(
-                f"the record is {length} bytes, more than max_record_size "
-                f"({self.max_record_size}); nothing was stored",
-                field="data",
-                rule=f"at most {self.max_record_size} bytes encoded",
-            )
 
     def _sync_everything(self) -> LogPosition:
         """Group commit's sync: everything written so far, outside the mutex; the last record
