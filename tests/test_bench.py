@@ -326,3 +326,23 @@ def test_plot_data_orders_bars_by_throughput_and_latency_by_write_p50() -> None:
     assert len({bar.colour for bar in data.throughput}) == 3
     assert data.latency_names == ("a", "c", "b")
     assert dict(data.latency_p50) == {"get": (3, 2, 1), "find_by_user": (4, 3, 2), "write": (10, 20, 30)}
+
+
+def test_write_path_section(tmp_path: Path) -> None:
+    """The writepath section reports filestore's and the floor's CPU time per update, the system
+    calls and to_cbor inside them, the Python left, the floor/filestore ratio and the target."""
+    document = run_bench(tmp_path, "--sections", "writepath")
+    section = document["write_path"]
+    assert set(section["us_per_write"]) == {
+        "filestore-none",
+        "floor-append-nosync",
+        "filestore_syscalls",
+        "floor_syscalls",
+        "to_cbor",
+    }
+    assert all(value > 0 for value in section["us_per_write"].values())
+    assert section["ratio"] > 0
+    assert section["target"] == "python_us <= 10"
+    assert isinstance(section["holds"], bool)
+    assert isinstance(section["python_us"], float)
+    assert document["main"] == {}

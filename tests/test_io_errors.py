@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from filestore import FileSessionStore, FilestoreError, SessionKey, StoreFullError, StorePoisonedError
-from filestore.engine.fileio import FileIO
+from filestore.engine.fileio import FileIO, OsFileIO, is_plain
 from filestore.offline.fsck import fsck
 
 from .support import ctx, data
@@ -131,3 +131,34 @@ def test_the_io_doubles_hook_every_file_operation() -> None:
     """
     operations = {name for name in dir(FileIO) if not name.startswith("_")} - {"write_file", "read_file"}
     assert operations <= set(vars(HookedIO)), operations - set(vars(HookedIO))
+
+
+def test_the_hot_path_calls_os_itself_only_where_the_seam_is_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``is_plain`` is true only for FileIO's own operations: one a subclass, the instance or a
+    patch of FileIO replaces is never bypassed by the write path's direct ``os`` calls."""
+    plain = OsFileIO()
+    assert all(is_plain(plain, name) for name in ("pwrite", "pread", "size", "sync_data"))
+    hooked = HookedIO()
+    assert not any(is_plain(hooked, name) for name in ("pwrite", "pread", "size"))
+    replaced = OsFileIO()
+    replaced.pwrite = plain.pwrite  # type: ignore[method-assign]
+    assert not is_plain(replaced, "pwrite")
+    assert is_plain(replaced, "pread")
+    monkeypatch.setattr(FileIO, "size", lambda self, fd: 0)
+    assert not is_plain(plain, "size")
+
+
+def test_every_write_and_look_passes_a_seam_that_overrides_them(tmp_path: Path) -> None:
+    """With a FileIO double, each create, update and remove writes its record through the
+    double's ``pwrite`` (once each, no preallocation here) and looks for new records through
+    its ``pread``: fault injection and crash recording see every write the store makes."""
+    io = HookedIO()
+    with FileSessionStore(tmp_path / "store", io=io, preallocate_bytes=0, durability="none") as store:
+        before = io.calls.copy()
+        key = store.create_session(ctx(), data(step=1))
+        store.update_session(key, data(step=2))
+        store.remove_session(key)
+        done = io.calls - before
+    assert done["pwrite"] == 3
+    assert done["pread"] >= 3
+    assert done["size"] >= 3

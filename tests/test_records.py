@@ -15,6 +15,8 @@ from pathlib import Path
 import attrs
 import cbor2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from filestore import CorruptionError, FileSessionStore
 from filestore.engine.fileio import OS_IO
@@ -26,6 +28,7 @@ from filestore.engine.framing import (
     KIND_SEAL,
     Frame,
     encode_frame,
+    encode_frame_parts,
 )
 from filestore.engine.layout import LOG_NAME
 from filestore.engine.logfile import LogFile
@@ -45,6 +48,7 @@ from filestore.ids import MAX_KEY_LENGTH, SessionKey, SessionScope
 from filestore.offline.fsck import fsck
 
 from .support import ctx, data
+from .support.strategies import ids
 
 KEY = "0b7d3c52-6a36-4a3c-9d0e-6c1bd6e1a0f1"
 SCOPE = ["dev", "acme", "support", "u1"]
@@ -285,3 +289,65 @@ def test_a_put_without_wait_or_deadline_keeps_its_old_bytes() -> None:
     assert put_points_lookup(Put(SessionKey(KEY), scope, SESSION).encode())
     assert not put_points_lookup(hidden)
     assert not put_has_wait_or_deadline(hidden)
+
+
+def _two_pass_payload(record: Put | Remove) -> bytes:
+    """The payload as the store encoded it before issue 15: ``cbor2.dumps`` of the fields."""
+    if isinstance(record, Remove):
+        return cbor2.dumps([record.key])
+    fields: list[object] = [record.key, list(record.scope), record.data_cbor]
+    if record.wait is not None or record.deadline is not None:
+        fields += [record.points_lookup, record.wait, record.deadline]
+    elif not record.points_lookup:
+        fields.append(False)
+    return cbor2.dumps(fields)
+
+
+_KEYS = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=MAX_KEY_LENGTH)
+# Session bytes around every length where CBOR's byte-string head grows (24, 256, 65,536).
+_DATA = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from([23, 24, 255, 256, 65_535, 65_536, 70_000]).map(lambda size: b"\x01" * size),
+)
+_SCOPES = st.builds(
+    lambda env, tenant, team, user: SessionScope.parse([env, tenant, team, user]),
+    ids(),
+    ids(),
+    st.none() | ids(),
+    st.none() | ids(),
+)
+_PUTS = st.builds(
+    lambda key, scope, data_cbor, points, wait, deadline: Put(
+        SessionKey(key), scope, data_cbor, points, wait, deadline
+    ),
+    _KEYS,
+    _SCOPES,
+    _DATA,
+    st.booleans(),
+    st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
+    st.none() | st.integers(0, 2**63 - 1),
+)
+_RECORDS = st.one_of(_PUTS, _KEYS.map(lambda key: Remove(SessionKey(key))))
+
+
+@given(
+    record=_RECORDS,
+    salt=st.integers(0, 2**32 - 1),
+    synced=st.booleans(),
+    seq=st.integers(1, 2**64 - 1),
+    synced_through=st.integers(0, 2**64 - 1),
+)
+def test_the_one_pass_encoder_writes_the_bytes_of_the_two_pass_one(
+    record: Put | Remove, salt: int, synced: bool, seq: int, synced_through: int
+) -> None:
+    """The write path's frame (payload parts checksummed and joined once) is byte for byte the
+    frame of ``cbor2.dumps`` of the record's fields, for every PUT form (3, 4 and 6 items,
+    byte strings of every head width) and REMOVE: the format did not change."""
+    parts, length = record.encode_parts()
+    expected = _two_pass_payload(record)
+    assert length == len(expected)
+    assert record.encode() == expected
+    flags = FLAG_SYNCED if synced else 0
+    frame = encode_frame_parts(salt, record.kind, flags, seq, synced_through, parts, length)
+    assert frame == encode_frame(salt, record.kind, flags, seq, synced_through, expected)
+    assert decode_record(record.kind, expected) == record

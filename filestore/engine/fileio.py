@@ -11,6 +11,11 @@ Durability rules it encodes once:
   fsync does not reach the platter);
 - ``sync_dir`` opens the directory and fsyncs it, which makes a create,
   rename or unlink durable.
+
+The hot path (an append, the look for new records before every call) may
+call ``os`` itself rather than the seam, but only for an operation the
+``FileIO`` in use does not override (``is_plain``, asked once, when a log is
+opened): a double that records or fails an operation still sees every call of it.
 """
 
 from __future__ import annotations
@@ -152,6 +157,19 @@ class FileIO:
 
 class OsFileIO(FileIO):
     """The real thing: every call goes straight to the operating system."""
+
+
+# FileIO's own operations as defined here, so that a class (or a test) that
+# replaces one, even by patching FileIO itself, is never bypassed.
+_PLAIN: Final = {name: value for name, value in vars(FileIO).items() if callable(value)}
+
+
+def is_plain(io: FileIO, operation: str) -> bool:
+    """Whether ``io.<operation>`` is ``FileIO``'s own, a thin call of ``os``, so a hot path may
+    make that call itself; ``False`` when a subclass or the instance replaces it."""
+    if operation in getattr(io, "__dict__", {}):
+        return False
+    return getattr(type(io), operation, None) is _PLAIN.get(operation)
 
 
 OS_IO: Final[FileIO] = OsFileIO()

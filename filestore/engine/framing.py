@@ -180,9 +180,22 @@ class Probe(enum.Enum):
 
 def encode_frame(salt: int, kind: int, flags: int, seq: int, synced_through: int, payload: bytes) -> bytes:
     """The bytes of one record frame."""
-    prefix = _FRAME_PREFIX.pack(RECORD_MAGIC, kind, flags, seq, synced_through, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(prefix, salt))
-    return prefix + _CRC.pack(crc) + payload
+    return encode_frame_parts(salt, kind, flags, seq, synced_through, (payload,), len(payload))
+
+
+def encode_frame_parts(
+    salt: int, kind: int, flags: int, seq: int, synced_through: int, parts: tuple[bytes, ...], length: int
+) -> bytes:
+    """The bytes of one record frame whose payload is ``parts`` joined (``length`` bytes in all).
+
+    The payload is never joined on its own: its parts are checksummed where
+    they lie and copied once, straight into the frame.
+    """
+    prefix = _FRAME_PREFIX.pack(RECORD_MAGIC, kind, flags, seq, synced_through, length)
+    crc = zlib.crc32(prefix, salt)
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return b"".join((prefix, _CRC.pack(crc), *parts))
 
 
 def frame_length(header: bytes) -> int | None:

@@ -18,7 +18,7 @@ from typing import Final
 
 import attrs
 
-from filestore.engine.fileio import FileIO, replace_file, write_side_file
+from filestore.engine.fileio import FileIO, is_plain, replace_file, write_side_file
 from filestore.engine.framing import (
     FILE_HEADER_SIZE,
     FLAG_SYNCED,
@@ -31,7 +31,7 @@ from filestore.engine.framing import (
     FrameRef,
     Probe,
     checksum_matches,
-    encode_frame,
+    encode_frame_parts,
     frame_crc,
     frame_length,
     probe,
@@ -61,6 +61,8 @@ def as_error(kind: type[OSError], error: OSError) -> OSError:
 
 
 logger = logging.getLogger("filestore")
+# What the look before every call finds nearly always: made once (an enum member lookup is not free).
+_NOTHING_NEW: Final[tuple[Probe, None]] = (Probe.END, None)
 
 
 def _durable_after(known_durable: int, frame: Frame) -> int:
@@ -101,6 +103,11 @@ class LogFile:
         self.last_seq = 0
         self.last_frame_offset = 0
         self.known_durable = 0
+        # Decided once: the hot path calls os itself for what the seam does not
+        # override, so a double that records or fails these still sees every call.
+        self._plain_pwrite = is_plain(io, "pwrite")
+        self._plain_pread = is_plain(io, "pread")
+        self._plain_size = is_plain(io, "size")
         # Where the log ended before a seal this handle appended (and the seal's
         # length), so a rewrite that fails before its switch can take it back.
         self._before_seal: tuple[int, int, int, int, int] | None = None
@@ -292,9 +299,14 @@ class LogFile:
         "not yet" to a reader (a writer may be writing it) and a torn tail to a
         writer holding the lock.
         """
-        header = self.io.pread(self.fd, FRAME_HEADER_SIZE, self.end)
+        if self._plain_pread:
+            header = os.pread(self.fd, FRAME_HEADER_SIZE, self.end)
+            if 0 < len(header) < FRAME_HEADER_SIZE:  # short: the seam's loop reads the rest
+                header = self.io.pread(self.fd, FRAME_HEADER_SIZE, self.end)
+        else:
+            header = self.io.pread(self.fd, FRAME_HEADER_SIZE, self.end)
         if not header or header == ZERO_FRAME_HEADER:
-            return Probe.END, None
+            return _NOTHING_NEW
         total = frame_length(header)
         if total is None:
             return Probe.BAD, None
@@ -398,7 +410,18 @@ class LogFile:
     # -- writing (writer lock held) -------------------------------------------
 
     def append(self, kind: int, payload: bytes, *, sync: bool, preallocate: int) -> Frame:
-        """Write the next record at ``end``; ``sync`` makes it durable before returning.
+        """Write the next record at ``end`` (see ``append_parts``); the frame written."""
+        offset = self.end
+        flags = FLAG_SYNCED if sync else 0
+        synced_through = self.known_durable
+        _, _, seq = self.append_parts(kind, (payload,), len(payload), sync=sync, preallocate=preallocate)
+        return Frame(offset, kind, flags, seq, synced_through, payload)
+
+    def append_parts(
+        self, kind: int, parts: tuple[bytes, ...], length: int, *, sync: bool, preallocate: int
+    ) -> tuple[int, int, int]:
+        """Write the next record, whose payload is ``parts`` joined (``length`` bytes), at ``end``;
+        its offset, size and sequence number. ``sync`` makes it durable before returning.
 
         Raises ``NoRoomError`` when the disk has no room and the log is left as
         it was (nothing stored; the handle may go on), ``UnsyncedRecordError``
@@ -408,36 +431,42 @@ class LogFile:
         poisoned (the tail is in doubt).
         """
         seq = self.last_seq + 1
-        flags = FLAG_SYNCED if sync else 0
-        data = encode_frame(self.salt, kind, flags, seq, self.known_durable, payload)
-        self._ensure_space(len(data), sync=sync, preallocate=preallocate)
+        offset = self.end
+        data = encode_frame_parts(
+            self.salt, kind, FLAG_SYNCED if sync else 0, seq, self.known_durable, parts, length
+        )
+        size = len(data)
+        # Another process may have trimmed the file: ask its size, not our memory.
+        allocated = os.lseek(self.fd, 0, os.SEEK_END) if self._plain_size else self.io.size(self.fd)
+        if offset + size > allocated and preallocate > 0:
+            self._preallocate(allocated, size, sync=sync, preallocate=preallocate)
         try:
-            self.io.pwrite(self.fd, data, self.end)
+            if self._plain_pwrite:
+                written = os.pwrite(self.fd, data, offset)
+                if written < size:  # a short write: the seam's loop finishes it
+                    self.io.pwrite(self.fd, data[written:], offset + written)
+            else:
+                self.io.pwrite(self.fd, data, offset)
         except OSError as error:
             if error.errno not in NO_SPACE:
                 raise
             # Cut what part of the record landed, so the log is as it was: the
             # call then stores nothing, certainly, and the handle can go on.
-            self.io.truncate(self.fd, self.end)
+            self.io.truncate(self.fd, offset)
             raise as_error(NoRoomError, error) from error
         if sync:
             try:
                 self.io.sync_data(self.fd)
             except OSError as error:
                 raise as_error(UnsyncedRecordError, error) from error
-        frame = Frame(self.end, kind, flags, seq, self.known_durable, payload)
-        self.end = frame.end
-        self.last_seq = seq
-        self.last_frame_offset = frame.offset
-        if sync:
             self.known_durable = seq
-        return frame
+        self.end = offset + size
+        self.last_seq = seq
+        self.last_frame_offset = offset
+        return offset, size, seq
 
-    def _ensure_space(self, needed: int, *, sync: bool, preallocate: int) -> None:
-        # Another process may have trimmed the file: ask its size, not our memory.
-        allocated = self.io.size(self.fd)
-        if self.end + needed <= allocated or preallocate <= 0:
-            return
+    def _preallocate(self, allocated: int, needed: int, *, sync: bool, preallocate: int) -> None:
+        """Zero-fill (and ``sync``) the space for ``needed`` bytes at ``end`` and ``preallocate`` more."""
         target = self.end + needed + preallocate
         target -= target % 4096
         target = max(target, self.end + needed)

@@ -125,6 +125,7 @@ class LogView:
         lock: WriterLock,
         cache: SessionCache,
         guard: IOGuard,
+        io_error: Callable[[OSError], FilestoreError],
         *,
         file_mode: int,
         snapshot_every_records: int,
@@ -141,6 +142,7 @@ class LogView:
         )
         self._lock = lock
         self._guard = guard
+        self._io_error = io_error
         # The log a group-commit sync is running on, outside the store's mutex;
         # a compaction meanwhile retires it, but it stays open until the sync ends.
         self._syncing: LogFile | None = None
@@ -333,36 +335,44 @@ class LogView:
     # -- writing (writer lock held, caught up) -------------------------------------
 
     def write(
-        self, record: Record, payload: bytes, session: SessionData | None, *, sync: bool, preallocate: int
+        self,
+        record: Record,
+        parts: tuple[bytes, ...],
+        length: int,
+        session: SessionData | None,
+        *,
+        sync: bool,
+        preallocate: int,
     ) -> LogPosition:
-        """Append our own ``record`` (its encoded ``payload``) and apply it to the index;
-        where it landed.
+        """Append our own ``record`` (its payload encoded as ``parts``, ``length`` bytes: see
+        ``Put.encode_parts``) and apply it to the index; where it landed.
 
         ``session`` is the data a PUT stores, kept in the read cache. When
         enough was written since the last snapshot, captures the next (see
         ``take_snapshot_job``): it is written later, outside the writer lock.
-        An ``OSError`` poisons the handle (through the guard), but for a full
-        disk, ``StoreFullError``.
+        An ``OSError`` poisons the handle (the error is the guard's), but for
+        a full disk, ``StoreFullError``.
         """
         log = self._log
-
-        def append() -> Frame:
-            try:
-                return log.append(record.kind, payload, sync=sync, preallocate=preallocate)
-            except NoRoomError as error:
-                raise self.full(error) from error
-
-        frame = self._guard(append)
-        self._index.apply(record, frame.offset, frame.size, frame.seq)
+        try:
+            offset, size, seq = log.append_parts(
+                record.kind, parts, length, sync=sync, preallocate=preallocate
+            )
+        except NoRoomError as error:
+            raise self.full(error) from error
+        except OSError as error:
+            # What the guard would raise, without a closure per write.
+            raise self._io_error(error) from error
+        self._index.apply(record, offset, size, seq)
         if session is not None:
-            self._cache.put(record.key, frame.offset, session)
+            self._cache.put(record.key, offset, session)
         else:
             self._cache.drop(record.key)
         if self._snapshots.due(log):
             # O(1) here; the snapshot is written after the call, off the writer's path,
             # and its failing can never fail the call whose record is written.
             self._snapshots.capture(self._index, log, hand_out=False)
-        return LogPosition(log.header.generation, frame.seq)
+        return LogPosition(log.header.generation, seq)
 
     def full(self, error: OSError) -> StoreFullError:
         """The error for a write (or explicit snapshot) that found no room: nothing stored."""

@@ -36,7 +36,9 @@ decoder that refuses indefinite lengths, duplicate keys and trailing bytes
 
 from __future__ import annotations
 
+import functools
 import re
+import struct
 from typing import Any, Final
 
 import attrs
@@ -56,6 +58,60 @@ _PUT_HEADS: Final = (b"\x83", b"\x84", b"\x86")
 _WAIT_PUT_HEAD: Final = b"\x86"
 _SCOPE_HASH: Final = re.compile(r"[0-9a-f]{64}")
 MAX_DEADLINE: Final = 2**63 - 1
+# What the one-pass encoder writes itself (RFC 8949): a head is the major type's
+# three bits and either the value itself (below 24) or 24-27 and the value in
+# 1, 2, 4 or 8 big-endian bytes, always the shortest, as cbor2 writes it.
+_UNSIGNED: Final = 0x00
+_BYTE_STRING: Final = 0x40
+_TEXT: Final = 0x60
+_ARRAY_OF_3: Final = b"\x83"
+_ARRAY_OF_4: Final = b"\x84"
+_ARRAY_OF_6: Final = b"\x86"
+_FALSE: Final = b"\xf4"
+_TRUE: Final = b"\xf5"
+_NULL: Final = b"\xf6"
+_WIDTHS: Final = ((24, 1), (25, 2), (26, 4), (27, 8))
+_HEAD_16: Final = struct.Struct(">BH")
+# The head of each text length below 256, the ids' and keys' lengths, made once.
+_TEXT_HEADS: Final = tuple(
+    bytes((_TEXT | length,)) if length < 24 else bytes((_TEXT | 24, length)) for length in range(256)
+)
+
+
+def _head(major: int, value: int) -> bytes:
+    """CBOR's shortest head of ``major`` type for ``value`` (a length, or an unsigned int)."""
+    if value < 24:
+        return bytes((major | value,))
+    if 255 < value < 65536:  # a session's size, most often
+        return _HEAD_16.pack(major | 25, value)
+    for extra, width in _WIDTHS:
+        if value < 1 << (8 * width):
+            return bytes((major | extra,)) + value.to_bytes(width, "big")
+    raise ValueError(f"{value} does not fit a CBOR head")
+
+
+# A session's scope is written again with every update of it: encoded once, kept for the
+# scopes written most recently (under 1 MiB).
+@functools.lru_cache(maxsize=4096)
+def _scope_cbor(scope: SessionScope) -> bytes:
+    """``scope`` as the CBOR array ``[env, tenant_id, team or null, user or null]``."""
+    env, tenant, team, user = scope
+    return b"".join(
+        (
+            _ARRAY_OF_4,
+            _text(env),
+            _text(tenant),
+            _NULL if team is None else _text(team),
+            _NULL if user is None else _text(user),
+        )
+    )
+
+
+def _text(value: str) -> bytes:
+    """``value`` as a CBOR text string."""
+    raw = value.encode()
+    size = len(raw)
+    return (_TEXT_HEADS[size] if size < 256 else _head(_TEXT, size)) + raw
 
 
 class RecordDecodeError(Exception):
@@ -76,12 +132,44 @@ class Put:
     kind = KIND_PUT
 
     def encode(self) -> bytes:
-        fields: list[object] = [self.key, list(self.scope), self.data_cbor]
+        return b"".join(self.encode_parts()[0])
+
+    def encode_parts(self) -> tuple[tuple[bytes, ...], int]:
+        """The payload in parts, and its length: the parts joined are ``encode()``'s bytes.
+
+        One pass, and the session bytes are never copied: the write path
+        checksums the parts where they lie and joins them straight into the
+        frame (``framing.encode_frame_parts``). The bytes are exactly those of
+        ``cbor2.dumps`` of the record's fields (``[key, scope, data]``, plus
+        ``false``, or plus ``points_lookup, wait, deadline``): CBOR's shortest
+        heads, UTF-8 text, as cbor2 writes them (``tests/test_records.py``
+        compares the two on generated records).
+        """
+        data = self.data_cbor
+        head = b"".join(
+            (
+                _ARRAY_OF_6
+                if self.wait is not None or self.deadline is not None
+                else _ARRAY_OF_3
+                if self.points_lookup
+                else _ARRAY_OF_4,
+                _text(self.key),
+                _scope_cbor(self.scope),
+                _head(_BYTE_STRING, len(data)),
+            )
+        )
         if self.wait is not None or self.deadline is not None:
-            fields += [self.points_lookup, self.wait, self.deadline]
-        elif not self.points_lookup:
-            fields.append(False)
-        return cbor2.dumps(fields)
+            tail = b"".join(
+                (
+                    _TRUE if self.points_lookup else _FALSE,
+                    _NULL if self.wait is None else _text(self.wait),
+                    _NULL if self.deadline is None else _head(_UNSIGNED, self.deadline),
+                )
+            )
+            return (head, data, tail), len(head) + len(data) + len(tail)
+        if self.points_lookup:
+            return (head, data), len(head) + len(data)
+        return (head, data, _FALSE), len(head) + len(data) + 1
 
     def session(self) -> SessionData:
         """Decode the stored session, validating it as construction does."""
@@ -98,6 +186,11 @@ class Remove:
 
     def encode(self) -> bytes:
         return cbor2.dumps([self.key])
+
+    def encode_parts(self) -> tuple[tuple[bytes, ...], int]:
+        """The payload as one part, and its length (as ``Put.encode_parts``)."""
+        payload = cbor2.dumps([self.key])
+        return (payload,), len(payload)
 
 
 Record = Put | Remove

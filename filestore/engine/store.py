@@ -43,6 +43,7 @@ from filestore.engine.directory import (
     refuse_links,
 )
 from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.framing import KIND_PUT
 from filestore.engine.groupcommit import GroupCommit, LogPosition
 from filestore.engine.locking import Registration, WriterLock
 from filestore.engine.logfile import NO_SPACE, UnsyncedRecordError
@@ -85,6 +86,7 @@ def _expired(view: LogView, now: int) -> set[SessionKey]:
 
 
 _T = TypeVar("_T")
+_RECORD_TYPES = (Put, Remove)
 
 
 # Handles created before a fork() must not be used in the child: mark them.
@@ -162,6 +164,10 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
     ) -> None:
         self._clock = check_clock(clock)
         self.durability = parse_durability(durability)
+        # Asked on every write, decided once (an enum member lookup is not free).
+        self._sync_each = self.durability is Durability.FSYNC
+        # Group commit syncs a batch's last record after the call; any before it, now.
+        self._sync_early = self.durability is not Durability.NONE
         self.snapshot_every_records = count("snapshot_every_records", snapshot_every_records, minimum=1)
         self.snapshot_every_bytes = count("snapshot_every_bytes", snapshot_every_bytes, minimum=1)
         self.max_record_size = count("max_record_size", max_record_size, minimum=1)
@@ -223,6 +229,7 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
                     self._lock,
                     cache,
                     self._guard_io,
+                    self._io_error,
                     file_mode=file_mode,
                     snapshot_every_records=self.snapshot_every_records,
                     snapshot_every_bytes=self.snapshot_every_bytes,
@@ -435,34 +442,49 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         record without an earlier one (which opening would refuse as damage in
         the middle).
         """
-
-        def append(view: LogView) -> LogPosition | None:
-            built = build()
-            records = [built] if isinstance(built, Put | Remove) else built or []
-            payloads = [record.encode() for record in records]
-            for payload in payloads:
-                if len(payload) > self.max_record_size:
-                    raise InvalidInputError(
-                        f"the record is {len(payload)} bytes, more than max_record_size "
-                        f"({self.max_record_size}); nothing was stored",
-                        field="data",
-                        rule=f"at most {self.max_record_size} bytes encoded",
-                    )
-            sync = self.durability is Durability.FSYNC
-            # Group commit syncs the last record after the call; any before it, now.
-            sync_early = sync or self.durability is Durability.GROUP
-            position = None
-            for number, (record, payload) in enumerate(zip(records, payloads, strict=True)):
-                kept = session if isinstance(record, Put) else None
-                now = sync if number == len(records) - 1 else sync_early
-                position = view.write(record, payload, kept, sync=now, preallocate=self.preallocate_bytes)
-            return position
-
-        position = self._change(append)
+        # The body of _change, inline: no closure per write.
+        with self._mutex:
+            if self._closed or self._forked or self._poisoned is not None:
+                self._check_writable()  # raises
+            lock = self._lock
+            lock.acquire()
+            try:
+                self._view.catch_up(locked=True)
+                position = self._append(build(), session)
+            finally:
+                lock.release()
+            if self._view.snapshot_waiting:
+                self._snapshots.start()
         if position is None:
             return
         if self.durability is Durability.GROUP:
             self._group.wait_durable(position, self._sync_everything)
+
+    def _append(self, built: Record | list[Record] | None, session: SessionData | None) -> LogPosition | None:
+        """Write the records ``build`` returned (writer lock held, caught up); where the last landed.
+
+        Every record is encoded, and checked against ``max_record_size``, before
+        the first is written: a refused batch writes nothing.
+        """
+        records = [built] if isinstance(built, _RECORD_TYPES) else built or []
+        encoded = [record.encode_parts() for record in records]
+        for _, length in encoded:
+            if length > self.max_record_size:
+                raise InvalidInputError(
+                    f"the record is {length} bytes, more than max_record_size "
+                    f"({self.max_record_size}); nothing was stored",
+                    field="data",
+                    rule=f"at most {self.max_record_size} bytes encoded",
+                )
+        last = len(records) - 1
+        position = None
+        for number, record in enumerate(records):
+            parts, length = encoded[number]
+            kept = session if record.kind == KIND_PUT else None
+            now = self._sync_each if number == last else self._sync_early
+            preallocate = self.preallocate_bytes
+            position = self._view.write(record, parts, length, kept, sync=now, preallocate=preallocate)
+        return position
 
     def _sync_everything(self) -> LogPosition:
         """Group commit's sync: everything written so far, outside the mutex; the last record
@@ -487,17 +509,21 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         """
         try:
             return operation()
-        except UnsyncedRecordError as error:
+        except OSError as error:
+            raise self._io_error(error) from error
+
+    def _io_error(self, error: OSError) -> StorePoisonedError:
+        """Poison the handle for a failed file operation; the error to raise (see ``_guard_io``)."""
+        if isinstance(error, UnsyncedRecordError):
             self._poisoned = f"OSError: {error}"
-            raise WriteInDoubtError(
+            return WriteInDoubtError(
                 f"writing to {self.path}: the record was written but its sync failed ({self._poisoned}); "
                 "it may or may not be stored: reopen and read it back before retrying. This handle "
                 "refuses writes until the store is reopened",
                 path=self.path,
                 cause=self._poisoned,
-            ) from error
-        except OSError as error:
-            raise self._poison(error) from error
+            )
+        return self._poison(error)
 
     def _poison(self, error: OSError) -> StorePoisonedError:
         """Poison the handle for ``error``; the error to raise."""

@@ -16,6 +16,9 @@ Sections:
 - ``decode``: ``SessionData.from_cbor``/``from_json``/``to_cbor``/``to_json``
   against ``cbor2.loads``/``json.loads``/``cbor2.dumps``/``json.dumps`` of the
   same bytes or object, as ratios (issue 15's targets);
+- ``writepath``: CPU time per update of filestore with ``durability="none"``
+  and of the no-sync floor, less the system calls each makes and
+  ``to_cbor``: the Python per write (issue 15's target: at most 10 µs);
 - ``main``: per payload, every contender loads N sessions, runs the mixed
   phase (50% get, 30% update, 10% find_by_user, 5% create, 5% remove),
   reopens (timed up to the first read), then disk bytes against live bytes
@@ -33,7 +36,9 @@ Sections:
 
 JSON (``schema`` 1): ``machine``, ``config``, ``steps``, ``decode`` (``pairs``:
 model call -> ``against``, ``model_us``, ``raw_us``, ``ratio``,
-``ratio_quartiles``, ``ratio_of_best``, ``target``, ``holds``), ``main`` (payload ->
+``ratio_quartiles``, ``ratio_of_best``, ``target``, ``holds``), ``write_path``
+(``us_per_write``: filestore-none, floor-append-nosync, their system calls and
+to_cbor; ``python_us``, ``floor_python_us``, ``ratio``, ``target``, ``holds``), ``main`` (payload ->
 ``contenders`` name -> ``load``/``mixed`` phases with ``ops_per_s`` and
 ``latency_us`` per kind {n, p50, p99, mean, max}, ``reopen_ms``,
 ``disk_bytes``, ``live_bytes``, ``disk_over_live``, ``compacted``,
@@ -58,7 +63,8 @@ main table, the JSON document), ``machine`` (what it ran on), ``workload``
 contender shares, and filestore), ``alternatives`` (SQLite with the contract's
 checks and lean, diskcache, a file per session), ``floors``, ``registry``
 (every contender by name), ``sections`` (steps, threads, processes, scale,
-profile), ``decode`` (the codecs against the raw encoders), ``syncs`` (sync
+profile), ``decode`` (the codecs against the raw encoders), ``writepath`` (the
+Python per write), ``syncs`` (sync
 occupancy, group-commit ratios), ``orders`` (the two main tables side by
 side), ``report`` (ratios and text), ``text`` and ``plot``.
 """

@@ -12,6 +12,7 @@ from tools.bench.decode import decode_text
 from tools.bench.orders import FLOOR, lookup, order_text
 from tools.bench.text import cell as _cell
 from tools.bench.text import table as _table
+from tools.bench.writepath import write_path_text
 
 NOTES: Final = [
     "Ratios are computed within one run; absolute times move with the machine's load.",
@@ -351,6 +352,7 @@ def format_report(results: Any) -> str:
             _table(["step", "us"], [[k, _cell(v, 2)] for k, v in steps.items()]),
         ]
     out += decode_text(results)
+    out += write_path_text(results)
     mains = [("main", "one contender after another"), ("main_interleaved", "interleaved call by call")]
     for key, order in mains:
         out += _main_text(lookup(results, key) or {}, order)

@@ -15,13 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import decode, orders, report, sections, syncs
+from tools.bench import decode, orders, report, sections, syncs, writepath
 from tools.bench import workload as wl
 from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "decode", "main", "interleaved", "concurrency", "scale")
+SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale")
 
 
 # -- the main table --------------------------------------------------------------------
@@ -310,6 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     scale: list[dict[str, object]] = []
     profile: dict[str, object] = {}
     decoding: dict[str, object] = {}
+    write_path: dict[str, object] = {}
     with work_directory(args.dir, keep=args.keep) as work:
         machine = machine_facts(work)
         if "steps" in args.section_set:
@@ -330,6 +331,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 work / "decode",
                 population,
                 sessions=100 if args.quick else 2000,
+                rounds=5 if args.quick else 60,
+            )
+        if "writepath" in args.section_set:
+            print("write path", flush=True)
+            write_path = writepath.measure_write_path(
+                work / "writepath",
+                wl.Population(1024, args.seed),
+                sessions=200 if args.quick else 2000,
+                batch=50 if args.quick else 200,
                 rounds=5 if args.quick else 60,
             )
         if "main" in args.section_set:
@@ -375,6 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         },
         "steps": steps,
         "decode": decoding,
+        "write_path": write_path,
         "main": tables,
         "main_interleaved": interleaved,
         "concurrency": concurrency,
