@@ -2,7 +2,9 @@
 
 ``main(argv)`` returns the exit code, so tests call it in-process. Codes
 follow fsck(8): 0 clean or done, 1 errors corrected, 4 errors left
-uncorrected, 8 operational error (store in use, missing, bad input...).
+uncorrected, 8 operational error (store in use, missing, bad input...),
+16 usage error; and the shell's for a signal: 130 interrupted (SIGINT),
+143 terminated (SIGTERM), 141 stdout closed (a pipe's reader went away).
 Output is text, or one JSON document on stdout with ``--json``. Progress
 bars go to stderr, only when it is a terminal and never under ``--json``.
 """
@@ -10,9 +12,13 @@ bars go to stderr, only when it is a terminal and never under ``--json``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
@@ -23,6 +29,7 @@ from tqdm import tqdm
 from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
 from filestore.demo import run_demo
+from filestore.engine.directory import require_directory
 from filestore.engine.fileio import OsFileIO
 from filestore.engine.layout import LOG_NAME
 from filestore.errors import FilestoreError, InvalidInputError
@@ -36,6 +43,11 @@ from filestore.transfer import DEFAULT_BATCH, export_sessions, import_sessions
 # fsck's own codes (1 corrected, 4 uncorrected) come from its report's exit_code.
 EXIT_OK: Final = 0
 EXIT_OPERATIONAL: Final = 8
+EXIT_USAGE: Final = 16
+# What a shell reports for a process a signal ended: 128 + the signal's number.
+EXIT_INTERRUPTED: Final = 128 + signal.SIGINT
+EXIT_TERMINATED: Final = 128 + signal.SIGTERM
+EXIT_BROKEN_PIPE: Final = 128 + signal.SIGPIPE
 
 DEFAULT_DEMO_DIR: Final = "filestore-demo"
 
@@ -94,6 +106,28 @@ def _progress(
         yield advance
 
 
+@contextlib.contextmanager
+def _resumable(progress: Callable[[int], None] | None, what: str) -> Iterator[Callable[[int], None]]:
+    """A progress callback that also counts, so that an interrupted import or migrate says how far it got."""
+    done = 0
+
+    def advance(amount: int) -> None:
+        nonlocal done
+        done += amount
+        if progress is not None:
+            progress(amount)
+
+    try:
+        yield advance
+    except KeyboardInterrupt:
+        click.echo(
+            f"filestore: {what} interrupted after {done} sessions were stored or found already there; "
+            "run the same command again to resume (what arrived is skipped)",
+            err=True,
+        )
+        raise
+
+
 class _ReadMeter(OsFileIO):
     """The real file layer, reporting the bytes it reads: fsck's progress.
 
@@ -132,6 +166,7 @@ def _open_any(spec: str, trust_directory: bool) -> MovableStore:
 def _open_existing(spec: str, trust_directory: bool) -> MovableStore:
     """The store ``spec`` names, refusing a directory that holds no store (rather than making one)."""
     if _is_directory_spec(spec):
+        require_directory(spec)
         log = Path(spec) / LOG_NAME
         if not log.is_file():
             raise InvalidInputError(f"{spec} is not a filestore (it has no {LOG_NAME})", field="store")
@@ -154,8 +189,8 @@ def _private_output(path: str) -> Iterator[TextIO]:
 
 
 def _seconds(_context: click.Context, _parameter: click.Parameter, value: float) -> float:
-    if not value >= 0:  # also refuses NaN, which would make a wait endless
-        raise click.BadParameter(f"{value} is not a number of seconds (0 or more)")
+    if not (value >= 0 and math.isfinite(value)):  # NaN or inf would make a wait endless
+        raise click.BadParameter(f"{value} is not a finite number of seconds (0 or more)")
     return value
 
 
@@ -187,9 +222,31 @@ def _emit(as_json: bool, document: dict[str, object], lines: list[str]) -> None:
             click.echo(line)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+class _ClosedPipe(Exception):
+    """stdout's reader went away (``export | head``): not an error to report, but exit 141."""
+
+
+class _Commands(click.Group):
+    """The command group, passing a closed stdout up to ``main`` (click would exit 1 on it)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OSError as error:
+            if error.errno == errno.EPIPE:
+                raise _ClosedPipe from error
+            raise
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True
+)
+@click.version_option(package_name="filestore", prog_name="filestore", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(context: click.Context) -> None:
     """filestore: run the demo; check, compact, inspect and move session stores."""
+    if context.invoked_subcommand is None:
+        click.echo(context.get_help())
 
 
 @cli.command()
@@ -253,10 +310,20 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False))
 @_JSON_OPTION
-def stats(directory: Path, as_json: bool) -> int:
-    """Count what is in the store in DIRECTORY, without blocking its writers."""
+def stats(directory: str, as_json: bool) -> int:
+    """Count what is in the store in DIRECTORY, without blocking its writers.
+
+    It reads the store's files, so it takes a directory only; for another
+    store, `filestore export STORE | wc -l` counts its sessions.
+    """
+    if not _is_directory_spec(directory):
+        raise click.BadParameter(
+            f"{directory} is not a directory: stats reads a store directory's files "
+            "(to count a Redis store's sessions: filestore export URL | wc -l)",
+            param_hint="DIRECTORY",
+        )
     report = store_stats(directory)
     snapshot = (
         "none that verifies (opening replays the whole log)"
@@ -329,8 +396,9 @@ def import_command(
     with (
         _open_any(store, trust_directory) as target,
         _progress(not as_json, "import", "sessions") as progress,
+        _resumable(progress, "import") as advance,
     ):
-        report = import_sessions(target, source, batch_size=batch_size, progress=progress)
+        report = import_sessions(target, source, batch_size=batch_size, progress=advance)
     _emit(
         as_json,
         report.to_dict(),
@@ -359,8 +427,9 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> i
         _open_existing(source, trust_directory) as origin,
         _open_any(target, trust_directory) as destination,
         _progress(not as_json, "migrate", "sessions") as progress,
+        _resumable(progress, "migrate") as advance,
     ):
-        report = migrate_stores(origin, destination, progress=progress)
+        report = migrate_stores(origin, destination, progress=advance)
     _emit(
         as_json,
         report.to_dict(),
@@ -372,6 +441,10 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> i
     return EXIT_OK
 
 
+class ArgumentError(InvalidInputError):
+    """An argument no command line could carry: a usage error (exit 16)."""
+
+
 def _check_arguments(argv: list[str]) -> None:
     """Refuse an argument no command line could carry (NUL, a lone surrogate) before click sees it.
 
@@ -380,7 +453,7 @@ def _check_arguments(argv: list[str]) -> None:
     """
     for number, argument in enumerate(argv, 1):
         if not isinstance(argument, str):
-            raise InvalidInputError(
+            raise ArgumentError(
                 f"argument {number} is a {type(argument).__name__}, not a str",
                 field="argv",
                 rule="str arguments",
@@ -388,28 +461,78 @@ def _check_arguments(argv: list[str]) -> None:
         try:
             os.fsencode(argument)
         except UnicodeEncodeError:
-            raise InvalidInputError(
+            raise ArgumentError(
                 f"argument {number} holds a lone surrogate, which no command line can carry",
                 field="argv",
                 rule="encodable",
             ) from None
         if "\0" in argument:
-            raise InvalidInputError(f"argument {number} holds a NUL character", field="argv", rule="no NUL")
+            raise ArgumentError(f"argument {number} holds a NUL character", field="argv", rule="no NUL")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does (cleanups run)."""
+
+
+def _raise_terminated(_signal: int, _frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Make SIGTERM unwind like SIGINT while the command runs (main thread only: signals go there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_stdout() -> None:
+    """Point a closed stdout at /dev/null, so the interpreter's last flush raises nothing."""
+    original = sys.__stdout__
+    if original is None or sys.stdout is not original:
+        return  # none, or captured in-process: not ours to touch
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, original.fileno())
+        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     try:
-        _check_arguments(sys.argv[1:] if argv is None else argv)
-        result = cli.main(args=argv, prog_name="filestore", standalone_mode=False)
+        with _sigterm_unwinds():
+            _check_arguments(sys.argv[1:] if argv is None else argv)
+            result = cli.main(args=argv, prog_name="filestore", standalone_mode=False)
+            sys.stdout.flush()  # here, so that a closed pipe is found while we can still answer 141
     except click.exceptions.Exit as done:
         return int(done.exit_code)
+    except click.UsageError as error:
+        error.show()
+        return EXIT_USAGE
     except click.ClickException as error:
         error.show()
         return EXIT_OPERATIONAL
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as error:
+        # click turns Ctrl-C (and our SIGTERM) into Abort, keeping the cause; EOF too.
+        if isinstance(error.__cause__, Terminated):
+            click.echo("filestore: terminated", err=True)
+            return EXIT_TERMINATED
+        if isinstance(error.__cause__, KeyboardInterrupt):
+            click.echo("filestore: interrupted", err=True)
+            return EXIT_INTERRUPTED
+        click.echo("filestore: aborted (end of input)", err=True)
         return EXIT_OPERATIONAL
+    except (_ClosedPipe, BrokenPipeError):
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    except ArgumentError as error:
+        click.echo(f"filestore: {error}", err=True)
+        return EXIT_USAGE
     except (FilestoreError, OSError) as error:
         click.echo(f"filestore: {error}", err=True)
         return EXIT_OPERATIONAL

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from filestore.engine.directory import refuse_links
+from filestore.engine.directory import refuse_links, require_directory
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader
 from filestore.engine.index import Index
@@ -37,6 +37,7 @@ def exclusive_store(
     it was written with.
     """
     directory = store_path(path)
+    require_directory(directory)
     if not os.path.isfile(os.path.join(directory, LOG_NAME)):
         raise CorruptionError(
             f"{directory} has no {LOG_NAME}: not a filestore, or its log is missing",

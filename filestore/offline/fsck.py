@@ -68,6 +68,7 @@ from filestore.engine.directory import (
     leftovers,
     looks_like_a_store,
     read_meta_uuid,
+    require_directory,
     store_file_mode,
     write_meta,
 )
@@ -161,8 +162,7 @@ def fsck(
     directory = store_path(path)
     repair = flag("repair", repair)
     wait = seconds("wait", wait)
-    if not os.path.isdir(directory):
-        raise InvalidInputError(f"{directory} is not a directory", field="path", rule="a store directory")
+    require_directory(directory)
     if not looks_like_a_store(set(os.listdir(directory))):
         raise InvalidInputError(
             f"{directory} holds no filestore (no {LOG_NAME}, {META_NAME} or {SNAPSHOT_NAME})",
