@@ -26,10 +26,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import attrs
+import filelock
 import pytest
 
 from filestore import FileSessionStore
 from filestore.cli import main
+from filestore.demo import demo_lock_path
 
 from .support import ctx, data
 
@@ -231,3 +233,46 @@ def test_a_missing_store_does_not_exist_in_every_command(tmp_path: Path, args: l
     assert done.returncode == 8, done.stderr
     assert done.stderr.strip() == f"filestore: InvalidInput: {tmp_path / 'S'} does not exist"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_demos_on_one_new_directory_end_as_two_runs_in_turn(tmp_path: Path) -> None:
+    """Two `filestore demo` runs started together on one new directory both succeed, never
+    print a missing session, and leave what two runs one after the other leave."""
+    demos = [
+        subprocess.Popen(
+            [*FILESTORE, "demo", str(tmp_path / "shared")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [demo.communicate(timeout=LIMIT) for demo in demos]
+    for demo, (out, err) in zip(demos, outputs, strict=True):
+        assert demo.returncode == 0, (out, err)
+        assert "no session" not in out + err
+    for _ in range(2):
+        assert run("demo", str(tmp_path / "in-turn")).returncode == 0
+    with FileSessionStore(tmp_path / "shared") as shared, FileSessionStore(tmp_path / "in-turn") as in_turn:
+        assert sorted(stored.data.to_json() for stored in shared.iter_sessions()) == sorted(
+            stored.data.to_json() for stored in in_turn.iter_sessions()
+        )
+
+
+def test_a_demo_waits_for_the_one_running(tmp_path: Path) -> None:
+    """While another run holds the store, a demo says it waits, and goes on once that run ends."""
+    FileSessionStore(tmp_path / "d").close()
+    with filelock.FileLock(demo_lock_path(tmp_path / "d")):
+        demo = subprocess.Popen(
+            [*FILESTORE, "demo", str(tmp_path / "d")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert demo.stdout is not None
+        lines = iter(demo.stdout.readline, "")
+        assert "filestore demo: store at" in next(lines)
+        assert "another demo is running" in next(lines)
+    out, err = demo.communicate(timeout=LIMIT)
+    assert demo.returncode == 0, err
+    assert "2 sessions still paused" in out
