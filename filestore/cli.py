@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import math
 import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
@@ -33,6 +35,8 @@ from filestore.engine.directory import require_directory
 from filestore.engine.fileio import OsFileIO
 from filestore.engine.layout import LOG_NAME
 from filestore.errors import FilestoreError, InvalidInputError
+from filestore.ids import SessionKey
+from filestore.memory import InMemorySessionStore
 from filestore.offline import fsck as fsck_module
 from filestore.offline.compact import compact as compact_store
 from filestore.offline.fsck import fsck as check_store
@@ -393,12 +397,13 @@ def import_command(
     skips sessions already there; a session whose deadline has passed is
     skipped and counted as expired.
     """
+    lines = _first_batch_checked(source, batch_size)
     with (
         _open_any(store, trust_directory) as target,
         _progress(not as_json, "import", "sessions") as progress,
         _resumable(progress, "import") as advance,
     ):
-        report = import_sessions(target, source, batch_size=batch_size, progress=advance)
+        report = import_sessions(target, lines, batch_size=batch_size, progress=advance)
     _emit(
         as_json,
         report.to_dict(),
@@ -425,6 +430,7 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> i
     """
     with (
         _open_existing(source, trust_directory) as origin,
+        _reached(origin) as origin,
         _open_any(target, trust_directory) as destination,
         _progress(not as_json, "migrate", "sessions") as progress,
         _resumable(progress, "migrate") as advance,
@@ -443,6 +449,26 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> i
 
 class ArgumentError(InvalidInputError):
     """An argument no command line could carry: a usage error (exit 16)."""
+
+
+def _first_batch_checked(source: BinaryIO, batch_size: int) -> Iterator[bytes]:
+    """The input's lines, its first batch validated before the target is opened.
+
+    A bad first batch (a gzip file, a line that is no session) then leaves no
+    new, empty store behind: it is imported into a throwaway memory store
+    first, which checks everything but what only the target knows.
+    """
+    head = list(itertools.islice(source, batch_size))
+    import_sessions(InMemorySessionStore(), head, batch_size=batch_size)
+    return itertools.chain(head, source)
+
+
+@contextlib.contextmanager
+def _reached(store: MovableStore) -> Iterator[MovableStore]:
+    """``store``, once one read has reached it: an unreachable source stops a migrate before
+    it makes its target."""
+    store.get_session(SessionKey(str(uuid.uuid4())))
+    yield store
 
 
 def _check_arguments(argv: list[str]) -> None:
