@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import itertools
 import json
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
@@ -32,7 +34,6 @@ from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
 from filestore.demo import run_demo
 from filestore.engine.directory import require_directory
-from filestore.engine.fileio import OsFileIO
 from filestore.engine.layout import LOG_NAME
 from filestore.errors import FilestoreError, InvalidInputError
 from filestore.ids import SessionKey
@@ -42,6 +43,7 @@ from filestore.offline.compact import compact as compact_store
 from filestore.offline.fsck import fsck as check_store
 from filestore.offline.fsck import iter_findings
 from filestore.offline.stats import stats as store_stats
+from filestore.progress import counted
 from filestore.transfer import DEFAULT_BATCH, export_sessions, import_sessions
 
 # fsck's own codes (1 corrected, 4 uncorrected) come from its report's exit_code.
@@ -88,65 +90,85 @@ Exit codes: 0 clean, 1 errors corrected, 4 errors left uncorrected,
 """
 
 
-@contextlib.contextmanager
-def _progress(
-    enabled: bool, description: str, unit: str, total: int | None = None
-) -> Iterator[Callable[[int], None] | None]:
-    """A progress callback drawing a bar on stderr, or None when it is not a terminal.
+class _Bar:
+    """A progress bar on stderr that starts over, with its own total, at each phase
+    (see ``filestore.progress``): a total and a time left that hold for the phase."""
 
-    With a ``total``, the bar stops there: the callers' counts are estimates
-    (fsck, for one, reads a few bytes besides the log).
-    """
+    def __init__(self, command: str, unit: str, total: int | None) -> None:
+        self._command = command
+        self._meter = tqdm(
+            desc=command, unit=unit, unit_scale=True, total=total, file=sys.stderr, leave=False
+        )
+
+    def __call__(self, amount: int) -> None:
+        total = self._meter.total
+        # Never past the total: a phase's total may be an estimate (a log's preallocated tail).
+        self._meter.update(amount if total is None else min(amount, max(total - int(self._meter.n), 0)))
+
+    def phase(self, name: str, total: int | None, unit: str) -> None:
+        self._meter.unit = unit
+        self._meter.reset(total=total)
+        self._meter.set_description(f"{self._command}: {name}")
+
+    def close(self) -> None:
+        self._meter.close()
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, command: str, unit: str, total: int | None = None) -> Iterator[_Bar | None]:
+    """A bar drawn on stderr, or None when it is off (``--quiet``, ``--json``) or stderr is no terminal."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    with tqdm(
-        desc=description, unit=unit, unit_scale=True, total=total, file=sys.stderr, leave=False
-    ) as meter:
+    bar = _Bar(command, unit, total)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
-        def advance(amount: int) -> None:
-            meter.update(amount if total is None else min(amount, max(total - int(meter.n), 0)))
 
-        yield advance
+class _Tally:
+    """Counts the sessions an import or migrate has stored (its ``copy`` phase), passing what it
+    is told on to ``bar`` once there is one."""
+
+    def __init__(self) -> None:
+        self.stored = 0
+        self.bar: _Bar | None = None
+        self._phase = "copy"
+
+    def __call__(self, amount: int) -> None:
+        if self._phase == "copy":
+            self.stored += amount
+        if self.bar is not None:
+            self.bar(amount)
+
+    def phase(self, name: str, total: int | None, unit: str) -> None:
+        self._phase = name
+        if self.bar is not None:
+            self.bar.phase(name, total, unit)
 
 
 @contextlib.contextmanager
-def _resumable(progress: Callable[[int], None] | None, what: str) -> Iterator[Callable[[int], None]]:
-    """A progress callback that also counts, so that an interrupted import or migrate says how far it got."""
-    done = 0
-
-    def advance(amount: int) -> None:
-        nonlocal done
-        done += amount
-        if progress is not None:
-            progress(amount)
-
+def _resumable(tally: _Tally, what: str) -> Iterator[None]:
+    """Say, when interrupted, how far an import or migrate got and that re-running resumes."""
     try:
-        yield advance
+        yield
     except KeyboardInterrupt:
         click.echo(
-            f"filestore: {what} interrupted after {done} sessions were stored or found already there; "
-            "run the same command again to resume (what arrived is skipped)",
+            f"filestore: {what} interrupted after {tally.stored} sessions were stored or found already "
+            "there; run the same command again to resume (what arrived is skipped)",
             err=True,
         )
         raise
 
 
-class _ReadMeter(OsFileIO):
-    """The real file layer, reporting the bytes it reads: fsck's progress.
-
-    ``fsck()`` takes no progress callback, but it reads the log through the
-    ``io`` seam it does take, front to back, so bytes read measure its progress.
-    """
-
-    def __init__(self, progress: Callable[[int], None] | None) -> None:
-        self._progress = progress
-
-    def pread(self, fd: int, size: int, offset: int) -> bytes:
-        data = super().pread(fd, size, offset)
-        if self._progress is not None:
-            self._progress(len(data))
-        return data
+def _input_size(source: BinaryIO) -> int | None:
+    """The size of a regular file given as input (None for a pipe or a terminal)."""
+    try:
+        status = os.fstat(source.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 def _log_size(directory: Path) -> int | None:
@@ -210,6 +232,10 @@ _WAIT_OPTION: Final = click.option(
 
 _JSON_OPTION: Final = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 
+_QUIET_OPTION: Final = click.option(
+    "--quiet", "-q", is_flag=True, help="Draw no progress bar (one is drawn only on a terminal anyway)."
+)
+
 _TRUST_OPTION: Final = click.option(
     "--trust-directory",
     is_flag=True,
@@ -269,9 +295,10 @@ def demo(directory: Path) -> None:
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (needs the store to itself).")
 @_WAIT_OPTION
 @_JSON_OPTION
-def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
-    with _progress(not as_json, "fsck", "B", _log_size(directory)) as progress:
-        report = check_store(directory, repair=repair, wait=wait, io=_ReadMeter(progress))
+@_QUIET_OPTION
+def fsck(directory: Path, repair: bool, wait: float, as_json: bool, quiet: bool) -> int:
+    with _progress(not (as_json or quiet), "fsck", "B", _log_size(directory)) as bar:
+        report = check_store(directory, repair=repair, wait=wait, progress=bar)
     summary = (
         f"{report.path}: {report.records} records, {report.sessions} sessions, {len(report.errors)} errors"
     )
@@ -288,7 +315,8 @@ def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
 )
 @_WAIT_OPTION
 @_JSON_OPTION
-def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
+@_QUIET_OPTION
+def compact(directory: Path, keep_old: bool, wait: float, as_json: bool, quiet: bool) -> int:
     """Rewrite only the live sessions of the store in DIRECTORY, offline.
 
     Refuses (exit 8) while other processes have the store open, unless they
@@ -298,8 +326,8 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
     that removes what the compaction wrote (exit 8); steps after it that
     failed (the snapshot, on a full disk) are printed as warnings.
     """
-    with _progress(not as_json, "compact", "B", _log_size(directory)) as progress:
-        report = compact_store(directory, keep_old=keep_old, wait=wait, progress=progress)
+    with _progress(not (as_json or quiet), "compact", "B", _log_size(directory)) as bar:
+        report = compact_store(directory, keep_old=keep_old, wait=wait, progress=bar)
     _emit(
         as_json,
         report.to_dict(),
@@ -360,14 +388,15 @@ def stats(directory: str, as_json: bool) -> int:
     help="File to write (default: stdout); a new file is made 0600.",
 )
 @_TRUST_OPTION
-def export_command(store: str, output: str, trust_directory: bool) -> int:
+@_QUIET_OPTION
+def export_command(store: str, output: str, trust_directory: bool, quiet: bool) -> int:
     """Write every session of STORE (a directory, memory: or a redis:// URL) as JSON Lines."""
     with (
         _open_existing(store, trust_directory) as source,
         _private_output(output) as out,
-        _progress(True, "export", "sessions") as progress,
+        _progress(not quiet, "export", "sessions") as bar,
     ):
-        count = export_sessions(source, out, progress=progress)
+        count = export_sessions(source, out, progress=bar)
     click.echo(f"exported {count} sessions", err=True)
     return EXIT_OK
 
@@ -385,8 +414,9 @@ def export_command(store: str, output: str, trust_directory: bool) -> int:
 )
 @_JSON_OPTION
 @_TRUST_OPTION
+@_QUIET_OPTION
 def import_command(
-    store: str, source: BinaryIO, batch_size: int, as_json: bool, trust_directory: bool
+    store: str, source: BinaryIO, batch_size: int, as_json: bool, trust_directory: bool, quiet: bool
 ) -> int:
     """Import JSON Lines from SOURCE (a file, or - for stdin) into STORE.
 
@@ -397,13 +427,15 @@ def import_command(
     skips sessions already there; a session whose deadline has passed is
     skipped and counted as expired.
     """
-    lines = _first_batch_checked(source, batch_size)
-    with (
-        _open_any(store, trust_directory) as target,
-        _progress(not as_json, "import", "sessions") as progress,
-        _resumable(progress, "import") as advance,
-    ):
-        report = import_sessions(target, lines, batch_size=batch_size, progress=advance)
+    # The bar follows the input's bytes; the tally counts the sessions stored.
+    tally = _Tally()
+    with _resumable(tally, "import"):
+        lines = _first_batch_checked(source, batch_size)
+        with (
+            _open_any(store, trust_directory) as target,
+            _progress(not (as_json or quiet), "import", "B", _input_size(source)) as bar,
+        ):
+            report = import_sessions(target, counted(lines, len, bar), batch_size=batch_size, progress=tally)
     _emit(
         as_json,
         report.to_dict(),
@@ -420,7 +452,8 @@ def import_command(
 @click.argument("target")
 @_JSON_OPTION
 @_TRUST_OPTION
-def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> int:
+@_QUIET_OPTION
+def migrate(source: str, target: str, as_json: bool, trust_directory: bool, quiet: bool) -> int:
     """Move every session from SOURCE to TARGET (directories, memory: or redis:// URLs).
 
     Keys, owners and user lookups are kept; re-running after an interruption
@@ -428,14 +461,15 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> i
     the migration (exit 8) rather than being overwritten. Ends by reading
     every session back from TARGET.
     """
+    tally = _Tally()
     with (
+        _resumable(tally, "migrate"),
         _open_existing(source, trust_directory) as origin,
         _reached(origin) as origin,
         _open_any(target, trust_directory) as destination,
-        _progress(not as_json, "migrate", "sessions") as progress,
-        _resumable(progress, "migrate") as advance,
+        _progress(not (as_json or quiet), "migrate", "sessions") as tally.bar,
     ):
-        report = migrate_stores(origin, destination, progress=advance)
+        report = migrate_stores(origin, destination, progress=tally)
     _emit(
         as_json,
         report.to_dict(),

@@ -31,12 +31,13 @@ from typing import IO, Any, Final
 import attrs
 
 from filestore import serdejson
-from filestore.backends import MovableStore, check_movable, copy_sessions
+from filestore.backends import MovableStore, check_movable, copy_sessions, session_count
 from filestore.contract import StoredSession, check_same_owner, check_stored_session
 from filestore.engine.options import callback, count
 from filestore.errors import InvalidInputError, TenantMismatchError, message_of
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
 from filestore.model import SessionData
+from filestore.progress import begin_phase
 from filestore.waits import Clock, WaitAddress, check_clock, is_expired, system_clock
 
 DEFAULT_BATCH: Final = 1000
@@ -84,6 +85,7 @@ def export_sessions(
             f"out: expected an open text stream, not {out!r}"[:200], field="out", rule="has write()"
         )
     progress = callback("progress", progress)
+    begin_phase(progress, "export", session_count(store), "sessions")
     written = 0
     for stored in store.iter_sessions():
         out.write(session_line(stored) + "\n")

@@ -276,3 +276,36 @@ def test_a_demo_waits_for_the_one_running(tmp_path: Path) -> None:
     out, err = demo.communicate(timeout=LIMIT)
     assert demo.returncode == 0, err
     assert "2 sessions still paused" in out
+
+
+def run_on_a_terminal(*args: str) -> tuple[int, bytes]:
+    """Run a command with its stderr a terminal; its exit code and what the terminal showed."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    process = subprocess.Popen([*FILESTORE, *args], stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    try:
+        shown = drain(controller)
+        return process.wait(timeout=LIMIT), shown
+    finally:
+        os.close(controller)
+
+
+def test_a_terminal_sees_each_phase_and_quiet_sees_none(tmp_path: Path) -> None:
+    """On a terminal, fsck's bar moves through scan, verify and snapshot, and compact's through
+    scan and copy; --quiet draws nothing."""
+    make_store(tmp_path / "s", sessions=20)
+    code, shown = run_on_a_terminal("fsck", str(tmp_path / "s"))
+    assert code == 0
+    positions = [shown.find(f"fsck: {phase}".encode()) for phase in ("scan", "verify", "snapshot")]
+    assert -1 not in positions, shown
+    assert positions == sorted(positions)
+    code, shown = run_on_a_terminal("compact", str(tmp_path / "s"))
+    assert code == 0
+    assert b"compact: scan" in shown
+    assert b"compact: copy" in shown
+    for command in (["fsck", str(tmp_path / "s")], ["export", str(tmp_path / "s")]):
+        code, shown = run_on_a_terminal(*command, "--quiet")
+        assert code == 0
+        assert command[0].encode() + b":" not in shown
+        assert b"%" not in shown

@@ -13,10 +13,12 @@ from collections.abc import Callable
 import attrs
 
 from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.options import callback, flag, seconds, store_path
 from filestore.engine.rewrite import live_frames, rewrite_generation
 from filestore.offline.exclusive import exclusive_store, replay
+from filestore.progress import begin_phase
 from filestore.waits import Clock, check_clock, system_clock
 
 
@@ -61,7 +63,9 @@ def compact(
     waiting ``wait`` seconds), ``CorruptionError`` if the log is damaged in
     the middle, or if valid records follow a bad one at all (run ``fsck``
     first: it never cuts a valid record). ``progress`` is called with
-    the number of bytes of old log processed since its last call.
+    the number of bytes of old log processed since its last call, in two
+    phases: ``scan`` (rebuilding the index) and ``copy`` (writing the live
+    records); see ``filestore.progress``.
 
     Returns if and only if the store advanced to the new generation; a
     failure or ``KeyboardInterrupt`` before that undoes the rewrite (nothing
@@ -75,10 +79,17 @@ def compact(
     clock = check_clock(clock)
     snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
     with exclusive_store(directory, wait=wait, io=io) as log:
-        index, _ = replay(log)
+        # The scan reads the records, then ends where they do: what follows (preallocated
+        # zeros, a torn tail) is counted at once, so the phase ends at its total.
+        size = io.size(log.fd) - FILE_HEADER_SIZE
+        begin_phase(progress, "scan", size, "B")
+        index, _ = replay(log, progress)
+        if progress is not None:
+            progress(size - (log.end - FILE_HEADER_SIZE))
         log.recover_tail()
         records_before = log.last_seq
         bytes_before = io.size(log.fd) + _file_size(snapshot_path)
+        begin_phase(progress, "copy", log.end - FILE_HEADER_SIZE, "B")
         result = rewrite_generation(
             io,
             directory,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from filestore.engine.directory import refuse_links, require_directory
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader
+from filestore.engine.framing import FILE_HEADER_SIZE, FileHeader, Frame
 from filestore.engine.index import Index
 from filestore.engine.layout import LOG_NAME
 from filestore.engine.locking import Registration, WriterLock
@@ -81,9 +81,16 @@ def _open_log(
         return LogFile(io, directory, fd, header)
 
 
-def replay(log: LogFile) -> tuple[Index, ScanResult]:
-    """Rebuild the index from the whole log (stopping at the end or the first bad frame)."""
+def replay(log: LogFile, progress: Callable[[int], None] | None = None) -> tuple[Index, ScanResult]:
+    """Rebuild the index from the whole log (stopping at the end or the first bad frame);
+    ``progress`` is told the bytes of each record applied."""
     index = Index()
-    result = log.scan(FILE_HEADER_SIZE, 1, lambda frame: index.apply_frame(frame, log.path))
+
+    def apply(frame: Frame) -> None:
+        index.apply_frame(frame, log.path)
+        if progress is not None:
+            progress(frame.size)
+
+    result = log.scan(FILE_HEADER_SIZE, 1, apply)
     log.adopt(result)
     return index, result
