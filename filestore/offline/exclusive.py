@@ -29,12 +29,15 @@ def exclusive_store(
     wait: float = 0.0,
     io: FileIO = OS_IO,
     recover_header: Callable[[int], FileHeader | None] | None = None,
+    readonly: bool = False,
 ) -> Iterator[LogFile]:
     """Hold the store at ``path`` exclusively and yield its open log.
 
     A log whose file header does not verify raises ``CorruptionError``,
     unless ``recover_header`` (given the open descriptor) finds the header
-    it was written with.
+    it was written with. ``readonly`` opens the log for reading only (a
+    check that changes nothing, so it works on a read-only store);
+    otherwise a store this process may not write is ``StoreReadOnlyError``.
     """
     directory = store_path(path)
     require_directory(directory)
@@ -50,7 +53,7 @@ def exclusive_store(
         lock = WriterLock(directory, timeout=max(wait, 1.0))
         try:
             with lock:
-                log = _open_log(io, directory, recover_header)
+                log = _open_log(io, directory, recover_header, readonly)
                 try:
                     yield log
                 finally:
@@ -62,14 +65,15 @@ def exclusive_store(
 
 
 def _open_log(
-    io: FileIO, directory: str, recover_header: Callable[[int], FileHeader | None] | None
+    io: FileIO, directory: str, recover_header: Callable[[int], FileHeader | None] | None, readonly: bool
 ) -> LogFile:
     try:
-        return LogFile.open(io, directory)
+        return LogFile.open(io, directory, readonly=readonly)
     except CorruptionError:
         if recover_header is None:
             raise
-        fd = io.open(os.path.join(directory, LOG_NAME))
+        path = os.path.join(directory, LOG_NAME)
+        fd = io.open_readonly(path) if readonly else io.open(path)
         try:
             header = recover_header(fd)
         except BaseException:

@@ -198,7 +198,7 @@ def fsck(
         return header
 
     try:
-        with exclusive_store(directory, wait=wait, io=io, recover_header=recover) as log:
+        with exclusive_store(directory, wait=wait, io=io, recover_header=recover, readonly=not repair) as log:
             _check_log(io, directory, log, report, progress)
             # Still holding the store: a handle opened (or a compaction begun) after we let
             # go could have its own new file, under a name listed here, removed under it.
