@@ -29,7 +29,7 @@ from filestore.engine.options import callback
 from filestore.engine.store import FileSessionStore
 from filestore.errors import InvalidInputError
 from filestore.memory import InMemorySessionStore
-from filestore.progress import begin_phase, counted
+from filestore.progress import begin_phase, counted, phased_only
 from filestore.redis_store import DEFAULT_NAMESPACE, RedisSessionStore
 from filestore.waits import Clock, check_clock, is_expired, system_clock
 
@@ -134,8 +134,8 @@ def migrate(
     plus already there must be the source's, each one equal, except one
     whose deadline has passed by ``clock`` meanwhile (unix milliseconds; the
     stores' own clock if they have a manual one). ``progress`` is called
-    with 1 per session, in the phases ``copy`` and ``verify`` (see
-    ``filestore.progress``).
+    with 1 per session copied; one that follows phases (see
+    ``filestore.progress``) also with 1 per session verified.
     """
     check_movable(source, "source")
     check_movable(target, "target")
@@ -146,7 +146,7 @@ def migrate(
     begin_phase(progress, "verify", counts.copied + counts.already_there, "sessions")
     missing = [
         session.key
-        for session in counted(source.iter_sessions(), lambda _session: 1, progress)
+        for session in counted(source.iter_sessions(), lambda _session: 1, phased_only(progress))
         if target.get_session(session.key) != session.data and not is_expired(session.deadline_ms, clock())
     ]
     if missing:

@@ -33,6 +33,12 @@ def begin_phase(progress: Callable[[int], None] | None, name: str, total: int | 
         progress.phase(name, total, unit)
 
 
+def phased_only(progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """``progress`` if it follows phases, else ``None``: for the work of a phase added later
+    (compact's scan, migrate's verify), which a plain callback, summing one pass, never saw."""
+    return progress if isinstance(progress, PhasedProgress) else None
+
+
 def counted(
     items: Iterable[_T], size: Callable[[_T], int], progress: Callable[[int], None] | None
 ) -> Iterator[_T]:

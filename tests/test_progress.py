@@ -130,9 +130,15 @@ def test_a_store_that_cannot_count_announces_no_total() -> None:
     assert phases.seen == [("export", None, "sessions", 1)]
 
 
-def test_a_plain_callable_still_gets_the_amounts(tmp_path: Path) -> None:
-    """A progress that is a plain function (no phase method) is called with the amounts, as before."""
+def test_a_plain_callable_gets_one_pass_as_before(tmp_path: Path) -> None:
+    """A progress that is a plain function (no phase method) gets what it got before phases:
+    compact's copy pass only (the log's bytes once), migrate's copies only (one per session)."""
     make_store(tmp_path / "s")
+    log_bytes = (tmp_path / "s" / LOG_NAME).stat().st_size
     amounts: list[int] = []
     compact(tmp_path / "s", progress=amounts.append)
-    assert sum(amounts) > 0
+    assert 0 < sum(amounts) <= log_bytes
+    ticks: list[int] = []
+    with FileSessionStore(tmp_path / "s") as source, FileSessionStore(tmp_path / "t") as target:
+        migrate(source, target, progress=ticks.append)
+    assert ticks == [1] * 20

@@ -18,7 +18,7 @@ from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.options import callback, flag, seconds, store_path
 from filestore.engine.rewrite import live_frames, rewrite_generation
 from filestore.offline.exclusive import exclusive_store, replay
-from filestore.progress import begin_phase
+from filestore.progress import begin_phase, phased_only
 from filestore.waits import Clock, check_clock, system_clock
 
 
@@ -63,9 +63,9 @@ def compact(
     waiting ``wait`` seconds), ``CorruptionError`` if the log is damaged in
     the middle, or if valid records follow a bad one at all (run ``fsck``
     first: it never cuts a valid record). ``progress`` is called with
-    the number of bytes of old log processed since its last call, in two
-    phases: ``scan`` (rebuilding the index) and ``copy`` (writing the live
-    records); see ``filestore.progress``.
+    the number of bytes of old log copied since its last call; one that
+    follows phases (see ``filestore.progress``) is told of two, ``scan``
+    (rebuilding the index) and ``copy``, and gets the bytes of both.
 
     Returns if and only if the store advanced to the new generation; a
     failure or ``KeyboardInterrupt`` before that undoes the rewrite (nothing
@@ -83,9 +83,10 @@ def compact(
         # zeros, a torn tail) is counted at once, so the phase ends at its total.
         size = io.size(log.fd) - FILE_HEADER_SIZE
         begin_phase(progress, "scan", size, "B")
-        index, _ = replay(log, progress)
-        if progress is not None:
-            progress(size - (log.end - FILE_HEADER_SIZE))
+        scanned = phased_only(progress)
+        index, _ = replay(log, scanned)
+        if scanned is not None:
+            scanned(size - (log.end - FILE_HEADER_SIZE))
         log.recover_tail()
         records_before = log.last_seq
         bytes_before = io.size(log.fd) + _file_size(snapshot_path)
