@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import os
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
@@ -29,6 +29,7 @@ from filestore.engine.options import callback
 from filestore.engine.store import FileSessionStore
 from filestore.errors import InvalidInputError
 from filestore.memory import InMemorySessionStore
+from filestore.progress import begin_phase, counted, phased_only
 from filestore.redis_store import DEFAULT_NAMESPACE, RedisSessionStore
 from filestore.waits import Clock, check_clock, is_expired, system_clock
 
@@ -132,16 +133,20 @@ def migrate(
     reading every source session back from the target: the count copied
     plus already there must be the source's, each one equal, except one
     whose deadline has passed by ``clock`` meanwhile (unix milliseconds; the
-    stores' own clock if they have a manual one).
+    stores' own clock if they have a manual one). ``progress`` is called
+    with 1 per session copied; one that follows phases (see
+    ``filestore.progress``) also with 1 per session verified.
     """
     check_movable(source, "source")
     check_movable(target, "target")
     progress = callback("progress", progress)
     clock = check_clock(clock)
+    begin_phase(progress, "copy", session_count(source), "sessions")
     counts = copy_sessions(target, enumerate(source.iter_sessions(), 1), progress=progress)
+    begin_phase(progress, "verify", counts.copied + counts.already_there, "sessions")
     missing = [
         session.key
-        for session in source.iter_sessions()
+        for session in counted(source.iter_sessions(), lambda _session: 1, phased_only(progress))
         if target.get_session(session.key) != session.data and not is_expired(session.deadline_ms, clock())
     ]
     if missing:
@@ -151,6 +156,11 @@ def migrate(
             rule="complete",
         )
     return MigrateReport(counts.copied + counts.already_there, counts.copied, counts.already_there)
+
+
+def session_count(store: object) -> int | None:
+    """How many sessions ``store`` holds, if it can say so cheaply (``len``), else ``None``."""
+    return len(store) if isinstance(store, Sized) else None
 
 
 def check_movable(store: object, field: str) -> MovableStore:

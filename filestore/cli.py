@@ -2,7 +2,9 @@
 
 ``main(argv)`` returns the exit code, so tests call it in-process. Codes
 follow fsck(8): 0 clean or done, 1 errors corrected, 4 errors left
-uncorrected, 8 operational error (store in use, missing, bad input...).
+uncorrected, 8 operational error (store in use, missing, bad input...),
+16 usage error; and the shell's for a signal: 130 interrupted (SIGINT),
+143 terminated (SIGTERM), 141 stdout closed (a pipe's reader went away).
 Output is text, or one JSON document on stdout with ``--json``. Progress
 bars go to stderr, only when it is a terminal and never under ``--json``.
 """
@@ -10,10 +12,18 @@ bars go to stderr, only when it is a terminal and never under ``--json``.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import itertools
 import json
+import math
 import os
+import signal
+import stat
 import sys
-from collections.abc import Callable, Iterator
+import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
@@ -23,19 +33,27 @@ from tqdm import tqdm
 from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
 from filestore.demo import run_demo
-from filestore.engine.fileio import OsFileIO
+from filestore.engine.directory import require_directory
 from filestore.engine.layout import LOG_NAME
 from filestore.errors import FilestoreError, InvalidInputError
+from filestore.ids import SessionKey
+from filestore.memory import InMemorySessionStore
 from filestore.offline import fsck as fsck_module
 from filestore.offline.compact import compact as compact_store
 from filestore.offline.fsck import fsck as check_store
 from filestore.offline.fsck import iter_findings
 from filestore.offline.stats import stats as store_stats
+from filestore.progress import counted
 from filestore.transfer import DEFAULT_BATCH, export_sessions, import_sessions
 
 # fsck's own codes (1 corrected, 4 uncorrected) come from its report's exit_code.
 EXIT_OK: Final = 0
 EXIT_OPERATIONAL: Final = 8
+EXIT_USAGE: Final = 16
+# What a shell reports for a process a signal ended: 128 + the signal's number.
+EXIT_INTERRUPTED: Final = 128 + signal.SIGINT
+EXIT_TERMINATED: Final = 128 + signal.SIGTERM
+EXIT_BROKEN_PIPE: Final = 128 + signal.SIGPIPE
 
 DEFAULT_DEMO_DIR: Final = "filestore-demo"
 
@@ -72,43 +90,85 @@ Exit codes: 0 clean, 1 errors corrected, 4 errors left uncorrected,
 """
 
 
-@contextlib.contextmanager
-def _progress(
-    enabled: bool, description: str, unit: str, total: int | None = None
-) -> Iterator[Callable[[int], None] | None]:
-    """A progress callback drawing a bar on stderr, or None when it is not a terminal.
+class _Bar:
+    """A progress bar on stderr that starts over, with its own total, at each phase
+    (see ``filestore.progress``): a total and a time left that hold for the phase."""
 
-    With a ``total``, the bar stops there: the callers' counts are estimates
-    (fsck, for one, reads a few bytes besides the log).
-    """
+    def __init__(self, command: str, unit: str, total: int | None) -> None:
+        self._command = command
+        self._meter = tqdm(
+            desc=command, unit=unit, unit_scale=True, total=total, file=sys.stderr, leave=False
+        )
+
+    def __call__(self, amount: int) -> None:
+        total = self._meter.total
+        # Never past the total: a phase's total may be an estimate (a log's preallocated tail).
+        self._meter.update(amount if total is None else min(amount, max(total - int(self._meter.n), 0)))
+
+    def phase(self, name: str, total: int | None, unit: str) -> None:
+        self._meter.unit = unit
+        self._meter.reset(total=total)
+        self._meter.set_description(f"{self._command}: {name}")
+
+    def close(self) -> None:
+        self._meter.close()
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, command: str, unit: str, total: int | None = None) -> Iterator[_Bar | None]:
+    """A bar drawn on stderr, or None when it is off (``--quiet``, ``--json``) or stderr is no terminal."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    with tqdm(
-        desc=description, unit=unit, unit_scale=True, total=total, file=sys.stderr, leave=False
-    ) as meter:
-
-        def advance(amount: int) -> None:
-            meter.update(amount if total is None else min(amount, max(total - int(meter.n), 0)))
-
-        yield advance
+    bar = _Bar(command, unit, total)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
-class _ReadMeter(OsFileIO):
-    """The real file layer, reporting the bytes it reads: fsck's progress.
+class _Tally:
+    """Counts the sessions an import or migrate has stored (its ``copy`` phase), passing what it
+    is told on to ``bar`` once there is one."""
 
-    ``fsck()`` takes no progress callback, but it reads the log through the
-    ``io`` seam it does take, front to back, so bytes read measure its progress.
-    """
+    def __init__(self) -> None:
+        self.stored = 0
+        self.bar: _Bar | None = None
+        self._phase = "copy"
 
-    def __init__(self, progress: Callable[[int], None] | None) -> None:
-        self._progress = progress
+    def __call__(self, amount: int) -> None:
+        if self._phase == "copy":
+            self.stored += amount
+        if self.bar is not None:
+            self.bar(amount)
 
-    def pread(self, fd: int, size: int, offset: int) -> bytes:
-        data = super().pread(fd, size, offset)
-        if self._progress is not None:
-            self._progress(len(data))
-        return data
+    def phase(self, name: str, total: int | None, unit: str) -> None:
+        self._phase = name
+        if self.bar is not None:
+            self.bar.phase(name, total, unit)
+
+
+@contextlib.contextmanager
+def _resumable(tally: _Tally, what: str) -> Iterator[None]:
+    """Say, when interrupted, how far an import or migrate got and that re-running resumes."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(
+            f"filestore: {what} interrupted after {tally.stored} sessions were stored or found already "
+            "there; run the same command again to resume (what arrived is skipped)",
+            err=True,
+        )
+        raise
+
+
+def _input_size(source: BinaryIO) -> int | None:
+    """The size of a regular file given as input (None for a pipe or a terminal)."""
+    try:
+        status = os.fstat(source.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 def _log_size(directory: Path) -> int | None:
@@ -132,6 +192,7 @@ def _open_any(spec: str, trust_directory: bool) -> MovableStore:
 def _open_existing(spec: str, trust_directory: bool) -> MovableStore:
     """The store ``spec`` names, refusing a directory that holds no store (rather than making one)."""
     if _is_directory_spec(spec):
+        require_directory(spec)
         log = Path(spec) / LOG_NAME
         if not log.is_file():
             raise InvalidInputError(f"{spec} is not a filestore (it has no {LOG_NAME})", field="store")
@@ -154,8 +215,8 @@ def _private_output(path: str) -> Iterator[TextIO]:
 
 
 def _seconds(_context: click.Context, _parameter: click.Parameter, value: float) -> float:
-    if not value >= 0:  # also refuses NaN, which would make a wait endless
-        raise click.BadParameter(f"{value} is not a number of seconds (0 or more)")
+    if not (value >= 0 and math.isfinite(value)):  # NaN or inf would make a wait endless
+        raise click.BadParameter(f"{value} is not a finite number of seconds (0 or more)")
     return value
 
 
@@ -170,6 +231,10 @@ _WAIT_OPTION: Final = click.option(
 )
 
 _JSON_OPTION: Final = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+_QUIET_OPTION: Final = click.option(
+    "--quiet", "-q", is_flag=True, help="Draw no progress bar (one is drawn only on a terminal anyway)."
+)
 
 _TRUST_OPTION: Final = click.option(
     "--trust-directory",
@@ -187,9 +252,31 @@ def _emit(as_json: bool, document: dict[str, object], lines: list[str]) -> None:
             click.echo(line)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+class _ClosedPipe(Exception):
+    """stdout's reader went away (``export | head``): not an error to report, but exit 141."""
+
+
+class _Commands(click.Group):
+    """The command group, passing a closed stdout up to ``main`` (click would exit 1 on it)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OSError as error:
+            if error.errno == errno.EPIPE:
+                raise _ClosedPipe from error
+            raise
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True
+)
+@click.version_option(package_name="filestore", prog_name="filestore", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(context: click.Context) -> None:
     """filestore: run the demo; check, compact, inspect and move session stores."""
+    if context.invoked_subcommand is None:
+        click.echo(context.get_help())
 
 
 @cli.command()
@@ -208,9 +295,10 @@ def demo(directory: Path) -> None:
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (needs the store to itself).")
 @_WAIT_OPTION
 @_JSON_OPTION
-def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
-    with _progress(not as_json, "fsck", "B", _log_size(directory)) as progress:
-        report = check_store(directory, repair=repair, wait=wait, io=_ReadMeter(progress))
+@_QUIET_OPTION
+def fsck(directory: Path, repair: bool, wait: float, as_json: bool, quiet: bool) -> int:
+    with _progress(not (as_json or quiet), "fsck", "B", _log_size(directory)) as bar:
+        report = check_store(directory, repair=repair, wait=wait, progress=bar)
     summary = (
         f"{report.path}: {report.records} records, {report.sessions} sessions, {len(report.errors)} errors"
     )
@@ -227,7 +315,8 @@ def fsck(directory: Path, repair: bool, wait: float, as_json: bool) -> int:
 )
 @_WAIT_OPTION
 @_JSON_OPTION
-def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
+@_QUIET_OPTION
+def compact(directory: Path, keep_old: bool, wait: float, as_json: bool, quiet: bool) -> int:
     """Rewrite only the live sessions of the store in DIRECTORY, offline.
 
     Refuses (exit 8) while other processes have the store open, unless they
@@ -237,8 +326,8 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
     that removes what the compaction wrote (exit 8); steps after it that
     failed (the snapshot, on a full disk) are printed as warnings.
     """
-    with _progress(not as_json, "compact", "B", _log_size(directory)) as progress:
-        report = compact_store(directory, keep_old=keep_old, wait=wait, progress=progress)
+    with _progress(not (as_json or quiet), "compact", "B", _log_size(directory)) as bar:
+        report = compact_store(directory, keep_old=keep_old, wait=wait, progress=bar)
     _emit(
         as_json,
         report.to_dict(),
@@ -253,10 +342,20 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool) -> int:
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False))
 @_JSON_OPTION
-def stats(directory: Path, as_json: bool) -> int:
-    """Count what is in the store in DIRECTORY, without blocking its writers."""
+def stats(directory: str, as_json: bool) -> int:
+    """Count what is in the store in DIRECTORY, without blocking its writers.
+
+    It reads the store's files, so it takes a directory only; for another
+    store, `filestore export STORE | wc -l` counts its sessions.
+    """
+    if not _is_directory_spec(directory):
+        raise click.BadParameter(
+            f"{directory} is not a directory: stats reads a store directory's files "
+            "(to count a Redis store's sessions: filestore export URL | wc -l)",
+            param_hint="DIRECTORY",
+        )
     report = store_stats(directory)
     snapshot = (
         "none that verifies (opening replays the whole log)"
@@ -289,14 +388,15 @@ def stats(directory: Path, as_json: bool) -> int:
     help="File to write (default: stdout); a new file is made 0600.",
 )
 @_TRUST_OPTION
-def export_command(store: str, output: str, trust_directory: bool) -> int:
+@_QUIET_OPTION
+def export_command(store: str, output: str, trust_directory: bool, quiet: bool) -> int:
     """Write every session of STORE (a directory, memory: or a redis:// URL) as JSON Lines."""
     with (
         _open_existing(store, trust_directory) as source,
         _private_output(output) as out,
-        _progress(True, "export", "sessions") as progress,
+        _progress(not quiet, "export", "sessions") as bar,
     ):
-        count = export_sessions(source, out, progress=progress)
+        count = export_sessions(source, out, progress=bar)
     click.echo(f"exported {count} sessions", err=True)
     return EXIT_OK
 
@@ -314,8 +414,9 @@ def export_command(store: str, output: str, trust_directory: bool) -> int:
 )
 @_JSON_OPTION
 @_TRUST_OPTION
+@_QUIET_OPTION
 def import_command(
-    store: str, source: BinaryIO, batch_size: int, as_json: bool, trust_directory: bool
+    store: str, source: BinaryIO, batch_size: int, as_json: bool, trust_directory: bool, quiet: bool
 ) -> int:
     """Import JSON Lines from SOURCE (a file, or - for stdin) into STORE.
 
@@ -326,11 +427,15 @@ def import_command(
     skips sessions already there; a session whose deadline has passed is
     skipped and counted as expired.
     """
-    with (
-        _open_any(store, trust_directory) as target,
-        _progress(not as_json, "import", "sessions") as progress,
-    ):
-        report = import_sessions(target, source, batch_size=batch_size, progress=progress)
+    # The bar follows the input's bytes; the tally counts the sessions stored.
+    tally = _Tally()
+    with _resumable(tally, "import"):
+        lines = _first_batch_checked(source, batch_size)
+        with (
+            _open_any(store, trust_directory) as target,
+            _progress(not (as_json or quiet), "import", "B", _input_size(source)) as bar,
+        ):
+            report = import_sessions(target, counted(lines, len, bar), batch_size=batch_size, progress=tally)
     _emit(
         as_json,
         report.to_dict(),
@@ -347,7 +452,8 @@ def import_command(
 @click.argument("target")
 @_JSON_OPTION
 @_TRUST_OPTION
-def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> int:
+@_QUIET_OPTION
+def migrate(source: str, target: str, as_json: bool, trust_directory: bool, quiet: bool) -> int:
     """Move every session from SOURCE to TARGET (directories, memory: or redis:// URLs).
 
     Keys, owners and user lookups are kept; re-running after an interruption
@@ -355,12 +461,15 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> i
     the migration (exit 8) rather than being overwritten. Ends by reading
     every session back from TARGET.
     """
+    tally = _Tally()
     with (
+        _resumable(tally, "migrate"),
         _open_existing(source, trust_directory) as origin,
+        _reached(origin) as origin,
         _open_any(target, trust_directory) as destination,
-        _progress(not as_json, "migrate", "sessions") as progress,
+        _progress(not (as_json or quiet), "migrate", "sessions") as tally.bar,
     ):
-        report = migrate_stores(origin, destination, progress=progress)
+        report = migrate_stores(origin, destination, progress=tally)
     _emit(
         as_json,
         report.to_dict(),
@@ -372,6 +481,30 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool) -> i
     return EXIT_OK
 
 
+class ArgumentError(InvalidInputError):
+    """An argument no command line could carry: a usage error (exit 16)."""
+
+
+def _first_batch_checked(source: BinaryIO, batch_size: int) -> Iterator[bytes]:
+    """The input's lines, its first batch validated before the target is opened.
+
+    A bad first batch (a gzip file, a line that is no session) then leaves no
+    new, empty store behind: it is imported into a throwaway memory store
+    first, which checks everything but what only the target knows.
+    """
+    head = list(itertools.islice(source, batch_size))
+    import_sessions(InMemorySessionStore(), head, batch_size=batch_size)
+    return itertools.chain(head, source)
+
+
+@contextlib.contextmanager
+def _reached(store: MovableStore) -> Iterator[MovableStore]:
+    """``store``, once one read has reached it: an unreachable source stops a migrate before
+    it makes its target."""
+    store.get_session(SessionKey(str(uuid.uuid4())))
+    yield store
+
+
 def _check_arguments(argv: list[str]) -> None:
     """Refuse an argument no command line could carry (NUL, a lone surrogate) before click sees it.
 
@@ -380,7 +513,7 @@ def _check_arguments(argv: list[str]) -> None:
     """
     for number, argument in enumerate(argv, 1):
         if not isinstance(argument, str):
-            raise InvalidInputError(
+            raise ArgumentError(
                 f"argument {number} is a {type(argument).__name__}, not a str",
                 field="argv",
                 rule="str arguments",
@@ -388,28 +521,78 @@ def _check_arguments(argv: list[str]) -> None:
         try:
             os.fsencode(argument)
         except UnicodeEncodeError:
-            raise InvalidInputError(
+            raise ArgumentError(
                 f"argument {number} holds a lone surrogate, which no command line can carry",
                 field="argv",
                 rule="encodable",
             ) from None
         if "\0" in argument:
-            raise InvalidInputError(f"argument {number} holds a NUL character", field="argv", rule="no NUL")
+            raise ArgumentError(f"argument {number} holds a NUL character", field="argv", rule="no NUL")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does (cleanups run)."""
+
+
+def _raise_terminated(_signal: int, _frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Make SIGTERM unwind like SIGINT while the command runs (main thread only: signals go there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_stdout() -> None:
+    """Point a closed stdout at /dev/null, so the interpreter's last flush raises nothing."""
+    original = sys.__stdout__
+    if original is None or sys.stdout is not original:
+        return  # none, or captured in-process: not ours to touch
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, original.fileno())
+        os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     try:
-        _check_arguments(sys.argv[1:] if argv is None else argv)
-        result = cli.main(args=argv, prog_name="filestore", standalone_mode=False)
+        with _sigterm_unwinds():
+            _check_arguments(sys.argv[1:] if argv is None else argv)
+            result = cli.main(args=argv, prog_name="filestore", standalone_mode=False)
+            sys.stdout.flush()  # here, so that a closed pipe is found while we can still answer 141
     except click.exceptions.Exit as done:
         return int(done.exit_code)
+    except click.UsageError as error:
+        error.show()
+        return EXIT_USAGE
     except click.ClickException as error:
         error.show()
         return EXIT_OPERATIONAL
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as error:
+        # click turns Ctrl-C (and our SIGTERM) into Abort, keeping the cause; EOF too.
+        if isinstance(error.__cause__, Terminated):
+            click.echo("filestore: terminated", err=True)
+            return EXIT_TERMINATED
+        if isinstance(error.__cause__, KeyboardInterrupt):
+            click.echo("filestore: interrupted", err=True)
+            return EXIT_INTERRUPTED
+        click.echo("filestore: aborted (end of input)", err=True)
         return EXIT_OPERATIONAL
+    except (_ClosedPipe, BrokenPipeError):
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    except ArgumentError as error:
+        click.echo(f"filestore: {error}", err=True)
+        return EXIT_USAGE
     except (FilestoreError, OSError) as error:
         click.echo(f"filestore: {error}", err=True)
         return EXIT_OPERATIONAL

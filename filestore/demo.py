@@ -2,6 +2,13 @@
 
 ``filestore demo [DIR]`` runs ``run_demo``; it is what the README's first
 command shows a newcomer.
+
+Each message is a find, then an update, create or remove: not atomic
+together, so two runners resuming one user's flow at once would race (one
+removes the session the other is about to update). A real deployment routes
+one user's messages to one runner at a time; the demo does the same with a
+lock beside the store directory, so a second run waits for the first and
+then resumes what it left.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import filelock
 
 from filestore.engine.layout import LOG_NAME
 from filestore.engine.store import FileSessionStore
@@ -50,13 +59,33 @@ def _handle_message(
     say(f"  {user}: resumed session {key[:8]} at {FLOW[step]}, now paused at {FLOW[step + 1]}")
 
 
+def demo_lock_path(directory: Path) -> Path:
+    """The lock one demo run holds over ``directory``: a hidden file beside it, never inside the store."""
+    return directory.parent / f".{directory.name}.demo-lock"
+
+
 def run_demo(directory: Path, say: Callable[[str], None] = print) -> int:
     """Play three users through a three-step flow, restarting the 'runner' midway.
 
-    Returns the number of sessions left paused in the store.
+    Returns the number of sessions left paused in the store. A run waits for
+    another run on the same directory to finish first.
     """
-    ctx_of = {user: TenantCtx.new("dev", "acme").with_team("support").with_user(user) for user in DEMO_USERS}
     say(f"filestore demo: store at {directory}")
+    FileSessionStore(directory).close()  # makes the directory and its parents, as safely as a store does
+    lock = filelock.FileLock(demo_lock_path(directory))
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        say(f"another demo is running on {directory}; waiting for it to finish")
+        lock.acquire()
+    try:
+        return _play(directory, say)
+    finally:
+        lock.release()
+
+
+def _play(directory: Path, say: Callable[[str], None]) -> int:
+    ctx_of = {user: TenantCtx.new("dev", "acme").with_team("support").with_user(user) for user in DEMO_USERS}
     with FileSessionStore(directory) as store:
         say(f"opened with {len(store)} paused sessions; first messages arrive:")
         for user in DEMO_USERS:

@@ -252,6 +252,22 @@ class UntrustedDirectoryError(FilestoreError, PermissionError):
         super().__init__(message, path=path, uid=uid, mode=mode)
 
 
+class StoreReadOnlyError(FilestoreError, PermissionError):
+    """The store cannot be written by this process, and what was asked needs to write it.
+
+    Its directory or files are read-only to this account, or its file system
+    is mounted read-only. ``path`` is the file that could not be opened or
+    made for writing. Checking and reading need no write access: ``fsck``
+    without ``repair`` and ``stats`` work on a read-only store.
+    """
+
+    code = ErrorCode.PERMISSION_DENIED
+    path: str
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, path=path)
+
+
 class BackendUnavailableError(FilestoreError):
     """A store's server (Redis) is unreachable or failing; ``address`` says which.
 

@@ -243,7 +243,7 @@ class RedisSessionStore(ClosesOnExit):
         """
         for pattern in ("waits:user:*", "scoped-waits:user:*"):
             match = f"{_glob_literal(self.namespace)}:{pattern}"
-            for name in self._call(self._client.scan_iter, match=match, count=500):
+            for name in self._scan(match):
                 self._call(self._prune_waits, [name], [self.namespace])
         return 0
 
@@ -266,7 +266,7 @@ class RedisSessionStore(ClosesOnExit):
         """
         scopes = self._scope_entries()
         prefix = f"{self.namespace}:session:"
-        for name in self._call(self._client.scan_iter, match=f"{_glob_literal(prefix)}*", count=500):
+        for name in self._scan(f"{_glob_literal(prefix)}*"):
             key = SessionKey(name[len(prefix) :])
             stored = self._stored(key, scopes.get(key, ""))
             if stored is not None:  # else removed while we scanned
@@ -318,7 +318,7 @@ class RedisSessionStore(ClosesOnExit):
     def _scope_entries(self) -> dict[str, str]:
         """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
         prefix = f"{self.namespace}:waits:scope:"
-        names = list(self._call(self._client.scan_iter, match=f"{_glob_literal(prefix)}*", count=500))
+        names = list(self._scan(f"{_glob_literal(prefix)}*"))
         scopes: dict[str, str] = {}
         for start in range(0, len(names), 500):
             batch = names[start : start + 500]
@@ -368,6 +368,17 @@ class RedisSessionStore(ClosesOnExit):
             only_wait(SessionKey(key) for key in found[1:])  # raises: several waits
         _status, key, value = found
         return SessionKey(key), _stored_data(self._session_key(key), value)
+
+    def _scan(self, match: str) -> Iterator[Any]:
+        """SCAN's names, lazily, each step through ``_call``: redis-py's iterator talks to the
+        server as it goes, so an unreachable server is found while iterating, not when it starts."""
+        names = self._call(self._client.scan_iter, match=match, count=500)
+        while True:
+            try:
+                name = self._call(next, names)
+            except StopIteration:
+                return
+            yield name
 
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
         if self._closed:

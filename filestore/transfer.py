@@ -31,12 +31,13 @@ from typing import IO, Any, Final
 import attrs
 
 from filestore import serdejson
-from filestore.backends import MovableStore, check_movable, copy_sessions
+from filestore.backends import MovableStore, check_movable, copy_sessions, session_count
 from filestore.contract import StoredSession, check_same_owner, check_stored_session
 from filestore.engine.options import callback, count
-from filestore.errors import InvalidInputError, message_of
+from filestore.errors import InvalidInputError, TenantMismatchError, message_of
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
 from filestore.model import SessionData
+from filestore.progress import begin_phase
 from filestore.waits import Clock, WaitAddress, check_clock, is_expired, system_clock
 
 DEFAULT_BATCH: Final = 1000
@@ -84,6 +85,7 @@ def export_sessions(
             f"out: expected an open text stream, not {out!r}"[:200], field="out", rule="has write()"
         )
     progress = callback("progress", progress)
+    begin_phase(progress, "export", session_count(store), "sessions")
     written = 0
     for stored in store.iter_sessions():
         out.write(session_line(stored) + "\n")
@@ -112,7 +114,7 @@ def parse_line(text: str, number: int) -> StoredSession:
         if not isinstance(active, bool):
             raise InvalidInputError("active must be true or false", field="active", rule="a boolean")
         key = check_key(doc["key"])
-        data = check_same_owner(scope, SessionData.from_dict(doc["session"]))
+        data = _same_owner(scope, SessionData.from_dict(doc["session"]))
         # The store's own checks: a wait is a scope hash of a session naming its user, a
         # deadline is unix milliseconds within int64 (null, like absent, is none).
         stored = check_stored_session(
@@ -120,11 +122,36 @@ def parse_line(text: str, number: int) -> StoredSession:
         )
     except RecursionError:
         raise _bad_line(number, "nested too deeply") from None
+    except json.JSONDecodeError as error:
+        # Its own wording says "line 1 column 5", the line inside the document: ours has one line.
+        raise _bad_line(number, f"not JSON ({error.msg} at column {error.colno})") from None
     except (ValueError, KeyError, TypeError) as error:
         raise _bad_line(
             number, f"missing field {error}" if isinstance(error, KeyError) else message_of(error)
         ) from None
     return stored
+
+
+def _same_owner(scope: SessionScope, data: SessionData) -> SessionData:
+    """``data`` unless its ``tenant_ctx`` names another owner than the line's ``scope`` (said so)."""
+    try:
+        return check_same_owner(scope, data)
+    except TenantMismatchError as error:
+        ctx = data.tenant_ctx
+        said = {
+            "env/tenant": (f"{scope.env}/{scope.tenant_id}", f"{ctx.env}/{ctx.tenant_id}"),
+            "team": (_named("team", scope.team), _named("team", ctx.effective_team)),
+            "user": (_named("user", scope.user), _named("user", ctx.effective_user)),
+        }[error.part]
+        raise InvalidInputError(
+            f'"scope" names {said[0]} but "session" is for {said[1]}',
+            field="scope",
+            rule="scope and session.tenant_ctx name one owner",
+        ) from None
+
+
+def _named(what: str, value: object) -> str:
+    return f"no {what}" if value is None else f"{what} {value}"
 
 
 def _bad_line(number: int, detail: str) -> InvalidInputError:

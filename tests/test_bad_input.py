@@ -851,34 +851,37 @@ def test_redis_store_refuses_bad_options_and_writes_nothing(options: dict[str, o
 
 
 @pytest.mark.parametrize(
-    "arguments",
+    ("arguments", "code"),
     [
-        ["fsck", LONG_NAME],
-        ["fsck", "a\0b"],
-        ["stats", LONG_PATH],
-        ["compact", SURROGATE],
-        ["compact", "store", "--wait", "inf"],
-        ["fsck", "store", "--wait", "nan"],
-        ["fsck", "store", "--wait", "soon"],
-        ["export", "a\0b"],
-        ["import", "ftp://x", "-"],
-        ["migrate", "memory:", LONG_NAME],
-        ["nosuch"],
-        ["fsck"],
+        (["fsck", LONG_NAME], 8),
+        (["fsck", "a\0b"], 16),
+        (["stats", LONG_PATH], 8),
+        (["compact", SURROGATE], 16),
+        (["compact", "store", "--wait", "inf"], 16),
+        (["fsck", "store", "--wait", "nan"], 16),
+        (["fsck", "store", "--wait", "soon"], 16),
+        (["export", "a\0b"], 16),
+        (["import", "ftp://x", "-"], 8),
+        (["migrate", "memory:", LONG_NAME], 8),
+        (["nosuch"], 16),
+        (["fsck"], 16),
     ],
-    ids=lambda arguments: " ".join(arguments)[:40],
+    ids=lambda value: " ".join(value)[:40] if isinstance(value, list) else str(value),
 )
-def test_cli_bad_arguments_exit_8_with_a_message_not_a_traceback(
+def test_cli_bad_arguments_exit_8_or_16_with_a_message_not_a_traceback(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     arguments: list[str],
+    code: int,
 ) -> None:
-    """Bad arguments: exit 8 (docs/cli.md), a message on stderr, no traceback, nothing written."""
+    """Bad arguments: a usage error (what no command line may say: an unknown command, a missing
+    argument, a bad value, an argument no command line carries) exits 16, a store path the system
+    refuses 8 (docs/cli.md); either with a message on stderr, no traceback, nothing written."""
     monkeypatch.chdir(tmp_path)
     FileSessionStore(tmp_path / "store").close()
     before = directory_state(tmp_path)
-    assert main(arguments) == 8
+    assert main(arguments) == code
     captured = capsys.readouterr()
     assert captured.err.strip()
     assert "Traceback" not in captured.err + captured.out

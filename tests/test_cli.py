@@ -92,8 +92,9 @@ def test_fsck_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_operational_errors_exit_8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A missing store, a store in use, or a bad argument is exit 8 with a message."""
+    """A missing store or a store in use is exit 8 with a message; a missing one "does not exist"."""
     assert main(["fsck", str(tmp_path / "missing")]) == 8
+    assert "missing does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     for command in ("fsck", "compact", "stats", "export"):
         assert main([command, str(tmp_path / "empty")]) == 8, command
@@ -103,8 +104,9 @@ def test_operational_errors_exit_8(tmp_path: Path, capsys: pytest.CaptureFixture
         assert main(["compact", str(tmp_path / "s")]) == 8
         assert "open" in capsys.readouterr().err
         assert main(["fsck", str(tmp_path / "s"), "--repair"]) == 8
-    assert main(["compact", str(tmp_path / "s"), "--bogus"]) == 8
-    assert main(["stats", str(tmp_path / "missing")]) == 8
+    for command in ("compact", "stats", "export"):
+        assert main([command, str(tmp_path / "missing")]) == 8, command
+        assert "missing does not exist" in capsys.readouterr().err, command
 
 
 def test_compact_and_stats_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,12 +231,12 @@ def test_wait_outlasts_a_handle_that_closes_after_the_command_found_it(tmp_path:
     assert watcher.blocked
 
 
-@pytest.mark.parametrize("wait", ["-1", "nan", "soon"])
+@pytest.mark.parametrize("wait", ["-1", "nan", "inf", "soon"])
 def test_wait_must_be_seconds(tmp_path: Path, wait: str) -> None:
-    """--wait refuses negative numbers, NaN (an endless wait) and words: exit 8."""
+    """--wait refuses negative numbers, NaN and inf (endless waits) and words: a usage error, exit 16."""
     make_store(tmp_path / "s")
-    assert main(["fsck", str(tmp_path / "s"), "--wait", wait]) == 8
-    assert main(["compact", str(tmp_path / "s"), "--wait", wait]) == 8
+    assert main(["fsck", str(tmp_path / "s"), "--wait", wait]) == 16
+    assert main(["compact", str(tmp_path / "s"), "--wait", wait]) == 16
 
 
 def test_fsck_of_a_store_without_its_log_is_4_of_no_store_at_all_8(tmp_path: Path) -> None:
@@ -493,7 +495,7 @@ def test_export_of_a_missing_store_is_8_and_creates_nothing(
 ) -> None:
     """export never makes a new, empty store out of a mistyped path."""
     assert main(["export", str(tmp_path / "typo" / "s")]) == 8
-    assert "not a filestore" in capsys.readouterr().err
+    assert "typo/s does not exist" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists()
     assert main(["migrate", str(tmp_path / "typo"), str(tmp_path / "b")]) == 8
 
@@ -622,9 +624,9 @@ def test_import_names_the_bad_line(
 
 
 def test_import_batch_size_must_be_positive(tmp_path: Path) -> None:
-    """--batch-size 0 is a usage error (8); the library refuses it too."""
+    """--batch-size 0 is a usage error (16); the library refuses it too."""
     write_lines(tmp_path / "empty.jsonl", [])
-    assert main(["import", str(tmp_path / "b"), str(tmp_path / "empty.jsonl"), "--batch-size", "0"]) == 8
+    assert main(["import", str(tmp_path / "b"), str(tmp_path / "empty.jsonl"), "--batch-size", "0"]) == 16
     with FileSessionStore(tmp_path / "c") as store, pytest.raises(InvalidInputError):
         import_sessions(store, [], batch_size=0)
 

@@ -30,6 +30,7 @@ from filestore import (
     StoreFullError,
     StoreInUseError,
     StorePoisonedError,
+    StoreReadOnlyError,
     TenantMismatchError,
     UnsupportedFilesystemError,
     UntrustedDirectoryError,
@@ -84,6 +85,12 @@ CASES: Final = [
         ErrorCode.PERMISSION_DENIED,
         (PermissionError, OSError),
         {"path": "/s", "uid": 65534, "mode": 0o777},
+    ),
+    Case(
+        StoreReadOnlyError,
+        ErrorCode.PERMISSION_DENIED,
+        (PermissionError, OSError),
+        {"path": "/s/sessions.log"},
     ),
 ]
 
@@ -144,6 +151,7 @@ def test_builtin_bases(case: Case) -> None:
         (TenantMismatchError, InvalidInputError),
         (LockTimeoutError, TimeoutError),
         (UntrustedDirectoryError, PermissionError),
+        (StoreReadOnlyError, PermissionError),
     ],
 )
 def test_except_clauses_for_the_builtin_catch_it(

@@ -18,7 +18,11 @@ PACKAGE: Final = Path(__file__).resolve().parent.parent / "filestore"
 # (rank, group, modules): a module may import its own group or a group of lower rank.
 # Two groups of one rank are siblings and may not import each other.
 LAYERS: Final = (
-    (0, "model", {"errors", "serdejson", "strictcbor", "ids", "fields", "model", "fastdecode", "mapping"}),
+    (
+        0,
+        "model",
+        {"errors", "progress", "serdejson", "strictcbor", "ids", "fields", "model", "fastdecode", "mapping"},
+    ),
     (1, "contract", {"contract", "waits"}),
     (2, "engine", {"engine"}),
     (2, "stores", {"memory", "redis_store", "redis_scripts"}),

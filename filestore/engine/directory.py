@@ -56,6 +56,15 @@ _PATH_REFUSALS: Final = frozenset({errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES
 logger = logging.getLogger("filestore")
 
 
+def require_directory(path: str) -> None:
+    """Refuse a store path that is missing or not a directory, in the one wording every tool uses."""
+    if os.path.isdir(path):
+        return
+    if os.path.lexists(path):
+        raise InvalidInputError(f"{path} is not a directory", field="path", rule="a store directory")
+    raise InvalidInputError(f"{path} does not exist", field="path", rule="an existing store directory")
+
+
 def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
     """Make ``path`` (mode ``dir_mode``) and its missing parents durably; refuse a non-directory.
 

@@ -25,7 +25,10 @@ from typing import Final
 import filelock
 
 from filestore.engine.layout import LOCK_NAME, REGISTRATION_NAME
-from filestore.errors import LockTimeoutError, StoreInUseError, UntrustedDirectoryError
+from filestore.errors import LockTimeoutError, StoreInUseError, StoreReadOnlyError, UntrustedDirectoryError
+
+# What opening a file to write answers on a store that is read-only to us.
+READ_ONLY: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 _FIRST_WAIT: Final = 0.0005
 _LONGEST_WAIT: Final = 0.02
@@ -50,14 +53,26 @@ NETWORK_FILESYSTEMS: Final = frozenset(
 
 
 def _open_lock_file(path: str, mode: int) -> int:
+    flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), mode)
+        return os.open(path, os.O_RDWR | os.O_CREAT | flags, mode)
     except OSError as error:
         # O_NOFOLLOW's ELOOP: a link planted at the lock file's name (opening checks
         # for one first, but one may appear later, and the offline tools meet it here).
         if error.errno == errno.ELOOP and os.path.islink(path):
             raise planted_link(path) from None
-        raise
+        if error.errno not in READ_ONLY:
+            raise
+    # A read-only store: flock needs no write access, so a reader (or a checker) locks
+    # the existing file as a writer would; one that is missing cannot be made.
+    try:
+        return os.open(path, os.O_RDONLY | flags)
+    except FileNotFoundError:
+        raise StoreReadOnlyError(
+            f"cannot make {path}: the store's directory is read-only here; the first process "
+            "to open a store makes its lock files, and needs write access to do so",
+            path=path,
+        ) from None
 
 
 def planted_link(path: str) -> UntrustedDirectoryError:

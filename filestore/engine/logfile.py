@@ -38,8 +38,9 @@ from filestore.engine.framing import (
     verify_frame,
 )
 from filestore.engine.layout import LOG_NAME
+from filestore.engine.locking import READ_ONLY
 from filestore.engine.records import encode_seal
-from filestore.errors import CorruptionError
+from filestore.errors import CorruptionError, StoreReadOnlyError
 
 READ_CHUNK: Final = 4 << 20
 NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -129,7 +130,17 @@ class LogFile:
         ``readonly`` is for tools that must never change the store (stats).
         """
         path = os.path.join(directory, name)
-        fd = io.open_readonly(path) if readonly else io.open(path)
+        try:
+            fd = io.open_readonly(path) if readonly else io.open(path)
+        except OSError as error:
+            if readonly or error.errno not in READ_ONLY:
+                raise
+            raise StoreReadOnlyError(
+                f"{path} cannot be opened for writing ({error.strerror}): writing to this store "
+                "needs write access to its directory and files; checking and reading need none "
+                "(fsck without --repair, stats)",
+                path=path,
+            ) from None
         try:
             header = FileHeader.decode(io.pread(fd, FILE_HEADER_SIZE, 0))
         except BaseException:

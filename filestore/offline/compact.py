@@ -13,10 +13,12 @@ from collections.abc import Callable
 import attrs
 
 from filestore.engine.fileio import OS_IO, FileIO
+from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.options import callback, flag, seconds, store_path
 from filestore.engine.rewrite import live_frames, rewrite_generation
 from filestore.offline.exclusive import exclusive_store, replay
+from filestore.progress import begin_phase, phased_only
 from filestore.waits import Clock, check_clock, system_clock
 
 
@@ -61,7 +63,9 @@ def compact(
     waiting ``wait`` seconds), ``CorruptionError`` if the log is damaged in
     the middle, or if valid records follow a bad one at all (run ``fsck``
     first: it never cuts a valid record). ``progress`` is called with
-    the number of bytes of old log processed since its last call.
+    the number of bytes of old log copied since its last call; one that
+    follows phases (see ``filestore.progress``) is told of two, ``scan``
+    (rebuilding the index) and ``copy``, and gets the bytes of both.
 
     Returns if and only if the store advanced to the new generation; a
     failure or ``KeyboardInterrupt`` before that undoes the rewrite (nothing
@@ -75,10 +79,18 @@ def compact(
     clock = check_clock(clock)
     snapshot_path = os.path.join(directory, SNAPSHOT_NAME)
     with exclusive_store(directory, wait=wait, io=io) as log:
-        index, _ = replay(log)
+        # The scan reads the records, then ends where they do: what follows (preallocated
+        # zeros, a torn tail) is counted at once, so the phase ends at its total.
+        size = io.size(log.fd) - FILE_HEADER_SIZE
+        begin_phase(progress, "scan", size, "B")
+        scanned = phased_only(progress)
+        index, _ = replay(log, scanned)
+        if scanned is not None:
+            scanned(size - (log.end - FILE_HEADER_SIZE))
         log.recover_tail()
         records_before = log.last_seq
         bytes_before = io.size(log.fd) + _file_size(snapshot_path)
+        begin_phase(progress, "copy", log.end - FILE_HEADER_SIZE, "B")
         result = rewrite_generation(
             io,
             directory,

@@ -59,7 +59,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import attrs
@@ -68,6 +68,7 @@ from filestore.engine.directory import (
     leftovers,
     looks_like_a_store,
     read_meta_uuid,
+    require_directory,
     store_file_mode,
     write_meta,
 )
@@ -84,7 +85,7 @@ from filestore.engine.layout import (
     is_temp_name,
 )
 from filestore.engine.logfile import LogFile
-from filestore.engine.options import flag, seconds, store_path
+from filestore.engine.options import callback, flag, seconds, store_path
 from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
 from filestore.engine.rewrite import rewrite_generation
 from filestore.engine.snapshot import decode_snapshot, encode_snapshot, load_snapshot, write_snapshot
@@ -94,6 +95,7 @@ from filestore.offline.exclusive import exclusive_store
 from filestore.offline.findings import FsckAction, FsckFinding, FsckSeverity
 from filestore.offline.headerrecovery import SEARCH_WINDOW, recover_header
 from filestore.offline.logwalk import LogWalk, walk_log
+from filestore.progress import begin_phase, counted
 
 __all__ = [
     "EXIT_CLEAN",
@@ -150,19 +152,26 @@ class FsckReport:
 
 
 def fsck(
-    path: str | os.PathLike[str], *, repair: bool = False, wait: float = 0.0, io: FileIO = OS_IO
+    path: str | os.PathLike[str],
+    *,
+    repair: bool = False,
+    wait: float = 0.0,
+    io: FileIO = OS_IO,
+    progress: Callable[[int], None] | None = None,
 ) -> FsckReport:
     """Check the store at ``path``; with ``repair``, fix what can be fixed (see module docs).
 
     Holds the store exclusively (``StoreInUseError`` if others have it open,
     after ``wait`` seconds), so that it never mistakes a record being written
-    for damage.
+    for damage. ``progress`` is called with bytes done, in the phases
+    ``scan`` (the whole log), ``verify`` (every record kept), ``rewrite``
+    (a repair's new generation) and ``snapshot`` (see ``filestore.progress``).
     """
     directory = store_path(path)
     repair = flag("repair", repair)
     wait = seconds("wait", wait)
-    if not os.path.isdir(directory):
-        raise InvalidInputError(f"{directory} is not a directory", field="path", rule="a store directory")
+    progress = callback("progress", progress)
+    require_directory(directory)
     if not looks_like_a_store(set(os.listdir(directory))):
         raise InvalidInputError(
             f"{directory} holds no filestore (no {LOG_NAME}, {META_NAME} or {SNAPSHOT_NAME})",
@@ -189,8 +198,8 @@ def fsck(
         return header
 
     try:
-        with exclusive_store(directory, wait=wait, io=io, recover_header=recover) as log:
-            _check_log(io, directory, log, report)
+        with exclusive_store(directory, wait=wait, io=io, recover_header=recover, readonly=not repair) as log:
+            _check_log(io, directory, log, report, progress)
             # Still holding the store: a handle opened (or a compaction begun) after we let
             # go could have its own new file, under a name listed here, removed under it.
             _check_stray_files(io, directory, report, remove=report.repair)
@@ -204,7 +213,9 @@ def fsck(
     return report
 
 
-def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> None:
+def _check_log(
+    io: FileIO, directory: str, log: LogFile, report: FsckReport, progress: Callable[[int], None] | None
+) -> None:
     meta_uuid = read_meta_uuid(io, os.path.join(directory, META_NAME))
     if meta_uuid != str(log.header.store_uuid):
         finding = FsckFinding(
@@ -225,10 +236,12 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
             finding.resolve(FsckAction.REWROTE_IDENTITY, outcome)
         report.findings.append(finding)
 
-    walk = walk_log(log)
+    begin_phase(progress, "scan", io.size(log.fd), "B")
+    walk = walk_log(log, progress)
     report.findings.extend(walk.findings)
     report.lost = walk.lost
-    index, rewrite, replay_changed = _replay(log, walk.good, report)
+    begin_phase(progress, "verify", sum(frame.size for frame in walk.good), "B")
+    index, rewrite, replay_changed = _replay(log, walk.good, report, progress)
     report.records = len(walk.good)
     report.sessions = len(index)
     log.end = walk.end
@@ -236,7 +249,9 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
     needs_rewrite = walk.rewrite or replay_changed or header_recovered
     if report.repair and needs_rewrite:
         del index  # the new generation gets an index of its own: never hold both
-        _repair_by_rewrite(io, directory, log, walk, rewrite.frames(log), report)
+        begin_phase(progress, "rewrite", sum(frame.size for frame in rewrite.keep), "B")
+        frames = counted(rewrite.frames(log), lambda frame: frame.size, progress)
+        _repair_by_rewrite(io, directory, log, walk, frames, report)
         return
     if report.repair and walk.tail_cut is not None:
         log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
@@ -245,7 +260,18 @@ def _check_log(io: FileIO, directory: str, log: LogFile, report: FsckReport) -> 
         side = log.recover_tail(cut_copies=True)
         for finding in walk.tail_findings:
             finding.resolve(FsckAction.CUT, f"cut; the bytes are kept in {os.path.basename(side or '?')}")
+    snapshot_bytes = _size_or_zero(os.path.join(directory, SNAPSHOT_NAME))
+    begin_phase(progress, "snapshot", snapshot_bytes, "B")
     _check_snapshot(io, directory, log, index, walk, report)
+    if progress is not None:
+        progress(snapshot_bytes)
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 @attrs.define
@@ -273,7 +299,9 @@ class _Rewrite:
             yield attrs.evolve(frame, payload=record.encode())
 
 
-def _replay(log: LogFile, frames: list[FrameRef], report: FsckReport) -> tuple[Index, _Rewrite, bool]:
+def _replay(
+    log: LogFile, frames: list[FrameRef], report: FsckReport, progress: Callable[[int], None] | None
+) -> tuple[Index, _Rewrite, bool]:
     """Rebuild the index from verified frames, reporting records the store would never write.
 
     Leaves in ``frames`` only the records that decode. Also returns what a
@@ -286,7 +314,9 @@ def _replay(log: LogFile, frames: list[FrameRef], report: FsckReport) -> tuple[I
     changed = False
     decoded: list[FrameRef] = []
     rewrite = _Rewrite()
-    for ref, frame in zip(frames, log.frames_at(frames), strict=True):
+    for ref, frame in zip(
+        frames, counted(log.frames_at(frames), lambda frame: frame.size, progress), strict=True
+    ):
         try:
             record: Record = decode_record(frame.kind, frame.payload)
             session = record.session() if isinstance(record, Put) else None

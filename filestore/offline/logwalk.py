@@ -39,6 +39,7 @@ rewrites (``LogFile.frames_at``).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -77,9 +78,10 @@ class LogWalk:
     end: int = FILE_HEADER_SIZE  # the end of the last record kept in place
 
 
-def walk_log(log: LogFile) -> LogWalk:
-    """Read the whole log and decide, record by record (see the module's docs)."""
-    frames, bad, tail = _collect(log)
+def walk_log(log: LogFile, progress: Callable[[int], None] | None = None) -> LogWalk:
+    """Read the whole log and decide, record by record (see the module's docs); ``progress``
+    is told the bytes read."""
+    frames, bad, tail = _collect(log, progress)
     walk = LogWalk()
     found: list[tuple[int, FsckFinding]] = []
 
@@ -209,12 +211,22 @@ def _end_findings(
     return []
 
 
-def _collect(log: LogFile) -> tuple[list[FrameRef], list[_Bad], tuple[int, int] | None]:
+def _collect(
+    log: LogFile, progress: Callable[[int], None] | None
+) -> tuple[list[FrameRef], list[_Bad], tuple[int, int] | None]:
     """Where every verified frame is, in file order; the bad regions between them; a torn
     tail (its offset and length, preallocated zeros excluded) after the last one."""
     frames: list[FrameRef] = []
     bad: list[_Bad] = []
     offset = FILE_HEADER_SIZE
+    done = 0  # bytes reported, the file header's included
+
+    def advance(to: int) -> None:
+        nonlocal done
+        if progress is not None and to > done:
+            progress(to - done)
+            done = to
+
     while True:
         why, stop = Probe.END.value, offset
         for kind, frame, at in log.frames(offset):
@@ -222,11 +234,14 @@ def _collect(log: LogFile) -> tuple[list[FrameRef], list[_Bad], tuple[int, int] 
                 why, stop = kind.value, at
                 break
             frames.append(FrameRef.of(frame))
+            advance(frame.offset + frame.size)
         resume = next(log.valid_frames(stop), None)
         if resume is None:
+            advance(log.io.size(log.fd))
             data_end = log.data_end(stop)
             return frames, bad, (stop, data_end - stop) if data_end > stop else None
         bad.append(_Bad(stop, resume.offset, why, FrameRef.of(resume)))
+        advance(resume.offset)
         offset = resume.offset
 
 

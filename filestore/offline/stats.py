@@ -14,7 +14,7 @@ import time
 
 import attrs
 
-from filestore.engine.directory import refuse_links
+from filestore.engine.directory import refuse_links, require_directory
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
@@ -72,13 +72,13 @@ def stats(path: str | os.PathLike[str], *, io: FileIO = OS_IO, clock: Clock = sy
 
     ``clock`` (unix milliseconds) is what ``expired`` is counted against.
 
-    Raises ``CorruptionError`` if the directory holds no log, or its header
-    does not verify. Changes nothing on disk.
+    Raises ``InvalidInputError`` if the directory does not exist,
+    ``CorruptionError`` if it holds no log, or its header does not verify. Changes nothing on disk.
     """
     directory = store_path(path)
     now = check_clock(clock)()
-    if os.path.isdir(directory):
-        refuse_links(directory)
+    require_directory(directory)
+    refuse_links(directory)
     log = _open_log_readonly(io, directory)
     try:
         size = io.size(log.fd)
