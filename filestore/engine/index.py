@@ -101,22 +101,7 @@ class Index:
         changed = self._changed
         if changed is not None and key in changed:
             return changed[key]
-        columns = self.columns
-        slot = columns.slots.get(key)
-        if slot is None:
-            return None
-        owner = columns.owners[columns.owner_ids[slot]]
-        extra = columns.extra.get(key) if columns.extra else None
-        return tuple.__new__(
-            Entry,
-            (
-                columns.offsets[slot],
-                columns.sizes[slot],
-                tuple.__new__(SessionScope, (*owner, columns.users[slot])),
-                columns.seqs[slot],
-                *(extra or (None, None)),
-            ),
-        )
+        return self.columns.get(key)
 
     def lookup(self, scope: SessionScope) -> SessionKey | None:
         """The key the user lookup ``scope`` points at, if any."""
