@@ -34,8 +34,8 @@ from filestore.ids import SessionKey, SessionScope
 if TYPE_CHECKING:
     from filestore.engine.records import Put
 
-# The session cache's default size: the sessions it holds have their entries built too.
-HOT_ENTRIES: Final = 10_000
+# Above the session cache's default size (10,000): the sessions it holds keep their entries built.
+HOT_ENTRIES: Final = 16_384
 
 Owner = tuple[Any, ...]
 """``(env, tenant_id, team)``: a ``SessionScope`` without its user."""
@@ -202,22 +202,28 @@ class Columns:
         return slot
 
     def put_plain(
-        self, key: SessionKey, record: Put, offset: int, size: int, seq: int
+        self, key: SessionKey, record: Put, offset: int, size: int, seq: int, *, remember: bool = False
     ) -> tuple[int, bool] | None:
         """Store a PUT with no wait over no entry or one with no wait: the previous entry's
         size (0 if none) and whether it had a deadline. ``None`` (nothing done) if the
-        previous entry has a wait, for the general rules to handle."""
+        previous entry has a wait, for the general rules to handle.
+
+        With ``remember`` (the store's own writes, not replay), the new entry goes to
+        ``hot`` when its owner is at hand (a new key's, or a hot key's), so reading back a
+        session just written does not build it."""
         extra = self.extra.get(key) if self.extra else None
         if extra is not None and extra[0] is not None:
             return None
-        if self.hot:
-            self.hot.pop(key, None)
+        hot = self.hot
+        was = hot.pop(key, None) if hot else None
         slot = self.slots.get(key)
         if slot is None:
             slot = self._slot_for(key, record.scope)
             previous = 0
+            owner: SessionScope | None = record.scope
         else:
             previous = self.sizes[slot]
+            owner = None if was is None else was.scope
         self.offsets[slot] = offset
         self.sizes[slot] = size
         self.seqs[slot] = seq
@@ -233,6 +239,10 @@ class Columns:
             # Keep the key object already there: an equal new one would be a second copy.
             if inner.get(user) != key:
                 inner[user] = key
+        if remember and owner is not None:
+            if len(hot) >= HOT_ENTRIES:
+                hot.clear()
+            hot[key] = tuple.__new__(Entry, (offset, size, owner, seq, None, record.deadline))
         return previous, extra is not None
 
     def store(self, key: SessionKey, entry: Entry) -> None:

@@ -107,7 +107,10 @@ class Index:
         """The key the user lookup ``scope`` points at, if any."""
         if self._changed is not None and scope in self._pointed:
             return self._pointed[scope]
-        return self.columns.lookup(scope)
+        # Columns.lookup, inlined: find_by_user's one index call.
+        inner = self.columns.lookups.get(scope[:3])
+        user = scope[3]
+        return None if inner is None or user is None else inner.get(user)
 
     def pointed_wait(self, owner: SessionScope, scope_hash: str) -> SessionKey | None:
         """The key the scope entry ``(owner, scope_hash)`` points at, if any (expired or not)."""
@@ -149,6 +152,12 @@ class Index:
     # -- changing ---------------------------------------------------------------
 
     def apply(self, record: Record, offset: int, size: int, seq: int) -> None:
+        """Apply one record this process wrote, at ``offset`` (frame of ``size`` bytes, number
+        ``seq``): as ``apply_frame`` does, and its entry is kept built for the reads that follow
+        (``Columns.hot``); replay keeps none, or would churn through them."""
+        self._apply(record, offset, size, seq, remember=True)
+
+    def _apply(self, record: Record, offset: int, size: int, seq: int, *, remember: bool) -> None:
         """Apply one record found at ``offset`` (frame of ``size`` bytes, number ``seq``).
 
         The scope entries follow the memory store's rules: a PUT with a wait
@@ -159,7 +168,7 @@ class Index:
         key = record.key
         if self._changed is None and isinstance(record, Put) and record.wait is None:
             # Replay of a big log is mostly this: no Entry built, straight into the columns.
-            plain = self.columns.put_plain(key, record, offset, size, seq)
+            plain = self.columns.put_plain(key, record, offset, size, seq, remember=remember)
             if plain is not None:
                 self.live_bytes += size - plain[0]
                 self.timed += (record.deadline is not None) - plain[1]
@@ -245,7 +254,7 @@ class Index:
                 path=path,
                 offset=frame.offset,
             ) from None
-        self.apply(record, frame.offset, frame.size, frame.seq)
+        self._apply(record, frame.offset, frame.size, frame.seq, remember=False)
 
     # -- copy-on-write ------------------------------------------------------------
 
