@@ -95,13 +95,15 @@ class _ValidatedId(str):
 
     @classmethod
     def parse_joined(
-        cls: type[_IdT], joined: str, count: int, *, optional: bool, field: str
+        cls: type[_IdT], joined: str, count: int, *, optional: bool, field: str, typed: bool = True
     ) -> list[_IdT | None]:
         """``count`` ids joined by newlines (``None`` written as an empty string when
         ``optional``), validated by the same rule as ``parse`` in one pass.
 
         For bulk loads (the index snapshot): ``ValueError`` naming ``field`` if
-        any id breaks the rule or the count is wrong.
+        any id breaks the rule or the count is wrong. Unless ``typed``, the ids
+        are handed out as the plain strings (equal, hashing alike): an index of a
+        million users keeps 48 bytes less per user than in the id type.
         """
         if count == 0:
             if joined:
@@ -113,13 +115,15 @@ class _ValidatedId(str):
         parts = joined.split("\n")
         if len(parts) != count:
             raise ValueError(f"{field}: {len(parts)} ids where {count} were expected")
+        if not typed:
+            return [part or None for part in parts]  # type: ignore[misc]
         new = str.__new__
         distinct = set(parts)
         if len(distinct) > len(parts) // 2:
             return [new(cls, part) if part else None for part in parts]
         # Few distinct values (env, tenant, team): few objects.
-        typed = {part: new(cls, part) if part else None for part in distinct}
-        return [typed[part] for part in parts]
+        shared = {part: new(cls, part) if part else None for part in distinct}
+        return [shared[part] for part in parts]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str.__repr__(self)})"

@@ -109,6 +109,9 @@ def test_main_table_steps_and_scale(tmp_path: Path) -> None:
     assert scale["reopen_snapshot_ms"] > 0
     assert scale["reopen_replay_ms"] > 0
     assert scale["heap_bytes_per_session"] > 0
+    assert scale["fresh_reopen_snapshot_ms"] > 0
+    assert scale["fresh_reopen_replay_ms"] > 0
+    assert scale["fresh_heap_bytes_per_session"] > 0
 
     ratios = {ratio["id"]: ratio for ratio in document["ratios"]}
     assert {"mixed-fsync-vs-floor", "group-4-threads-vs-sqlite-full-4-threads", "find-vs-get"} <= set(ratios)

@@ -107,7 +107,7 @@ def test_the_snapshot_round_trips_waits_and_deadlines(tmp_path: Path) -> None:
     finally:
         log.close()
     assert snapshot is not None, why
-    assert SNAPSHOT_VERSION == 4
+    assert SNAPSHOT_VERSION == 5
     assert snapshot.index.entries == replayed.entries
     assert snapshot.index.waits == replayed.waits
     owner = next(iter(replayed.waits))

@@ -13,6 +13,8 @@ checks that ``load_snapshot`` does refuse it.
 
 from __future__ import annotations
 
+import array
+import itertools
 import random
 import shutil
 import struct
@@ -95,10 +97,15 @@ def edited(snapshot: bytes, **changes: object) -> bytes:
 
 
 def with_scope_column(snapshot: bytes, column: int, first: str) -> bytes:
-    """``snapshot`` whose first scope's field ``column`` (env, tenant_id, team, user) is ``first``."""
-    columns = list(body_of(snapshot)["scope_columns"])
+    """``snapshot`` whose first owner's field ``column`` (env, tenant_id, team), or (3) whose
+    first key's user, is ``first``."""
+    body = body_of(snapshot)
+    if column == 3:
+        users = zlib.decompress(body["users"]).decode("ascii").split("\n")
+        return edited(snapshot, users=zlib.compress("\n".join([first, *users[1:]]).encode("ascii")))
+    columns = list(body["owner_columns"])
     columns[column] = "\n".join([first, *columns[column].split("\n")[1:]])
-    return edited(snapshot, scope_columns=columns)
+    return edited(snapshot, owner_columns=columns)
 
 
 def zero_random_bytes(snapshot: bytes, count: int, seed: int) -> bytes:
@@ -111,10 +118,17 @@ def zero_random_bytes(snapshot: bytes, count: int, seed: int) -> bytes:
 
 
 def rotated_entries(snapshot: bytes) -> bytes:
-    """Every key paired with the next key's record (offsets and sizes moved by one entry)."""
+    """Every key paired with the next key's record (offsets and sizes moved by one entry; the
+    offsets are stored as deflated differences from the previous, the sizes deflated)."""
     body = body_of(snapshot)
-    offsets, sizes = body["offsets"], body["sizes"]
-    return edited(snapshot, offsets=offsets[8:] + offsets[:8], sizes=sizes[4:] + sizes[:4])
+    differences = array.array("q", zlib.decompress(body["offsets"]))
+    offsets = list(itertools.accumulate(differences))
+    offsets = offsets[1:] + offsets[:1]
+    rotated = array.array("q", [offsets[0], *(b - a for a, b in itertools.pairwise(offsets))])
+    sizes = zlib.decompress(body["sizes"])
+    return edited(
+        snapshot, offsets=zlib.compress(rotated.tobytes()), sizes=zlib.compress(sizes[4:] + sizes[:4])
+    )
 
 
 def another_store(tmp_path: Path) -> bytes:
@@ -148,7 +162,15 @@ CASES: Final[dict[str, Damage]] = {
     "live-bytes-disagree": lambda p, _: edited(
         final_snapshot(p), live_bytes=body_of(final_snapshot(p))["live_bytes"] + 1
     ),
-    "keys-not-text": lambda p, _: edited(final_snapshot(p), keys=[1, 2, 3]),
+    "keys-not-text": lambda p, _: edited(final_snapshot(p), text_keys=[1, 2, 3]),
+    "uuid-keys-not-16-bytes-each": lambda p, _: edited(
+        final_snapshot(p), uuid_keys=body_of(final_snapshot(p))["uuid_keys"][:-1]
+    ),
+    "a-key-too-many": lambda p, _: edited(final_snapshot(p), count=body_of(final_snapshot(p))["count"] + 1),
+    "a-column-that-does-not-inflate": lambda p, _: edited(final_snapshot(p), seqs=b"not deflated"),
+    "a-column-inflating-past-its-size": lambda p, _: edited(
+        final_snapshot(p), owner_ids=zlib.compress(bytes(4 * (body_of(final_snapshot(p))["count"] + 1)))
+    ),
     "field-missing": lambda p, _: with_body(
         final_snapshot(p), {k: v for k, v in body_of(final_snapshot(p)).items() if k != "lookup"}
     ),
@@ -156,9 +178,9 @@ CASES: Final[dict[str, Damage]] = {
     "a-scope-id-breaks-the-id-rule": lambda p, _: with_scope_column(final_snapshot(p), 3, "bad user!"),
     "an-empty-env": lambda p, _: with_scope_column(final_snapshot(p), 0, ""),
     "a-scope-too-few": lambda p, _: edited(
-        final_snapshot(p), scope_count=body_of(final_snapshot(p))["scope_count"] + 1
+        final_snapshot(p), owner_count=body_of(final_snapshot(p))["owner_count"] + 1
     ),
-    "scope-columns-not-text": lambda p, _: edited(final_snapshot(p), scope_columns=[1, 2, 3, 4]),
+    "scope-columns-not-text": lambda p, _: edited(final_snapshot(p), owner_columns=[1, 2, 3]),
     "garbage": lambda _, __: bytes(random.Random(3).randrange(256) for _ in range(4096)),
     "garbage-after-a-valid-header": lambda p, _: (
         final_snapshot(p)[:SNAPSHOT_HEADER_SIZE]

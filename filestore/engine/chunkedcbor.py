@@ -7,7 +7,7 @@ would then still stall every writer of the process. ``encode_parts`` gives
 the bytes ``cbor2.dumps`` would, exactly, but as a list of parts none of them
 large (long lists of texts, and ``Joined`` texts, are encoded ``CHUNK`` items
 at a time, with ``let_others_run`` between chunks; byte strings are passed
-through uncopied), for the caller to checksum and write part by part.
+through uncopied, and so are ``Pieces``), for the caller to checksum and write part by part.
 
 Only the subset of CBOR the snapshot uses: maps with text keys, lists,
 texts, byte strings and integers, all of definite length (RFC 8949).
@@ -37,6 +37,13 @@ def let_others_run() -> None:
 
 
 @attrs.frozen
+class Pieces:
+    """The byte string ``b"".join(parts)``, encoded without ever building it whole."""
+
+    parts: list[bytes]
+
+
+@attrs.frozen
 class Joined:
     """The text ``"\\n".join(texts)``, encoded without ever building it whole."""
 
@@ -54,7 +61,8 @@ def head(major: int, length: int) -> bytes:
 
 
 def encode_parts(value: object) -> list[bytes]:
-    """Parts whose concatenation is ``cbor2.dumps(value)`` (with each ``Joined`` as its text)."""
+    """Parts whose concatenation is ``cbor2.dumps(value)`` (with each ``Joined`` as its text
+    and each ``Pieces`` as its bytes)."""
     parts: list[bytes] = []
     _encode(value, parts)
     return parts
@@ -63,6 +71,9 @@ def encode_parts(value: object) -> list[bytes]:
 def _encode(value: object, parts: list[bytes]) -> None:
     if isinstance(value, Joined):
         _encode_joined(value.texts, parts)
+    elif isinstance(value, Pieces):
+        parts.append(head(_BYTES, sum(map(len, value.parts))))
+        parts.extend(value.parts)
     elif isinstance(value, bytes):
         parts.append(head(_BYTES, len(value)))
         parts.append(value)

@@ -1,6 +1,6 @@
 """The in-memory index: where each live session's latest record is, and who it belongs to.
 
-Two maps, kept exact by ``apply``:
+Three maps, kept exact by ``apply``:
 
 - key -> ``Entry(offset, size, scope, seq, wait, deadline)`` of the session's newest PUT (``get``);
 - user lookup scope -> key, the user's active session (``lookup``);
@@ -10,8 +10,18 @@ The same ``apply`` serves replay on open, catching up with other processes
 and the store's own writes, so the three can never disagree; ``apply_frame``
 is the one way a verified frame read back from a log gets there.
 
-Copy-on-write for the snapshot: ``freeze`` hands the two dicts, as they are,
-to a snapshot writer on another thread (O(1), where a copy of a million
+Compact, for a store of a million sessions on a small machine (issue 15,
+part 4): an ``Entry`` is built when asked for, not kept. Each key has a slot
+(``key -> slot``, one dict); a slot's offset, size, sequence number and
+owner sit in ``array`` columns (8 + 4 + 8 + 4 bytes, not a tuple and two
+ints, 150 bytes); the owner is the slot's user plus the number of its
+``(env, tenant, team)`` in a table of the distinct ones, few in any store;
+the user lookup is ``(env, tenant, team) -> user -> slot``, sharing the user
+and slot objects the columns hold. Waits and deadlines, which few sessions
+have, sit in a dict by slot.
+
+Copy-on-write for the snapshot: ``freeze`` hands the index's state, as it
+is, to a snapshot writer on another thread (O(1), where a copy of a million
 entries takes tens of milliseconds), and until ``thaw`` every change goes to
 two small overlay dicts instead, read first; ``thaw`` folds them back in, a
 chunk at a time, at a cost proportional to the changes made meanwhile, not
@@ -20,40 +30,18 @@ to the index.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Iterator, Mapping
-from itertools import repeat
-from typing import NamedTuple, cast
 
 import attrs
 
+from filestore.engine.columns import Columns, EntriesView, Entry, LookupView, Owner, scope_of
 from filestore.engine.framing import Frame
-from filestore.engine.records import Put, Record, RecordDecodeError, Remove, decode_record
+from filestore.engine.records import Put, Record, RecordDecodeError, decode_record
 from filestore.errors import CorruptionError
 from filestore.ids import SessionKey, SessionScope
 
-
-class Entry(NamedTuple):
-    """Where a session's newest record is (frame offset and total size), its owner, its
-    sequence number, its wait and its deadline.
-
-    ``seq`` is what tells that record from the session's older ones: a valid
-    older record of the same key, owner and length copied over the newest
-    passes every other check, so each read compares the frame's number with it
-    (``matches``). ``wait`` is the scope hash whose scope entry ``(scope,
-    wait)`` points at the key (``None`` once another key took it over, even if
-    the record still names it); ``deadline`` the unix-millisecond TTL deadline.
-    """
-
-    offset: int
-    size: int
-    scope: SessionScope
-    seq: int
-    wait: str | None = None
-    deadline: int | None = None
-
-    def matches(self, frame: Frame) -> bool:
-        """Whether the verified ``frame`` read at this entry's offset is the record it names."""
-        return frame.seq == self.seq
+__all__ = ["Entry", "Index", "IndexView"]
 
 
 @attrs.frozen
@@ -69,36 +57,42 @@ class IndexView:
 class Index:
     """Key -> record location, user -> key, and scope entry -> key. Not thread-safe: the store locks.
 
-    ``entries`` and ``by_user`` are the whole index only while it is not
-    frozen (always, for the offline tools); the live store reads through
-    ``get``, ``lookup``, ``items`` and ``len``, which see the overlay too.
-    ``waits`` (owner -> scope hash -> key) is never frozen: it is derived from
-    the entries' ``wait`` (an entry exists iff that session's wait is that
-    hash), so a snapshot stores only the entries and ``from_columns`` rebuilds it.
+    ``entries`` and ``by_user`` (mappings over the columns) are the whole
+    index only while it is not frozen (always, for the offline tools); the
+    live store reads through ``get``, ``lookup``, ``items`` and ``len``, which
+    see the overlay too. ``waits`` (owner -> scope hash -> key) is never
+    frozen: it is derived from the entries' ``wait`` (an entry exists iff that
+    session's wait is that hash), so a snapshot stores only the entries and
+    ``from_columns`` rebuilds it.
     """
 
-    def __init__(self) -> None:
-        self.entries: dict[SessionKey, Entry] = {}
-        self.by_user: dict[SessionScope, SessionKey] = {}
+    def __init__(self, columns: Columns | None = None) -> None:
+        self.columns = Columns() if columns is None else columns
         self.waits: dict[SessionScope, dict[str, SessionKey]] = {}
-        # Scopes repeat across sessions: share one tuple per distinct scope. Record sizes
-        # repeat too (sessions of one shape): one int object per distinct size, not one per
-        # entry (28 bytes each), which pays for most of what ``Entry.seq`` costs.
-        self._scopes: dict[SessionScope, SessionScope] = {}
-        self._sizes: dict[int, int] = {}
         self.live_bytes = 0
         # Live entries with a deadline: while there are none, nothing can be expired.
         self.timed = 0
-        # While frozen: the changes since (None: removed), read before the frozen dicts.
+        # While frozen: the changes since (None: removed), read before the columns.
         self._changed: dict[SessionKey, Entry | None] | None = None
         self._pointed: dict[SessionScope, SessionKey | None] = {}
         self._length = 0
 
     def __len__(self) -> int:
-        return len(self.entries) if self._changed is None else self._length
+        return len(self.columns.slots) if self._changed is None else self._length
 
-    def intern(self, scope: SessionScope) -> SessionScope:
-        return self._scopes.setdefault(scope, scope)
+    @property
+    def entries(self) -> EntriesView:
+        """Key -> ``Entry``, as the columns hold them (the overlay of a frozen index aside)."""
+        return EntriesView(self.columns)
+
+    @property
+    def by_user(self) -> LookupView:
+        """User lookup scope -> key, as the columns hold it (the overlay of a frozen index aside)."""
+        return LookupView(self.columns)
+
+    @by_user.setter
+    def by_user(self, pointed: Mapping[SessionScope, SessionKey]) -> None:
+        self.columns.set_lookup(pointed)
 
     # -- reading --------------------------------------------------------------
 
@@ -107,13 +101,16 @@ class Index:
         changed = self._changed
         if changed is not None and key in changed:
             return changed[key]
-        return self.entries.get(key)
+        return self.columns.get(key)
 
     def lookup(self, scope: SessionScope) -> SessionKey | None:
         """The key the user lookup ``scope`` points at, if any."""
         if self._changed is not None and scope in self._pointed:
             return self._pointed[scope]
-        return self.by_user.get(scope)
+        # Columns.lookup, inlined: find_by_user's one index call.
+        inner = self.columns.lookups.get(scope[:3])
+        user = scope[3]
+        return None if inner is None or user is None else inner.get(user)
 
     def pointed_wait(self, owner: SessionScope, scope_hash: str) -> SessionKey | None:
         """The key the scope entry ``(owner, scope_hash)`` points at, if any (expired or not)."""
@@ -126,25 +123,41 @@ class Index:
     def items(self) -> Iterator[tuple[SessionKey, Entry]]:
         """Every live session's key and entry, in no particular order."""
         changed = self._changed
+        entries = self.entries.items()
         if changed is None:
-            yield from self.entries.items()
+            yield from entries
             return
-        for key, entry in self.entries.items():
+        for key, entry in entries:
             if key not in changed:
                 yield key, entry
         for key, maybe in changed.items():
             if maybe is not None:
                 yield key, maybe
 
+    def timed_items(self) -> list[tuple[SessionKey, Entry]]:
+        """Every live session with a deadline, and its entry (cheap: only those are visited)."""
+        if not self.timed:
+            return []
+        changed = self._changed or {}
+        found = [(key, entry) for key, entry in self.columns.extra_items() if key not in changed]
+        found += [(key, entry) for key, entry in changed.items() if entry is not None]
+        return [(key, entry) for key, entry in found if entry.deadline is not None]
+
     def live_keys(self) -> list[SessionKey]:
         """The key of every live session, in no particular order."""
         if self._changed is None:
-            return list(self.entries)
+            return list(self.columns.slots)
         return [key for key, _ in self.items()]
 
     # -- changing ---------------------------------------------------------------
 
     def apply(self, record: Record, offset: int, size: int, seq: int) -> None:
+        """Apply one record this process wrote, at ``offset`` (frame of ``size`` bytes, number
+        ``seq``): as ``apply_frame`` does, and its entry is kept built for the reads that follow
+        (``Columns.hot``); replay keeps none, or would churn through them."""
+        self._apply(record, offset, size, seq, remember=True)
+
+    def _apply(self, record: Record, offset: int, size: int, seq: int, *, remember: bool) -> None:
         """Apply one record found at ``offset`` (frame of ``size`` bytes, number ``seq``).
 
         The scope entries follow the memory store's rules: a PUT with a wait
@@ -153,27 +166,24 @@ class Index:
         key's old scope entry only if it still points at the key.
         """
         key = record.key
+        if self._changed is None and isinstance(record, Put) and record.wait is None:
+            # Replay of a big log is mostly this: no Entry built, straight into the columns.
+            plain = self.columns.put_plain(key, record, offset, size, seq, remember=remember)
+            if plain is not None:
+                self.live_bytes += size - plain[0]
+                self.timed += (record.deadline is not None) - plain[1]
+                return
         previous = self.get(key)
         frozen = self._changed is not None
-        if not frozen and (previous is None or previous.wait is None):
-            # Replay of a big log is mostly this: plain dict operations.
-            if isinstance(record, Put) and record.wait is None:
-                self._put_direct(key, record, previous, offset, size, seq)
-                return
-            if isinstance(record, Remove) and previous is not None:
-                self._remove_direct(key, previous)
-                return
         if isinstance(record, Put):
             # A key's owner is fixed at creation; later PUTs keep it.
-            scope = previous.scope if previous is not None else self.intern(record.scope)
+            scope = previous.scope if previous is not None else record.scope
             if previous is not None and previous.wait is not None:
                 self._unpoint_wait(key, previous)
             wait = record.wait
             if wait is not None:
                 self._take_wait(key, scope, wait)
-            self._set(
-                key, Entry(offset, self._sizes.setdefault(size, size), scope, seq, wait, record.deadline)
-            )
+            self._set(key, Entry(offset, size, scope, seq, wait, record.deadline))
             if previous is None:
                 self._length += frozen
             else:
@@ -195,48 +205,20 @@ class Index:
         if self.lookup(previous.scope) == key:
             self._point(previous.scope, None)
 
-    def _put_direct(
-        self, key: SessionKey, record: Put, previous: Entry | None, offset: int, size: int, seq: int
-    ) -> None:
-        """``apply`` of a PUT with no wait over an entry with none, the index not frozen."""
-        if previous is None:
-            scope = self.intern(record.scope)
-        else:
-            scope = previous.scope
-            self.live_bytes -= previous.size
-            self.timed -= previous.deadline is not None
-        self.entries[key] = Entry(
-            offset, self._sizes.setdefault(size, size), scope, seq, None, record.deadline
-        )
-        self.live_bytes += size
-        self.timed += record.deadline is not None
-        if scope.user is not None and record.points_lookup:
-            self.by_user[scope] = key
-
-    def _remove_direct(self, key: SessionKey, previous: Entry) -> None:
-        """``apply`` of a REMOVE of an entry with no wait, the index not frozen."""
-        del self.entries[key]
-        self.live_bytes -= previous.size
-        self.timed -= previous.deadline is not None
-        if self.by_user.get(previous.scope) == key:
-            del self.by_user[previous.scope]
-
     def _set(self, key: SessionKey, entry: Entry | None) -> None:
         changed = self._changed
         if changed is not None:
             changed[key] = entry
         elif entry is None:
-            del self.entries[key]
+            self.columns.remove(key)
         else:
-            self.entries[key] = entry
+            self.columns.store(key, entry)
 
     def _point(self, scope: SessionScope, key: SessionKey | None) -> None:
         if self._changed is not None:
             self._pointed[scope] = key
-        elif key is None:
-            del self.by_user[scope]
         else:
-            self.by_user[scope] = key
+            self.columns.point(scope, key)
 
     def _take_wait(self, key: SessionKey, owner: SessionScope, scope_hash: str) -> None:
         """Point the scope entry ``(owner, scope_hash)`` at ``key``; a key it pointed at loses its wait."""
@@ -272,7 +254,7 @@ class Index:
                 path=path,
                 offset=frame.offset,
             ) from None
-        self.apply(record, frame.offset, frame.size, frame.seq)
+        self._apply(record, frame.offset, frame.size, frame.seq, remember=False)
 
     # -- copy-on-write ------------------------------------------------------------
 
@@ -285,7 +267,7 @@ class Index:
         """The index as it is now, for another thread to read until ``thaw``; O(1)."""
         if self._changed is not None:
             raise RuntimeError("the index is already frozen")  # one snapshot at a time
-        self._length = len(self.entries)
+        self._length = len(self.columns.slots)
         self._changed, self._pointed = {}, {}
         return IndexView(self.entries, self.by_user, self.live_bytes)
 
@@ -300,20 +282,18 @@ class Index:
         changed, pointed = self._changed, self._pointed
         if changed is None:
             return True
+        columns = self.columns
         room = len(changed) + len(pointed) if limit is None else limit
         for _ in range(min(room, len(changed))):
             key, entry = changed.popitem()
             if entry is None:
-                self.entries.pop(key, None)
+                if key in columns.slots:  # not if it was made and removed while frozen
+                    columns.remove(key)
             else:
-                self.entries[key] = entry
+                columns.store(key, entry)
             room -= 1
         for _ in range(min(room, len(pointed))):
-            scope, pointed_key = pointed.popitem()
-            if pointed_key is None:
-                self.by_user.pop(scope, None)
-            else:
-                self.by_user[scope] = pointed_key
+            columns.point(*pointed.popitem())
         if changed or pointed:
             return False
         self._changed = None
@@ -323,54 +303,36 @@ class Index:
     def from_columns(
         cls,
         keys: list[str],
-        offsets: list[int],
-        sizes: list[int],
-        scopes: list[SessionScope],
-        seqs: list[int],
+        offsets: array.array[int],
+        sizes: array.array[int],
+        owners: list[Owner],
+        owner_ids: array.array[int],
+        users: list[str | None],
+        seqs: array.array[int],
         pointed: list[int],
         waits: Mapping[int, str] | None = None,
         deadlines: Mapping[int, int] | None = None,
     ) -> Index:
-        """Build an index from a snapshot's columns (one item per key; ``pointed``: the
-        positions of the keys the user lookup points at; ``waits`` and ``deadlines``: by
-        position, those of the keys that have one). ``ValueError`` if two keys hold one
-        scope entry.
-
-        Built in bulk, because opening a big store is mostly this: no per-key
-        method calls, and keys stay the plain strings the snapshot decoded.
+        """Build an index from a snapshot's columns (one item per key, slot ``n`` for key ``n``;
+        ``owners``: the distinct ``(env, tenant, team)``, ``owner_ids`` indexing them;
+        ``pointed``: the positions of the keys the user lookup points at; ``waits`` and
+        ``deadlines``: by position, those of the keys that have one). ``ValueError`` if two
+        keys hold one scope entry, or a key appears twice.
         """
-        index = cls()
-        # SessionKey is a str subclass with str's hash and equality: plain strings work as keys.
-        as_keys = cast("list[SessionKey]", keys)
-        shared = index._sizes  # one int per distinct size (see __init__)
-        count = len(keys)
-        rows = zip(
-            offsets,
-            map(shared.setdefault, sizes, sizes),
-            scopes,
-            seqs,
-            repeat(None, count),
-            repeat(None, count),
-            strict=True,
-        )
-        # tuple.__new__ through map: no Python-level call per entry.
-        index.entries = dict(zip(as_keys, map(tuple.__new__, repeat(Entry), rows), strict=True))
+        columns = Columns.build(keys, offsets, sizes, owners, owner_ids, users, seqs, pointed)
+        index = cls(columns)
+        for number, deadline in (deadlines or {}).items():
+            columns.extra[keys[number]] = (None, deadline)  # type: ignore[index]
+        index.timed = len(deadlines or {})
         for number, scope_hash in (waits or {}).items():
-            key = as_keys[number]
-            entry = index.entries[key]
-            if entry.scope.user is None:
+            key = SessionKey(keys[number])
+            user = users[number]
+            if user is None:
                 raise ValueError("a wait of a session with no user")
-            entries = index.waits.setdefault(entry.scope, {})
+            scope = scope_of(owners[owner_ids[number]], user)
+            entries = index.waits.setdefault(scope, {})
             if entries.setdefault(scope_hash, key) != key:
                 raise ValueError("two sessions hold one scope entry")
-            index.entries[key] = entry._replace(wait=scope_hash)
-        for number, deadline in (deadlines or {}).items():
-            key = as_keys[number]
-            index.entries[key] = index.entries[key]._replace(deadline=deadline)
-        index.timed = len(deadlines or {})
-        index.by_user = {
-            scopes[number]: as_keys[number] for number in pointed if scopes[number].user is not None
-        }
-        index._scopes = {scope: scope for scope in scopes}
+            columns.extra[key] = (scope_hash, columns.extra.get(key, (None, None))[1])
         index.live_bytes = sum(sizes)
         return index

@@ -284,7 +284,7 @@ class LogView:
         """Every live session with a deadline (none at all, cheaply, while no session has one)."""
         if not self._index.timed:
             return []
-        return [(key, entry) for key, entry in self._index.items() if entry.deadline is not None]
+        return self._index.timed_items()
 
     def is_active(self, key: SessionKey, entry: Entry) -> bool:
         """Whether the user lookup of ``entry``'s owner points at ``key``."""

@@ -4,7 +4,7 @@ File ``sessions.idx`` (``SNAPSHOT_HEADER_SIZE`` = 24 bytes, then the body)::
 
     offset size field
     0      8    SNAPSHOT_MAGIC b"FSTIDX\\x00\\n"
-    8      4    snapshot version (SNAPSHOT_VERSION = 3)
+    8      4    snapshot version (SNAPSHOT_VERSION = 5)
     12     4    CRC-32 of the body
     16     8    body length
     24     n    body: a CBOR map (keys below)
@@ -13,22 +13,13 @@ Body: ``store_uuid`` (16 bytes), ``generation``, ``position`` (the log offset
 the snapshot covers up to), ``last_seq``, ``last_frame_offset`` and
 ``last_frame_crc`` (the record that ends exactly at ``position``, and its
 CRC field: a copy of the store that diverged since has a different last
-record there, so its snapshot is refused), ``live_bytes``, ``keys`` (text),
-``offsets``/``sizes``/``scope_ids``/``seqs`` (packed little-endian
-u64/u32/u32/u64 arrays, one per key; ``seqs``: the sequence number of the
-record each offset points at, which every read compares with the frame's),
-``scope_count`` and ``scope_columns`` (the distinct owner
-scopes as four texts, env, tenant_id, team and user, each the scopes' ids
-joined by newlines, which no id contains; an empty line for no team or user:
-one regex pass validates a column, where one ``parse`` per id made reopening
-a store of 100,000 users spend most of its time there),
-``lookup`` (packed u32 indices of the keys the user lookup points at),
-``wait_ids`` (packed u32 indices of the keys that hold a wait's scope entry)
-and ``wait_hashes`` (their scope hashes, 32 raw bytes each, in that order),
-``deadline_ids`` and ``deadlines`` (packed u32 indices of the keys with a
-TTL deadline, and those deadlines as packed u64 unix milliseconds). Version
-4 added the last four; a version 3 snapshot is refused like any other
-version, and the index rebuilt by replaying the log.
+record there, so its snapshot is refused), ``live_bytes``,
+``written_unix_ms``, and the index's columns: each key, its record's offset,
+size and sequence number (which every read compares with the frame's), its
+owner and user, the user lookup, waits and deadlines. Version 5 (issue 15)
+stores them compactly: see ``filestore.engine.snapshotcolumns``. A version 4
+snapshot (``filestore.engine.snapshotv4``) is still read; older versions are
+refused, and the index rebuilt by replaying the log.
 
 It is written like every file that replaces another: temp file, fsync,
 rename, fsync of the directory; by a live store in two halves
@@ -43,14 +34,12 @@ and rebuild".
 
 from __future__ import annotations
 
-import array
 import contextlib
 import fcntl
 import gc
 import os
 import random
 import struct
-import sys
 import time
 import zlib
 from collections.abc import Iterator, Mapping
@@ -60,7 +49,7 @@ import attrs
 import cbor2
 
 from filestore import strictcbor
-from filestore.engine.chunkedcbor import CHUNK, Joined, encode_parts, let_others_run
+from filestore.engine.chunkedcbor import encode_parts
 from filestore.engine.fileio import FileIO, create_first_free, replace_file
 from filestore.engine.framing import (
     FILE_HEADER_SIZE,
@@ -72,15 +61,18 @@ from filestore.engine.framing import (
 )
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME, temp_names
-from filestore.engine.records import MAX_DEADLINE, Put, RecordDecodeError, decode_record
+from filestore.engine.records import Put, RecordDecodeError, decode_record
+from filestore.engine.snapshotcolumns import columns_of, decode_columns, encode_columns
+from filestore.engine.snapshotv4 import decode_v4
 from filestore.errors import message_of
-from filestore.ids import EnvId, SessionKey, SessionScope, TeamId, TenantId, UserId
+from filestore.ids import SessionKey, SessionScope
 
 SNAPSHOT_MAGIC: Final = b"FSTIDX\x00\n"
 # 3: per-entry ``seqs`` added (a version 2 snapshot is refused, and the index rebuilt by replay).
 # 4: waits and deadlines added (issue 14; a version 3 snapshot is refused the same way).
-SNAPSHOT_VERSION: Final = 4
-_HASH_BYTES: Final = 32
+# 5: compact columns (issue 15; a version 4 snapshot is still read).
+SNAPSHOT_VERSION: Final = 5
+READABLE_VERSIONS: Final = frozenset({4, SNAPSHOT_VERSION})
 _HEADER: Final = struct.Struct("<8sIIQ")
 SNAPSHOT_HEADER_SIZE: Final = _HEADER.size
 SPOT_CHECKS: Final = 8
@@ -98,16 +90,6 @@ class Snapshot:
     written_unix_ms: int
 
 
-def _pack(typecode: str, values: list[int]) -> bytes:
-    packed = array.array(typecode)
-    for start in range(0, len(values), CHUNK):
-        packed.extend(values[start : start + CHUNK])
-        let_others_run()
-    if sys.byteorder == "big":  # pragma: no cover - the format is little-endian
-        packed.byteswap()
-    return packed.tobytes()
-
-
 class IndexLike(Protocol):
     """What a snapshot is made of: an ``Index`` (not frozen) or the ``IndexView`` of a frozen one."""
 
@@ -119,18 +101,6 @@ class IndexLike(Protocol):
 
     @property
     def live_bytes(self) -> int: ...
-
-
-def _unpack(typecode: str, data: object, count: int) -> list[int]:
-    if not isinstance(data, bytes):
-        raise ValueError("packed array is not bytes")
-    unpacked = array.array(typecode)
-    if len(data) != unpacked.itemsize * count:
-        raise ValueError("packed array has the wrong length")
-    unpacked.frombytes(data)
-    if sys.byteorder == "big":  # pragma: no cover
-        unpacked.byteswap()
-    return unpacked.tolist()
 
 
 def encode_snapshot(
@@ -172,39 +142,6 @@ def encode_snapshot_parts(
     a thread of its own to write beside live writers: it lets them run every ``CHUNK``
     entries (see ``filestore.engine.chunkedcbor``).
     """
-    scope_ids: dict[SessionScope, int] = {}
-    keys: list[str] = []
-    offsets: list[int] = []
-    sizes: list[int] = []
-    entry_scopes: list[int] = []
-    seqs: list[int] = []
-    pointed: list[int] = []
-    wait_ids: list[int] = []
-    wait_hashes: list[bytes] = []
-    deadline_ids: list[int] = []
-    deadlines: list[int] = []
-    by_user = index.by_user
-    for number, (key, entry) in enumerate(index.entries.items()):
-        keys.append(str(key))
-        offsets.append(entry.offset)
-        sizes.append(entry.size)
-        scope = entry.scope
-        entry_scopes.append(scope_ids.setdefault(scope, len(scope_ids)))
-        seqs.append(entry.seq)
-        # In entry order, so sorted, as a sort of the lookup's positions would give.
-        if scope.user is not None and by_user.get(scope) == key:
-            pointed.append(number)
-        if entry.wait is not None:
-            wait_ids.append(number)
-            wait_hashes.append(bytes.fromhex(entry.wait))
-        if entry.deadline is not None:
-            deadline_ids.append(number)
-            deadlines.append(entry.deadline)
-        if number % CHUNK == CHUNK - 1:
-            let_others_run()
-    columns = [
-        Joined([str(scope[field] or "") for scope in scope_ids]) for field in range(len(SessionScope._fields))
-    ]
     body = encode_parts(
         {
             "store_uuid": header.store_uuid.bytes,
@@ -215,18 +152,7 @@ def encode_snapshot_parts(
             "last_frame_crc": last_frame_crc,
             "live_bytes": index.live_bytes,
             "written_unix_ms": int(time.time() * 1000),
-            "keys": keys,
-            "offsets": _pack("Q", offsets),
-            "sizes": _pack("I", sizes),
-            "scope_ids": _pack("I", entry_scopes),
-            "seqs": _pack("Q", seqs),
-            "scope_count": len(scope_ids),
-            "scope_columns": columns,
-            "lookup": _pack("I", pointed),
-            "wait_ids": _pack("I", wait_ids),
-            "wait_hashes": b"".join(wait_hashes),
-            "deadline_ids": _pack("I", deadline_ids),
-            "deadlines": _pack("Q", deadlines),
+            **encode_columns(columns_of(index.entries, index.by_user)),
         }
     )
     crc = 0
@@ -311,7 +237,7 @@ def decode_snapshot(data: bytes) -> dict[str, Any] | None:
         return None
     magic, version, crc, length = _HEADER.unpack_from(data)
     body = data[SNAPSHOT_HEADER_SIZE:]
-    if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION or length != len(body):
+    if magic != SNAPSHOT_MAGIC or version not in READABLE_VERSIONS or length != len(body):
         return None
     if zlib.crc32(body) != crc:
         return None
@@ -319,99 +245,25 @@ def decode_snapshot(data: bytes) -> dict[str, Any] | None:
         decoded = strictcbor.loads(body)
     except (cbor2.CBORDecodeError, RecursionError):
         return None
-    return decoded if isinstance(decoded, dict) else None
+    if not isinstance(decoded, dict):
+        return None
+    decoded["version"] = version
+    return decoded
 
 
-def _build_index(body: dict[str, Any]) -> Index:
-    # Hundreds of thousands of new tuples would trigger cyclic GC passes that
+def _build_index(body: dict[str, Any]) -> tuple[Index, list[str]]:
+    # Hundreds of thousands of new objects would trigger cyclic GC passes that
     # find nothing (none of them can form a cycle): pause it while building.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _build_index_columns(body)
+        index, keys = decode_columns(body) if body["version"] == SNAPSHOT_VERSION else decode_v4(body)
     finally:
         if paused:
             gc.enable()
-
-
-def _build_index_columns(body: dict[str, Any]) -> Index:
-    keys = body["keys"]
-    if not isinstance(keys, list) or not set(map(type, keys)) <= {str}:
-        raise ValueError("keys is not a list of text")
-    count = len(keys)
-    scopes = _decode_scopes(body["scope_columns"], body["scope_count"])
-    lookup = body["lookup"]
-    if not isinstance(lookup, bytes):
-        raise ValueError("lookup is not packed")
-    index = Index.from_columns(
-        keys,
-        _unpack("Q", body["offsets"], count),
-        _unpack("I", body["sizes"], count),
-        [scopes[number] for number in _unpack("I", body["scope_ids"], count)],
-        _unpack("Q", body["seqs"], count),
-        _unpack("I", lookup, len(lookup) // 4),
-        _decode_waits(body["wait_ids"], body["wait_hashes"], count),
-        _decode_deadlines(body["deadline_ids"], body["deadlines"], count),
-    )
-    if len(index) != count:
-        raise ValueError("a key appears twice")
     if index.live_bytes != body["live_bytes"]:
         raise ValueError("live_bytes disagrees with the entries")
-    return index
-
-
-def _positions(packed: object, count: int) -> list[int]:
-    """Packed u32 positions of keys, each below ``count`` and none twice."""
-    if not isinstance(packed, bytes) or len(packed) % 4:
-        raise ValueError("positions are not packed u32")
-    positions = _unpack("I", packed, len(packed) // 4)
-    if len(set(positions)) != len(positions) or any(number >= count for number in positions):
-        raise ValueError("positions repeat or name no key")
-    return positions
-
-
-def _decode_waits(ids: object, hashes: object, count: int) -> dict[int, str]:
-    """The scope hash of each key that holds a wait, by the key's position."""
-    positions = _positions(ids, count)
-    if not isinstance(hashes, bytes) or len(hashes) != _HASH_BYTES * len(positions):
-        raise ValueError("wait_hashes does not hold one hash per wait")
-    return {
-        number: hashes[at * _HASH_BYTES : (at + 1) * _HASH_BYTES].hex() for at, number in enumerate(positions)
-    }
-
-
-def _decode_deadlines(ids: object, deadlines: object, count: int) -> dict[int, int]:
-    """The deadline of each key that has one, by the key's position."""
-    positions = _positions(ids, count)
-    values = _unpack("Q", deadlines, len(positions))
-    if any(value > MAX_DEADLINE for value in values):
-        raise ValueError("a deadline beyond int64 milliseconds")
-    return dict(zip(positions, values, strict=True))
-
-
-def _decode_scopes(columns: object, count: object) -> list[SessionScope]:
-    """The distinct owner scopes, validated as ids in one pass per column."""
-    if (
-        not isinstance(columns, list)
-        or len(columns) != len(SessionScope._fields)
-        or not isinstance(count, int)
-    ):
-        raise ValueError("scope_columns is not four texts")
-    if not all(isinstance(column, str) for column in columns):
-        raise ValueError("scope_columns is not four texts")
-    envs, tenants, teams, users = columns
-    return list(
-        map(
-            SessionScope._make,
-            zip(
-                EnvId.parse_joined(envs, count, optional=False, field="scope.env"),
-                TenantId.parse_joined(tenants, count, optional=False, field="scope.tenant_id"),
-                TeamId.parse_joined(teams, count, optional=True, field="scope.team"),
-                UserId.parse_joined(users, count, optional=True, field="scope.user"),
-                strict=True,
-            ),
-        )
-    )
+    return index, keys
 
 
 def load_snapshot(
@@ -426,7 +278,7 @@ def load_snapshot(
         return None, f"unreadable: {error}"
     if len(data) >= SNAPSHOT_HEADER_SIZE and data.startswith(SNAPSHOT_MAGIC):
         version = _HEADER.unpack_from(data)[1]
-        if version != SNAPSHOT_VERSION:
+        if version not in READABLE_VERSIONS:
             return None, f"snapshot format version {version}, this library writes {SNAPSHOT_VERSION}"
     body = decode_snapshot(data)
     if body is None:
@@ -445,11 +297,11 @@ def load_snapshot(
             return None, f"covers position {position}, beyond the log's {log_size} bytes"
         if not _ends_at(io, log_fd, header, position, last_seq, last_frame_offset, last_frame_crc):
             return None, f"no record with sequence {last_seq} and the snapshot's checksum ends at {position}"
-        index = _build_index(body)
-        if not _spot_check(io, log_fd, header, index, body["keys"], position):
+        index, keys = _build_index(body)
+        if not _spot_check(io, log_fd, header, index, keys, position):
             return None, "entries do not match the records they point at"
         written = body["written_unix_ms"]
-    except (KeyError, ValueError, TypeError, IndexError, RecordDecodeError) as error:
+    except (KeyError, ValueError, TypeError, IndexError, OverflowError, RecordDecodeError) as error:
         return None, f"malformed body: {message_of(error)}"
     return Snapshot(index, position, last_seq, last_frame_offset, int(written)), "ok"
 

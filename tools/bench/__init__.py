@@ -32,7 +32,8 @@ Sections:
   1 and 4 threads, SQLite FULL with 1, 4 and 8 threads, group commit and
   SQLite FULL again on updates alone, and 2 and 4 processes on one store;
 - ``scale``: reopen with a fresh snapshot and by full replay, and Python heap
-  per session, at 10k and 100k sessions (and 1M with ``--big``).
+  per session, at 10k and 100k sessions (and 1M with ``--big``), in the
+  process that built the store and in fresh ones (``fresh_*``; issue 15).
 
 JSON (``schema`` 1): ``machine``, ``config``, ``steps``, ``decode`` (``pairs``:
 model call -> ``against``, ``model_us``, ``raw_us``, ``ratio``,

@@ -458,7 +458,11 @@ def _scale_text(results: Any) -> list[str]:
             _cell(entry["reopen_snapshot_ms"], 1),
             _cell(entry["reopen_replay_ms"], 1),
             _cell(entry["snapshot_over_replay"], 3),
+            _cell(entry.get("fresh_reopen_snapshot_ms"), 1),
+            _cell(entry.get("fresh_reopen_replay_ms"), 1),
+            _cell(entry.get("fresh_snapshot_over_replay"), 3),
             _cell(entry["heap_bytes_per_session"]),
+            _cell(entry.get("fresh_heap_bytes_per_session")),
         ]
         for entry in lookup(results, "scale") or []
     ]
@@ -471,6 +475,10 @@ def _scale_text(results: Any) -> list[str]:
         "reopen snapshot ms",
         "reopen replay ms",
         "ratio",
+        "fresh process: snapshot ms",
+        "replay ms",
+        "ratio",
         "heap B/session",
+        "fresh process",
     ]
     return ["", "scale (1 KiB, durability none to build)", _table(header, rows)]

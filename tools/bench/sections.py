@@ -12,6 +12,8 @@ import multiprocessing
 import os
 import pstats
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -279,13 +281,44 @@ def _open_and_read(path: Path, key: str, **options: Any) -> int:
     return elapsed
 
 
+# Run in a fresh interpreter: open the store, read one session, print the ns it took (and,
+# with "heap", the Python heap the open allocated); nothing cached from the build helps it.
+_FRESH_OPEN = """
+import sys, time, tracemalloc
+from filestore import FileSessionStore
+path, key, heap = sys.argv[1], sys.argv[2], sys.argv[3] == "heap"
+if heap:
+    tracemalloc.start()
+started = time.perf_counter_ns()
+store = FileSessionStore(path, durability="none")
+store.get_session(key)
+elapsed = time.perf_counter_ns() - started
+print(elapsed, tracemalloc.get_traced_memory()[0] if heap else 0)
+store.close()
+"""
+
+
+def _fresh_open(path: Path, key: str, *, heap: bool = False) -> tuple[int, int]:
+    """``(ns to open and read one session, heap bytes the open allocated)`` in a new process."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_OPEN, str(path), key, "heap" if heap else "time"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    elapsed, allocated = done.stdout.split()
+    return int(elapsed), int(allocated)
+
+
 def run_scale(
     path: Path, population: wl.Population, *, sessions: int, repeats: int, replays: int
 ) -> dict[str, object]:
-    """Build a store of ``sessions`` sessions, then time opening it with its snapshot and by replay.
+    """Build a store of ``sessions`` sessions, then time opening it with its snapshot and by replay,
+    in this process and in fresh ones.
 
     Opening is timed up to the first read. Memory is the Python heap the open
-    allocates (tracemalloc), divided by the sessions.
+    allocates (tracemalloc), divided by the sessions, here and in a fresh process.
     """
     store = FileSessionStore(path, durability="none")
     started = time.perf_counter_ns()
@@ -311,6 +344,13 @@ def run_scale(
     tracemalloc.stop()
     opened.close()
 
+    fresh_snapshot = [_fresh_open(path, first)[0] for _ in range(repeats)]
+    fresh_heap = _fresh_open(path, first, heap=True)[1]
+    fresh_replay = []
+    for _ in range(replays):
+        snapshot_file.unlink()
+        fresh_replay.append(_fresh_open(path, first)[0])
+
     replayed = []
     for _ in range(replays):
         snapshot_file.unlink()
@@ -318,6 +358,8 @@ def run_scale(
         replayed.append(_open_and_read(path, first))
     snapshot_ms = statistics.median(with_snapshot) / 1e6
     replay_ms = statistics.median(replayed) / 1e6
+    fresh_snapshot_ms = statistics.median(fresh_snapshot) / 1e6
+    fresh_replay_ms = statistics.median(fresh_replay) / 1e6
     return {
         "sessions": sessions,
         "build_s": round(build_ns / 1e9, 2),
@@ -329,6 +371,10 @@ def run_scale(
         "reopen_replay_runs_ms": [round(value / 1e6, 2) for value in replayed],
         "snapshot_over_replay": round(snapshot_ms / replay_ms, 4),
         "heap_bytes_per_session": round(heap / sessions, 1),
+        "fresh_reopen_snapshot_ms": round(fresh_snapshot_ms, 2),
+        "fresh_reopen_replay_ms": round(fresh_replay_ms, 2),
+        "fresh_snapshot_over_replay": round(fresh_snapshot_ms / fresh_replay_ms, 4),
+        "fresh_heap_bytes_per_session": round(fresh_heap / sessions, 1),
     }
 
 
