@@ -30,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from filestore import (
     FilestoreError,
     InMemorySessionStore,
+    InvalidInputError,
     RedisSessionStore,
     ReplyScope,
     SessionKey,
@@ -235,8 +236,14 @@ class ScopesMachine(RuleBasedStateMachine):
 
     @rule(where=_contexts(), user=st.sampled_from(USERS[1:]))
     def remove_active(self, where: TenantCtx, user: str) -> None:
-        """Remove a user's active session, so that the user's older sessions lose their lookup."""
-        found = self.memory.find_by_user(where, user)
+        """Remove a user's active session, so that the user's older sessions lose their lookup
+        (none to remove when the user has no lookup but several waits: both stores refuse)."""
+        try:
+            found = self.memory.find_by_user(where, user)
+        except InvalidInputError:
+            with pytest.raises(InvalidInputError, match="multiple waits"):
+                self.redis.find_by_user(where, user)
+            return
         if found is not None:
             self.redis.remove_session(self.to_redis[found[0]])
             self.memory.remove_session(found[0])
