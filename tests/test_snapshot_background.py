@@ -13,6 +13,7 @@ for byte what ``cbor2.dumps`` gives (the format is unchanged).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from filestore import FileSessionStore, SessionKey, StoreFullError
 from filestore.engine.chunkedcbor import CHUNK, Joined, encode_parts
+from filestore.engine.fileio import OsFileIO
 from filestore.engine.index import Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.records import Put, Remove
@@ -104,6 +106,59 @@ def test_the_snapshot_covers_exactly_the_records_its_index_holds(tmp_path: Path)
         assert other.find_by_user(ctx(user="u2"), "u2") == (newer, data(ctx(user="u2"), step=12))
         assert len(other) == EVERY
     store.close()
+    assert not fsck(directory).errors
+
+
+class ReplacedSnapshotWatchIO(OsFileIO):
+    """Notes, at each rename onto ``sessions.idx``, whether a descriptor on the file it replaces
+    is open, and at each close of a descriptor on an unlinked ``sessions.idx``, whether the
+    writer lock is free (the kernel frees the file's blocks at that close)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.snapshot_fds: set[int] = set()
+        self.renamed_while_held: list[bool] = []
+        self.freed_lock_free: list[bool] = []
+
+    def open_readonly(self, path: str) -> int:
+        fd = super().open_readonly(path)
+        if os.path.basename(path) == SNAPSHOT_NAME:
+            self.snapshot_fds.add(fd)
+        return fd
+
+    def rename(self, source: str, target: str) -> None:
+        if os.path.basename(target) == SNAPSHOT_NAME:
+            self.renamed_while_held.append(bool(self.snapshot_fds))
+        super().rename(source, target)
+
+    def close(self, fd: int) -> None:
+        if fd in self.snapshot_fds:
+            self.snapshot_fds.discard(fd)
+            if os.fstat(fd).st_nlink == 0:
+                self.freed_lock_free.append(writer_lock_is_free(self.directory))
+        super().close(fd)
+
+
+def test_the_replaced_snapshot_is_freed_after_the_writer_lock_is_let_go(tmp_path: Path) -> None:
+    """Installing a snapshot holds the one it replaces open across the rename, and closes it
+    (which frees its blocks) only once the writer lock is free, and every time: freeing a big
+    file inside the rename, under the lock, made a write wait milliseconds per ten megabytes
+    of snapshot. Before the fix the rename dropped the old file's last reference (nothing
+    held it open), so no close of an unlinked snapshot was ever seen."""
+    directory = tmp_path / "s"
+    io = ReplacedSnapshotWatchIO(str(directory))
+    store = FileSessionStore(directory, io=io)
+    keys = [store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n)) for n in range(3)]
+    store.write_snapshot()  # the first: nothing to replace
+    store.update_session(keys[0], data(ctx(user="u0"), step=10))
+    store.write_snapshot()
+    store.update_session(keys[1], data(ctx(user="u1"), step=11))
+    store.close()  # its snapshot replaces the second
+    assert io.renamed_while_held == [False, True, True]
+    assert io.freed_lock_free == [True, True]
+    assert not io.snapshot_fds, "a descriptor on a snapshot was left open"
+    with FileSessionStore(directory) as again:
+        assert again.get_session(keys[1]) == data(ctx(user="u1"), step=11)
     assert not fsck(directory).errors
 
 
