@@ -19,16 +19,18 @@ import threading
 from pathlib import Path
 
 import cbor2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filestore import FileSessionStore, SessionKey, StoreFullError
-from filestore.engine.chunkedcbor import CHUNK, Joined, encode_parts
+from filestore.engine.chunkedcbor import CHUNK, Joined, encode_parts, let_others_run, paced
 from filestore.engine.fileio import OsFileIO
 from filestore.engine.index import Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.records import Put, Remove
 from filestore.engine.snapshot import decode_snapshot
+from filestore.engine.snapshotwriter import SnapshotWriter
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId
 from filestore.offline.fsck import fsck
 
@@ -160,6 +162,63 @@ def test_the_replaced_snapshot_is_freed_after_the_writer_lock_is_let_go(tmp_path
     with FileSessionStore(directory) as again:
         assert again.get_session(keys[1]) == data(ctx(user="u1"), step=11)
     assert not fsck(directory).errors
+
+
+def test_the_encoder_lets_a_call_in_progress_finish_between_chunks_but_is_never_starved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two chunks the background encoder waits for the store's mutex (a call in
+    progress) before going on, on its own thread, once per chunk of entries at least; and the
+    wait is bounded: with another thread holding the mutex throughout, the encoding still ends
+    (its first byte written). Before the fix it never waited, so each system call a write
+    made handed the GIL to the encoder for a chunk."""
+    waits: list[int] = []
+    original = SnapshotWriter._writes_first
+
+    def counted(self: SnapshotWriter) -> None:
+        waits.append(threading.get_ident())
+        original(self)
+
+    monkeypatch.setattr(SnapshotWriter, "_writes_first", counted)
+    sessions = 3 * CHUNK
+    directory = tmp_path / "s"
+    io = SnapshotWatchIO(str(directory))
+    store = FileSessionStore(directory, durability="none", snapshot_every_records=sessions, io=io)
+    hold = threading.Event()
+    io.hold = hold
+    with store._mutex:  # held throughout, as by a call that never ends
+        for n in range(sessions):
+            store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n))
+        assert io.written.wait(timeout=60), "the encoder starved while the mutex was held"
+        assert threading.get_ident() not in waits
+        assert len(waits) >= sessions // CHUNK
+        assert len(set(waits)) == 1, "every wait on the snapshot thread"
+    hold.set()
+    store.close()
+    with FileSessionStore(directory) as reopened:
+        assert len(reopened) == sessions
+    assert not fsck(directory).errors
+
+
+def test_paced_adds_a_wait_to_let_others_run_in_its_thread_only() -> None:
+    """``let_others_run`` calls the ``paced`` wait in the thread that set it, within the block
+    only; other threads and later calls do not."""
+    calls: list[int] = []
+    other_done = threading.Event()
+
+    def other() -> None:
+        let_others_run()
+        other_done.set()
+
+    with paced(lambda: calls.append(threading.get_ident())):
+        let_others_run()
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert other_done.wait(timeout=60)
+        thread.join()
+        encode_parts(["x"] * (2 * CHUNK + 1))
+    let_others_run()
+    assert calls == [threading.get_ident()] * 4
 
 
 def test_a_stale_snapshot_from_another_handle_is_never_wrong(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
+from typing import Final
 
+from filestore.engine.chunkedcbor import paced
 from filestore.engine.fileio import FileIO
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
@@ -22,6 +24,9 @@ from filestore.engine.logview import LogView
 from filestore.engine.snapshot import TempSnapshot, discard_snapshot_temp
 from filestore.engine.snapshotting import SnapshotJob
 from filestore.errors import FilestoreError
+
+# The longest the snapshot encoder waits, between two chunks, for a call to finish (seconds).
+WRITE_WAIT: Final = 0.002
 
 
 class SnapshotWriter:
@@ -74,7 +79,8 @@ class SnapshotWriter:
         temp: TempSnapshot | None = None
         replaced: int | None = None
         try:
-            temp = job.write_temp(self._io, self._path, mode=self._mode)
+            with paced(self._writes_first):
+                temp = job.write_temp(self._io, self._path, mode=self._mode)
             installed = False
             replaced = self._hold_current()
             with self._mutex, self._lock:
@@ -103,6 +109,19 @@ class SnapshotWriter:
             while not ended:  # a chunk at a time: other calls run between
                 with self._mutex:
                     ended = self._view.end_snapshot(job)
+
+    def _writes_first(self) -> None:
+        """Between two chunks of encoding: wait (``WRITE_WAIT`` at most) for a call in progress.
+
+        Encoding a big index is seconds of Python, and every time a writer lets
+        the GIL go (each system call of a write) the encoder would take it for a
+        chunk, several times a write, or a whole scheduler slice when the machine is
+        busy. Waiting for the store's mutex instead lets the call in progress run
+        to its end with the GIL nearly to itself. Bounded, so a stream of writes
+        that always holds the mutex slows the snapshot down but never starves it.
+        """
+        if self._mutex.acquire(timeout=WRITE_WAIT):
+            self._mutex.release()
 
     def _hold_current(self) -> int | None:
         """A descriptor on the snapshot about to be replaced, if there is one (no lock held).
