@@ -234,8 +234,8 @@ def encode_snapshot_parts(
 
 
 def _scope_column(scopes: list[SessionScope], field: int) -> list[str]:
-    """One of ``scope_columns``, ``CHUNK`` scopes at a time: a store of a million users has
-    a million scopes, which one comprehension would turn into texts holding the GIL ~0.6 s."""
+    """One of ``scope_columns``, ``CHUNK`` scopes at a time: one comprehension over every
+    distinct scope held the GIL 60 ms at 100,000 users (ten times that at a million)."""
     column: list[str] = []
     for start in range(0, len(scopes), CHUNK):
         column.extend([str(scope[field] or "") for scope in scopes[start : start + CHUNK]])
