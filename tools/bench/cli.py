@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency", help="store sizes for the latency section (default 10000,100000; quick N,4N)"
     )
     parser.add_argument("--latency-updates", type=int, help="timed updates per latency run (default 50000)")
+    parser.add_argument("--latency-rounds", type=int, help="latency rounds, median kept (default 3; quick 1)")
     parser.add_argument(
         "--big", action="store_true", help="add 1,000,000 sessions to the scale and latency sections"
     )
@@ -59,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scale_sizes = _ints(args.scale or (str(args.n) if quick else "10000,100000"))
     args.latency_sizes = _ints(args.latency or (f"{args.n},{4 * args.n}" if quick else "10000,100000"))
     args.latency_updates = args.latency_updates or (2000 if quick else 50_000)
+    args.latency_rounds = args.latency_rounds or (1 if quick else 3)
     if args.big:
         args.scale_sizes.append(1_000_000)
         args.latency_sizes.append(1_000_000)

@@ -292,7 +292,7 @@ def run_latency(args: argparse.Namespace, work: Path) -> dict[str, object]:
             sizes=args.latency_sizes,
             updates=args.latency_updates,
             durabilities=("none", "fsync"),
-            rounds=1 if args.quick else 3,
+            rounds=args.latency_rounds,
             seed=args.seed,
             snapshot_every=500 if args.quick else 10_000,
         )
