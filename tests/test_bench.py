@@ -73,6 +73,32 @@ def test_decode_section(tmp_path: Path) -> None:
     assert document["main"] == {}
 
 
+def test_latency_section(tmp_path: Path) -> None:
+    """The latency section times a stream of updates per store size and durability, with the
+    tail percentiles, the calls a full collection fell in apart, and the p99.9 ratio of the
+    largest size over the smallest against issue 15's target."""
+    document = run_bench(tmp_path, "--sections", "latency", "--latency", "40,80", "--latency-updates", "600")
+    section = document["latency"]
+    assert section["updates"] == 600
+    assert section["snapshot_every"] == 500
+    assert [(row["sessions"], row["durability"]) for row in section["rows"]] == [
+        (40, "none"),
+        (40, "fsync"),
+        (80, "none"),
+        (80, "fsync"),
+    ]
+    for row in section["rows"]:
+        assert 0 < row["p50_us"] <= row["p99_us"] <= row["p999_us"] <= row["max_us"]
+        assert row["full_gcs"] >= 0
+        assert len(row["p999_runs_us"]) == 1
+    assert [ratio["durability"] for ratio in section["ratios"]] == ["none", "fsync"]
+    for ratio in section["ratios"]:
+        assert (ratio["small"], ratio["large"]) == (40, 80)
+        assert ratio["p999_ratio"] > 0
+        assert isinstance(ratio["holds"], bool)
+    assert document["main"] == {}
+
+
 def check_phase(phase: dict[str, Any], kinds: set[str]) -> None:
     assert set(phase) >= PHASE_KEYS
     assert set(phase["latency_us"]) >= kinds

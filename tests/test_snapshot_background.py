@@ -13,21 +13,25 @@ for byte what ``cbor2.dumps`` gives (the format is unchanged).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from pathlib import Path
 
 import cbor2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filestore import FileSessionStore, SessionKey, StoreFullError
-from filestore.engine.chunkedcbor import CHUNK, Joined, encode_parts
+from filestore.engine.chunkedcbor import CHUNK, Joined, encode_parts, let_others_run, paced
+from filestore.engine.fileio import OsFileIO
 from filestore.engine.index import Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.records import Put, Remove
 from filestore.engine.snapshot import decode_snapshot
 from filestore.engine.snapshotcolumns import keys_of
+from filestore.engine.snapshotwriter import SnapshotWriter
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId
 from filestore.offline.fsck import fsck
 
@@ -105,6 +109,116 @@ def test_the_snapshot_covers_exactly_the_records_its_index_holds(tmp_path: Path)
         assert len(other) == EVERY
     store.close()
     assert not fsck(directory).errors
+
+
+class ReplacedSnapshotWatchIO(OsFileIO):
+    """Notes, at each rename onto ``sessions.idx``, whether a descriptor on the file it replaces
+    is open, and at each close of a descriptor on an unlinked ``sessions.idx``, whether the
+    writer lock is free (the kernel frees the file's blocks at that close)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.snapshot_fds: set[int] = set()
+        self.renamed_while_held: list[bool] = []
+        self.freed_lock_free: list[bool] = []
+
+    def open_readonly(self, path: str) -> int:
+        fd = super().open_readonly(path)
+        if os.path.basename(path) == SNAPSHOT_NAME:
+            self.snapshot_fds.add(fd)
+        return fd
+
+    def rename(self, source: str, target: str) -> None:
+        if os.path.basename(target) == SNAPSHOT_NAME:
+            self.renamed_while_held.append(bool(self.snapshot_fds))
+        super().rename(source, target)
+
+    def close(self, fd: int) -> None:
+        if fd in self.snapshot_fds:
+            self.snapshot_fds.discard(fd)
+            if os.fstat(fd).st_nlink == 0:
+                self.freed_lock_free.append(writer_lock_is_free(self.directory))
+        super().close(fd)
+
+
+def test_the_replaced_snapshot_is_freed_after_the_writer_lock_is_let_go(tmp_path: Path) -> None:
+    """Installing a snapshot holds the one it replaces open across the rename, and closes it
+    (which frees its blocks) only once the writer lock is free, and every time: freeing a big
+    file inside the rename, under the lock, made a write wait milliseconds per ten megabytes
+    of snapshot. Before the fix the rename dropped the old file's last reference (nothing
+    held it open), so no close of an unlinked snapshot was ever seen."""
+    directory = tmp_path / "s"
+    io = ReplacedSnapshotWatchIO(str(directory))
+    store = FileSessionStore(directory, io=io)
+    keys = [store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n)) for n in range(3)]
+    store.write_snapshot()  # the first: nothing to replace
+    store.update_session(keys[0], data(ctx(user="u0"), step=10))
+    store.write_snapshot()
+    store.update_session(keys[1], data(ctx(user="u1"), step=11))
+    store.close()  # its snapshot replaces the second
+    assert io.renamed_while_held == [False, True, True]
+    assert io.freed_lock_free == [True, True]
+    assert not io.snapshot_fds, "a descriptor on a snapshot was left open"
+    with FileSessionStore(directory) as again:
+        assert again.get_session(keys[1]) == data(ctx(user="u1"), step=11)
+    assert not fsck(directory).errors
+
+
+def test_the_encoder_lets_a_call_in_progress_finish_between_chunks_but_is_never_starved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two chunks the background encoder waits for the store's mutex (a call in
+    progress) before going on, on its own thread, once per chunk of entries at least; and the
+    wait is bounded: with another thread holding the mutex throughout, the encoding still ends
+    (its first byte written). Before the fix it never waited, so each system call a write
+    made handed the GIL to the encoder for a chunk."""
+    waits: list[int] = []
+    original = SnapshotWriter._writes_first
+
+    def counted(self: SnapshotWriter) -> None:
+        waits.append(threading.get_ident())
+        original(self)
+
+    monkeypatch.setattr(SnapshotWriter, "_writes_first", counted)
+    sessions = 3 * CHUNK
+    directory = tmp_path / "s"
+    io = SnapshotWatchIO(str(directory))
+    store = FileSessionStore(directory, durability="none", snapshot_every_records=sessions, io=io)
+    hold = threading.Event()
+    io.hold = hold
+    with store._mutex:  # held throughout, as by a call that never ends
+        for n in range(sessions):
+            store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n))
+        assert io.written.wait(timeout=60), "the encoder starved while the mutex was held"
+        assert threading.get_ident() not in waits
+        assert len(waits) >= sessions // CHUNK
+        assert len(set(waits)) == 1, "every wait on the snapshot thread"
+    hold.set()
+    store.close()
+    with FileSessionStore(directory) as reopened:
+        assert len(reopened) == sessions
+    assert not fsck(directory).errors
+
+
+def test_paced_adds_a_wait_to_let_others_run_in_its_thread_only() -> None:
+    """``let_others_run`` calls the ``paced`` wait in the thread that set it, within the block
+    only; other threads and later calls do not."""
+    calls: list[int] = []
+    other_done = threading.Event()
+
+    def other() -> None:
+        let_others_run()
+        other_done.set()
+
+    with paced(lambda: calls.append(threading.get_ident())):
+        let_others_run()
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert other_done.wait(timeout=60)
+        thread.join()
+        encode_parts(["x"] * (2 * CHUNK + 1))
+    let_others_run()
+    assert calls == [threading.get_ident()] * 4
 
 
 def test_a_stale_snapshot_from_another_handle_is_never_wrong(tmp_path: Path) -> None:

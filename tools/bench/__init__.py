@@ -7,7 +7,7 @@ Run from the repository root (``pip install -e '.[bench]'`` adds diskcache and m
 prints a table and writes JSON (``--json``, default ``bench-results/latest.json``).
 ``--quick`` is a small smoke run; ``--only`` picks contenders of the main table
 by name or glob; ``--sections`` picks sections; ``--big`` adds 1M sessions to
-the scale section; ``--profile`` adds a cProfile of filestore's calls;
+the scale and latency sections; ``--profile`` adds a cProfile of filestore's calls;
 ``--report FILE`` prints (and ``--plot``s) the JSON of an earlier run.
 
 Sections:
@@ -33,7 +33,12 @@ Sections:
   SQLite FULL again on updates alone, and 2 and 4 processes on one store;
 - ``scale``: reopen with a fresh snapshot and by full replay, and Python heap
   per session, at 10k and 100k sessions (and 1M with ``--big``), in the
-  process that built the store and in fresh ones (``fresh_*``; issue 15).
+  process that built the store and in fresh ones (``fresh_*``; issue 15);
+- ``latency``: latency vs size (issue 15, part 5): a long stream of updates
+  crossing several snapshot intervals, timed call by call on stores of 10k
+  and 100k sessions (and 1M with ``--big``), with durability none and fsync;
+  p50/p99/p99.9/max per size and the largest size's p99.9 over the
+  smallest's (target <= 1.5).
 
 JSON (``schema`` 1): ``machine``, ``config``, ``steps``, ``decode`` (``pairs``:
 model call -> ``against``, ``model_us``, ``raw_us``, ``ratio``,
@@ -48,7 +53,9 @@ to_cbor; ``python_us``, ``floor_python_us``, ``ratio``, ``target``, ``holds``), 
 ``processes`` lists; thread runs name their ``workload``, mixed or updates,
 and filestore's also give ``fdatasyncs``, ``writes_per_fdatasync``,
 ``sync_mean_us``, ``sync_cycle_us`` and ``sync_busy_fraction``), ``scale``
-(list), ``profile``, ``ratios``, ``ratios_group`` (issue 15's group-commit
+(list), ``latency`` (``rows``: sessions, durability, ``p50_us`` ... ``max_us``,
+``max_without_full_gc_us``, ``full_gcs``, medians of ``rounds``; ``ratios``),
+``profile``, ``ratios``, ``ratios_group`` (issue 15's group-commit
 targets) and ``ratios_info`` (lists of {id, what, target, measured, holds}),
 ``ratios_by_order`` ({id, what, sequential, interleaved}), ``notes``.
 
@@ -65,7 +72,7 @@ contender shares, and filestore), ``alternatives`` (SQLite with the contract's
 checks and lean, diskcache, a file per session), ``floors``, ``registry``
 (every contender by name), ``sections`` (steps, threads, processes, scale,
 profile), ``decode`` (the codecs against the raw encoders), ``writepath`` (the
-Python per write), ``syncs`` (sync
+Python per write), ``latency`` (latency vs size), ``syncs`` (sync
 occupancy, group-commit ratios), ``orders`` (the two main tables side by
 side), ``report`` (ratios and text), ``text`` and ``plot``.
 """

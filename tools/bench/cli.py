@@ -30,7 +30,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--processes", help="process counts on one store (default 2,4; quick 2; '' for none)")
     parser.add_argument("--concurrency-ops", type=int, help="calls per concurrency run (default 6000)")
     parser.add_argument("--scale", help="store sizes for the scale section (default 10000,100000)")
-    parser.add_argument("--big", action="store_true", help="add 1,000,000 sessions to the scale section")
+    parser.add_argument(
+        "--latency", help="store sizes for the latency section (default 10000,100000; quick N,4N)"
+    )
+    parser.add_argument("--latency-updates", type=int, help="timed updates per latency run (default 50000)")
+    parser.add_argument("--latency-rounds", type=int, help="latency rounds, median kept (default 3; quick 1)")
+    parser.add_argument(
+        "--big", action="store_true", help="add 1,000,000 sessions to the scale and latency sections"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile filestore's get/find/update")
     parser.add_argument(
         "--rounds", type=int, help="repeat main and concurrency runs, keep the median (default 5)"
@@ -51,8 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.process_counts = _ints(args.processes if args.processes is not None else ("2" if quick else "2,4"))
     args.concurrency_ops = args.concurrency_ops or (60 if quick else 6000)
     args.scale_sizes = _ints(args.scale or (str(args.n) if quick else "10000,100000"))
+    args.latency_sizes = _ints(args.latency or (f"{args.n},{4 * args.n}" if quick else "10000,100000"))
+    args.latency_updates = args.latency_updates or (2000 if quick else 50_000)
+    args.latency_rounds = args.latency_rounds or (1 if quick else 3)
     if args.big:
         args.scale_sizes.append(1_000_000)
+        args.latency_sizes.append(1_000_000)
     args.section_set = {name.strip() for name in args.sections.split(",") if name.strip()}
     unknown = args.section_set - set(SECTIONS)
     if unknown:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from tools.bench.decode import decode_text
+from tools.bench.latency import latency_text
 from tools.bench.orders import FLOOR, lookup, order_text
 from tools.bench.text import cell as _cell
 from tools.bench.text import table as _table
@@ -358,6 +359,7 @@ def format_report(results: Any) -> str:
         out += _main_text(lookup(results, key) or {}, order)
     out += _concurrency_text(results)
     out += _scale_text(results)
+    out += latency_text(results)
     titles = (
         ("targets of issue 7", "ratios"),
         ("group commit, issue 15", "ratios_group"),

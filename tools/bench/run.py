@@ -15,13 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import decode, orders, report, sections, syncs, writepath
+from tools.bench import decode, latency, orders, report, sections, syncs, writepath
 from tools.bench import workload as wl
 from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale")
+SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale", "latency")
 
 
 # -- the main table --------------------------------------------------------------------
@@ -281,6 +281,25 @@ def run_scale(args: argparse.Namespace, work: Path) -> list[dict[str, object]]:
     return results
 
 
+def run_latency(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """Latency vs size: its stores are removed afterwards, however it ends (a million is 1.3 GB)."""
+    path = work / "latency"
+    path.mkdir()
+    try:
+        return latency.run_latency(
+            path,
+            wl.Population(1024, args.seed),
+            sizes=args.latency_sizes,
+            updates=args.latency_updates,
+            durabilities=("none", "fsync"),
+            rounds=args.latency_rounds,
+            seed=args.seed,
+            snapshot_every=500 if args.quick else 10_000,
+        )
+    finally:
+        _remove(path)
+
+
 def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -311,6 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     profile: dict[str, object] = {}
     decoding: dict[str, object] = {}
     write_path: dict[str, object] = {}
+    latencies: dict[str, object] = {}
     with work_directory(args.dir, keep=args.keep) as work:
         machine = machine_facts(work)
         if "steps" in args.section_set:
@@ -356,6 +376,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if "scale" in args.section_set:
             print("scale", flush=True)
             scale = run_scale(args, work)
+        if "latency" in args.section_set:
+            print("latency vs size", flush=True)
+            latencies = run_latency(args, work)
         if args.profile:
             print("profile", flush=True)
             profile = sections.profile_filestore(
@@ -380,6 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "processes": args.process_counts,
             "concurrency_ops": args.concurrency_ops,
             "scale": args.scale_sizes,
+            "latency": args.latency_sizes,
             "profile": args.profile,
             "argv": sys.argv[1:],
         },
@@ -390,6 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "main_interleaved": interleaved,
         "concurrency": concurrency,
         "scale": scale,
+        "latency": latencies,
         "profile": profile,
     }
     results["ratios"] = report.target_ratios(results)
