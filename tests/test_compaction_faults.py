@@ -420,7 +420,7 @@ def test_ctrl_c_during_filestore_compact(
     target: str,
     advanced: bool,
 ) -> None:
-    """A Ctrl-C just before the switching rename: exit 8 and the old generation; just before the
+    """A Ctrl-C just before the switching rename: exit 130 and the old generation; just before the
     snapshot's rename (after the switch): exit 0, the new generation and a warning. Either way
     nothing is left behind and fsck exits 0."""
     source, expected = pristine
@@ -436,7 +436,7 @@ def test_ctrl_c_during_filestore_compact(
     monkeypatch.setattr(OsFileIO, "rename", interrupted)
     code = main(["compact", str(directory)])
     monkeypatch.undo()
-    assert code == (0 if advanced else 8)
+    assert code == (0 if advanced else 130)
     assert generation(directory) == (2 if advanced else 1)
     assert ("warning: switched to generation 2" in capsys.readouterr().out) == advanced
     assert_clean_and_whole(directory, expected, f"Ctrl-C before the rename to {target}")

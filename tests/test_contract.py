@@ -1,4 +1,8 @@
-"""The SessionStore contract of ../shared/SPEC.md, pinned rule by rule, on every backend.
+"""The SessionStore contract, pinned rule by rule, on every backend.
+
+These tests are the contract's definition in this repository; docs/api.md ("The contract:
+SessionStore") states it for readers. (The team's specification it came from is not part of
+the repository.)
 
 Every test takes the ``store`` fixture, which runs it once per registered
 backend (memory, file, ...): a backend that passes this module behaves as

@@ -17,7 +17,7 @@ from typing import Final
 
 import pytest
 
-from filestore import CorruptionError, FileSessionStore, SessionKey, fsck
+from filestore import CorruptionError, FileSessionStore, SessionKey, compact, fsck
 from filestore.engine.fileio import OS_IO
 from filestore.engine.framing import FILE_HEADER_SIZE, Frame
 from filestore.engine.layout import LOG_NAME
@@ -96,3 +96,46 @@ def test_two_damaged_bytes_in_record_3_of_20_refuse_the_open(
         for number, key in enumerate(keys):
             expected = None if number == DAMAGED - 1 else data(ctx(user=f"u{number}"), step=number)
             assert store.get_session(key) == expected
+
+
+def test_damage_a_snapshot_covers_is_found_on_read_and_by_fsck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What docs/format.md says of damage the index snapshot covers: opening replays only the
+    log after the snapshot, so it opens; a read or update of the session whose current record is
+    damaged raises CorruptionError (the others read as before; removing it reads nothing); a
+    damaged record no session points at any more is never read; fsck, which reads every record,
+    reports both (exit 4); compaction refuses.
+
+    The snapshot's spot checks are turned off, so the damage is never found by chance on open."""
+    monkeypatch.setattr("filestore.engine.snapshot.SPOT_CHECKS", 0)
+    directory = tmp_path / "s"
+    with FileSessionStore(directory) as store:
+        keys = [store.create_session(ctx(user=f"u{n}"), data(ctx(user=f"u{n}"), step=n)) for n in range(3)]
+        store.update_session(keys[0], data(ctx(user="u0"), step=10))  # record 1 is now dead
+    assert (directory / "sessions.idx").exists()
+    frames = log_frames(directory)
+    raw = bytearray((directory / LOG_NAME).read_bytes())
+    for victim in (frames[0], frames[1]):  # the dead first value of u0, and u1's only record
+        raw[victim.offset + 40] ^= 0x5A
+    (directory / LOG_NAME).write_bytes(bytes(raw))
+
+    with FileSessionStore(directory) as store:
+        assert store.get_session(keys[0]) == data(ctx(user="u0"), step=10)
+        assert store.get_session(keys[2]) == data(ctx(user="u2"), step=2)
+        with pytest.raises(CorruptionError, match="no longer verifies"):
+            store.get_session(keys[1])
+        with pytest.raises(CorruptionError, match="no longer verifies"):
+            store.find_by_user(ctx(user="u1"), "u1")
+        with pytest.raises(CorruptionError, match="no longer verifies"):
+            store.update_session(keys[1], data(ctx(user="u1"), step=11))
+        store.remove_session(keys[1])  # reads nothing: the damaged record is now a dead one
+        assert store.get_session(keys[1]) is None
+    report = fsck(directory)
+    assert report.exit_code == 4
+    assert [finding.offset for finding in report.errors if finding.kind == "damaged-record"] == [
+        frames[0].offset
+    ]
+    assert list(report.lost) == [1, 2]
+    with pytest.raises(CorruptionError, match="fsck --repair"):
+        compact(directory)

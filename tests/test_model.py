@@ -30,7 +30,8 @@ from filestore import (
 
 from .support.strategies import bad_ids, cursors, ids, session_datas, tenant_ctxs
 
-# SPEC.md's example, character for character.
+# The example of SessionData's JSON from the team's specification (serde's output; the
+# specification is not in this repository), character for character: this literal is the reference.
 SPEC_EXAMPLE: Final = r"""
 {"tenant_ctx": {"env": "dev", "tenant": "acme", "tenant_id": "acme", "team": "support",
   "team_id": "support", "user": "u-42", "user_id": "u-42", "attempt": 0},
@@ -244,7 +245,7 @@ def test_to_json_is_serde_compact_utf8() -> None:
 
 
 def test_spec_example_decodes_to_the_expected_fields() -> None:
-    """SPEC.md's serde example decodes field by field to what it says."""
+    """The specification's serde example (SPEC_EXAMPLE) decodes field by field to what it says."""
     session = SessionData.from_json(SPEC_EXAMPLE)
     ctx = session.tenant_ctx
     assert (ctx.env, ctx.tenant, ctx.tenant_id) == ("dev", "acme", "acme")
@@ -266,7 +267,7 @@ def test_spec_example_decodes_to_the_expected_fields() -> None:
 
 
 def test_spec_example_reencodes_to_the_same_object() -> None:
-    """The SPEC example's to_dict (and to_json, reparsed) equals the parsed literal exactly."""
+    """SPEC_EXAMPLE's to_dict (and to_json, reparsed) equals the parsed literal exactly."""
     parsed = json.loads(SPEC_EXAMPLE)
     session = SessionData.from_json(SPEC_EXAMPLE)
     assert session.to_dict() == parsed

@@ -82,7 +82,7 @@ def make_data(context: TenantCtx, payload: str) -> SessionData:
 
 
 class DictModel:
-    """The contract of SPEC.md and issue 14 in the plainest code: a few dicts, told the time.
+    """The contract of docs/api.md (five calls, waits) in the plainest code: a few dicts, told the time.
 
     ``waits`` maps a scope entry (the owner's lookup scope, the reply scope's
     hash) to its key; ``wait_of`` and ``deadlines`` hold each session's wait
