@@ -31,6 +31,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency-ops", type=int, help="calls per concurrency run (default 6000)")
     parser.add_argument("--scale", help="store sizes for the scale section (default 10000,100000)")
     parser.add_argument("--big", action="store_true", help="add 1,000,000 sessions to the scale section")
+    parser.add_argument(
+        "--bulk", type=int, help="sessions the bulk section imports (default 200000; quick 300)"
+    )
+    parser.add_argument(
+        "--bulk-before",
+        type=int,
+        help="sessions imported one sync each, for comparison (default 2000; quick 50)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile filestore's get/find/update")
     parser.add_argument(
         "--rounds", type=int, help="repeat main and concurrency runs, keep the median (default 5)"
@@ -50,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.thread_counts = _ints(args.threads or ("1,2" if quick else "1,2,4,8"))
     args.process_counts = _ints(args.processes if args.processes is not None else ("2" if quick else "2,4"))
     args.concurrency_ops = args.concurrency_ops or (60 if quick else 6000)
+    args.bulk = args.bulk or (300 if quick else 200_000)
+    args.bulk_before = args.bulk_before or (50 if quick else 2000)
     args.scale_sizes = _ints(args.scale or (str(args.n) if quick else "10000,100000"))
     if args.big:
         args.scale_sizes.append(1_000_000)

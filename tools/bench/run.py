@@ -15,13 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import decode, orders, report, sections, syncs, writepath
+from tools.bench import bulk, decode, orders, report, sections, syncs, writepath
 from tools.bench import workload as wl
 from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale")
+SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale", "bulk")
 
 
 # -- the main table --------------------------------------------------------------------
@@ -311,6 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     profile: dict[str, object] = {}
     decoding: dict[str, object] = {}
     write_path: dict[str, object] = {}
+    bulk_load: dict[str, object] = {}
     with work_directory(args.dir, keep=args.keep) as work:
         machine = machine_facts(work)
         if "steps" in args.section_set:
@@ -356,6 +357,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if "scale" in args.section_set:
             print("scale", flush=True)
             scale = run_scale(args, work)
+        if "bulk" in args.section_set:
+            print(f"bulk, {args.bulk} sessions", flush=True)
+            bulk_load = bulk.measure_bulk(
+                work / "bulk", wl.Population(1024, args.seed), sessions=args.bulk, before=args.bulk_before
+            )
         if args.profile:
             print("profile", flush=True)
             profile = sections.profile_filestore(
@@ -386,6 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "steps": steps,
         "decode": decoding,
         "write_path": write_path,
+        "bulk": bulk_load,
         "main": tables,
         "main_interleaved": interleaved,
         "concurrency": concurrency,
