@@ -20,7 +20,7 @@ import inspect
 import os
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sized
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -32,6 +32,8 @@ from filestore.memory import InMemorySessionStore
 from filestore.progress import begin_phase, counted, phased_only
 from filestore.redis_store import DEFAULT_NAMESPACE, RedisSessionStore
 from filestore.waits import Clock, check_clock, is_expired, system_clock
+
+_T = TypeVar("_T")
 
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
@@ -183,6 +185,10 @@ class CopyCounts:
     already_there: int
 
 
+# Sessions a store that can (``import_batch``) writes together, with one sync.
+BULK_BATCH: Final = 1000
+
+
 def copy_sessions(
     target: MovableStore,
     numbered: Iterable[tuple[int, StoredSession]],
@@ -192,23 +198,56 @@ def copy_sessions(
 ) -> CopyCounts:
     """``target.import_session`` each session (numbered, for errors), counting; ``progress(1)`` after each.
 
-    A session the target refuses (its key holds a different session) stops
-    the copy with the target's ``InvalidInputError``, or with
-    ``refused(number, error)`` when given. Shared by ``migrate`` and
+    A target with ``import_batch`` (the file store) takes them a thousand at
+    a time, made durable by one sync. A session the target refuses (its key
+    holds a different session) stops the copy with the target's
+    ``InvalidInputError``, or with ``refused(number, error)`` when given; a
+    batch is refused whole, then taken again one session at a time, so the
+    refusal names its session, and the ones before it are copied, as
+    without batches. Shared by ``migrate`` and
     ``filestore.transfer.import_sessions``.
     """
+    bulk: Callable[[list[StoredSession]], list[bool]] | None = getattr(target, "import_batch", None)
     copied = already = 0
-    for number, session in numbered:
-        try:
-            fresh = target.import_session(session)
-        except InvalidInputError as error:
-            if refused is None:
-                raise
-            raise refused(number, error) from None
-        if fresh:
-            copied += 1
-        else:
-            already += 1
-        if progress is not None:
-            progress(1)
+    for chunk in _chunks(numbered, BULK_BATCH if bulk is not None else 1):
+        outcomes: list[bool] | None = None
+        if bulk is not None:
+            try:
+                outcomes = bulk([session for _number, session in chunk])
+            except InvalidInputError:
+                outcomes = None  # nothing of it was written: again, one at a time
+        if outcomes is None:
+            outcomes = [_import_one(target, number, session, refused) for number, session in chunk]
+        for fresh in outcomes:
+            if fresh:
+                copied += 1
+            else:
+                already += 1
+            if progress is not None:
+                progress(1)
     return CopyCounts(copied, already)
+
+
+def _import_one(
+    target: MovableStore,
+    number: int,
+    session: StoredSession,
+    refused: Callable[[int, InvalidInputError], InvalidInputError] | None,
+) -> bool:
+    try:
+        return target.import_session(session)
+    except InvalidInputError as error:
+        if refused is None:
+            raise
+        raise refused(number, error) from None
+
+
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    chunk: list[_T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

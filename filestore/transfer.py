@@ -35,6 +35,7 @@ from filestore.backends import MovableStore, check_movable, copy_sessions, sessi
 from filestore.contract import StoredSession, check_same_owner, check_stored_session
 from filestore.engine.options import callback, count
 from filestore.errors import InvalidInputError, TenantMismatchError, message_of
+from filestore.fastdecode import fast_session
 from filestore.ids import EnvId, SessionScope, TeamId, TenantId, UserId, check_key
 from filestore.model import SessionData
 from filestore.progress import begin_phase
@@ -114,7 +115,10 @@ def parse_line(text: str, number: int) -> StoredSession:
         if not isinstance(active, bool):
             raise InvalidInputError("active must be true or false", field="active", rule="a boolean")
         key = check_key(doc["key"])
-        data = _same_owner(scope, SessionData.from_dict(doc["session"]))
+        # The line was parsed here, by serdejson: the one-pass path may take its session
+        # (it declines, to from_dict's exact error, anything it does not validate).
+        raw = doc["session"]
+        data = _same_owner(scope, fast_session(raw) or SessionData.from_dict(raw))
         # The store's own checks: a wait is a scope hash of a session naming its user, a
         # deadline is unix milliseconds within int64 (null, like absent, is none).
         stored = check_stored_session(

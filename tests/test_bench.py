@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from filestore import FileSessionStore
 from tools.bench.orders import FLOOR
 from tools.bench.plot import LATENCY_KINDS, THREAD_SERIES, ScaleBar, plot_data
 
@@ -374,4 +375,22 @@ def test_write_path_section(tmp_path: Path) -> None:
     assert section["target"] == "python_us <= 10"
     assert isinstance(section["holds"], bool)
     assert isinstance(section["python_us"], float)
+    assert document["main"] == {}
+
+
+def test_bulk_section(tmp_path: Path) -> None:
+    """The bulk section times the import, the Python API floor, one sync each, a re-run and a read
+    of the same sessions, with their ratios; every store it made holds what it was given."""
+    document = run_bench(tmp_path, "--sections", "bulk", "--bulk", "40", "--bulk-before", "10", "--keep")
+    section = document["bulk"]
+    ways = {"import", "api-none", "one-sync-each", "rerun", "read"}
+    assert set(section["seconds"]) == set(section["sessions_per_s"]) == ways
+    assert all(value > 0 for value in section["seconds"].values())
+    assert (section["sessions"], section["one_sync_each_sessions"]) == (40, 10)
+    for ratio in ("import_over_api_none", "import_speedup_over_one_sync_each", "rerun_over_read"):
+        assert section[ratio] > 0
+    work = tmp_path / "work" / "bulk"
+    for name, expected in [("import", 40), ("api-none", 40), ("one-each", 10)]:
+        with FileSessionStore(work / name) as store:
+            assert len(store) == expected, name
     assert document["main"] == {}

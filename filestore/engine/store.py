@@ -460,11 +460,38 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         if self.durability is Durability.GROUP:
             self._group.wait_durable(position, self._sync_everything)
 
-    def _append(self, built: Record | list[Record] | None, session: SessionData | None) -> LogPosition | None:
+    def _write_bulk(self, build: Callable[[], list[Record]]) -> None:
+        """Append the records ``build`` returns (under the writer lock, caught up, as ``_write``)
+        with no sync between them, then make them all durable with one sync (fsync and
+        group modes): bulk loading at the disk's speed rather than one fdatasync a record.
+
+        The price, told to ``import_batch``'s callers: a power loss during the batch may
+        keep a later record of it without an earlier one, which opening refuses as damage
+        in the middle until ``fsck --repair`` (which keeps every record that was written).
+        """
+        with self._mutex:
+            self._check_writable()
+            with self._lock:
+                self._view.catch_up(locked=True)
+                position = self._append(build(), None, each_synced=False)
+            if self._view.snapshot_waiting:
+                self._snapshots.start()
+        if position is None or self.durability is Durability.NONE:
+            return
+        if self.durability is Durability.GROUP:
+            self._group.wait_durable(position, self._sync_everything)
+        else:
+            self._sync_everything()
+
+    def _append(
+        self, built: Record | list[Record] | None, session: SessionData | None, *, each_synced: bool = True
+    ) -> LogPosition | None:
         """Write the records ``build`` returned (writer lock held, caught up); where the last landed.
 
         Every record is encoded, and checked against ``max_record_size``, before
-        the first is written: a refused batch writes nothing.
+        the first is written: a refused batch writes nothing. Unless
+        ``each_synced`` is false, in the fsync and group modes each record is
+        synced before the next (the last in fsync mode only: group commit syncs it).
         """
         records = [built] if isinstance(built, _RECORD_TYPES) else built or []
         encoded = [record.encode_parts() for record in records]
@@ -481,7 +508,7 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         for number, record in enumerate(records):
             parts, length = encoded[number]
             kept = session if record.kind == KIND_PUT else None
-            now = self._sync_each if number == last else self._sync_early
+            now = each_synced and (self._sync_each if number == last else self._sync_early)
             preallocate = self.preallocate_bytes
             position = self._view.write(record, parts, length, kept, sync=now, preallocate=preallocate)
         return position

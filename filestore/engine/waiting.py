@@ -18,7 +18,7 @@ a session no call could see.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -81,6 +81,9 @@ class WaitRouting:
         raise NotImplementedError  # pragma: no cover - FileSessionStore's
 
     def _write(self, build: Build, session: SessionData | None = None) -> None:
+        raise NotImplementedError  # pragma: no cover - FileSessionStore's
+
+    def _write_bulk(self, build: Callable[[], list[Record]]) -> None:
         raise NotImplementedError  # pragma: no cover - FileSessionStore's
 
     # -- the five calls' reads, TTL-aware ---------------------------------------------
@@ -201,40 +204,92 @@ class WaitRouting:
         wait is a scope entry another live key holds.
         """
         session = check_stored_session(session)
-        key = session.key
-        data_cbor = session.data.to_cbor()
         fresh = True
 
         def build() -> list[Record] | None:
             nonlocal fresh
-            view = self._view
-            now = self._clock()
-            entry = live_entry(view, key, now)
-            if entry is not None:
-                same = (entry.scope, entry.wait, entry.deadline) == (
-                    session.scope,
-                    session.wait,
-                    session.deadline_ms,
-                )
-                if not same or view.read_session(key, entry) != session.data:
-                    raise InvalidInputError(
-                        f"key {key} already holds a different session", field="key", rule="no overwrite"
-                    )
-            if session.wait is not None:
-                holder = view.pointed_wait(session.scope, session.wait)
-                if holder is not None and holder != key and live_entry(view, holder, now) is not None:
-                    raise InvalidInputError(
-                        f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
-                    )
-            if entry is not None:
-                fresh = False
-                if not session.active or view.is_active(key, entry):
-                    return None
-            put = Put(key, session.scope, data_cbor, session.active, session.wait, session.deadline_ms)
-            return _replacing(view, key, now, put)
+            records, fresh = _importing(self._view, session, self._clock())
+            return records
 
         self._write(build, session.data)
         return fresh
+
+    def import_batch(self, sessions: Sequence[StoredSession]) -> list[bool]:
+        """``import_session`` for each of ``sessions``, written together and made durable by
+        one sync (in the fsync and group modes): bulk import and migrate at the disk's speed.
+
+        All or nothing: every session is checked (as ``import_session`` checks
+        it) before any is written, and a batch naming one key twice, or two keys
+        claiming one wait, is refused whole (``InvalidInputError``). Returns,
+        for each session in order, whether it was new (``False``: already
+        there). A power loss during the batch may keep some of its records
+        without others, even a later one without an earlier one: opening then
+        refuses until ``filestore fsck --repair``, which keeps every record
+        written; importing the batch again completes it.
+        """
+        checked = [check_stored_session(session) for session in sessions]
+        _refuse_twice_named(checked)
+        fresh: list[bool] = []
+
+        def build() -> list[Record]:
+            fresh.clear()
+            now = self._clock()
+            records: list[Record] = []
+            for session in checked:
+                built, new = _importing(self._view, session, now)
+                records.extend(built or ())
+                fresh.append(new)
+            return records
+
+        self._write_bulk(build)
+        return fresh
+
+
+def _importing(view: LogView, session: StoredSession, now: int) -> tuple[list[Record] | None, bool]:
+    """What importing ``session`` writes (``None``: nothing), and whether its key was new; the
+    refusals of ``import_session``."""
+    key = session.key
+    entry = live_entry(view, key, now)
+    if entry is not None:
+        same = (entry.scope, entry.wait, entry.deadline) == (session.scope, session.wait, session.deadline_ms)
+        if not same or view.read_session(key, entry) != session.data:
+            raise InvalidInputError(
+                f"key {key} already holds a different session", field="key", rule="no overwrite"
+            )
+    if session.wait is not None:
+        holder = view.pointed_wait(session.scope, session.wait)
+        if holder is not None and holder != key and live_entry(view, holder, now) is not None:
+            raise InvalidInputError(
+                f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
+            )
+    if entry is not None and (not session.active or view.is_active(key, entry)):
+        return None, False
+    put = Put(key, session.scope, session.data.to_cbor(), session.active, session.wait, session.deadline_ms)
+    return _replacing(view, key, now, put), entry is None
+
+
+def _refuse_twice_named(sessions: Sequence[StoredSession]) -> None:
+    """Refuse a batch that names a key twice, or whose sessions claim one wait twice: its
+    sessions are checked against the store before any is written, so not against each other."""
+    keys: set[SessionKey] = set()
+    waits: set[tuple[SessionScope, str]] = set()
+    for session in sessions:
+        if session.key in keys:
+            raise InvalidInputError(
+                f"key {session.key} is twice in one batch; nothing was stored",
+                field="key",
+                rule="once a batch",
+            )
+        keys.add(session.key)
+        if session.wait is not None:
+            claim = (session.scope, session.wait)
+            if claim in waits:
+                raise InvalidInputError(
+                    f"two sessions of one batch claim the wait of {session.key}; nothing was stored",
+                    field="wait",
+                    rule="one key per scope",
+                )
+            waits.add(claim)
 
 
 def _pointed(view: LogView, address: WaitAddress) -> SessionKey | None:

@@ -38,6 +38,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--big", action="store_true", help="add 1,000,000 sessions to the scale and latency sections"
     )
+    parser.add_argument(
+        "--bulk", type=int, help="sessions the bulk section imports (default 200000; quick 300)"
+    )
+    parser.add_argument(
+        "--bulk-before",
+        type=int,
+        help="sessions imported one sync each, for comparison (default 2000; quick 50)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile filestore's get/find/update")
     parser.add_argument(
         "--rounds", type=int, help="repeat main and concurrency runs, keep the median (default 5)"
@@ -57,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.thread_counts = _ints(args.threads or ("1,2" if quick else "1,2,4,8"))
     args.process_counts = _ints(args.processes if args.processes is not None else ("2" if quick else "2,4"))
     args.concurrency_ops = args.concurrency_ops or (60 if quick else 6000)
+    args.bulk = args.bulk or (300 if quick else 200_000)
+    args.bulk_before = args.bulk_before or (50 if quick else 2000)
     args.scale_sizes = _ints(args.scale or (str(args.n) if quick else "10000,100000"))
     args.latency_sizes = _ints(args.latency or (f"{args.n},{4 * args.n}" if quick else "10000,100000"))
     args.latency_updates = args.latency_updates or (2000 if quick else 50_000)

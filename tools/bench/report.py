@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from tools.bench.bulk import bulk_text
 from tools.bench.decode import decode_text
 from tools.bench.latency import latency_text
 from tools.bench.orders import FLOOR, lookup, order_text
@@ -354,6 +355,7 @@ def format_report(results: Any) -> str:
         ]
     out += decode_text(results)
     out += write_path_text(results)
+    out += bulk_text(results)
     mains = [("main", "one contender after another"), ("main_interleaved", "interleaved call by call")]
     for key, order in mains:
         out += _main_text(lookup(results, key) or {}, order)

@@ -15,13 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import decode, latency, orders, report, sections, syncs, writepath
+from tools.bench import bulk, decode, latency, orders, report, sections, syncs, writepath
 from tools.bench import workload as wl
 from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale", "latency")
+SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale", "latency", "bulk")
 
 
 # -- the main table --------------------------------------------------------------------
@@ -319,6 +319,13 @@ def work_directory(path: Path, *, keep: bool) -> Iterator[Path]:
 # -- the run ------------------------------------------------------------------------------
 
 
+def run_bulk(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    print(f"bulk, {args.bulk} sessions", flush=True)
+    return bulk.measure_bulk(
+        work / "bulk", wl.Population(1024, args.seed), sessions=args.bulk, before=args.bulk_before
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Every section asked for, then the ratios: the JSON document."""
     started = time.perf_counter()
@@ -331,6 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     decoding: dict[str, object] = {}
     write_path: dict[str, object] = {}
     latencies: dict[str, object] = {}
+    bulk_load: dict[str, object] = {}
     with work_directory(args.dir, keep=args.keep) as work:
         machine = machine_facts(work)
         if "steps" in args.section_set:
@@ -379,6 +387,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if "latency" in args.section_set:
             print("latency vs size", flush=True)
             latencies = run_latency(args, work)
+        if "bulk" in args.section_set:
+            bulk_load = run_bulk(args, work)
         if args.profile:
             print("profile", flush=True)
             profile = sections.profile_filestore(
@@ -410,6 +420,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "steps": steps,
         "decode": decoding,
         "write_path": write_path,
+        "bulk": bulk_load,
         "main": tables,
         "main_interleaved": interleaved,
         "concurrency": concurrency,
