@@ -319,6 +319,17 @@ def work_directory(path: Path, *, keep: bool) -> Iterator[Path]:
 # -- the run ------------------------------------------------------------------------------
 
 
+def run_write_path(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    print("write path", flush=True)
+    return writepath.measure_write_path(
+        work / "writepath",
+        wl.Population(1024, args.seed),
+        sessions=200 if args.quick else 2000,
+        batch=50 if args.quick else 200,
+        rounds=5 if args.quick else 60,
+    )
+
+
 def run_bulk(args: argparse.Namespace, work: Path) -> dict[str, object]:
     print(f"bulk, {args.bulk} sessions", flush=True)
     return bulk.measure_bulk(
@@ -362,14 +373,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 rounds=5 if args.quick else 60,
             )
         if "writepath" in args.section_set:
-            print("write path", flush=True)
-            write_path = writepath.measure_write_path(
-                work / "writepath",
-                wl.Population(1024, args.seed),
-                sessions=200 if args.quick else 2000,
-                batch=50 if args.quick else 200,
-                rounds=5 if args.quick else 60,
-            )
+            write_path = run_write_path(args, work)
         if "main" in args.section_set:
             for payload in args.payloads:
                 print(f"main table, {payload}-byte context_json, N={args.n}", flush=True)
