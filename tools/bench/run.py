@@ -319,6 +319,21 @@ def work_directory(path: Path, *, keep: bool) -> Iterator[Path]:
 # -- the run ------------------------------------------------------------------------------
 
 
+def run_decode(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    print("decode", flush=True)
+    population = wl.Population(1024, args.seed)
+    decoding = decode.measure_decode(
+        population, sessions=100 if args.quick else 1000, rounds=5 if args.quick else 100
+    )
+    decoding["get_without_cache"] = decode.measure_get_without_cache(
+        work / "decode",
+        population,
+        sessions=100 if args.quick else 2000,
+        rounds=5 if args.quick else 60,
+    )
+    return decoding
+
+
 def run_write_path(args: argparse.Namespace, work: Path) -> dict[str, object]:
     print("write path", flush=True)
     return writepath.measure_write_path(
@@ -361,17 +376,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 syncs=10 if args.quick else 200,
             )
         if "decode" in args.section_set:
-            print("decode", flush=True)
-            population = wl.Population(1024, args.seed)
-            decoding = decode.measure_decode(
-                population, sessions=100 if args.quick else 1000, rounds=5 if args.quick else 100
-            )
-            decoding["get_without_cache"] = decode.measure_get_without_cache(
-                work / "decode",
-                population,
-                sessions=100 if args.quick else 2000,
-                rounds=5 if args.quick else 60,
-            )
+            decoding = run_decode(args, work)
         if "writepath" in args.section_set:
             write_path = run_write_path(args, work)
         if "main" in args.section_set:
