@@ -373,6 +373,20 @@ class LogView:
             cause=f"{type(error).__name__}: {error}",
         )
 
+    # -- group commit (``GroupCommit``'s ``Syncer``; all but ``sync`` under the store's mutex) --
+
+    @property
+    def unsynced(self) -> bool:
+        """Whether records were written that no finished sync covers (group commit asks this
+        with no sync running, or right after one ended)."""
+        return self._log.last_seq > self._log.known_durable
+
+    @property
+    def durable_position(self) -> LogPosition:
+        """The last record known durable: it and every one before it (older generations ended
+        in a synced seal) survive a power loss."""
+        return LogPosition(self._log.header.generation, self._log.known_durable)
+
     def sync_point(self) -> SyncPoint:
         """What a sync now would make durable (group commit; see ``SyncPoint``).
 
@@ -381,6 +395,11 @@ class LogView:
         """
         self._syncing = self._log
         return SyncPoint(self._log, self._log.last_seq)
+
+    def sync(self, point: SyncPoint) -> None:
+        """fdatasync what ``point`` covers, outside the store's mutex. A failure poisons the
+        handle (through the guard): ``WriteInDoubtError``, and the sync is never retried."""
+        self._guard(point.sync)
 
     def end_sync(self, point: SyncPoint, *, durable: bool) -> None:
         """The sync of ``point`` ended: note what it made ``durable`` (if it did), and close its
