@@ -39,10 +39,11 @@ import threading
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 import attrs
 
+from filestore.engine.logfile import LogFile, UnsyncedRecordError, as_error
 from filestore.errors import StorePoisonedError, WriteInDoubtError
 
 logger = logging.getLogger("filestore")
@@ -62,23 +63,37 @@ class LogPosition:
     seq: int
 
 
-class Covering(Protocol):
-    """A sync's point: the last record it covers."""
+@attrs.frozen
+class SyncPoint:
+    """What one group-commit sync covers: the log as written so far, up to record ``seq``.
+
+    ``sync`` runs outside the store's mutex (an fdatasync does not disturb
+    appends on the same descriptor); ``LogView.end_sync`` then runs under it.
+    """
+
+    log: LogFile
+    seq: int
 
     @property
-    def position(self) -> LogPosition: ...
+    def position(self) -> LogPosition:
+        """The last record this sync covers, in its log's generation."""
+        return LogPosition(self.log.header.generation, self.seq)
+
+    def sync(self) -> None:
+        try:
+            self.log.sync_data()
+        except OSError as error:
+            # The records it was to cover are written whole: they may survive or not.
+            raise as_error(UnsyncedRecordError, error) from error
 
 
-_P = TypeVar("_P", bound=Covering)
-
-
-class Syncer(Protocol[_P]):
+class Syncer(Protocol):
     """The log side of group commit (``LogView``). ``sync`` runs outside the store mutex, the
     rest under it."""
 
     @property
     def unsynced(self) -> bool:
-        """Whether records were written that no sync (begun or done) covers yet."""
+        """Whether records were written that no finished sync covers (asked with none running)."""
         ...
 
     @property
@@ -86,15 +101,15 @@ class Syncer(Protocol[_P]):
         """The last record known durable (every one before it, in every generation, is too)."""
         ...
 
-    def sync_point(self) -> _P:
+    def sync_point(self) -> SyncPoint:
         """What a sync now would cover; ``end_sync`` must follow it."""
         ...
 
-    def sync(self, point: _P) -> None:
+    def sync(self, point: SyncPoint) -> None:
         """fdatasync what ``point`` covers; ``StorePoisonedError`` (the handle poisoned) if it fails."""
         ...
 
-    def end_sync(self, point: _P, *, durable: bool) -> None:
+    def end_sync(self, point: SyncPoint, *, durable: bool) -> None:
         """The sync of ``point`` ended (``durable`` if it succeeded)."""
         ...
 
@@ -113,12 +128,12 @@ class _Batch:
         self.ready.notify_all()
 
 
-class _Mailbox(Generic[_P]):
+class _Mailbox:
     """Where a writer hands the next sync to the sync thread (which holds only this strongly)."""
 
     def __init__(self, lock: threading.Lock) -> None:
         self.work = threading.Condition(lock)
-        self.point: _P | None = None
+        self.point: SyncPoint | None = None
         self.stopping = False
         self.pid = os.getpid()
 
@@ -132,7 +147,7 @@ class _Mailbox(Generic[_P]):
             self.work.notify()
 
 
-def _sync_loop(mailbox: _Mailbox[_P], owner: weakref.ref[GroupCommit[_P]]) -> None:
+def _sync_loop(mailbox: _Mailbox, owner: weakref.ref[GroupCommit]) -> None:
     """The sync thread: run each handed-over sync and those after it, until asked to stop."""
     while True:
         with mailbox.work:
@@ -148,10 +163,10 @@ def _sync_loop(mailbox: _Mailbox[_P], owner: weakref.ref[GroupCommit[_P]]) -> No
         del group  # hold the handle only weakly while idle
 
 
-class GroupCommit(Generic[_P]):
+class GroupCommit:
     """Who syncs, who waits for which sync, and how far the log is known durable."""
 
-    def __init__(self, mutex: AbstractContextManager[object], syncer: Syncer[_P], *, path: str) -> None:
+    def __init__(self, mutex: AbstractContextManager[object], syncer: Syncer, *, path: str) -> None:
         self._mutex = mutex
         self._syncer = syncer
         self._path = path
@@ -162,7 +177,7 @@ class GroupCommit(Generic[_P]):
         self._in_flight: _Batch | None = None
         self._in_flight_position: LogPosition | None = None
         self._next = _Batch(self._lock)
-        self._mailbox: _Mailbox[_P] = _Mailbox(self._lock)
+        self._mailbox: _Mailbox = _Mailbox(self._lock)
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._free = threading.Condition(self._lock)
@@ -211,10 +226,10 @@ class GroupCommit(Generic[_P]):
         if following is not None:
             self._hand_over(following)
 
-    def run_from(self, point: _P) -> None:
+    def run_from(self, point: SyncPoint) -> None:
         """The sync thread's work: sync ``point`` and every one pending after it, then give the
         token back (or, on failure, keep it: nobody syncs again)."""
-        following: _P | None = point
+        following: SyncPoint | None = point
         while following is not None:
             try:
                 self._syncer.sync(following)
@@ -225,7 +240,7 @@ class GroupCommit(Generic[_P]):
                 return
             following = self._finish(following)
 
-    def _begin(self, finished: _P | None = None) -> _P:
+    def _begin(self, finished: SyncPoint | None = None) -> SyncPoint:
         """Take the next sync's point (store mutex held): the next batch becomes the one in
         flight; the writers ``finished`` (the sync just ended) covered wake.
 
@@ -242,7 +257,7 @@ class GroupCommit(Generic[_P]):
             self._in_flight_position = point.position
         return point
 
-    def _finish(self, point: _P) -> _P | None:
+    def _finish(self, point: SyncPoint) -> SyncPoint | None:
         """``point``'s sync succeeded: note it, take the next point if records are pending (else
         give the token back), then wake the writers it covered. The next point, if any."""
         with self._mutex:
@@ -252,7 +267,7 @@ class GroupCommit(Generic[_P]):
             self._publish(point)
             return None
 
-    def _publish(self, point: _P | None, *, keep_token: bool = False) -> None:
+    def _publish(self, point: SyncPoint | None, *, keep_token: bool = False) -> None:
         """Nothing is pending (store mutex held): everything written is durable. Wake every
         waiter and give the token back (unless ``keep_token``)."""
         durable = self._syncer.durable_position
@@ -273,7 +288,7 @@ class GroupCommit(Generic[_P]):
         self._in_flight, self._in_flight_position = None, None
         self._next = _Batch(self._lock)
 
-    def _failed(self, point: _P, error: BaseException) -> None:
+    def _failed(self, point: SyncPoint, error: BaseException) -> None:
         """``point``'s sync raised ``error``. A ``StorePoisonedError`` (the handle is poisoned)
         goes to every waiter and the token is never given back; anything else (not an I/O
         failure: no fsync ran) gives it back, and the waiters try again."""
@@ -288,7 +303,7 @@ class GroupCommit(Generic[_P]):
                 if self._stopped:
                     self._free.notify_all()
 
-    def _hand_over(self, point: _P) -> None:
+    def _hand_over(self, point: SyncPoint) -> None:
         """Give the token, with the next sync's ``point``, to the sync thread (started if need be)."""
         with self._lock:
             self._mailbox.point = point

@@ -19,16 +19,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-import attrs
-
 from filestore.engine.directory import open_existing_log
 from filestore.engine.fileio import FileIO
 from filestore.engine.framing import KIND_PUT, KIND_SEAL, Frame, Probe
-from filestore.engine.groupcommit import LogPosition
+from filestore.engine.groupcommit import LogPosition, SyncPoint
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
-from filestore.engine.logfile import LogFile, NoRoomError, UnsyncedRecordError, as_error
+from filestore.engine.logfile import LogFile, NoRoomError
 from filestore.engine.records import Record, RecordDecodeError, RecordMismatchError, decode_session
 from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
 from filestore.engine.snapshot import TempSnapshot, discard_snapshot_temp, install_snapshot, load_snapshot
@@ -84,30 +82,6 @@ def close_quietly(close: Callable[[], None]) -> None:
         close()
     except OSError as error:
         logger.warning("filestore: error while closing: %s", error)
-
-
-@attrs.frozen
-class SyncPoint:
-    """What one group-commit sync covers: the log as written so far, up to record ``seq``.
-
-    ``sync`` runs outside the store's mutex (an fdatasync does not disturb
-    appends on the same descriptor); ``LogView.end_sync`` then runs under it.
-    """
-
-    log: LogFile
-    seq: int
-
-    @property
-    def position(self) -> LogPosition:
-        """The last record this sync covers, in its log's generation."""
-        return LogPosition(self.log.header.generation, self.seq)
-
-    def sync(self) -> None:
-        try:
-            self.log.sync_data()
-        except OSError as error:
-            # The records it was to cover are written whole: they may survive or not.
-            raise as_error(UnsyncedRecordError, error) from error
 
 
 class LogView:

@@ -86,3 +86,33 @@ def group_ratios(results: Any) -> list[dict[str, object]]:
                 }
             )
     return rows
+
+
+def ratios_by_threads(results: Any) -> list[dict[str, object]]:
+    """filestore-group over sqlite-full at every thread count both ran, per workload, with the
+    sync figures beside: how the ratio grows with the writers sharing a sync."""
+    rows: list[dict[str, object]] = []
+    for workload in WORKLOADS:
+        counts = sorted(
+            {
+                run["threads"]
+                for run in lookup(results, "concurrency", "threads") or []
+                if run.get("contender") == "filestore-group" and run.get("workload", "mixed") == workload
+            }
+        )
+        for threads in counts:
+            group = thread_run(results, "filestore-group", threads, workload)
+            group_ops = lookup(group, "ops_per_s")
+            sqlite = lookup(thread_run(results, "sqlite-full", threads, workload), "ops_per_s")
+            if not isinstance(group_ops, (int, float)) or not isinstance(sqlite, (int, float)) or not sqlite:
+                continue
+            rows.append(
+                {
+                    "workload": workload,
+                    "threads": threads,
+                    "ratio": round(group_ops / sqlite, 3),
+                    "writes_per_fdatasync": lookup(group, "writes_per_fdatasync"),
+                    "sync_busy_fraction": lookup(group, "sync_busy_fraction"),
+                }
+            )
+    return rows
