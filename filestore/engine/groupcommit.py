@@ -23,7 +23,9 @@ again: never retry an fsync.
 Durable state is a ``LogPosition``, a generation and a record number, not a
 record number alone: a compaction numbers the new generation's records from
 1 again, so "record 40 is durable" said of the old log says nothing of the
-new log's record 40.
+new log's record 40. And only syncs group commit ran itself move it: a
+record another process flagged synced may still be inside that process's
+fdatasync, so what the log file claims is durable never releases a waiter.
 
 The sync thread is started at the first hand-off and holds its
 ``GroupCommit`` only weakly while idle: a handle dropped without ``close``
@@ -92,13 +94,8 @@ class Syncer(Protocol):
     rest under it."""
 
     @property
-    def unsynced(self) -> bool:
-        """Whether records were written that no finished sync covers (asked with none running)."""
-        ...
-
-    @property
-    def durable_position(self) -> LogPosition:
-        """The last record known durable (every one before it, in every generation, is too)."""
+    def written_position(self) -> LogPosition:
+        """The last record written so far."""
         ...
 
     def sync_point(self) -> SyncPoint:
@@ -213,9 +210,6 @@ class GroupCommit:
     def _lead(self) -> None:
         """Sync for ourselves (we hold the token); hand any sync pending after it to the thread."""
         with self._mutex:
-            if not self._syncer.unsynced:
-                self._publish(None)
-                return
             point = self._begin()
         try:
             self._syncer.sync(point)
@@ -262,19 +256,17 @@ class GroupCommit:
         give the token back), then wake the writers it covered. The next point, if any."""
         with self._mutex:
             self._syncer.end_sync(point, durable=True)
-            if self._syncer.unsynced:
+            if self._syncer.written_position > point.position:
                 return self._begin(point)
             self._publish(point)
             return None
 
     def _publish(self, point: SyncPoint | None, *, keep_token: bool = False) -> None:
-        """Nothing is pending (store mutex held): everything written is durable. Wake every
-        waiter and give the token back (unless ``keep_token``)."""
-        durable = self._syncer.durable_position
+        """Nothing is pending (store mutex held): ``point``'s sync, if any, covered every record
+        written. Wake every waiter and give the token back (unless ``keep_token``)."""
         with self._lock:
             if point is not None:
-                durable = max(durable, point.position)
-            self._durable = max(self._durable, durable)
+                self._durable = max(self._durable, point.position)
             self._wake_all()
             self._busy = keep_token
             if self._stopped:
@@ -339,7 +331,7 @@ class GroupCommit:
         point = None
         try:
             with self._mutex:
-                if self._syncer.unsynced:
+                if self._syncer.written_position > self._durable:
                     point = self._begin()
             if point is not None:
                 self._syncer.sync(point)

@@ -350,16 +350,9 @@ class LogView:
     # -- group commit (``GroupCommit``'s ``Syncer``; all but ``sync`` under the store's mutex) --
 
     @property
-    def unsynced(self) -> bool:
-        """Whether records were written that no finished sync covers (group commit asks this
-        with no sync running, or right after one ended)."""
-        return self._log.last_seq > self._log.known_durable
-
-    @property
-    def durable_position(self) -> LogPosition:
-        """The last record known durable: it and every one before it (older generations ended
-        in a synced seal) survive a power loss."""
-        return LogPosition(self._log.header.generation, self._log.known_durable)
+    def written_position(self) -> LogPosition:
+        """The last record in the log so far (ours or another process's)."""
+        return LogPosition(self._log.header.generation, self._log.last_seq)
 
     def sync_point(self) -> SyncPoint:
         """What a sync now would make durable (group commit; see ``SyncPoint``).
