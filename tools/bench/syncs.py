@@ -12,6 +12,8 @@ covered threads' wake-ups.
 
 from __future__ import annotations
 
+import itertools
+import statistics
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -40,12 +42,17 @@ def busy_fraction(intervals: Iterable[tuple[int, int]], start: int, end: int) ->
 
 
 def sync_figures(intervals: list[tuple[int, int]], writes: int, start: int, end: int) -> dict[str, object]:
-    """The sync figures of one thread run: counts, writes per sync, mean sync, mean cycle, busy fraction."""
+    """The sync figures of one thread run: counts, writes per sync, mean sync, mean cycle, busy
+    fraction, and the median gap from one sync's end to the next one's start (the Python
+    between two syncs: noting one durable, taking the next point, waking the writers)."""
     syncs = len(intervals)
     if not syncs:
         return {}
     wall = end - start
+    ordered = sorted(intervals)
+    gaps = [max(0, later[0] - earlier[1]) for earlier, later in itertools.pairwise(ordered)]
     return {
+        "sync_gap_p50_us": round(statistics.median(gaps) / 1000, 1) if gaps else None,
         "fdatasyncs": syncs,
         "writes_per_fdatasync": round(writes / syncs, 2),
         "sync_mean_us": round(sum(last - first for first, last in intervals) / syncs / 1000, 1),
