@@ -80,8 +80,9 @@ class HeldSyncs(OsFileIO):
 
 
 class CountingWaits:
-    """``threading`` as ``filestore.engine.groupcommit`` sees it, but each Condition ``wait`` is
-    counted per thread name, and ``waiting(n)`` blocks until ``n`` waits have begun in all.
+    """``threading`` as ``filestore.engine.groupcommit`` sees it, but each writer's Condition
+    ``wait`` is counted per thread name, ``waiting(n)`` blocks until ``n`` waits have begun in
+    all, and ``sync_thread_idle`` is set while the sync thread waits for work.
 
     A waiter is counted while it holds the condition's lock, which ``wait``
     releases only once asleep: so once counted, no sync can end (that takes
@@ -90,6 +91,7 @@ class CountingWaits:
 
     def __init__(self) -> None:
         self.waits: dict[str, int] = {}
+        self.sync_thread_idle = threading.Event()
         self._changed = threading.Condition()
 
     def __getattr__(self, name: str) -> object:
@@ -109,7 +111,15 @@ class CountingWaits:
                     with shim._changed:
                         shim.waits[name] = shim.waits.get(name, 0) + 1
                         shim._changed.notify_all()
-                return super().wait(timeout)
+                # The sync thread waits with no timeout only for work, holding no handle.
+                idle = name.startswith(SYNC_THREAD) and timeout is None
+                if idle:
+                    shim.sync_thread_idle.set()
+                try:
+                    return super().wait(timeout)
+                finally:
+                    if idle:
+                        shim.sync_thread_idle.clear()
 
         return Counting(lock)
 
@@ -279,6 +289,7 @@ def test_a_handle_dropped_without_close_ends_its_sync_thread(tmp_path: Path, wai
     for name in "bcd":
         assert writers.finished(name)
     (thread,) = sync_threads()
+    assert waits.sync_thread_idle.wait(TIMEOUT)
     del store, writers
     gc.collect()
     thread.join(TIMEOUT)

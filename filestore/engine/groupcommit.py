@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -49,6 +50,8 @@ from filestore.engine.logfile import LogFile, UnsyncedRecordError, as_error
 from filestore.errors import StorePoisonedError, WriteInDoubtError
 
 logger = logging.getLogger("filestore")
+GATHER_FRACTION = float(os.environ.get("FS_GATHER", "0"))
+GATHER_CAP = 0.001
 
 
 @attrs.frozen(order=True)
@@ -114,11 +117,12 @@ class Syncer(Protocol):
 class _Batch:
     """The writers one sync covers: woken together, once, when it ends."""
 
-    __slots__ = ("done", "ready")
+    __slots__ = ("done", "ready", "writers")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.ready = threading.Condition(lock)
         self.done = False
+        self.writers = 0
 
     def wake(self) -> None:
         self.done = True
@@ -178,6 +182,8 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._free = threading.Condition(self._lock)
+        self._gathered = threading.Condition(self._lock)
+        self._gather_target = 0
 
     def stopper(self) -> Callable[[], None]:
         """Ends the sync thread once idle, holding nothing of the handle: for ``weakref.finalize``
@@ -203,6 +209,9 @@ class GroupCommit:
                 batch = self._in_flight
                 if batch is None or covering is None or position > covering:
                     batch = self._next
+                    if self._gather_target and batch.writers + 1 >= self._gather_target:
+                        self._gathered.notify()
+                batch.writers += 1
                 while not batch.done:
                     batch.ready.wait()
         self._lead()
@@ -225,6 +234,7 @@ class GroupCommit:
         token back (or, on failure, keep it: nobody syncs again)."""
         following: SyncPoint | None = point
         while following is not None:
+            started = time.perf_counter()
             try:
                 self._syncer.sync(following)
             except BaseException as error:  # raised to the waiters; the thread lives on
@@ -232,7 +242,35 @@ class GroupCommit:
                 if not isinstance(error, StorePoisonedError):
                     logger.error("filestore: group commit's sync failed unexpectedly", exc_info=error)
                 return
-            following = self._finish(following)
+            if GATHER_FRACTION:
+                patience = min(GATHER_CAP, (time.perf_counter() - started) * GATHER_FRACTION)
+                following = self._gather(following, patience)
+            else:
+                following = self._finish(following)
+
+    def _gather(self, point: SyncPoint, patience: float) -> SyncPoint | None:
+        with self._mutex:
+            self._syncer.end_sync(point, durable=True)
+            with self._lock:
+                self._durable = max(self._durable, point.position)
+                done = self._in_flight
+                woken = 0
+                if done is not None:
+                    woken = done.writers
+                    done.wake()
+                self._in_flight, self._in_flight_position = None, None
+                target = woken + self._next.writers if woken else 0
+                self._gather_target = target
+        if target:
+            with self._lock:
+                if self._next.writers < target:
+                    self._gathered.wait(patience)
+                self._gather_target = 0
+        with self._mutex:
+            if self._syncer.written_position > self._durable:
+                return self._begin()
+            self._publish(None)
+            return None
 
     def _begin(self, finished: SyncPoint | None = None) -> SyncPoint:
         """Take the next sync's point (store mutex held): the next batch becomes the one in
