@@ -19,14 +19,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+import attrs
+
 from filestore.engine.directory import open_existing_log
 from filestore.engine.fileio import FileIO
 from filestore.engine.framing import KIND_PUT, KIND_SEAL, Frame, Probe
-from filestore.engine.groupcommit import LogPosition, SyncPoint
+from filestore.engine.groupcommit import LogPosition
 from filestore.engine.index import Entry, Index
 from filestore.engine.layout import SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
-from filestore.engine.logfile import LogFile, NoRoomError
+from filestore.engine.logfile import LogFile, NoRoomError, UnsyncedRecordError, as_error
 from filestore.engine.records import Record, RecordDecodeError, RecordMismatchError, decode_session
 from filestore.engine.rewrite import RewriteResult, live_frames, rewrite_generation
 from filestore.engine.snapshot import TempSnapshot, discard_snapshot_temp, install_snapshot, load_snapshot
@@ -82,6 +84,30 @@ def close_quietly(close: Callable[[], None]) -> None:
         close()
     except OSError as error:
         logger.warning("filestore: error while closing: %s", error)
+
+
+@attrs.frozen
+class SyncPoint:
+    """What one group-commit sync covers: the log as written so far, up to record ``seq``.
+
+    ``sync`` runs outside the store's mutex (an fdatasync does not disturb
+    appends on the same descriptor); ``LogView.end_sync`` then runs under it.
+    """
+
+    log: LogFile
+    seq: int
+
+    @property
+    def position(self) -> LogPosition:
+        """The last record this sync covers, in its log's generation."""
+        return LogPosition(self.log.header.generation, self.seq)
+
+    def sync(self) -> None:
+        try:
+            self.log.sync_data()
+        except OSError as error:
+            # The records it was to cover are written whole: they may survive or not.
+            raise as_error(UnsyncedRecordError, error) from error
 
 
 class LogView:
@@ -347,13 +373,6 @@ class LogView:
             cause=f"{type(error).__name__}: {error}",
         )
 
-    # -- group commit (``GroupCommit``'s ``Syncer``; all but ``sync`` under the store's mutex) --
-
-    @property
-    def written_position(self) -> LogPosition:
-        """The last record in the log so far (ours or another process's)."""
-        return LogPosition(self._log.header.generation, self._log.last_seq)
-
     def sync_point(self) -> SyncPoint:
         """What a sync now would make durable (group commit; see ``SyncPoint``).
 
@@ -362,11 +381,6 @@ class LogView:
         """
         self._syncing = self._log
         return SyncPoint(self._log, self._log.last_seq)
-
-    def sync(self, point: SyncPoint) -> None:
-        """fdatasync what ``point`` covers, outside the store's mutex. A failure poisons the
-        handle (through the guard): ``WriteInDoubtError``, and the sync is never retried."""
-        self._guard(point.sync)
 
     def end_sync(self, point: SyncPoint, *, durable: bool) -> None:
         """The sync of ``point`` ended: note what it made ``durable`` (if it did), and close its

@@ -178,15 +178,13 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         self._closed = True
         self._forked = False
         self._poisoned: str | None = None
+        self._group = GroupCommit()
         prepare_directory(self._io, self.path, dir_mode)
         refuse_links(self.path)
         if not trusted:
             check_trusted(self.path, dir_mode=dir_mode, file_mode=file_mode)
         check_filesystem(self.path, allow=allow_network)
         self._open(file_mode, cache)
-        self._group = GroupCommit(self._mutex, self._view, path=self.path)
-        # A handle dropped without close() must not leave its sync thread behind.
-        weakref.finalize(self, self._group.stopper()).atexit = False
         self._snapshots = SnapshotWriter(
             self._io,
             self.path,
@@ -288,10 +286,7 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
             self._closed = True
             _OPEN_STORES.discard(self)
         if not self._forked:
-            # Outside the mutex, which the sync and snapshot threads need. No write starts
-            # now: the group's last sync covers every record written, and ends its thread.
-            self._group.stop()
-            self._snapshots.wait()
+            self._snapshots.wait()  # outside the mutex, which the snapshot thread needs
         with self._mutex:
             if self._forked:
                 # The parent still uses these descriptors' locks: only drop our copies.
@@ -467,7 +462,21 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         if position is None:
             return
         if self.durability is Durability.GROUP:
-            self._group.wait_durable(position)
+            self._group.wait_durable(position, self._sync_everything)
+
+    def _sync_everything(self) -> LogPosition:
+        """Group commit's sync: everything written so far, outside the mutex; the last record
+        covered (in the generation current when the sync began)."""
+        with self._mutex:
+            point = self._view.sync_point()
+        durable = False
+        try:
+            self._guard_io(point.sync)
+            durable = True
+        finally:
+            with self._mutex:
+                self._view.end_sync(point, durable=durable)
+        return point.position
 
     def _guard_io(self, operation: Callable[[], _T]) -> _T:
         """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync).
