@@ -239,15 +239,17 @@ def test_busy_fraction_counts_overlapping_syncs_once_and_clips_to_the_run() -> N
 
 
 def test_sync_figures_from_known_intervals() -> None:
-    """Writes per sync, mean sync, mean cycle and busy fraction, from intervals in nanoseconds."""
-    intervals = [(0, 100_000), (250_000, 350_000), (500_000, 600_000), (750_000, 850_000)]
+    """Writes per sync, mean sync, mean cycle, busy fraction and the median gap between one sync's
+    end and the next one's start, from intervals in nanoseconds (given out of order)."""
+    intervals = [(250_000, 350_000), (0, 100_000), (750_000, 850_000), (400_000, 600_000)]
     figures = sync_figures(intervals, writes=10, start=0, end=1_000_000)
     assert figures == {
+        "sync_gap_p50_us": 150.0,
         "fdatasyncs": 4,
         "writes_per_fdatasync": 2.5,
-        "sync_mean_us": 100.0,
+        "sync_mean_us": 125.0,
         "sync_cycle_us": 250.0,
-        "sync_busy_fraction": 0.4,
+        "sync_busy_fraction": 0.5,
     }
     assert sync_figures([], writes=3, start=0, end=10) == {}
 

@@ -57,7 +57,9 @@ and filestore's also give ``fdatasyncs``, ``writes_per_fdatasync``,
 ``max_without_full_gc_us``, ``full_gcs``, medians of ``rounds``; ``ratios``),
 ``profile``, ``ratios``, ``ratios_group`` (issue 15's group-commit
 targets) and ``ratios_info`` (lists of {id, what, target, measured, holds}),
-``ratios_by_order`` ({id, what, sequential, interleaved}), ``notes``.
+``ratios_by_order`` ({id, what, sequential, interleaved}),
+``ratios_group_by_threads`` ({workload, threads, ratio, writes_per_fdatasync,
+sync_busy_fraction}: filestore-group over sqlite-full at every thread count), ``notes``.
 
 Main and concurrency runs are repeated ``--rounds`` times (default 5), the
 contenders taking turns; each reports its median round by mixed throughput,

@@ -12,6 +12,8 @@ covered threads' wake-ups.
 
 from __future__ import annotations
 
+import itertools
+import statistics
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -40,12 +42,17 @@ def busy_fraction(intervals: Iterable[tuple[int, int]], start: int, end: int) ->
 
 
 def sync_figures(intervals: list[tuple[int, int]], writes: int, start: int, end: int) -> dict[str, object]:
-    """The sync figures of one thread run: counts, writes per sync, mean sync, mean cycle, busy fraction."""
+    """The sync figures of one thread run: counts, writes per sync, mean sync, mean cycle, busy
+    fraction, and the median gap from one sync's end to the next one's start (the Python
+    between two syncs: noting one durable, taking the next point, waking the writers)."""
     syncs = len(intervals)
     if not syncs:
         return {}
     wall = end - start
+    ordered = sorted(intervals)
+    gaps = [max(0, later[0] - earlier[1]) for earlier, later in itertools.pairwise(ordered)]
     return {
+        "sync_gap_p50_us": round(statistics.median(gaps) / 1000, 1) if gaps else None,
         "fdatasyncs": syncs,
         "writes_per_fdatasync": round(writes / syncs, 2),
         "sync_mean_us": round(sum(last - first for first, last in intervals) / syncs / 1000, 1),
@@ -83,6 +90,36 @@ def group_ratios(results: Any) -> list[dict[str, object]]:
                     "target": f">= {target}",
                     "measured": measured,
                     "holds": None if measured is None else measured >= target,
+                }
+            )
+    return rows
+
+
+def ratios_by_threads(results: Any) -> list[dict[str, object]]:
+    """filestore-group over sqlite-full at every thread count both ran, per workload, with the
+    sync figures beside: how the ratio grows with the writers sharing a sync."""
+    rows: list[dict[str, object]] = []
+    for workload in WORKLOADS:
+        counts = sorted(
+            {
+                run["threads"]
+                for run in lookup(results, "concurrency", "threads") or []
+                if run.get("contender") == "filestore-group" and run.get("workload", "mixed") == workload
+            }
+        )
+        for threads in counts:
+            group = thread_run(results, "filestore-group", threads, workload)
+            group_ops = lookup(group, "ops_per_s")
+            sqlite = lookup(thread_run(results, "sqlite-full", threads, workload), "ops_per_s")
+            if not isinstance(group_ops, (int, float)) or not isinstance(sqlite, (int, float)) or not sqlite:
+                continue
+            rows.append(
+                {
+                    "workload": workload,
+                    "threads": threads,
+                    "ratio": round(group_ops / sqlite, 3),
+                    "writes_per_fdatasync": lookup(group, "writes_per_fdatasync"),
+                    "sync_busy_fraction": lookup(group, "sync_busy_fraction"),
                 }
             )
     return rows
