@@ -47,6 +47,7 @@ from filestore.model import (
 from filestore.offline.compact import CompactReport, compact
 from filestore.offline.fsck import FsckAction, FsckFinding, FsckReport, FsckSeverity, fsck
 from filestore.offline.stats import StatsReport, stats
+from filestore.progress import PhasedProgress
 from filestore.redis_store import RedisSessionStore
 from filestore.transfer import ImportReport, export_sessions, import_sessions
 
@@ -73,6 +74,7 @@ __all__ = [
     "MigrateReport",
     "MovableStore",
     "PackId",
+    "PhasedProgress",
     "RedisSessionStore",
     "ReplyScope",
     "SessionCursor",
