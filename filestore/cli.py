@@ -25,13 +25,14 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Final, TextIO
+from typing import Any, BinaryIO, Final, TextIO
 
 import click
 from tqdm import tqdm
 
 from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
+from filestore.contract import DEFAULT_MAX_RECORD_SIZE
 from filestore.demo import run_demo
 from filestore.engine.directory import require_directory
 from filestore.engine.layout import LOG_NAME
@@ -182,11 +183,11 @@ def _is_directory_spec(spec: str) -> bool:
     return spec != "memory:" and not spec.startswith(REDIS_SCHEMES)
 
 
-def _open_any(spec: str, trust_directory: bool) -> MovableStore:
-    """The store ``spec`` names; ``trust_directory`` reaches only a directory's store."""
+def _open_any(spec: str, trust_directory: bool, **options: Any) -> MovableStore:
+    """The store ``spec`` names, with ``options``; ``trust_directory`` reaches only a directory's store."""
     if trust_directory and _is_directory_spec(spec):
-        return open_store(spec, trust_directory=True)
-    return open_store(spec)
+        return open_store(spec, trust_directory=True, **options)
+    return open_store(spec, **options)
 
 
 def _open_existing(spec: str, trust_directory: bool) -> MovableStore:
@@ -231,6 +232,15 @@ _WAIT_OPTION: Final = click.option(
 )
 
 _JSON_OPTION: Final = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+_MAX_RECORD_OPTION: Final = click.option(
+    "--max-record-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_RECORD_SIZE,
+    show_default=True,
+    metavar="BYTES",
+    help="The target's limit on a session's data, encoded (the same on every backend).",
+)
 
 _QUIET_OPTION: Final = click.option(
     "--quiet", "-q", is_flag=True, help="Draw no progress bar (one is drawn only on a terminal anyway)."
@@ -415,8 +425,15 @@ def export_command(store: str, output: str, trust_directory: bool, quiet: bool) 
 @_JSON_OPTION
 @_TRUST_OPTION
 @_QUIET_OPTION
+@_MAX_RECORD_OPTION
 def import_command(
-    store: str, source: BinaryIO, batch_size: int, as_json: bool, trust_directory: bool, quiet: bool
+    store: str,
+    source: BinaryIO,
+    batch_size: int,
+    as_json: bool,
+    trust_directory: bool,
+    quiet: bool,
+    max_record_size: int,
 ) -> int:
     """Import JSON Lines from SOURCE (a file, or - for stdin) into STORE.
 
@@ -430,9 +447,9 @@ def import_command(
     # The bar follows the input's bytes; the tally counts the sessions stored.
     tally = _Tally()
     with _resumable(tally, "import"):
-        lines = _first_batch_checked(source, batch_size)
+        lines = _first_batch_checked(source, batch_size, max_record_size)
         with (
-            _open_any(store, trust_directory) as target,
+            _open_any(store, trust_directory, max_record_size=max_record_size) as target,
             _progress(not (as_json or quiet), "import", "B", _input_size(source)) as bar,
         ):
             report = import_sessions(target, counted(lines, len, bar), batch_size=batch_size, progress=tally)
@@ -453,7 +470,10 @@ def import_command(
 @_JSON_OPTION
 @_TRUST_OPTION
 @_QUIET_OPTION
-def migrate(source: str, target: str, as_json: bool, trust_directory: bool, quiet: bool) -> int:
+@_MAX_RECORD_OPTION
+def migrate(
+    source: str, target: str, as_json: bool, trust_directory: bool, quiet: bool, max_record_size: int
+) -> int:
     """Move every session from SOURCE to TARGET (directories, memory: or redis:// URLs).
 
     Keys, owners and user lookups are kept; re-running after an interruption
@@ -466,7 +486,7 @@ def migrate(source: str, target: str, as_json: bool, trust_directory: bool, quie
         _resumable(tally, "migrate"),
         _open_existing(source, trust_directory) as origin,
         _reached(origin) as origin,
-        _open_any(target, trust_directory) as destination,
+        _open_any(target, trust_directory, max_record_size=max_record_size) as destination,
         _progress(not (as_json or quiet), "migrate", "sessions") as tally.bar,
     ):
         report = migrate_stores(origin, destination, progress=tally)
@@ -485,7 +505,7 @@ class ArgumentError(InvalidInputError):
     """An argument no command line could carry: a usage error (exit 16)."""
 
 
-def _first_batch_checked(source: BinaryIO, batch_size: int) -> Iterator[bytes]:
+def _first_batch_checked(source: BinaryIO, batch_size: int, max_record_size: int) -> Iterator[bytes]:
     """The input's lines, its first batch validated before the target is opened.
 
     A bad first batch (a gzip file, a line that is no session) then leaves no
@@ -493,7 +513,7 @@ def _first_batch_checked(source: BinaryIO, batch_size: int) -> Iterator[bytes]:
     first, which checks everything but what only the target knows.
     """
     head = list(itertools.islice(source, batch_size))
-    import_sessions(InMemorySessionStore(), head, batch_size=batch_size)
+    import_sessions(InMemorySessionStore(max_record_size=max_record_size), head, batch_size=batch_size)
     return itertools.chain(head, source)
 
 

@@ -36,6 +36,11 @@ _SCOPE_HASH: Final = re.compile("[0-9a-f]{64}")
 # Deadlines are stored as CBOR/JSON integers and handed to Redis' PEXPIRE: int64.
 MAX_DEADLINE_MS: Final = 2**63 - 1
 
+# One limit on a session's size for every backend (the file store's frames, the memory
+# store, Redis), so a session one accepts, another takes: migrate never stops part-way.
+DEFAULT_MAX_RECORD_SIZE: Final = 16 << 20
+_LARGEST_LIMIT: Final = 1 << 62
+
 
 @attrs.frozen
 class StoredSession:
@@ -422,3 +427,27 @@ class SessionStore(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+def check_max_record_size(value: object) -> int:
+    """``value`` if it is a size limit (an ``int`` from 1 to 2^62), else ``InvalidInputError``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _LARGEST_LIMIT:
+        raise InvalidInputError(
+            f"max_record_size must be an integer from 1 to {_LARGEST_LIMIT}, not {value!r}",
+            field="max_record_size",
+            rule=f"1..{_LARGEST_LIMIT}",
+        )
+    return value
+
+
+def check_record_size(encoded: int, limit: int, key: str | None) -> None:
+    """Refuse a session whose data is ``encoded`` bytes as CBOR, more than ``limit``: the
+    ``InvalidInputError`` names the session (its key, or "the new session")."""
+    if encoded > limit:
+        who = "the new session" if key is None else f"session {key}"
+        raise InvalidInputError(
+            f"{who}: its data is {encoded} bytes encoded (CBOR), more than max_record_size "
+            f"({limit}); nothing was stored",
+            field="data",
+            rule=f"at most {limit} bytes encoded",
+        )

@@ -15,10 +15,13 @@ from collections.abc import Iterator
 import attrs
 
 from filestore.contract import (
+    DEFAULT_MAX_RECORD_SIZE,
     ClosesOnExit,
     StoredSession,
     check_context_fence,
     check_ctx_preserved,
+    check_max_record_size,
+    check_record_size,
     check_stored_session,
     check_tenant_ctx,
     lookup_scope,
@@ -60,8 +63,11 @@ class InMemorySessionStore(ClosesOnExit):
     ``clock`` gives unix milliseconds (TTL deadlines); the tests pass one they advance.
     """
 
-    def __init__(self, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, *, clock: Clock = system_clock, max_record_size: int = DEFAULT_MAX_RECORD_SIZE
+    ) -> None:
         self._clock = check_clock(clock)
+        self.max_record_size = check_max_record_size(max_record_size)
         self._lock = threading.Lock()
         self._sessions: dict[SessionKey, _Entry] = {}
         self._by_user: dict[SessionScope, SessionKey] = {}
@@ -71,6 +77,7 @@ class InMemorySessionStore(ClosesOnExit):
 
     def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         check_context_fence(ctx, data)
+        self._check_size(data, None)
         scope = session_scope(ctx, data)
         key = SessionKey(str(uuid.uuid4()))
         with self._lock:
@@ -95,6 +102,7 @@ class InMemorySessionStore(ClosesOnExit):
             if entry is None:
                 raise SessionNotFoundError(f"no session with key {checked!s}", key=checked)
             check_ctx_preserved(entry.data, data)
+            self._check_size(data, checked)
             # The TTL and the wait stay, as in greentic's in-memory store.
             self._sessions[checked] = attrs.evolve(entry, data=data)
             # The data names the scope's user (the check kept it): point its lookup here.
@@ -140,6 +148,8 @@ class InMemorySessionStore(ClosesOnExit):
             existing = self._live(wait.key)
             if existing is not None:
                 check_ctx_preserved(existing.data, wait.data)
+            self._check_size(wait.data, wait.key)
+            if existing is not None:
                 self._unpoint(wait.key, existing)
             owner, scope_hash = wait.address
             entries = self._waits.setdefault(owner, {})
@@ -229,6 +239,8 @@ class InMemorySessionStore(ClosesOnExit):
                     raise InvalidInputError(
                         f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
                     )
+            if existing is None or session.active:
+                self._check_size(session.data, key)  # what the file store would write
             self._sessions[key] = imported
             if address is not None:
                 self._waits.setdefault(address.owner, {})[address.scope_hash] = key
@@ -241,6 +253,9 @@ class InMemorySessionStore(ClosesOnExit):
             self._closed = True
 
     # -- under the lock ------------------------------------------------------------
+
+    def _check_size(self, data: SessionData, key: SessionKey | None) -> None:
+        check_record_size(len(data.to_cbor()), self.max_record_size, key)
 
     def _check_open(self) -> None:
         if self._closed:

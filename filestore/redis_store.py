@@ -62,10 +62,13 @@ import redis.exceptions
 
 from filestore import redis_scripts as scripts
 from filestore.contract import (
+    DEFAULT_MAX_RECORD_SIZE,
     MISMATCH_FIELDS,
     ClosesOnExit,
     StoredSession,
     check_context_fence,
+    check_max_record_size,
+    check_record_size,
     check_session_data,
     check_stored_session,
     check_tenant_ctx,
@@ -111,6 +114,7 @@ class RedisSessionStore(ClosesOnExit):
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
         client: redis.Redis | None = None,
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
     ) -> None:
         if (
             not isinstance(namespace, str)
@@ -134,6 +138,7 @@ class RedisSessionStore(ClosesOnExit):
         connect_timeout = _timeout("connect_timeout", connect_timeout)
         command_timeout = _timeout("command_timeout", command_timeout)
         self.namespace = namespace
+        self.max_record_size = check_max_record_size(max_record_size)
         self.address = url if client is None else _describe(client)
         self._client = client or redis.Redis.from_url(
             url,
@@ -161,6 +166,7 @@ class RedisSessionStore(ClosesOnExit):
 
     def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         check_context_fence(ctx, data)
+        self._check_size(data, None)
         scope = session_scope(ctx, data)
         key = SessionKey(str(uuid.uuid4()))
         self._store(StoredSession(key, scope, data, active=True))
@@ -175,6 +181,7 @@ class RedisSessionStore(ClosesOnExit):
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
         new = check_session_data(data)
+        self._check_size(new, checked)
         outcome = self._call(self._update, [], [self.namespace, checked, new.to_json(), *_ctx_args(new)])
         _check_outcome(outcome, checked)
 
@@ -198,6 +205,7 @@ class RedisSessionStore(ClosesOnExit):
         ttl: datetime.timedelta | None = None,
     ) -> None:
         wait = check_registration(ctx, user_id, scope, key, data, ttl)
+        self._check_size(wait.data, wait.key)
         # A timedelta is under 10**17 ms: PEXPIRE never overflows (Redis checks int64).
         ttl_arg = "" if wait.ttl is None else str(ttl_ms(wait.ttl))
         owner, scope_hash = wait.address
@@ -295,10 +303,15 @@ class RedisSessionStore(ClosesOnExit):
                 raise InvalidInputError(
                     f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
                 )
+        self._check_size(session.data, key)
         self._store(session)
         return existing is None
 
     # -- internals ------------------------------------------------------------------
+
+    def _check_size(self, data: SessionData, key: SessionKey | None) -> None:
+        """The limit every backend keeps, on the data's CBOR (as the file store records it)."""
+        check_record_size(len(data.to_cbor()), self.max_record_size, key)
 
     def _store(self, session: StoredSession) -> None:
         self._call(

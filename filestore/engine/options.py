@@ -11,7 +11,6 @@ from typing import Final
 
 from filestore.errors import InvalidInputError
 
-DEFAULT_MAX_RECORD_SIZE: Final = 16 << 20
 DEFAULT_SNAPSHOT_RECORDS: Final = 10_000
 DEFAULT_SNAPSHOT_BYTES: Final = 64 << 20
 DEFAULT_PREALLOCATE: Final = 1 << 20

@@ -26,9 +26,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from filestore.contract import (
+    DEFAULT_MAX_RECORD_SIZE,
     ClosesOnExit,
     check_context_fence,
     check_ctx_preserved,
+    check_record_size,
     check_session_data,
     points_lookup,
     session_scope,
@@ -50,7 +52,6 @@ from filestore.engine.logfile import NO_SPACE, UnsyncedRecordError
 from filestore.engine.logview import LogView, SessionCache, close_quietly
 from filestore.engine.options import (
     DEFAULT_CACHE_SIZE,
-    DEFAULT_MAX_RECORD_SIZE,
     DEFAULT_PREALLOCATE,
     DEFAULT_SNAPSHOT_BYTES,
     DEFAULT_SNAPSHOT_RECORDS,
@@ -68,7 +69,6 @@ from filestore.engine.snapshotwriter import SnapshotWriter
 from filestore.engine.waiting import Build, WaitRouting, live_entry
 from filestore.errors import (
     FilestoreError,
-    InvalidInputError,
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
@@ -250,8 +250,10 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
 
     def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
         check_context_fence(ctx, data)
+        data_cbor = data.to_cbor()
+        check_record_size(len(data_cbor), self.max_record_size, None)  # no key to name yet
         key = SessionKey(str(uuid.uuid4()))
-        record = Put(key, session_scope(ctx, data), data.to_cbor())
+        record = Put(key, session_scope(ctx, data), data_cbor)
         self._write(lambda: record, data)
         return key
 
@@ -494,15 +496,11 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         synced before the next (the last in fsync mode only: group commit syncs it).
         """
         records = [built] if isinstance(built, _RECORD_TYPES) else built or []
+        limit = self.max_record_size
+        for record in records:
+            if isinstance(record, Put):
+                check_record_size(len(record.data_cbor), limit, record.key)
         encoded = [record.encode_parts() for record in records]
-        for _, length in encoded:
-            if length > self.max_record_size:
-                raise InvalidInputError(
-                    f"the record is {length} bytes, more than max_record_size "
-                    f"({self.max_record_size}); nothing was stored",
-                    field="data",
-                    rule=f"at most {self.max_record_size} bytes encoded",
-                )
         last = len(records) - 1
         position = None
         for number, record in enumerate(records):
