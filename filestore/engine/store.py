@@ -45,10 +45,9 @@ from filestore.engine.directory import (
     refuse_links,
 )
 from filestore.engine.fileio import OS_IO, FileIO
-from filestore.engine.framing import KIND_PUT
-from filestore.engine.groupcommit import GroupCommit, LogPosition
+from filestore.engine.groupcommit import GroupCommit
 from filestore.engine.locking import Registration, WriterLock
-from filestore.engine.logfile import NO_SPACE, UnsyncedRecordError
+from filestore.engine.logfile import NO_SPACE
 from filestore.engine.logview import LogView, SessionCache, close_quietly
 from filestore.engine.options import (
     DEFAULT_CACHE_SIZE,
@@ -66,13 +65,13 @@ from filestore.engine.options import (
 from filestore.engine.records import Put, Record, Remove
 from filestore.engine.rewrite import RewriteResult
 from filestore.engine.snapshotwriter import SnapshotWriter
-from filestore.engine.waiting import Build, WaitRouting, live_entry
+from filestore.engine.waiting import WaitRouting, live_entry
+from filestore.engine.writing import Writing
 from filestore.errors import (
     FilestoreError,
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
-    WriteInDoubtError,
 )
 from filestore.ids import SessionKey, check_key
 from filestore.model import SessionData, TenantCtx
@@ -86,7 +85,6 @@ def _expired(view: LogView, now: int) -> set[SessionKey]:
 
 
 _T = TypeVar("_T")
-_RECORD_TYPES = (Put, Remove)
 
 
 # Handles created before a fork() must not be used in the child: mark them.
@@ -101,7 +99,7 @@ def _mark_forked() -> None:
 os.register_at_fork(after_in_child=_mark_forked)
 
 
-class FileSessionStore(WaitRouting, ClosesOnExit):
+class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
     """A crash-safe session store in one directory; several threads and processes may share it.
 
     ``durability`` (see ``Durability``): ``"fsync"`` (default) returns from a
@@ -430,132 +428,3 @@ class FileSessionStore(WaitRouting, ClosesOnExit):
         if error.errno in NO_SPACE:
             return self._view.full(error)
         return self._poison(error)
-
-    def _write(self, build: Build, session: SessionData | None = None) -> None:
-        """Append the record(s) ``build`` returns, deciding and writing under the writer lock.
-
-        ``build`` runs after catching up with other processes, so its checks
-        (does the key exist, who owns it) see the latest state; it returns
-        ``None`` (or no records) when there is nothing to write. ``session`` is
-        the data a PUT stores, kept in the read cache. Several records are one
-        batch under the lock (each prefix of it is a state the store may be left
-        in: see ``filestore.engine.waiting``); in the fsync and group modes each
-        is synced before the next is written, so a power loss cannot keep a later
-        record without an earlier one (which opening would refuse as damage in
-        the middle).
-        """
-        # The body of _change, inline: no closure per write.
-        with self._mutex:
-            if self._closed or self._forked or self._poisoned is not None:
-                self._check_writable()  # raises
-            lock = self._lock
-            lock.acquire()
-            try:
-                self._view.catch_up(locked=True)
-                position = self._append(build(), session)
-            finally:
-                lock.release()
-            if self._view.snapshot_waiting:
-                self._snapshots.start()
-        if position is None:
-            return
-        if self.durability is Durability.GROUP:
-            self._group.wait_durable(position, self._sync_everything)
-
-    def _write_bulk(self, build: Callable[[], list[Record]]) -> None:
-        """Append the records ``build`` returns (under the writer lock, caught up, as ``_write``)
-        with no sync between them, then make them all durable with one sync (fsync and
-        group modes): bulk loading at the disk's speed rather than one fdatasync a record.
-
-        The price, told to ``import_batch``'s callers: a power loss during the batch may
-        keep a later record of it without an earlier one, which opening refuses as damage
-        in the middle until ``fsck --repair`` (which keeps every record that was written).
-        """
-        with self._mutex:
-            self._check_writable()
-            with self._lock:
-                self._view.catch_up(locked=True)
-                position = self._append(build(), None, each_synced=False)
-            if self._view.snapshot_waiting:
-                self._snapshots.start()
-        if position is None or self.durability is Durability.NONE:
-            return
-        if self.durability is Durability.GROUP:
-            self._group.wait_durable(position, self._sync_everything)
-        else:
-            self._sync_everything()
-
-    def _append(
-        self, built: Record | list[Record] | None, session: SessionData | None, *, each_synced: bool = True
-    ) -> LogPosition | None:
-        """Write the records ``build`` returned (writer lock held, caught up); where the last landed.
-
-        Every record is encoded, and checked against ``max_record_size``, before
-        the first is written: a refused batch writes nothing. Unless
-        ``each_synced`` is false, in the fsync and group modes each record is
-        synced before the next (the last in fsync mode only: group commit syncs it).
-        """
-        records = [built] if isinstance(built, _RECORD_TYPES) else built or []
-        limit = self.max_record_size
-        for record in records:
-            if isinstance(record, Put):
-                check_record_size(len(record.data_cbor), limit, record.key)
-        encoded = [record.encode_parts() for record in records]
-        last = len(records) - 1
-        position = None
-        for number, record in enumerate(records):
-            parts, length = encoded[number]
-            kept = session if record.kind == KIND_PUT else None
-            now = each_synced and (self._sync_each if number == last else self._sync_early)
-            preallocate = self.preallocate_bytes
-            position = self._view.write(record, parts, length, kept, sync=now, preallocate=preallocate)
-        return position
-
-    def _sync_everything(self) -> LogPosition:
-        """Group commit's sync: everything written so far, outside the mutex; the last record
-        covered (in the generation current when the sync began)."""
-        with self._mutex:
-            point = self._view.sync_point()
-        durable = False
-        try:
-            self._guard_io(point.sync)
-            durable = True
-        finally:
-            with self._mutex:
-                self._view.end_sync(point, durable=durable)
-        return point.position
-
-    def _guard_io(self, operation: Callable[[], _T]) -> _T:
-        """Run a file operation; an ``OSError`` poisons the handle (never retry an fsync).
-
-        The error raised says what the failed call stored: ``StorePoisonedError``
-        for a write call means its record is not stored, ``WriteInDoubtError``
-        that it was written whole but its sync failed, so it may be.
-        """
-        try:
-            return operation()
-        except OSError as error:
-            raise self._io_error(error) from error
-
-    def _io_error(self, error: OSError) -> StorePoisonedError:
-        """Poison the handle for a failed file operation; the error to raise (see ``_guard_io``)."""
-        if isinstance(error, UnsyncedRecordError):
-            self._poisoned = f"OSError: {error}"
-            return WriteInDoubtError(
-                f"writing to {self.path}: the record was written but its sync failed ({self._poisoned}); "
-                "it may or may not be stored: reopen and read it back before retrying. This handle "
-                "refuses writes until the store is reopened",
-                path=self.path,
-                cause=self._poisoned,
-            )
-        return self._poison(error)
-
-    def _poison(self, error: OSError) -> StorePoisonedError:
-        """Poison the handle for ``error``; the error to raise."""
-        self._poisoned = f"{type(error).__name__}: {error}"
-        return StorePoisonedError(
-            f"writing to {self.path} failed ({self._poisoned}); this handle refuses writes "
-            "until the store is reopened",
-            path=self.path,
-            cause=self._poisoned,
-        )
