@@ -43,8 +43,11 @@ of the log. Anything else that does not validate is a *bad frame*:
 - a bad frame with no valid frame after it is a torn tail (a write that
   never completed): recovery copies it to a side file and cuts it;
 - a bad frame followed by a valid frame (numbered after it) is damage in the
-  middle: opening refuses with ``CorruptionError`` (run ``filestore fsck
-  --repair``, which keeps every valid record), in every durability mode. When
+  middle: a replay that meets it refuses with ``CorruptionError`` (run
+  ``filestore fsck --repair``, which keeps every valid record), in every
+  durability mode. Opening replays only the log after a verified index
+  snapshot: damage the snapshot covers is met by the read of that record,
+  and by ``fsck``, which reads every record. When
   the valid frame's ``synced_through`` reaches the bad frame's sequence
   number, or it is SYNCED, the damaged record was an acknowledged one; when
   not (``none`` mode, or a ``group`` batch a power loss left out of order) it
