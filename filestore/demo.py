@@ -61,7 +61,10 @@ def _handle_message(
 
 def demo_lock_path(directory: Path) -> Path:
     """The lock one demo run holds over ``directory``: a hidden file beside it, never inside the store."""
-    return directory.parent / f".{directory.name}.demo-lock"
+    # Resolved: "." has no name (the lock went inside the store), and "../d" is "d" by another
+    # spelling, which must not get a lock of its own.
+    resolved = directory.resolve()
+    return resolved.parent / f".{resolved.name}.demo-lock"
 
 
 def run_demo(directory: Path, say: Callable[[str], None] = print) -> int:

@@ -67,6 +67,7 @@ from filestore.contract import (
     ClosesOnExit,
     StoredSession,
     check_context_fence,
+    check_ctx_preserved,
     check_max_record_size,
     check_record_size,
     check_session_data,
@@ -181,7 +182,16 @@ class RedisSessionStore(ClosesOnExit):
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
         new = check_session_data(data)
-        self._check_size(new, checked)
+        try:
+            self._check_size(new, checked)
+        except InvalidInputError:
+            # Refused for what it updates first, as the memory and file stores (missing, then
+            # another owner, then too big): the size is known before the script runs, they are not.
+            current = self.get_session(checked)
+            if current is None:
+                raise SessionNotFoundError(f"no session with key {checked}", key=checked) from None
+            check_ctx_preserved(current, new)
+            raise
         outcome = self._call(self._update, [], [self.namespace, checked, new.to_json(), *_ctx_args(new)])
         _check_outcome(outcome, checked)
 

@@ -195,3 +195,26 @@ def test_a_power_loss_during_a_batch_loses_nothing_acknowledged(tmp_path: Path, 
             assert contents(store) == set(sessions)
         explored += 1
     assert explored > 20
+
+
+def test_a_batch_keeps_the_lookup_where_one_at_a_time_leaves_it(tmp_path: Path) -> None:
+    """A batch whose new session takes a user's lookup, then names the session the store already
+    had active for that user as active again (an import file listing both as active, re-run):
+    one at a time the later line takes the lookup back, and so must the batch (it skipped the
+    later line as already active, leaving the lookup on the earlier one)."""
+    source = InMemorySessionStore()
+    tenant = ctx(user="u1")
+    first = source.create_session(tenant, data(tenant, step=1))
+    second = source.create_session(tenant, data(tenant, step=2))
+    listed = {session.key: attrs.evolve(session, active=True) for session in source.iter_sessions()}
+    with (
+        FileSessionStore(tmp_path / "b") as batched,
+        FileSessionStore(tmp_path / "o") as one_by_one,
+    ):
+        for store in (batched, one_by_one):
+            store.import_session(listed[first])
+        answers = batched.import_batch([listed[second], listed[first]])
+        one_at_a_time = [one_by_one.import_session(listed[key]) for key in (second, first)]
+        assert answers == one_at_a_time
+        assert contents(batched) == contents(one_by_one)
+        assert {session.key for session in contents(batched) if session.active} == {first}

@@ -278,6 +278,19 @@ def test_a_demo_waits_for_the_one_running(tmp_path: Path) -> None:
     assert "2 sessions still paused" in out
 
 
+def test_a_demo_lock_is_beside_the_store_however_it_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``demo .`` from inside the store, or the store named through ``..``: one lock, the file
+    beside the store (``.`` put a ``..demo-lock`` inside it, and each spelling had its own lock,
+    so two runs on one store raced again)."""
+    store = tmp_path / "d"
+    store.mkdir()
+    monkeypatch.chdir(store)
+    for spelling in [Path("."), Path("../d"), Path("../d/."), store]:
+        assert demo_lock_path(spelling) == tmp_path.resolve() / ".d.demo-lock", spelling
+
+
 def run_on_a_terminal(*args: str) -> tuple[int, bytes]:
     """Run a command with its stderr a terminal; its exit code and what the terminal showed."""
     controller, terminal = pty.openpty()

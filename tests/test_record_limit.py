@@ -21,6 +21,8 @@ from filestore import (
     ReplyScope,
     SessionData,
     SessionKey,
+    SessionNotFoundError,
+    TenantMismatchError,
     migrate,
 )
 from filestore.backends import MovableStore
@@ -102,6 +104,20 @@ def test_the_limit_is_the_same_on_every_backend_to_the_byte(store: MovableStore)
         assert str(refused.value).startswith(f"InvalidInput: {who}: its data is {LIMIT + 1} bytes")
         assert refused.value.field == "data"
         assert contents(store) == before
+
+
+def test_an_oversized_update_is_refused_for_what_it_updates_first(store: MovableStore) -> None:
+    """An update too big for the limit, of a key no session has, is ``SessionNotFoundError`` on
+    every backend, and one naming another user is ``TenantMismatchError``: the size is checked
+    last, as the memory and file stores do (Redis said "too big" for a session that is not there)."""
+    tenant = ctx(user="u1")
+    key = store.create_session(tenant, sized(LIMIT))
+    before = contents(store)
+    with pytest.raises(SessionNotFoundError):
+        store.update_session(SessionKey("no-such-session"), sized(LIMIT + 1))
+    with pytest.raises(TenantMismatchError):
+        store.update_session(key, sized(LIMIT + 1, user="u2"))
+    assert contents(store) == before
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "16"])

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filestore import FileSessionStore, ReplyScope
+from filestore.contract import StoredSession
 from filestore.engine.chunkedcbor import encode_parts
 from filestore.engine.fileio import OS_IO
 from filestore.engine.index import Index
@@ -144,3 +145,25 @@ def test_a_snapshot_of_uuid_keys_stores_16_bytes_a_key(tmp_path: Path) -> None:
     assert body["text_keys"] == []
     assert sorted(uuid_texts(body["uuid_keys"])) == sorted(keys)
     assert len((tmp_path / "s" / SNAPSHOT_NAME).read_bytes()) > SNAPSHOT_HEADER_SIZE
+
+
+def test_a_key_of_uuid_lines_is_kept_as_text(tmp_path: Path) -> None:
+    """A key that is two UUIDs on two lines (a key may hold a newline) is no UUID key: the
+    snapshot keeps it as text, so it is read back, not refused (it took 32 bytes of
+    ``uuid_keys``, one key too many, and every open replayed the whole log, fsck calling it an
+    error), whether its batch of keys is all UUIDs otherwise or not."""
+    joined = SessionKey(f"{KEYS[0]}\n{KEYS[1]}")
+    for others in ([KEYS[2]], [KEYS[2], SessionKey("k0")]):
+        index = Index()
+        for at, key in enumerate([joined, *others], start=1):
+            index.apply(Put(key, SCOPES[0], b"\xa0", True, None, None), 100 * at, 10, at)
+        body = cbor2.loads(b"".join(encode_parts(encode_columns(index.columns))))
+        decoded, keys = decode_columns(body)
+        assert sorted(keys) == sorted(index.entries)
+        assert decoded.entries == index.entries
+        assert joined in body["text_keys"]
+    with FileSessionStore(tmp_path / "s", durability="none") as store:
+        store.import_session(StoredSession(joined, SCOPES[0], data(ctx(user="u1")), True))
+        store.write_snapshot()
+    snapshot, why, _ = _loaded(tmp_path / "s")
+    assert snapshot is not None, why

@@ -107,13 +107,15 @@ def _order(columns: Columns) -> tuple[list[int], list[str], Pieces, list[str]]:
     text_keys: list[str] = []
     for chunk in _chunks(columns.slots.items()):
         keys = [key for key, _ in chunk]
-        if _UUID_LINES.fullmatch("\n".join(keys) + "\n"):
+        lines = "\n".join(keys) + "\n"
+        # The length too: a key may hold a newline, and two UUIDs on two lines are one text key.
+        if len(lines) == len(keys) * (_UUID_TEXT + 1) and _UUID_LINES.fullmatch(lines):
             canonical: list[str] = keys
             uuid_slots.extend(slot for _, slot in chunk)
         else:
             canonical = []
             for key, slot in chunk:
-                if _UUID_LINES.fullmatch(key + "\n"):
+                if len(key) == _UUID_TEXT and _UUID_LINES.fullmatch(key + "\n"):
                     canonical.append(key)
                     uuid_slots.append(slot)
                 else:

@@ -235,19 +235,26 @@ class WaitRouting:
             fresh.clear()
             now = self._clock()
             records: list[Record] = []
+            # The user lookups an earlier session of the batch takes: the view, read before any
+            # of the batch is written, still shows them where they were.
+            taken: set[SessionScope] = set()
             for session in checked:
-                built, new = _importing(self._view, session, now)
+                built, new = _importing(self._view, session, now, moved=session.scope in taken)
                 records.extend(built or ())
                 fresh.append(new)
+                if built and session.active:
+                    taken.add(session.scope)
             return records
 
         self._write_bulk(build)
         return fresh
 
 
-def _importing(view: LogView, session: StoredSession, now: int) -> tuple[list[Record] | None, bool]:
+def _importing(
+    view: LogView, session: StoredSession, now: int, *, moved: bool = False
+) -> tuple[list[Record] | None, bool]:
     """What importing ``session`` writes (``None``: nothing), and whether its key was new; the
-    refusals of ``import_session``."""
+    refusals of ``import_session``. ``moved``: its user's lookup was taken since ``view`` was read."""
     key = session.key
     entry = live_entry(view, key, now)
     if entry is not None:
@@ -262,7 +269,7 @@ def _importing(view: LogView, session: StoredSession, now: int) -> tuple[list[Re
             raise InvalidInputError(
                 f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
             )
-    if entry is not None and (not session.active or view.is_active(key, entry)):
+    if entry is not None and (not session.active or (view.is_active(key, entry) and not moved)):
         return None, False
     put = Put(key, session.scope, session.data.to_cbor(), session.active, session.wait, session.deadline_ms)
     return _replacing(view, key, now, put), entry is None
