@@ -239,8 +239,9 @@ class InMemorySessionStore(ClosesOnExit):
                     raise InvalidInputError(
                         f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
                     )
-            if existing is None or session.active:
-                self._check_size(session.data, key)  # what the file store would write
+            # Checked where the file store writes a record: a new key, or the lookup to point.
+            if existing is None or (session.active and self._by_user.get(session.scope) != key):
+                self._check_size(session.data, key)
             self._sessions[key] = imported
             if address is not None:
                 self._waits.setdefault(address.owner, {})[address.scope_hash] = key

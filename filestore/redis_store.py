@@ -313,7 +313,9 @@ class RedisSessionStore(ClosesOnExit):
                 raise InvalidInputError(
                     f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
                 )
-        self._check_size(session.data, key)
+        # Checked where the file store writes a record: a new key, or the lookup to point.
+        if existing is None or (session.active and not existing.active):
+            self._check_size(session.data, key)
         self._store(session)
         return existing is None
 

@@ -168,3 +168,27 @@ def test_the_command_line_takes_max_record_size(tmp_path: Path, capsys: pytest.C
     )
     assert f"session {key}" in capsys.readouterr().err
     assert main(["import", str(tmp_path / "x"), dump, "--max-record-size", "0"]) == 16
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stored_session_over_a_lowered_limit_is_already_there_on_every_backend(
+    tmp_path: Path, kind: str
+) -> None:
+    """A session stored under a larger limit and imported again through a handle with a smaller
+    one is "already there" (nothing would be written), as the file store answers, on every backend."""
+    tenant = ctx(user="u1")
+    big = sized(3 * LIMIT)
+    stored = StoredSession(SessionKey("kept"), session_scope(tenant, big), big, True)
+    roomy = open_limited(kind, tmp_path / "s", 4 * LIMIT)
+    try:
+        assert roomy.import_session(stored)
+        if kind == "memory":
+            roomy.max_record_size = LIMIT  # type: ignore[attr-defined] # one handle: the memory store
+            tight = roomy
+        else:
+            tight = open_limited(kind, tmp_path / "s", LIMIT)
+        assert tight.import_session(stored) is False
+        if tight is not roomy:
+            tight.close()
+    finally:
+        roomy.close()
