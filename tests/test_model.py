@@ -28,6 +28,7 @@ from filestore import (
     UserId,
 )
 
+from .support.documents import MISSING, Doc, full_doc, set_path
 from .support.strategies import bad_ids, cursors, ids, session_datas, tenant_ctxs
 
 # The example of SessionData's JSON from the team's specification (serde's output; the
@@ -52,53 +53,6 @@ CTX_OPTIONAL_STRINGS: Final = (
     "idempotency_key",
 )
 CTX_ID_FIELDS: Final = ("env", "tenant", "tenant_id", *CTX_OPTIONAL_IDS)
-
-Doc = dict[str, Any]
-MISSING: Final = object()
-
-
-def full_doc() -> Doc:
-    """A valid session document with every nested object present, so every path can be broken."""
-    return {
-        "tenant_ctx": {
-            "env": "dev",
-            "tenant": "acme",
-            "tenant_id": "acme",
-            "team": "support",
-            "team_id": "support",
-            "user": "u1",
-            "user_id": "u1",
-            "session_id": "s",
-            "flow_id": "f",
-            "node_id": "n",
-            "provider_id": "p",
-            "trace_id": "t",
-            "i18n_id": "en-GB",
-            "correlation_id": "c",
-            "attributes": {"channel": "telegram"},
-            "deadline": {"unix_millis": 1_700_000_000_000},
-            "attempt": 1,
-            "idempotency_key": "i",
-            "impersonation": {"actor_id": "admin", "reason": "ticket 7"},
-        },
-        "flow_id": "onboarding.flow",
-        "pack_id": "pack-1",
-        "cursor": {"node_pointer": "node.wait", "wait_reason": "input", "outbox_marker": "m1"},
-        "context_json": '{"step":2}',
-    }
-
-
-def set_path(doc: Doc, path: str, value: object) -> Doc:
-    """Set (or, with MISSING, delete) the dotted ``path`` of ``doc``; return ``doc``."""
-    *parents, last = path.split(".")
-    target = doc
-    for name in parents:
-        target = target[name]
-    if value is MISSING:
-        del target[last]
-    else:
-        target[last] = value
-    return doc
 
 
 def decode_dict(doc: Doc) -> SessionData:
