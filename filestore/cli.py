@@ -190,13 +190,15 @@ def _open_any(spec: str, trust_directory: bool, **options: Any) -> MovableStore:
     return open_store(spec, **options)
 
 
-def _open_existing(spec: str, trust_directory: bool) -> MovableStore:
-    """The store ``spec`` names, refusing a directory that holds no store (rather than making one)."""
+def _open_source(spec: str, trust_directory: bool) -> MovableStore:
+    """The store ``spec`` names, to read from: a directory's store opened read-only (it
+    need not be writable, and reading it changes nothing), refusing one that holds no store."""
     if _is_directory_spec(spec):
         require_directory(spec)
         log = Path(spec) / LOG_NAME
         if not log.is_file():
             raise InvalidInputError(f"{spec} is not a filestore (it has no {LOG_NAME})", field="store")
+        return _open_any(spec, trust_directory, read_only=True)
     return _open_any(spec, trust_directory)
 
 
@@ -402,7 +404,7 @@ def stats(directory: str, as_json: bool) -> int:
 def export_command(store: str, output: str, trust_directory: bool, quiet: bool) -> int:
     """Write every session of STORE (a directory, memory: or a redis:// URL) as JSON Lines."""
     with (
-        _open_existing(store, trust_directory) as source,
+        _open_source(store, trust_directory) as source,
         _private_output(output) as out,
         _progress(not quiet, "export", "sessions") as bar,
     ):
@@ -484,7 +486,7 @@ def migrate(
     tally = _Tally()
     with (
         _resumable(tally, "migrate"),
-        _open_existing(source, trust_directory) as origin,
+        _open_source(source, trust_directory) as origin,
         _reached(origin) as origin,
         _open_any(target, trust_directory, max_record_size=max_record_size) as destination,
         _progress(not (as_json or quiet), "migrate", "sessions") as tally.bar,

@@ -97,3 +97,29 @@ def test_a_read_only_lock_file_is_locked_through_a_read_only_descriptor(
     (tmp_path / "new").mkdir()
     with pytest.raises(StoreReadOnlyError, match="cannot make"):
         locking.Registration(str(tmp_path / "new"), exclusive=False)
+
+
+def test_export_and_migrate_read_a_read_only_store(
+    read_only_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export and migrate open their source read-only: on a read-only file system both succeed,
+    with every session, and the Python API reads it with ``read_only=True`` (writes refused)."""
+    exported = tmp_path / "sessions.jsonl"
+    assert main(["export", "--quiet", str(read_only_store), "-o", str(exported)]) == 0
+    assert len(exported.read_text().splitlines()) == 3
+    assert main(["migrate", "--quiet", str(read_only_store), str(tmp_path / "copy")]) == 0
+    assert "Errno" not in capsys.readouterr().err
+    with (
+        FileSessionStore(tmp_path / "copy") as copy,
+        FileSessionStore(read_only_store, read_only=True) as source,
+    ):
+        assert sorted(copy.session_keys()) == sorted(source.session_keys())
+        assert len(source) == 3
+        for key in source.session_keys():
+            assert copy.get_session(key) == source.get_session(key)
+        tenant = ctx(user="user-0")
+        found = source.find_by_user(tenant, "user-0")
+        assert found is not None
+        assert found[1] == data(tenant, step=0)
+        with pytest.raises(StoreReadOnlyError):
+            source.create_session(tenant, data(tenant, step=9))

@@ -244,11 +244,12 @@ def leftovers(path: str, names: list[str]) -> list[str]:
     return found
 
 
-def open_existing_log(io: FileIO, path: str, file_mode: int) -> LogFile:
-    """Open the store's log, checking it against the identity file (rewritten if missing)."""
-    log = LogFile.open(io, path)
+def open_existing_log(io: FileIO, path: str, file_mode: int, *, readonly: bool = False) -> LogFile:
+    """Open the store's log, checking it against the identity file (rewritten if missing,
+    unless ``readonly``: then a missing one is left missing, and the log opened for reading)."""
+    log = LogFile.open(io, path, readonly=readonly)
     try:
-        _check_meta(io, path, log, set(os.listdir(path)), file_mode)
+        _check_meta(io, path, log, set(os.listdir(path)), file_mode, rewrite=not readonly)
     except BaseException:
         log.close()
         raise
@@ -310,9 +311,13 @@ def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
     return log
 
 
-def _check_meta(io: FileIO, path: str, log: LogFile, names: set[str], file_mode: int) -> None:
+def _check_meta(
+    io: FileIO, path: str, log: LogFile, names: set[str], file_mode: int, *, rewrite: bool
+) -> None:
     meta_path = os.path.join(path, META_NAME)
     if META_NAME not in names:
+        if not rewrite:
+            return
         # The log is the truth and the metadata is written after it, so a
         # crash between the two (or a lost file) is finished here.
         write_meta(io, path, log.header, file_mode)

@@ -138,7 +138,8 @@ class LogFile:
             raise StoreReadOnlyError(
                 f"{path} cannot be opened for writing ({error.strerror}): writing to this store "
                 "needs write access to its directory and files; checking and reading need none "
-                "(fsck without --repair, stats)",
+                "(fsck without --repair, stats, export, migrate from it, or "
+                "FileSessionStore(read_only=True))",
                 path=path,
             ) from None
         try:

@@ -130,8 +130,12 @@ class LogView:
         file_mode: int,
         snapshot_every_records: int,
         snapshot_every_bytes: int,
+        read_only: bool = False,
     ) -> None:
         self._io = io
+        # A read-only view never changes a byte of the store: it reads up to a torn
+        # tail or a dead seal rather than cutting it, and never syncs or snapshots.
+        self._read_only = read_only
         self._path = path
         self._log = log
         self._index = Index()
@@ -175,8 +179,14 @@ class LogView:
                 if not self._log.tail_is_clean():
                     # Non-zero bytes after a zeroed frame header: intact records
                     # there mean damage (CorruptionError); anything else is cut,
-                    # and kept in a side file, before close() could trim it away.
-                    self._log.recover_tail()
+                    # and kept in a side file, before close() could trim it away
+                    # (a read-only view checks the same, and reads up to the cut).
+                    if self._read_only:
+                        self._log.check_tail()
+                    else:
+                        self._log.recover_tail()
+        if self._read_only:
+            return
         # One sync makes whatever a crashed process left in the page cache
         # durable, so our records may claim everything before them is. Of the
         # current log: catching up may have followed a compaction to a new
@@ -209,28 +219,33 @@ class LogView:
             if frame is None:
                 break
             if frame.kind == KIND_SEAL:
-                self._follow_seal()
-                continue
+                if self._follow_seal():
+                    continue
+                break  # read-only, at the seal of a compaction that died: the log ends here
             self._apply_frame(frame)
             self._log.advance(frame)
-        if locked and found is Probe.BAD:
+        if locked and found is Probe.BAD and not self._read_only:
             self._guard(self._log.recover_tail)
 
-    def _follow_seal(self) -> None:
+    def _follow_seal(self) -> bool:
         """Our log was sealed by a compaction: reload the generation that replaced it.
 
         Taking the writer lock waits for that compaction to finish its switch.
         If the current log is still the sealed one, the compaction died before
-        switching: the seal is cut (kept in a side file) and work goes on.
+        switching: the seal is cut (kept in a side file) and work goes on; a
+        read-only view leaves it and stops there (``False``; a writer cuts it later).
         """
         with self._lock:
-            current = open_existing_log(self._io, self._path, self._file_mode)
+            current = open_existing_log(self._io, self._path, self._file_mode, readonly=self._read_only)
             same_store = current.header.store_uuid == self._log.header.store_uuid
             if same_store and current.header.generation > self._log.header.generation:
                 self._adopt_generation(current)
-                return
+                return True
             current.close()
+            if self._read_only:
+                return False
             self._guard(self._log.recover_tail)
+            return True
 
     def _adopt_generation(self, log: LogFile) -> None:
         """Switch to ``log`` (a newer generation) and rebuild the index from it.

@@ -43,11 +43,13 @@ from filestore.engine.directory import (
     open_or_create_log,
     prepare_directory,
     refuse_links,
+    require_directory,
 )
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.groupcommit import GroupCommit
+from filestore.engine.layout import LOG_NAME
 from filestore.engine.locking import Registration, WriterLock
-from filestore.engine.logfile import NO_SPACE
+from filestore.engine.logfile import NO_SPACE, LogFile
 from filestore.engine.logview import LogView, SessionCache, close_quietly
 from filestore.engine.options import (
     DEFAULT_CACHE_SIZE,
@@ -69,9 +71,11 @@ from filestore.engine.waiting import WaitRouting, live_entry
 from filestore.engine.writing import Writing
 from filestore.errors import (
     FilestoreError,
+    InvalidInputError,
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
+    StoreReadOnlyError,
 )
 from filestore.ids import SessionKey, check_key
 from filestore.model import SessionData, TenantCtx
@@ -135,6 +139,13 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
     ``clock`` gives unix milliseconds: a session whose TTL deadline it has
     reached is invisible to every call (see ``filestore.engine.waiting``).
 
+    ``read_only=True`` opens an existing store to read it and never changes a
+    byte of it: no directory or file is made (lock files aside, where the
+    directory lets them be made), a torn tail or a compaction's dead seal is
+    read up to rather than cut, no snapshot is written, and every write raises
+    ``StoreReadOnlyError``. It works on a read-only file system or a store
+    this account may only read, and beside writers, whose records it follows.
+
     Every argument is checked before anything is created: a path that is not
     text (``bytes`` included), holds NUL or a lone surrogate, or is too long
     for the file system (``filestore.engine.options.store_path``), a bool or
@@ -159,8 +170,10 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         trust_directory: bool = False,
         io: FileIO = OS_IO,
         clock: Clock = system_clock,
+        read_only: bool = False,
     ) -> None:
         self._clock = check_clock(clock)
+        self.read_only = flag("read_only", read_only)
         self.durability = parse_durability(durability)
         # Asked on every write, decided once (an enum member lookup is not free).
         self._sync_each = self.durability is Durability.FSYNC
@@ -183,7 +196,10 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         self._forked = False
         self._poisoned: str | None = None
         self._group = GroupCommit()
-        prepare_directory(self._io, self.path, dir_mode)
+        if self.read_only:
+            require_directory(self.path)
+        else:
+            prepare_directory(self._io, self.path, dir_mode)
         refuse_links(self.path)
         if not trusted:
             check_trusted(self.path, dir_mode=dir_mode, file_mode=file_mode)
@@ -215,7 +231,9 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
             try:
                 # Opening an existing store needs no lock unless its tail must be
                 # repaired, so readers can open while another process writes.
-                if needs_housekeeping(self.path):
+                if self.read_only:
+                    log = self._open_to_read()
+                elif needs_housekeeping(self.path):
                     with self._lock:
                         log = open_or_create_log(self._io, self.path, file_mode)
                 else:
@@ -231,6 +249,7 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
                     file_mode=file_mode,
                     snapshot_every_records=self.snapshot_every_records,
                     snapshot_every_bytes=self.snapshot_every_bytes,
+                    read_only=self.read_only,
                 )
                 try:
                     self._view.load()
@@ -243,6 +262,16 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         except BaseException:
             self._registration.close()
             raise
+
+    def _open_to_read(self) -> LogFile:
+        """The log of the store at ``path``, for reading only (a read-only handle makes no store)."""
+        if not os.path.exists(os.path.join(self.path, LOG_NAME)):
+            raise InvalidInputError(
+                f"{self.path} holds no store (no {LOG_NAME}); read_only opens an existing store only",
+                field="path",
+                rule="an existing store",
+            )
+        return open_existing_log(self._io, self.path, self.file_mode, readonly=True)
 
     # -- the contract ----------------------------------------------------------
 
@@ -302,7 +331,7 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
                     close_quietly(fd_owner.close)
                 return
             try:
-                if self._poisoned is None:
+                if self._poisoned is None and not self.read_only:
                     self._tidy_up()
             finally:
                 self._view.close_files(close_quietly)
@@ -324,6 +353,8 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._view)} sessions"
+        if self.read_only:
+            state += ", read-only"
         return f"FileSessionStore({self.path!r}, durability={self.durability.value!r}, {state})"
 
     # -- maintenance -------------------------------------------------------------
@@ -392,6 +423,11 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
 
     def _check_writable(self) -> None:
         self._check_usable()
+        if self.read_only:
+            raise StoreReadOnlyError(
+                f"this handle on {self.path} was opened read_only; open the store without it to write",
+                path=self.path,
+            )
         if self._poisoned is not None:
             raise StorePoisonedError(
                 f"an earlier write to {self.path} failed ({self._poisoned}); this handle refuses "

@@ -47,6 +47,7 @@ class Writing:
     _closed: bool
     _forked: bool
     _poisoned: str | None
+    read_only: bool
     _sync_each: bool
     _sync_early: bool
 
@@ -68,7 +69,7 @@ class Writing:
         """
         # The body of _change, inline: no closure per write.
         with self._mutex:
-            if self._closed or self._forked or self._poisoned is not None:
+            if self._closed or self._forked or self._poisoned is not None or self.read_only:
                 self._check_writable()  # raises
             lock = self._lock
             lock.acquire()
