@@ -209,22 +209,29 @@ def copy_sessions(
     """
     bulk: Callable[[list[StoredSession]], list[bool]] | None = getattr(target, "import_batch", None)
     copied = already = 0
+
+    def tally(fresh: bool) -> None:
+        nonlocal copied, already
+        if fresh:
+            copied += 1
+        else:
+            already += 1
+        if progress is not None:
+            progress(1)
+
     for chunk in _chunks(numbered, BULK_BATCH if bulk is not None else 1):
-        outcomes: list[bool] | None = None
         if bulk is not None:
             try:
                 outcomes = bulk([session for _number, session in chunk])
             except InvalidInputError:
-                outcomes = None  # nothing of it was written: again, one at a time
-        if outcomes is None:
-            outcomes = [_import_one(target, number, session, refused) for number, session in chunk]
-        for fresh in outcomes:
-            if fresh:
-                copied += 1
+                pass  # nothing of it was written: again, one at a time
             else:
-                already += 1
-            if progress is not None:
-                progress(1)
+                for fresh in outcomes:
+                    tally(fresh)
+                continue
+        # Counted one by one, so a refusal or an interrupt part-way tells how far it got.
+        for number, session in chunk:
+            tally(_import_one(target, number, session, refused))
     return CopyCounts(copied, already)
 
 

@@ -155,9 +155,15 @@ def _resumable(tally: _Tally, what: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
+        # An import also passes over sessions whose deadline has passed: they count as done.
+        done = (
+            "stored, found already there or skipped as expired"
+            if what == "import"
+            else "stored or found already there"
+        )
         click.echo(
-            f"filestore: {what} interrupted after {tally.stored} sessions were stored or found already "
-            "there; run the same command again to resume (what arrived is skipped)",
+            f"filestore: {what} interrupted after {tally.stored} sessions ({done}); "
+            "run the same command again to resume (what arrived is skipped)",
             err=True,
         )
         raise

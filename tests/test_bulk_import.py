@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from filestore import CorruptionError, FileSessionStore, InMemorySessionStore, InvalidInputError
+from filestore.backends import copy_sessions
 from filestore.contract import StoredSession
 from filestore.ids import SessionKey
 from filestore.model import ReplyScope
@@ -218,3 +219,19 @@ def test_a_batch_keeps_the_lookup_where_one_at_a_time_leaves_it(tmp_path: Path) 
         assert answers == one_at_a_time
         assert contents(batched) == contents(one_by_one)
         assert {session.key for session in contents(batched) if session.active} == {first}
+
+
+def test_a_refused_batch_taken_one_at_a_time_counts_what_it_stored(tmp_path: Path) -> None:
+    """A batch refused for one session is taken again one at a time: the sessions before the
+    refused one are stored, and progress is told of each of them, so a refused or interrupted
+    import or migrate says how far it really got."""
+    sessions = exported(9, waits=False)
+    conflicting = sessions[5]
+    changed = StoredSession(conflicting.key, conflicting.scope, data(ctx(user="u2"), step=999), False)
+    told: list[int] = []
+    with FileSessionStore(tmp_path / "s") as store:
+        store.import_session(changed)
+        with pytest.raises(InvalidInputError, match="different session"):
+            copy_sessions(store, enumerate(sessions, 1), progress=told.append)
+        assert contents(store) == {changed, *sessions[:5]}
+    assert told == [1] * 5
