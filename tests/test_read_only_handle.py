@@ -196,6 +196,19 @@ def test_read_only_opens_an_existing_store_only(tmp_path: Path) -> None:
         FileSessionStore(tmp_path / "empty", read_only=1)  # type: ignore[arg-type]
 
 
+def test_a_read_only_handle_calls_a_store_whose_log_is_missing_damage(tmp_path: Path) -> None:
+    """A directory that holds a store's identity file and snapshot but no log is a store whose
+    data may be missing: CorruptionError with recovery advice, as a writable handle says, not
+    InvalidInputError's "holds no store" (which sends an operator to look elsewhere)."""
+    _filled(tmp_path / "s")
+    os.rename(tmp_path / "s" / "sessions.log", tmp_path / "moved.log")
+    before = _tree(tmp_path / "s")
+    for read_only in (True, False):
+        with pytest.raises(CorruptionError, match="log is missing"):
+            FileSessionStore(tmp_path / "s", read_only=read_only)
+    assert _tree(tmp_path / "s") == before
+
+
 _operations = st.lists(
     st.tuples(st.sampled_from(["create", "update", "remove", "compact"]), st.integers(0, 5)),
     max_size=25,

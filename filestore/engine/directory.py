@@ -284,6 +284,21 @@ def looks_like_a_store(names: set[str]) -> bool:
     )
 
 
+def missing_log(path: str, ours: set[str]) -> CorruptionError:
+    """The error for a directory holding the files ``ours`` but no log: a store whose log is
+    missing (data may be lost: never open it as a new or empty store), or other files."""
+    evidence = ", ".join(sorted(ours))
+    hint = (
+        "this looks like a filestore whose log is missing; do not write to it: look for "
+        "sessions.log.old or a backup, and run `filestore fsck`"
+        if looks_like_a_store(ours)
+        else "it is not a filestore directory; pick an empty or new directory"
+    )
+    return CorruptionError(
+        f"{path} holds {evidence} but no {LOG_NAME}: {hint}", path=os.path.join(path, LOG_NAME), offset=0
+    )
+
+
 def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
     """Open the store's log, or make a new store if the directory holds none.
 
@@ -295,16 +310,7 @@ def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
         return open_existing_log(io, path, file_mode)
     ours = {name for name in names if not name.startswith(".")} - BOOKKEEPING
     if ours:
-        evidence = ", ".join(sorted(ours))
-        hint = (
-            "this looks like a filestore whose log is missing; do not write to it: look for "
-            "sessions.log.old or a backup, and run `filestore fsck`"
-            if looks_like_a_store(ours)
-            else "it is not a filestore directory; pick an empty or new directory"
-        )
-        raise CorruptionError(
-            f"{path} holds {evidence} but no {LOG_NAME}: {hint}", path=os.path.join(path, LOG_NAME), offset=0
-        )
+        raise missing_log(path, ours)
     header = FileHeader(uuid.uuid4(), generation=1)
     log = LogFile.create(io, path, header, mode=file_mode)
     write_meta(io, path, header, file_mode)

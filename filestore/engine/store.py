@@ -38,6 +38,8 @@ from filestore.contract import (
 from filestore.engine.directory import (
     check_filesystem,
     check_trusted,
+    looks_like_a_store,
+    missing_log,
     needs_housekeeping,
     open_existing_log,
     open_or_create_log,
@@ -47,7 +49,7 @@ from filestore.engine.directory import (
 )
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.groupcommit import GroupCommit
-from filestore.engine.layout import LOG_NAME
+from filestore.engine.layout import BOOKKEEPING, LOG_NAME
 from filestore.engine.locking import Registration, WriterLock
 from filestore.engine.logfile import NO_SPACE, LogFile
 from filestore.engine.logview import LogView, SessionCache, close_quietly
@@ -265,7 +267,11 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
 
     def _open_to_read(self) -> LogFile:
         """The log of the store at ``path``, for reading only (a read-only handle makes no store)."""
-        if not os.path.exists(os.path.join(self.path, LOG_NAME)):
+        names = set(os.listdir(self.path))
+        if LOG_NAME not in names:
+            ours = {name for name in names if not name.startswith(".")} - BOOKKEEPING
+            if looks_like_a_store(ours):
+                raise missing_log(self.path, ours)  # damage, as a writable handle says
             raise InvalidInputError(
                 f"{self.path} holds no store (no {LOG_NAME}); read_only opens an existing store only",
                 field="path",
