@@ -7,6 +7,7 @@ so "changes nothing" is checked by comparing every file's name and bytes before 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Callable
@@ -207,6 +208,44 @@ def test_a_read_only_handle_calls_a_store_whose_log_is_missing_damage(tmp_path: 
         with pytest.raises(CorruptionError, match="log is missing"):
             FileSessionStore(tmp_path / "s", read_only=read_only)
     assert _tree(tmp_path / "s") == before
+
+
+def test_a_read_only_handle_reads_where_its_lock_files_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup's files in a directory this account may not write, without LOCK and OPEN (which
+    only the first writer makes): a read-only handle opens and reads, making nothing, even at a
+    dead seal (which it follows under the lock). Once a writer (another account) has made them,
+    the handle locks as every handle does, and follows that writer's writes and compactions."""
+    keys = _filled(tmp_path / "s")
+    for name in ("LOCK", "OPEN"):
+        os.unlink(tmp_path / "s" / name)
+    _dead_seal(tmp_path / "s")
+    before = _tree(tmp_path / "s")
+    real_open = os.open
+    refusing = [True]
+
+    def refusing_writes(path: str, flags: int, mode: int = 0o777, **kwargs: object) -> int:
+        if refusing[0] and flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", refusing_writes)
+    FileSessionStore(tmp_path / "s", read_only=True).close()
+    reader = FileSessionStore(tmp_path / "s", read_only=True)
+    _check_reads(reader, keys)
+    assert _tree(tmp_path / "s") == before
+    refusing[0] = False
+    key = next(iter(keys))
+    tenant = ctx(user=f"u{keys[key]}")
+    with FileSessionStore(tmp_path / "s", preallocate_bytes=0) as writer:  # makes LOCK and OPEN
+        writer.update_session(key, data(tenant, step=20))
+        assert reader.get_session(key) == data(tenant, step=20)
+        writer.compact()
+        writer.update_session(key, data(tenant, step=21))
+        assert reader.get_session(key) == data(tenant, step=21)
+        assert len(reader) == len(keys)
+    reader.close()
 
 
 _operations = st.lists(

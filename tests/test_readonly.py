@@ -123,3 +123,28 @@ def test_export_and_migrate_read_a_read_only_store(
         assert found[1] == data(tenant, step=0)
         with pytest.raises(StoreReadOnlyError):
             source.create_session(tenant, data(tenant, step=9))
+
+
+def test_export_reads_a_backups_files_on_a_read_only_mount(tmp_path: Path) -> None:
+    """A store's files copied without LOCK and OPEN (which only the first writer makes) onto a
+    file system then mounted read-only: export reads every session, and makes nothing."""
+    with small_tmpfs(tmp_path / "mnt", size="4m") as mount:
+        store = mount / "s"
+        with FileSessionStore(store) as writer:
+            for number in range(3):
+                tenant = ctx(user=f"user-{number}")
+                writer.create_session(tenant, data(tenant, step=number))
+        for name in ("LOCK", "OPEN"):
+            os.unlink(store / name)
+        remounted = subprocess.run(
+            [shutil.which("mount") or "/bin/mount", "-o", "remount,ro", str(mount)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if remounted.returncode != 0:
+            pytest.skip(f"cannot remount read-only here: {remounted.stderr.strip()}")
+        exported = tmp_path / "sessions.jsonl"
+        assert main(["export", "--quiet", str(store), "-o", str(exported)]) == 0
+        assert len(exported.read_text().splitlines()) == 3
+        assert sorted(os.listdir(store)) == ["filestore.json", "sessions.idx", "sessions.log"]

@@ -52,8 +52,13 @@ NETWORK_FILESYSTEMS: Final = frozenset(
 )
 
 
-def _open_lock_file(path: str, mode: int) -> int:
-    flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+_FLAGS: Final = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+
+
+def _open_lock_file(path: str, mode: int, *, optional: bool = False) -> int | None:
+    """A descriptor on the lock file ``path`` (made with ``mode`` if missing); ``None`` if it
+    is missing, cannot be made here and is ``optional`` (else ``StoreReadOnlyError``)."""
+    flags = _FLAGS
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | flags, mode)
     except OSError as error:
@@ -68,6 +73,8 @@ def _open_lock_file(path: str, mode: int) -> int:
     try:
         return os.open(path, os.O_RDONLY | flags)
     except FileNotFoundError:
+        if optional:
+            return None
         raise StoreReadOnlyError(
             f"cannot make {path}: the store's directory is read-only here; the first process "
             "to open a store makes its lock files, and needs write access to do so",
@@ -96,12 +103,19 @@ class WriterLock:
     """The store's exclusive writer lock: a thread lock, then the ``LOCK`` file lock.
 
     Re-entrant within one thread, so a writer can call helpers that lock too.
+
+    ``optional`` (a read-only handle): where the file is missing and cannot be
+    made (a backup's files in a directory this account may not write), the
+    lock is the thread lock alone until the file appears. Every writer makes
+    the file before it opens the log, so while it is missing no writer has the
+    store open; each ``acquire`` looks for it again, and once a writer has made
+    it the lock is taken on it as every handle does.
     """
 
-    def __init__(self, directory: str, *, timeout: float, mode: int = 0o600) -> None:
+    def __init__(self, directory: str, *, timeout: float, mode: int = 0o600, optional: bool = False) -> None:
         self.path = os.path.join(directory, LOCK_NAME)
         self.timeout = timeout
-        self._fd = _open_lock_file(self.path, mode)
+        self._fd = _open_lock_file(self.path, mode, optional=optional)
         self._thread_lock = threading.RLock()
         self._depth = 0
 
@@ -112,15 +126,18 @@ class WriterLock:
             raise self._timed_out()
         if self._depth == 0:
             try:
-                self._lock_file(deadline)
+                if self._fd is None:
+                    self._fd = _open_missing(self.path)
+                if self._fd is not None:
+                    self._lock_file(self._fd, deadline)
             except BaseException:
                 self._thread_lock.release()
                 raise
         self._depth += 1
 
-    def _lock_file(self, deadline: float) -> None:
+    def _lock_file(self, fd: int, deadline: float) -> None:
         wait = _FIRST_WAIT
-        while not filelock.lock_descriptor(self._fd, blocking=False):
+        while not filelock.lock_descriptor(fd, blocking=False):
             if time.monotonic() >= deadline:
                 raise self._timed_out()
             time.sleep(wait)
@@ -128,7 +145,7 @@ class WriterLock:
 
     def release(self) -> None:
         self._depth -= 1
-        if self._depth == 0:
+        if self._depth == 0 and self._fd is not None:
             filelock.unlock_descriptor(self._fd)
         self._thread_lock.release()
 
@@ -146,25 +163,44 @@ class WriterLock:
 
     def close(self) -> None:
         # Closing the descriptor drops any flock it held.
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+
+
+def _open_missing(path: str) -> int | None:
+    """A read-only descriptor on the lock file ``path`` that was missing, if a writer made it since."""
+    try:
+        return os.open(path, os.O_RDONLY | _FLAGS)
+    except FileNotFoundError:
+        return None
 
 
 class Registration:
-    """A handle's shared claim on the store; offline tools need it exclusively."""
+    """A handle's shared claim on the store; offline tools need it exclusively.
 
-    def __init__(self, directory: str, *, exclusive: bool, wait: float = 0.0, mode: int = 0o600) -> None:
+    ``optional`` (a read-only handle): where the file is missing and cannot be
+    made, there is no claim (an offline tool, which must make the file, can
+    only run where this account could not stop it anyway).
+    """
+
+    def __init__(
+        self, directory: str, *, exclusive: bool, wait: float = 0.0, mode: int = 0o600, optional: bool = False
+    ) -> None:
         self.path = os.path.join(directory, REGISTRATION_NAME)
-        self._fd = _open_lock_file(self.path, mode)
+        fd = _open_lock_file(self.path, mode, optional=optional)
+        self._fd = fd
+        if fd is None:
+            return
         operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + wait
         delay = _FIRST_WAIT
         while True:
             try:
-                fcntl.flock(self._fd, operation | fcntl.LOCK_NB)
+                fcntl.flock(fd, operation | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    os.close(self._fd)
+                    os.close(fd)
                     if exclusive:
                         raise StoreInUseError(
                             f"other processes have the store at {directory} open; close them first "
@@ -180,7 +216,8 @@ class Registration:
                 delay = min(delay * 2, _LONGEST_WAIT)
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
 
 
 def network_filesystem(path: str) -> str | None:

@@ -227,9 +227,14 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
 
     def _open(self, file_mode: int, cache: SessionCache) -> None:
         """Register, open (or create) the log and build the index; undo it all on failure."""
-        self._registration = Registration(self.path, exclusive=False, wait=self.lock_timeout, mode=file_mode)
+        # A read-only handle reads a directory it may not write even where the lock files
+        # are missing (a backup's files): see WriterLock's ``optional``.
+        optional = self.read_only
+        self._registration = Registration(
+            self.path, exclusive=False, wait=self.lock_timeout, mode=file_mode, optional=optional
+        )
         try:
-            self._lock = WriterLock(self.path, timeout=self.lock_timeout, mode=file_mode)
+            self._lock = WriterLock(self.path, timeout=self.lock_timeout, mode=file_mode, optional=optional)
             try:
                 # Opening an existing store needs no lock unless its tail must be
                 # repaired, so readers can open while another process writes.
