@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from filestore import (
 )
 from filestore.engine.fileio import OsFileIO
 from filestore.engine.framing import FILE_HEADER_SIZE
+from filestore.engine.locking import WriterLock
 from filestore.engine.logfile import LogFile
 
 from .support import ctx, data
@@ -246,6 +248,28 @@ def test_a_read_only_handle_reads_where_its_lock_files_cannot_be_made(
         assert reader.get_session(key) == data(tenant, step=21)
         assert len(reader) == len(keys)
     reader.close()
+
+
+def test_a_read_only_handle_at_a_dead_seal_reads_without_the_writer_lock(tmp_path: Path) -> None:
+    """At the seal of a compaction that died (which it may not cut), a read-only handle's reads
+    neither wait for the writer lock nor reopen the log while the log is still the sealed file:
+    a reader of a backup no writer will ever open is not slowed or blocked at every call."""
+    keys = _filled(tmp_path / "s")
+    _dead_seal(tmp_path / "s")
+    reader = FileSessionStore(tmp_path / "s", read_only=True, lock_timeout=0)
+    holder = WriterLock(str(tmp_path / "s"), timeout=0)  # its own descriptor: as another process
+    with holder:
+        _check_reads(reader, keys)
+    holder.close()
+    # The log put back as a copy of itself (a restore): a new file, looked at under the lock,
+    # whose seal is still dead: read up to, as before.
+    log = tmp_path / "s" / "sessions.log"
+    shutil.copyfile(log, tmp_path / "copy.log")
+    os.replace(tmp_path / "copy.log", log)
+    before = _tree(tmp_path / "s")
+    _check_reads(reader, keys)
+    reader.close()
+    assert _tree(tmp_path / "s") == before
 
 
 _operations = st.lists(

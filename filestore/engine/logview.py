@@ -26,7 +26,7 @@ from filestore.engine.fileio import FileIO
 from filestore.engine.framing import KIND_PUT, KIND_SEAL, Frame, Probe
 from filestore.engine.groupcommit import LogPosition
 from filestore.engine.index import Entry, Index
-from filestore.engine.layout import SNAPSHOT_NAME
+from filestore.engine.layout import LOG_NAME, SNAPSHOT_NAME
 from filestore.engine.locking import WriterLock
 from filestore.engine.logfile import LogFile, NoRoomError, UnsyncedRecordError, as_error
 from filestore.engine.records import Record, RecordDecodeError, RecordMismatchError, decode_session
@@ -235,6 +235,11 @@ class LogView:
         switching: the seal is cut (kept in a side file) and work goes on; a
         read-only view leaves it and stops there (``False``; a writer cuts it later).
         """
+        if self._read_only and self._sealed_log_is_current():
+            # A dead seal, or a compaction yet to switch (which holds the writer lock, so no
+            # write after the seal was acknowledged): the log ends here for now. Looked at
+            # again at the next call, without waiting for the lock or reopening the log.
+            return False
         with self._lock:
             current = open_existing_log(self._io, self._path, self._file_mode, readonly=self._read_only)
             same_store = current.header.store_uuid == self._log.header.store_uuid
@@ -246,6 +251,11 @@ class LogView:
                 return False
             self._guard(self._log.recover_tail)
             return True
+
+    def _sealed_log_is_current(self) -> bool:
+        """Whether the store's log is still the file this view reads (no switch since its seal)."""
+        named = os.stat(os.path.join(self._path, LOG_NAME), follow_symlinks=False)
+        return os.path.samestat(named, os.fstat(self._log.fd))
 
     def _adopt_generation(self, log: LogFile) -> None:
         """Switch to ``log`` (a newer generation) and rebuild the index from it.
