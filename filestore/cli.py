@@ -34,7 +34,7 @@ from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
 from filestore.contract import DEFAULT_MAX_RECORD_SIZE
 from filestore.demo import run_demo
-from filestore.engine.directory import require_directory
+from filestore.engine.directory import require_directory, require_store
 from filestore.engine.layout import LOG_NAME
 from filestore.errors import FilestoreError, InvalidInputError
 from filestore.ids import SessionKey
@@ -198,12 +198,11 @@ def _open_any(spec: str, trust_directory: bool, **options: Any) -> MovableStore:
 
 def _open_source(spec: str, trust_directory: bool) -> MovableStore:
     """The store ``spec`` names, to read from: a directory's store opened read-only (it
-    need not be writable, and reading it changes nothing), refusing one that holds no store."""
+    need not be writable, and reading it changes nothing), refusing one that holds no store
+    before anything is made in it (a store whose log is missing is damage: CorruptionError)."""
     if _is_directory_spec(spec):
         require_directory(spec)
-        log = Path(spec) / LOG_NAME
-        if not log.is_file():
-            raise InvalidInputError(f"{spec} is not a filestore (it has no {LOG_NAME})", field="store")
+        require_store(spec, "export and migrate read an existing store only")
         return _open_any(spec, trust_directory, read_only=True)
     return _open_any(spec, trust_directory)
 

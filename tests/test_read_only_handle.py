@@ -25,6 +25,7 @@ from filestore import (
     ReplyScope,
     StoreReadOnlyError,
 )
+from filestore.cli import main
 from filestore.engine.fileio import OsFileIO
 from filestore.engine.framing import FILE_HEADER_SIZE
 from filestore.engine.locking import WriterLock
@@ -210,6 +211,22 @@ def test_a_read_only_handle_calls_a_store_whose_log_is_missing_damage(tmp_path: 
         with pytest.raises(CorruptionError, match="log is missing"):
             FileSessionStore(tmp_path / "s", read_only=read_only)
     assert _tree(tmp_path / "s") == before
+
+
+def test_export_and_migrate_call_a_store_whose_log_is_missing_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export and migrate from a store whose log is missing say so (exit 8, "log is missing",
+    with the advice), not that the directory "is not a filestore"; an empty one still is none."""
+    _filled(tmp_path / "s")
+    os.rename(tmp_path / "s" / "sessions.log", tmp_path / "moved.log")
+    (tmp_path / "empty").mkdir()
+    for command in (["export", str(tmp_path / "s")], ["migrate", str(tmp_path / "s"), "memory:"]):
+        assert main(command) == 8
+        assert "log is missing" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "empty")]) == 8
+    assert "holds no store" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "empty") == []  # refused before any lock file was made
 
 
 def test_a_read_only_handle_reads_where_its_lock_files_cannot_be_made(

@@ -299,6 +299,20 @@ def missing_log(path: str, ours: set[str]) -> CorruptionError:
     )
 
 
+def require_store(path: str, why: str) -> None:
+    """Refuse a directory that holds no log: ``CorruptionError`` if it holds a store's other
+    files (its log is missing: damage), else ``InvalidInputError`` ("holds no store", ``why``)."""
+    names = set(os.listdir(path))
+    if LOG_NAME in names:
+        return
+    ours = {name for name in names if not name.startswith(".")} - BOOKKEEPING
+    if looks_like_a_store(ours):
+        raise missing_log(path, ours)
+    raise InvalidInputError(
+        f"{path} holds no store (no {LOG_NAME}); {why}", field="path", rule="an existing store"
+    )
+
+
 def open_or_create_log(io: FileIO, path: str, file_mode: int) -> LogFile:
     """Open the store's log, or make a new store if the directory holds none.
 

@@ -38,18 +38,16 @@ from filestore.contract import (
 from filestore.engine.directory import (
     check_filesystem,
     check_trusted,
-    looks_like_a_store,
-    missing_log,
     needs_housekeeping,
     open_existing_log,
     open_or_create_log,
     prepare_directory,
     refuse_links,
     require_directory,
+    require_store,
 )
 from filestore.engine.fileio import OS_IO, FileIO
 from filestore.engine.groupcommit import GroupCommit
-from filestore.engine.layout import BOOKKEEPING, LOG_NAME
 from filestore.engine.locking import Registration, WriterLock
 from filestore.engine.logfile import NO_SPACE, LogFile
 from filestore.engine.logview import LogView, SessionCache, close_quietly
@@ -73,7 +71,6 @@ from filestore.engine.waiting import WaitRouting, live_entry
 from filestore.engine.writing import Writing
 from filestore.errors import (
     FilestoreError,
-    InvalidInputError,
     SessionNotFoundError,
     StoreClosedError,
     StorePoisonedError,
@@ -272,16 +269,7 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
 
     def _open_to_read(self) -> LogFile:
         """The log of the store at ``path``, for reading only (a read-only handle makes no store)."""
-        names = set(os.listdir(self.path))
-        if LOG_NAME not in names:
-            ours = {name for name in names if not name.startswith(".")} - BOOKKEEPING
-            if looks_like_a_store(ours):
-                raise missing_log(self.path, ours)  # damage, as a writable handle says
-            raise InvalidInputError(
-                f"{self.path} holds no store (no {LOG_NAME}); read_only opens an existing store only",
-                field="path",
-                rule="an existing store",
-            )
+        require_store(self.path, "read_only opens an existing store only")
         return open_existing_log(self._io, self.path, self.file_mode, readonly=True)
 
     # -- the contract ----------------------------------------------------------
