@@ -24,6 +24,7 @@ from filestore import (
     InvalidInputError,
     ReplyScope,
     StoreReadOnlyError,
+    UntrustedDirectoryError,
 )
 from filestore.cli import main
 from filestore.engine.fileio import OsFileIO
@@ -265,6 +266,35 @@ def test_a_read_only_handle_reads_where_its_lock_files_cannot_be_made(
         assert reader.get_session(key) == data(tenant, step=21)
         assert len(reader) == len(keys)
     reader.close()
+
+
+def test_a_link_planted_where_a_missing_lock_file_belongs_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only handle that opened without LOCK (it could not be made) looks for it again at
+    each lock; a symbolic link found there is UntrustedDirectoryError naming it, as at open."""
+    keys = _filled(tmp_path / "s")
+    for name in ("LOCK", "OPEN"):
+        os.unlink(tmp_path / "s" / name)
+    _dead_seal(tmp_path / "s")
+    real_open = os.open
+
+    def refusing_writes(path: str, flags: int, mode: int = 0o777, **kwargs: object) -> int:
+        if flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", refusing_writes)
+    with FileSessionStore(tmp_path / "s", read_only=True) as reader:
+        _check_reads(reader, keys)
+        (tmp_path / "elsewhere").write_bytes(b"")
+        os.symlink(tmp_path / "elsewhere", tmp_path / "s" / "LOCK")
+        log = tmp_path / "s" / "sessions.log"
+        shutil.copyfile(log, tmp_path / "copy.log")
+        os.replace(tmp_path / "copy.log", log)  # a new file at the seal: followed under the lock
+        with pytest.raises(UntrustedDirectoryError) as refused:
+            reader.get_session(next(iter(keys)))
+        assert refused.value.path == str(tmp_path / "s" / "LOCK")
 
 
 def test_a_read_only_handle_at_a_dead_seal_reads_without_the_writer_lock(tmp_path: Path) -> None:

@@ -173,6 +173,10 @@ def _open_missing(path: str) -> int | None:
         return os.open(path, os.O_RDONLY | _FLAGS)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        if error.errno == errno.ELOOP and os.path.islink(path):
+            raise planted_link(path) from None  # as at open: never a lock taken through a link
+        raise
 
 
 class Registration:
