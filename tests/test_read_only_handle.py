@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -317,6 +319,61 @@ def test_a_read_only_handle_at_a_dead_seal_reads_without_the_writer_lock(tmp_pat
     _check_reads(reader, keys)
     reader.close()
     assert _tree(tmp_path / "s") == before
+
+
+def _writer_process(directory: Path, conn: Connection) -> None:
+    """In a child: at each message, run it on a writable handle and answer; a crash on "crash"."""
+    with FileSessionStore(directory, preallocate_bytes=0) as writer:
+        while (order := conn.recv()) != "stop":
+            if order == "create":
+                tenant = ctx(user="u9")
+                conn.send(str(writer.create_session(tenant, data(tenant, step=9))))
+            elif order == "compact":
+                writer.compact()
+                conn.send("compacted")
+            else:  # "crash": a compaction dies between its seal and its switch
+                _dead_seal(directory)
+                os._exit(0)
+
+
+def test_a_read_only_handle_follows_a_writer_process_over_a_torn_tail_and_a_dead_seal(
+    tmp_path: Path,
+) -> None:
+    """Another process cuts the torn tail the read-only handle read up to and writes a different
+    record at that offset, compacts, then dies mid-compaction; a second one cuts that seal and
+    writes on. The handle reads, at each step, exactly what was written (no torn or stale
+    session), and it wrote nothing itself."""
+    directory = tmp_path / "s"
+    keys = _filled(directory, sessions=3)
+    whole = (directory / "sessions.log").stat().st_size
+    with FileSessionStore(directory, preallocate_bytes=0) as writer:
+        tenant = ctx(user="u3")
+        torn = str(writer.create_session(tenant, data(tenant, step=3)))
+    os.truncate(directory / "sessions.log", whole + 40)  # that record, torn
+    os.unlink(directory / "sessions.idx")
+    before = _tree(directory)
+    reader = FileSessionStore(directory, read_only=True)
+    _check_reads(reader, keys)
+    assert reader.get_session(torn) is None
+    assert _tree(directory) == before
+    for step in range(2):
+        ours, theirs = multiprocessing.get_context("fork").Pipe()
+        child = multiprocessing.get_context("fork").Process(target=_writer_process, args=(directory, theirs))
+        child.start()
+        ours.send("create")
+        new = ours.recv()
+        assert reader.get_session(new) == data(ctx(user="u9"), step=9)
+        assert reader.get_session(torn) is None
+        ours.send("compact")
+        assert ours.recv() == "compacted"
+        keys[new] = 9
+        ours.send("crash" if step == 0 else "stop")
+        child.join()
+        assert child.exitcode == 0
+        assert sorted(map(str, reader.session_keys())) == sorted(keys)
+        assert reader.get_session(new) == data(ctx(user="u9"), step=9)
+    assert len(reader) == len(keys) == 5
+    reader.close()
 
 
 _operations = st.lists(
