@@ -6,10 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from filestore import SessionStore
 
 from .support.backends import BACKENDS, Backend
+
+# No per-example deadline: it is a timing assertion, and these machines are shared (an example
+# took 425 ms on a loaded machine and 0.7 ms on its re-run). Hangs are caught by pytest-timeout.
+settings.register_profile("filestore", deadline=None)
+settings.load_profile("filestore")
 
 
 @pytest.fixture(params=sorted(BACKENDS))
