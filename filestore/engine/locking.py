@@ -110,13 +110,15 @@ class WriterLock:
         deadline = time.monotonic() + self.timeout
         if not self._thread_lock.acquire(timeout=max(self.timeout, 0.0)):
             raise self._timed_out()
-        if self._depth == 0:
-            try:
+        try:
+            if self._depth == 0:
                 self._lock_file(deadline)
-            except BaseException:
-                self._thread_lock.release()
-                raise
-        self._depth += 1
+            self._depth += 1
+        except BaseException:
+            if self._depth == 0:
+                filelock.unlock_descriptor(self._fd)  # nothing if it was not taken
+            self._thread_lock.release()
+            raise
 
     def _lock_file(self, deadline: float) -> None:
         wait = _FIRST_WAIT
@@ -128,9 +130,24 @@ class WriterLock:
 
     def release(self) -> None:
         self._depth -= 1
-        if self._depth == 0:
+        try:
+            if self._depth == 0:
+                filelock.unlock_descriptor(self._fd)
+        finally:
+            self._thread_lock.release()
+
+    def release_leaked(self) -> None:
+        """Let go of the lock if this thread holds it, at every depth: for a caller that holds it
+        nowhere, after an interrupt (``KeyboardInterrupt`` from a signal is raised between any
+        two steps, so one arriving just after an acquire, before the ``try`` that would release
+        it, leaves the lock held: every other thread then waits for it forever; issue 20)."""
+        if not self._thread_lock._is_owned():  # type: ignore[attr-defined]
+            return
+        self._depth = 0
+        try:
             filelock.unlock_descriptor(self._fd)
-        self._thread_lock.release()
+        finally:
+            self._thread_lock._release_save()  # type: ignore[attr-defined]
 
     def _timed_out(self) -> LockTimeoutError:
         return LockTimeoutError(
@@ -145,8 +162,10 @@ class WriterLock:
         self.release()
 
     def close(self) -> None:
-        # Closing the descriptor drops any flock it held.
-        os.close(self._fd)
+        """Close the lock file's descriptor (dropping any flock it held); once, however often called."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class Registration:
@@ -180,7 +199,11 @@ class Registration:
                 delay = min(delay * 2, _LONGEST_WAIT)
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Give the claim back; once, however often called (a second ``close`` of a store
+        finishes what an interrupted first one left)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def network_filesystem(path: str) -> str | None:
