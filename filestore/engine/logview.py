@@ -486,7 +486,7 @@ class LogView:
         """Put ``job``'s snapshot, written to ``temp``, in place (writer lock held, caught up),
         if the log is still the one it covers; else drop it. Whether it was installed.
 
-        ``temp`` is gone afterwards either way, or after an ``OSError``.
+        ``temp`` is gone afterwards either way, or after anything raised.
         """
         if job.log is not self._log:
             # A compaction switched generations meanwhile: the snapshot would be refused
@@ -498,7 +498,11 @@ class LogView:
             # snapshot a power loss leaves ahead of the log is refused at every open,
             # and fsck flags it until a later one replaces it. A failed sync poisons
             # the handle, as for a write: an fsync is never retried.
-            self._guard(self._log.sync)
+            try:
+                self._guard(self._log.sync)
+            except BaseException:
+                discard_snapshot_temp(self._io, temp)  # an interrupt too (issue 20)
+                raise
         install_snapshot(self._io, self._path, temp)
         self._snapshots.installed(job)
         return True
