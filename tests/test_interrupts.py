@@ -24,14 +24,22 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from filestore import FileSessionStore, SessionKey, StorePoisonedError
+from filestore import (
+    FileSessionStore,
+    InMemorySessionStore,
+    LockTimeoutError,
+    SessionKey,
+    StorePoisonedError,
+)
 from filestore.engine.fileio import OsFileIO
-from filestore.engine.framing import RECORD_MAGIC
+from filestore.engine.framing import FILE_HEADER_SIZE, KIND_REMOVE, RECORD_MAGIC
 from filestore.engine.layout import LOG_NAME, is_temp_name
-from filestore.engine.locking import Registration
+from filestore.engine.locking import Registration, WriterLock
+from filestore.engine.logfile import LogFile, SealedLogError
 from filestore.offline.compact import compact
 from filestore.offline.fsck import fsck, iter_findings
 from filestore.strictcbor import dumps
@@ -290,3 +298,125 @@ def test_an_interrupt_during_cbor_encoding_is_never_dropped(monkeypatch: pytest.
             raised += 1
         thread.join()
     assert (raised, ignored) == (50, [])
+
+
+# -- the pieces, in-process (the real signals run in subprocesses, which coverage does not follow)
+
+
+def test_a_writer_lock_left_held_by_an_interrupt_is_let_go(tmp_path: Path) -> None:
+    """``release_leaked`` frees a writer lock this thread holds at any depth (an interrupt just
+    after an acquire leaves it so): another handle's lock is granted at once; a second call,
+    or one from a thread that does not hold it, does nothing."""
+    lock = WriterLock(str(tmp_path), timeout=0.0)
+    other = WriterLock(str(tmp_path), timeout=0.0)
+    lock.acquire()
+    lock.acquire()
+    with pytest.raises(LockTimeoutError):
+        other.acquire()
+    lock.release_leaked()
+    lock.release_leaked()
+    with other:
+        pass
+    lock.close()
+    lock.close()
+    other.close()
+
+
+def test_a_sealed_log_refuses_appends(tmp_path: Path) -> None:
+    """A log its handle sealed refuses every append (``SealedLogError``) until the seal is
+    forgotten: no write ever lands after a seal."""
+    expected = seeded(tmp_path / "s")
+    log = LogFile.open(OsFileIO(), str(tmp_path / "s"))
+    try:
+        log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
+        log.append_seal(2)
+        with pytest.raises(SealedLogError):
+            log.append(KIND_REMOVE, b"\x81\x61k", sync=True, preallocate=0)
+        log.withdraw_seal()
+        assert not log.sealed
+    finally:
+        log.close()
+    log.close()  # once, however often called
+    assert contents(tmp_path / "s") == expected
+
+
+def test_the_encoders_hook_passes_on_what_is_not_an_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``strictcbor``'s unraisable hook keeps only an interrupt dropped while the main thread
+    encodes; anything else, or an interrupt outside an encoding, goes to the previous hook."""
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable.exc_value))
+    dumps([1])  # installs the hook, chained to the recorder
+    hook = sys.unraisablehook
+    error, interrupt = ValueError("not an interrupt"), KeyboardInterrupt()
+    hook(_unraisable(error))
+    hook(_unraisable(interrupt))  # no encoding in progress
+    assert seen == [error, interrupt]
+    worker = threading.Thread(target=lambda: seen.append(None) if dumps([2]) else None)
+    worker.start()
+    worker.join()
+    assert seen == [error, interrupt, None]
+
+
+class _Unraisable:
+    """What ``sys.unraisablehook`` is given (the field the hook reads; the real type is not
+    constructible from Python)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.exc_value = error
+
+
+def _unraisable(error: BaseException) -> sys.UnraisableHookArgs:
+    return cast("sys.UnraisableHookArgs", _Unraisable(error))
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, SystemExit, MemoryError, asyncio.CancelledError])
+def test_a_batch_import_interrupted_mid_batch_poisons_the_handle(tmp_path: Path, fault: type) -> None:
+    """An interrupt between two records of an ``import_batch`` raises itself and poisons the
+    handle (its view of the log is in doubt): later writes are refused, reads go on, and a
+    reopened store holds a prefix of the batch, fsck-clean."""
+    source = InMemorySessionStore()
+    for number in range(5):
+        source.create_session(ctx(user=f"u{number}"), data(ctx(user=f"u{number}"), step=number))
+    sessions = list(source.iter_sessions())
+    io = InterruptAt(3, fault, matches=on("pwrite"))
+    io.armed = False
+    store = FileSessionStore(tmp_path / "s", durability="none", preallocate_bytes=0, io=io)
+    io.armed = True
+    with pytest.raises(fault):
+        store.import_batch(sessions)
+    with pytest.raises(StorePoisonedError):
+        store.create_session(ctx(), data())
+    assert len(store) in range(6)
+    store.close()
+    assert fsck(tmp_path / "s").exit_code == 0
+    stored = contents(tmp_path / "s")
+    assert stored == {session.key: session.data for session in sessions if session.key in stored}
+
+
+class SnapshotThreadFails(OsFileIO):
+    """Raises ``MemoryError`` in the snapshot thread's first create of a temp file."""
+
+    def __init__(self) -> None:
+        self.fired = threading.Event()
+
+    def open(self, path: str, *, create: bool = False, exclusive: bool = False, mode: int = 0o600) -> int:
+        if exclusive and threading.current_thread().name == "filestore-snapshot" and not self.fired.is_set():
+            self.fired.set()
+            raise MemoryError
+        return super().open(path, create=create, exclusive=exclusive, mode=mode)
+
+
+def test_anything_raised_in_the_snapshot_thread_is_a_failed_snapshot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever the background snapshot raises (here ``MemoryError``) is a logged warning, as a
+    full disk is: writes go on, and the next snapshot is written."""
+    io = SnapshotThreadFails()
+    with FileSessionStore(tmp_path / "s", io=io, snapshot_every_records=2) as store:
+        for number in range(3):
+            store.create_session(ctx(user=f"u{number}"), data(ctx(user=f"u{number}")))
+        assert io.fired.wait(TIMEOUT)
+        store.write_snapshot()
+        store.create_session(ctx(user="after"), data(ctx(user="after")))
+    assert "could not write the index snapshot" in caplog.text
+    assert len(contents(tmp_path / "s")) == 4

@@ -224,6 +224,7 @@ class Outcome:
     (``raised``; else it returned, the interrupt reported as a warning), whether the handle
     ended poisoned, and whether the store kept the interrupted call's change."""
 
+    fault: str
     step: str
     raised: bool
     poisoned: bool
@@ -254,7 +255,7 @@ def run_point(tmp_path: Path, pristine: Path, seed: tuple[str, State], point: Po
     assert result.interrupted is not None, f"{point}: the interrupt fired outside every step"
     kept = check_point(directory, result, str(point))
     shutil.rmtree(directory)
-    return Outcome(result.interrupted, result.raised, result.poisoned, kept)
+    return Outcome(point.fault, result.interrupted, result.raised, result.poisoned, kept)
 
 
 @pytest.fixture(scope="module")
@@ -269,10 +270,11 @@ def summary(durability: str, outcomes: list[Outcome]) -> str:
     poisoned = sum(outcome.poisoned for outcome in outcomes)
     kept = sum(outcome.kept != "acknowledged" for outcome in outcomes)
     steps = Counter(outcome.step for outcome in outcomes)
+    returned = Counter(f"{outcome.fault} in {outcome.step}" for outcome in outcomes if not outcome.raised)
     return (
-        f"{durability}: {len(outcomes)} points; the interrupt raised by {raised}, reported as a "
-        f"warning by {len(outcomes) - raised}; handle poisoned after {poisoned}; the interrupted "
-        f"call's change kept by {kept}; by step: {dict(sorted(steps.items()))}"
+        f"{durability}: {len(outcomes)} points; the interrupt raised by {raised}, and not by "
+        f"{len(outcomes) - raised} ({dict(sorted(returned.items()))}); handle poisoned after "
+        f"{poisoned}; the interrupted call's change kept by {kept}; by step: {dict(sorted(steps.items()))}"
     )
 
 
