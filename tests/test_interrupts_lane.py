@@ -137,7 +137,7 @@ def run_workload(directory: Path, io: InterruptAt, durability: str, seed: tuple[
     try:
         store = FileSessionStore(directory, durability=durability, io=io, snapshot_every_records=10**6)
     except io.fault:
-        state.interrupted = "open"
+        state.interrupted, state.raised = "open", True
         return state
     try:
         for name, step in WORKLOAD:

@@ -372,10 +372,13 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         ``filestore.offline.compact.compact`` does the same with nobody else attached.
 
         Returns if and only if the store advanced to the new generation (steps
-        after the switch that failed are in the result's ``warnings``); a
-        failure or ``KeyboardInterrupt`` before it undoes the rewrite and is
-        raised. If the directory fsync after the switch failed, the handle is
-        poisoned: a power loss could still bring back the old generation.
+        after the switch that failed, or a ``KeyboardInterrupt`` there, are in
+        the result's ``warnings``); a failure or any interrupt before it undoes
+        the rewrite and is raised. ``SystemExit`` or cancellation after the
+        switch is raised too, the handle having stepped back before its seal
+        (its next call follows it to the new generation). If the directory
+        fsync after the switch failed, the handle is poisoned: a power loss
+        could still bring back the old generation.
         """
         keep = flag("keep_old", keep_old)
         result = self._change(lambda view: view.compact(keep_old=keep, now=self._clock()))
