@@ -294,8 +294,10 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         with self._mutex:
             if self._released:
                 return
-            # Nobody closes from inside a write: a lock this thread holds was left by an interrupt.
-            self._lock.release_leaked()
+            if not self._forked:
+                # Nobody closes from inside a write: a lock this thread holds was left by an
+                # interrupt. (Never in a forked child: its flock is the parent's too.)
+                self._lock.release_leaked()
             first = not self._closed
             self._closed = True
             _OPEN_STORES.discard(self)

@@ -6,8 +6,8 @@ before the first is written, then appended; in the fsync and group modes
 each is made durable before the call returns (group commit shares one
 fdatasync among concurrent writers; a bulk batch shares one among its
 records). An ``OSError`` poisons the handle: the error raised says what the
-failed call stored (see ``_guard_io``); so does any other exception but a
-``FilestoreError`` raised under the writer lock (``KeyboardInterrupt``,
+failed call stored (see ``_guard_io``); so does any exception but a
+``FilestoreError`` or ``OSError`` raised under the writer lock (``KeyboardInterrupt``,
 ``SystemExit``, ``MemoryError``, cancellation: see ``_interrupted``), which
 is raised as it is.
 """
