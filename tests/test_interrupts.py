@@ -40,6 +40,7 @@ from filestore.engine.framing import FILE_HEADER_SIZE, KIND_REMOVE, RECORD_MAGIC
 from filestore.engine.layout import LOG_NAME, is_temp_name
 from filestore.engine.locking import Registration, WriterLock
 from filestore.engine.logfile import LogFile, SealedLogError
+from filestore.engine.records import Remove
 from filestore.offline.compact import compact
 from filestore.offline.fsck import fsck, iter_findings
 from filestore.strictcbor import dumps
@@ -420,3 +421,25 @@ def test_anything_raised_in_the_snapshot_thread_is_a_failed_snapshot(
         store.create_session(ctx(user="after"), data(ctx(user="after")))
     assert "could not write the index snapshot" in caplog.text
     assert len(contents(tmp_path / "s")) == 4
+
+
+def test_repair_keeps_the_writes_an_old_version_made_after_its_own_seal(tmp_path: Path) -> None:
+    """Defect 2's leftover, as the old code wrote it (a handle appending after its own seal,
+    interrupted before the switch): ``fsck --repair`` repairs it (exit 1, then clean) and keeps
+    the write made after the seal."""
+    directory = tmp_path / "s"
+    expected = seeded(directory)
+    gone = next(iter(expected))
+    log = LogFile.open(OsFileIO(), str(directory))
+    try:
+        log.adopt(log.scan(FILE_HEADER_SIZE, 1, lambda frame: None))
+        log.append_seal(log.header.generation + 1)
+        log.sealed = False  # what the old code did: write on
+        log.append(KIND_REMOVE, Remove(gone).encode(), sync=True, preallocate=0)
+    finally:
+        log.close()
+    del expected[gone]
+    assert fsck(directory).exit_code == 4
+    assert fsck(directory, repair=True).exit_code == 1
+    assert fsck(directory).exit_code == 0
+    assert contents(directory) == expected
