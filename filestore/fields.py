@@ -360,7 +360,7 @@ class DocumentCodec:
 
     def to_cbor(self) -> bytes:
         """The same document as CBOR (what the file store keeps)."""
-        return cbor2.dumps(self._encodable())
+        return strictcbor.dumps(self._encodable())
 
     @classmethod
     def from_cbor(cls, blob: bytes) -> Self:

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 import attrs
-import cbor2
+
+from filestore import strictcbor
 
 # Items encoded between two chances for other threads to run: well under a millisecond of
 # work (1,024 index entries took 1.6 ms), so a writer waiting for the GIL waits that long,
@@ -101,20 +102,20 @@ def _encode(value: object, parts: list[bytes]) -> None:
     elif isinstance(value, dict):
         parts.append(head(_MAP, len(value)))
         for key, item in value.items():
-            parts.append(cbor2.dumps(key))
+            parts.append(strictcbor.dumps(key))
             _encode(item, parts)
     elif isinstance(value, list) and (len(value) > CHUNK or any(isinstance(item, Joined) for item in value)):
         parts.append(head(_ARRAY, len(value)))
         for start in range(0, len(value), CHUNK):
             chunk = value[start : start + CHUNK]
             if all(isinstance(item, str) for item in chunk):
-                parts.append(cbor2.dumps(chunk)[len(head(_ARRAY, len(chunk))) :])
+                parts.append(strictcbor.dumps(chunk)[len(head(_ARRAY, len(chunk))) :])
             else:
                 for item in chunk:
                     _encode(item, parts)
             let_others_run()
     else:
-        parts.append(cbor2.dumps(value))
+        parts.append(strictcbor.dumps(value))
 
 
 def _encode_joined(texts: list[str], parts: list[bytes]) -> None:

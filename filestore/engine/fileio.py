@@ -210,7 +210,22 @@ def create_first_free(
             return path, io.open(path, exclusive=True, mode=mode)
         except FileExistsError:
             continue
+        except OSError:
+            raise  # nothing was created
+        except BaseException:
+            # Interrupted around the create (issue 20: an interrupt while close() wrote
+            # the snapshot left its temp file, which fsck then reported): as write_file.
+            _remove_if_regular(io, path)
+            raise
     raise FileExistsError(errno.EEXIST, "every name tried is taken", directory)
+
+
+def _remove_if_regular(io: FileIO, path: str) -> None:
+    """Remove what an interrupted exclusive create left at ``path``: ours (created exclusively,
+    never through a link) if it is a regular file."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            io.unlink(path)
 
 
 def write_side_file(io: FileIO, directory: str, base: str, data: bytes) -> str:

@@ -51,27 +51,41 @@ class GroupCommit:
 
         ``sync_everything`` makes every record written so far durable and
         returns the position of the last one it covered (in the generation it
-        synced); it raises ``StorePoisonedError`` on failure.
+        synced); it raises ``StorePoisonedError`` on failure, which every
+        waiter then gets. Anything else it raises (``KeyboardInterrupt``,
+        ``SystemExit``, cancellation) ends only the leader's call: the leader
+        gives up leading and wakes the others, one of which leads the next
+        sync (an interrupted sync reported no error, so syncing again is no
+        retry of a failed fsync). A waiter is never left waiting, and never
+        told "durable" of a record no completed sync covered.
         """
-        with self._done:
-            while self._durable < position:
-                if self._error is not None:
-                    raise self._error
-                if not self._syncing:
-                    self._syncing = True
-                    break
-                self._done.wait()
-            else:
-                return
+        leading = False
+        covered: LogPosition | None = None
+        failed: StorePoisonedError | None = None
         try:
-            covered = sync_everything()
-        except StorePoisonedError as error:
             with self._done:
-                self._syncing = False
-                self._error = error
-                self._done.notify_all()
-            raise
-        with self._done:
-            self._durable = max(self._durable, covered)
-            self._syncing = False
-            self._done.notify_all()
+                while self._durable < position:
+                    if self._error is not None:
+                        raise self._error
+                    if not self._syncing:
+                        self._syncing = leading = True
+                        break
+                    self._done.wait()
+                else:
+                    return
+            try:
+                covered = sync_everything()
+            except StorePoisonedError as error:
+                failed = error
+                raise
+        finally:
+            if leading:
+                # Whatever ended the sync, the leader lets go and says so: left set, the flag
+                # would keep every later writer waiting for a sync that never ends.
+                with self._done:
+                    if covered is not None:
+                        self._durable = max(self._durable, covered)
+                    if failed is not None:
+                        self._error = failed
+                    self._syncing = False
+                    self._done.notify_all()

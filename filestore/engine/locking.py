@@ -118,22 +118,25 @@ class WriterLock:
         self._fd = _open_lock_file(self.path, mode, optional=optional)
         self._thread_lock = threading.RLock()
         self._depth = 0
+        self._closed = False
 
     def acquire(self) -> None:
         """Take the lock, or raise ``LockTimeoutError`` after ``timeout`` seconds."""
         deadline = time.monotonic() + self.timeout
         if not self._thread_lock.acquire(timeout=max(self.timeout, 0.0)):
             raise self._timed_out()
-        if self._depth == 0:
-            try:
-                if self._fd is None:
+        try:
+            if self._depth == 0:
+                if self._fd is None and not self._closed:
                     self._fd = _open_missing(self.path)
                 if self._fd is not None:
                     self._lock_file(self._fd, deadline)
-            except BaseException:
-                self._thread_lock.release()
-                raise
-        self._depth += 1
+            self._depth += 1
+        except BaseException:
+            if self._depth == 0 and self._fd is not None:
+                filelock.unlock_descriptor(self._fd)  # nothing if it was not taken
+            self._thread_lock.release()
+            raise
 
     def _lock_file(self, fd: int, deadline: float) -> None:
         wait = _FIRST_WAIT
@@ -145,9 +148,25 @@ class WriterLock:
 
     def release(self) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            filelock.unlock_descriptor(self._fd)
-        self._thread_lock.release()
+        try:
+            if self._depth == 0 and self._fd is not None:
+                filelock.unlock_descriptor(self._fd)
+        finally:
+            self._thread_lock.release()
+
+    def release_leaked(self) -> None:
+        """Let go of the lock if this thread holds it, at every depth: for a caller that holds it
+        nowhere, after an interrupt (``KeyboardInterrupt`` from a signal is raised between any
+        two steps, so one arriving just after an acquire, before the ``try`` that would release
+        it, leaves the lock held: every other thread then waits for it forever; issue 20)."""
+        if not self._thread_lock._is_owned():  # type: ignore[attr-defined]
+            return
+        self._depth = 0
+        try:
+            if self._fd is not None:
+                filelock.unlock_descriptor(self._fd)
+        finally:
+            self._thread_lock._release_save()  # type: ignore[attr-defined]
 
     def _timed_out(self) -> LockTimeoutError:
         return LockTimeoutError(
@@ -162,9 +181,10 @@ class WriterLock:
         self.release()
 
     def close(self) -> None:
-        # Closing the descriptor drops any flock it held.
-        if self._fd is not None:
-            os.close(self._fd)
+        """Close the lock file's descriptor (dropping any flock it held); once, however often called."""
+        fd, self._fd, self._closed = self._fd, None, True
+        if fd is not None:
+            os.close(fd)
 
 
 def _open_missing(path: str) -> int | None:
@@ -220,8 +240,11 @@ class Registration:
                 delay = min(delay * 2, _LONGEST_WAIT)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
+        """Give the claim back; once, however often called (a second ``close`` of a store
+        finishes what an interrupted first one left)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def network_filesystem(path: str) -> str | None:

@@ -51,9 +51,22 @@ class NoRoomError(OSError):
     exactly as it was before the append, so nothing is in doubt."""
 
 
+class SealedLogError(OSError):
+    """An append to a log this handle has sealed: refused (nothing written), since no handle
+    may write after a seal; the handle is poisoned until reopened (issue 20)."""
+
+
 class UnsyncedRecordError(OSError):
     """A record was written whole, then the fdatasync that would make it durable failed: it
     may survive or not (never retry the sync)."""
+
+
+def _same_file(fd: int, identity: os.stat_result) -> bool:
+    """Whether ``fd`` is still open on the file ``identity`` describes."""
+    try:
+        return os.path.samestat(os.fstat(fd), identity)
+    except OSError:
+        return False
 
 
 def as_error(kind: type[OSError], error: OSError) -> OSError:
@@ -112,6 +125,8 @@ class LogFile:
         # Where the log ended before a seal this handle appended (and the seal's
         # length), so a rewrite that fails before its switch can take it back.
         self._before_seal: tuple[int, int, int, int, int] | None = None
+        # Whether ``end`` is past a seal this handle appended: nothing may be appended then.
+        self.sealed = False
 
     # -- opening ----------------------------------------------------------
 
@@ -155,7 +170,28 @@ class LogFile:
         return cls(io, directory, fd, header, name=name)
 
     def close(self) -> None:
-        self.io.close(self.fd)
+        """Close the descriptor; once, however often called.
+
+        An interrupted close keeps the descriptor for the next call only if it
+        is still this file's (the interrupt came before the close was done).
+        """
+        fd = self.fd
+        if fd < 0:
+            return
+        try:
+            identity = os.fstat(fd)
+        except OSError:
+            identity = None
+        try:
+            self.io.close(fd)
+        except OSError:
+            self.fd = -1  # the descriptor is released even when close reports an error
+            raise
+        except BaseException:
+            if identity is None or not _same_file(fd, identity):
+                self.fd = -1
+            raise
+        self.fd = -1
 
     # -- reading ----------------------------------------------------------
 
@@ -442,6 +478,8 @@ class LogFile:
         stored). After the last two the caller must treat the handle as
         poisoned (the tail is in doubt).
         """
+        if self.sealed:
+            raise SealedLogError(f"{self.path} is sealed (a compaction replaced it): nothing is appended")
         seq = self.last_seq + 1
         offset = self.end
         data = encode_frame_parts(
@@ -498,13 +536,16 @@ class LogFile:
         payload = encode_seal(next_generation)
         length = FRAME_HEADER_SIZE + len(payload)
         self._before_seal = (self.end, self.last_seq, self.last_frame_offset, self.known_durable, length)
-        return self.append(KIND_SEAL, payload, sync=True, preallocate=0)
+        frame = self.append(KIND_SEAL, payload, sync=True, preallocate=0)
+        self.sealed = True
+        return frame
 
     def forget_seal(self) -> None:
         """Step back before the seal this handle appended, in memory only: the next look for
         new records (``LogView.catch_up``) meets the seal again and follows it."""
         if self._before_seal is not None:
             self.end, self.last_seq, self.last_frame_offset, self.known_durable, _ = self._before_seal
+        self.sealed = False
 
     def withdraw_seal(self) -> None:
         """Take back the seal this handle appended (its switch failed): zero it and sync.

@@ -430,27 +430,36 @@ class LogView:
 
         Crash-safe at every step: see ``filestore.engine.rewrite``. An
         ``OSError`` before the switch poisons the handle (through the guard);
-        after it nothing raises: if reloading fails, this handle steps back
-        before its seal and follows it at its next call, as other handles do.
+        after it only an interrupt other than ``KeyboardInterrupt`` raises: if
+        reloading fails or is interrupted, this handle steps back before its
+        seal and follows it at its next call, as other handles do.
         Sessions expired at ``now`` are dropped.
         """
         log = self._log
         frames = live_frames(log, self._index, now=now)
-        result = self._guard(
-            lambda: rewrite_generation(
-                self._io,
-                self._path,
-                log.header,
-                frames,
-                keep_old=keep_old,
-                seal=log,
-                file_mode=self._file_mode,
+        try:
+            result = self._guard(
+                lambda: rewrite_generation(
+                    self._io,
+                    self._path,
+                    log.header,
+                    frames,
+                    keep_old=keep_old,
+                    seal=log,
+                    file_mode=self._file_mode,
+                )
             )
-        )
+        except BaseException:
+            if log.sealed:
+                self._complete_interrupted_switch(log)
+            raise
         try:
             self._adopt_generation(open_existing_log(self._io, self._path, self._file_mode))
-        except (OSError, FilestoreError, KeyboardInterrupt) as error:
+        except BaseException as error:
+            # Never write on past our own seal: the next call follows it, as other handles do.
             log.forget_seal()
+            if not isinstance(error, (Exception, KeyboardInterrupt)):
+                raise  # SystemExit, cancellation: the switch is done, the caller stops
             logger.warning(
                 "filestore: %s switched to generation %d; reloading it failed (%s), retried at the next call",
                 self._path,
@@ -458,6 +467,20 @@ class LogView:
                 error,
             )
         return result
+
+    def _complete_interrupted_switch(self, log: LogFile) -> None:
+        """A rewrite raised with our seal still ending ``log``: an interrupt other than
+        ``KeyboardInterrupt`` after its switch (or while it undid its work).
+
+        The handle steps back before its seal (so it never writes after it: the
+        next call follows the seal to the new generation, or cuts a seal no
+        switch followed), and the directory is synced, so the switch is durable
+        before anything is written to the new generation; a failed sync poisons
+        the handle. (issue 20: the handle used to go on appending to the
+        replaced log, and every write made after that was lost.)
+        """
+        log.forget_seal()
+        self._guard(lambda: self._io.sync_dir(self._path))
 
     def tidy_up(self, *, sync: bool) -> None:
         """Before closing (its snapshot written): ``sync`` the log if asked (durability
@@ -488,7 +511,7 @@ class LogView:
         """Put ``job``'s snapshot, written to ``temp``, in place (writer lock held, caught up),
         if the log is still the one it covers; else drop it. Whether it was installed.
 
-        ``temp`` is gone afterwards either way, or after an ``OSError``.
+        ``temp`` is gone afterwards either way, or after anything raised.
         """
         if job.log is not self._log:
             # A compaction switched generations meanwhile: the snapshot would be refused
@@ -500,7 +523,11 @@ class LogView:
             # snapshot a power loss leaves ahead of the log is refused at every open,
             # and fsck flags it until a later one replaces it. A failed sync poisons
             # the handle, as for a write: an fsync is never retried.
-            self._guard(self._log.sync)
+            try:
+                self._guard(self._log.sync)
+            except BaseException:
+                discard_snapshot_temp(self._io, temp)  # an interrupt too (issue 20)
+                raise
         install_snapshot(self._io, self._path, temp)
         self._snapshots.installed(job)
         return True
@@ -526,8 +553,16 @@ class LogView:
         self._retired = kept
 
     def close_files(self, close: Callable[[Callable[[], None]], None]) -> None:
-        """Close every log descriptor this view opened, through ``close`` (which may swallow errors)."""
+        """Close every log descriptor this view opened, through ``close`` (which may swallow
+        errors), each even if closing one before it raised; one left open (an interrupted close)
+        is closed by the next call."""
         retired, self._retired = self._retired, []  # a sync ending later must not close them again
-        for log in retired:
-            close(log.close)
-        close(self._log.close)
+        raised: BaseException | None = None
+        for log in [*retired, self._log]:
+            try:
+                close(log.close)
+            except BaseException as error:
+                raised = raised or error
+        if raised is not None:
+            self._retired = [log for log in retired if log.fd >= 0]
+            raise raised

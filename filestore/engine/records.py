@@ -185,11 +185,11 @@ class Remove:
     kind = KIND_REMOVE
 
     def encode(self) -> bytes:
-        return cbor2.dumps([self.key])
+        return strictcbor.dumps([self.key])
 
     def encode_parts(self) -> tuple[tuple[bytes, ...], int]:
         """The payload as one part, and its length (as ``Put.encode_parts``)."""
-        payload = cbor2.dumps([self.key])
+        payload = strictcbor.dumps([self.key])
         return (payload,), len(payload)
 
 
@@ -294,7 +294,7 @@ def is_put_of(payload: bytes, key: str, scope: SessionScope) -> bool:
     """
     if payload[:1] not in _PUT_HEADS:
         return False
-    return payload.startswith(cbor2.dumps([key, list(scope)])[1:], 1)
+    return payload.startswith(strictcbor.dumps([key, list(scope)])[1:], 1)
 
 
 def put_points_lookup(payload: bytes) -> bool:
@@ -318,7 +318,7 @@ def put_has_wait_or_deadline(payload: bytes) -> bool:
 
 def encode_seal(next_generation: int) -> bytes:
     """The payload of a SEAL record."""
-    return cbor2.dumps([next_generation])
+    return strictcbor.dumps([next_generation])
 
 
 def decode_seal(payload: bytes) -> int:

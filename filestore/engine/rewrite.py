@@ -22,16 +22,22 @@ Never a moment without a valid store. The steps, each crash-safe:
 6. Write the new generation's index snapshot (the old one names the old
    generation, so until then opening simply rebuilds it).
 
-A failure or an interrupt (``KeyboardInterrupt``; a crash, or another
-``BaseException``, tidies nothing) before the commit point
-undoes the rewrite: the seal is taken back (zeroed), the new file and the
-link removed, and the exception raised; the store is the old generation,
-as it was. After the commit point the generation has advanced, and nothing
-raises: a failed or interrupted directory fsync or snapshot write is
-reported in ``RewriteResult.warnings`` (a snapshot is a cache the next
-open rewrites). What a crash (or a failing clean-up) leaves, the next open
-or rewrite removes under the writer lock (``directory.remove_leftovers``);
-a seal at the end of the log is cut by the next writer.
+A failure or an interrupt (any ``BaseException``: ``KeyboardInterrupt``,
+``SystemExit``, ``MemoryError``, ``asyncio.CancelledError``) before the
+commit point undoes the rewrite: the seal is taken back (zeroed), the new
+file and the link removed, and the exception raised; the store is the old
+generation, as it was. After the commit point the generation has advanced,
+and an error or a ``KeyboardInterrupt`` raises nothing: a failed or
+interrupted directory fsync or snapshot write is reported in
+``RewriteResult.warnings`` (a snapshot is a cache the next open rewrites).
+Any other ``BaseException`` after the commit point (``SystemExit``,
+cancellation, a simulated crash) is raised as it is, and the caller holding
+the old log must complete the switch before it writes again: a live handle
+steps back before its seal and follows it (``LogView.compact``; issue 20,
+where such an interrupt left the handle appending to the replaced log).
+What a crash (or a failing clean-up) leaves, the next open or rewrite
+removes under the writer lock (``directory.remove_leftovers``); a seal at
+the end of the log is cut by the next writer.
 
 The caller holds the writer lock (and, offline, the exclusive registration).
 """
@@ -156,10 +162,12 @@ def rewrite_generation(
             seal.append_seal(header.generation)
         # COMMIT POINT: from here on the store is the new generation.
         io.rename(compact_path, log_path)
-    except (Exception, KeyboardInterrupt):
+    except BaseException as error:
         if not _switched(log_path, made):
             _undo(io, directory, made, seal, log_path)
             raise
+        if not isinstance(error, (Exception, KeyboardInterrupt)):
+            raise  # switched: the caller completes it (see the module docs)
         interrupted = True  # the rename was done, then the call failed or was interrupted
     warnings: list[str] = []
     if interrupted:

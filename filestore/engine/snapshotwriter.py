@@ -60,7 +60,9 @@ class SnapshotWriter:
         job = self._view.take_snapshot_job()
         if job is None:
             return
-        self._thread = threading.Thread(target=self.run, args=(job,), name="filestore-snapshot", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_in_background, args=(job,), name="filestore-snapshot", daemon=True
+        )
         self._thread.start()
 
     def wait(self) -> None:
@@ -68,6 +70,15 @@ class SnapshotWriter:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    def _run_in_background(self, job: SnapshotJob) -> None:
+        """``run`` on the snapshot's own thread, where whatever it raises (``MemoryError``,
+        ``SystemExit``...) is only a failed snapshot: a cache never fails a write."""
+        try:
+            self.run(job)
+        except BaseException as error:  # nobody to raise it to
+            with self._mutex:
+                self._view.snapshot_failed(job, error)
 
     def run(self, job: SnapshotJob, *, explicit: bool = False) -> None:
         """Write ``job``'s snapshot (the mutex not held on entry).

@@ -192,6 +192,7 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         self._io = io
         self._mutex = threading.RLock()
         self._closed = True
+        self._released = True  # nothing held yet
         self._forked = False
         self._poisoned: str | None = None
         self._group = GroupCommit()
@@ -218,7 +219,7 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         job = self._view.take_snapshot_job()
         if job is not None:
             self._snapshots.run(job)
-        self._closed = False
+        self._closed = self._released = False
         self._pid = os.getpid()
         _OPEN_STORES.add(self)
 
@@ -313,11 +314,19 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         """Snapshot the index if it is behind, give back preallocated space, release locks.
 
         Durability never depends on ``close``: every acknowledged write is
-        already on disk (in the fsync and group modes).
+        already on disk (in the fsync and group modes). The log descriptors and
+        both lock files are let go whatever is raised meanwhile (an interrupt
+        included, which is then raised); one a close left open (interrupted
+        while closing it) is closed by the next ``close``.
         """
         with self._mutex:
-            if self._closed:
+            if self._released:
                 return
+            if not self._forked:
+                # Nobody closes from inside a write: a lock this thread holds was left by an
+                # interrupt. (Never in a forked child: its flock is the parent's too.)
+                self._lock.release_leaked()
+            first = not self._closed
             self._closed = True
             _OPEN_STORES.discard(self)
         if not self._forked:
@@ -325,17 +334,26 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         with self._mutex:
             if self._forked:
                 # The parent still uses these descriptors' locks: only drop our copies.
-                self._view.close_files(close_quietly)
-                for fd_owner in (self._lock, self._registration):
-                    close_quietly(fd_owner.close)
+                self._release()
                 return
             try:
-                if self._poisoned is None and not self.read_only:
+                if first and self._poisoned is None and not self.read_only:
                     self._tidy_up()
             finally:
-                self._view.close_files(close_quietly)
+                self._release()
+
+    def _release(self) -> None:
+        """Close the log descriptors, the writer lock and the registration, each even if closing
+        one before it raised (issue 20: an interrupt while closing the log left both locks held
+        for the life of the process); released only once all three are closed."""
+        try:
+            self._view.close_files(close_quietly)
+        finally:
+            try:
                 close_quietly(self._lock.close)
+            finally:
                 close_quietly(self._registration.close)
+        self._released = True
 
     def _tidy_up(self) -> None:
         try:
@@ -386,10 +404,13 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         ``filestore.offline.compact.compact`` does the same with nobody else attached.
 
         Returns if and only if the store advanced to the new generation (steps
-        after the switch that failed are in the result's ``warnings``); a
-        failure or ``KeyboardInterrupt`` before it undoes the rewrite and is
-        raised. If the directory fsync after the switch failed, the handle is
-        poisoned: a power loss could still bring back the old generation.
+        after the switch that failed, or a ``KeyboardInterrupt`` there, are in
+        the result's ``warnings``); a failure or any interrupt before it undoes
+        the rewrite and is raised. ``SystemExit`` or cancellation after the
+        switch is raised too, the handle having stepped back before its seal
+        (its next call follows it to the new generation). If the directory
+        fsync after the switch failed, the handle is poisoned: a power loss
+        could still bring back the old generation.
         """
         keep = flag("keep_old", keep_old)
         result = self._change(lambda view: view.compact(keep_old=keep, now=self._clock()))
@@ -452,9 +473,15 @@ class FileSessionStore(Writing, WaitRouting, ClosesOnExit):
         (a torn tail left by a crashed writer recovered); then start the snapshot it made due."""
         with self._mutex:
             self._check_writable()
-            with self._lock:
-                self._view.catch_up(locked=True)
-                result = change(self._view)
+            try:
+                with self._lock:
+                    self._view.catch_up(locked=True)
+                    result = change(self._view)
+            except (FilestoreError, OSError):
+                raise
+            except BaseException:
+                self._lock.release_leaked()  # an interrupt just after taking it (see there)
+                raise
             if self._view.snapshot_waiting:
                 self._snapshots.start()
             return result

@@ -6,7 +6,10 @@ before the first is written, then appended; in the fsync and group modes
 each is made durable before the call returns (group commit shares one
 fdatasync among concurrent writers; a bulk batch shares one among its
 records). An ``OSError`` poisons the handle: the error raised says what the
-failed call stored (see ``_guard_io``).
+failed call stored (see ``_guard_io``); so does any exception but a
+``FilestoreError`` or ``OSError`` raised under the writer lock (``KeyboardInterrupt``,
+``SystemExit``, ``MemoryError``, cancellation: see ``_interrupted``), which
+is raised as it is.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from filestore.engine.options import Durability
 from filestore.engine.records import Put, Record, Remove
 from filestore.engine.snapshotwriter import SnapshotWriter
 from filestore.engine.waiting import Build
-from filestore.errors import StorePoisonedError, WriteInDoubtError
+from filestore.errors import FilestoreError, StorePoisonedError, WriteInDoubtError
 from filestore.model import SessionData
 
 _T = TypeVar("_T")
@@ -72,12 +75,18 @@ class Writing:
             if self._closed or self._forked or self._poisoned is not None or self.read_only:
                 self._check_writable()  # raises
             lock = self._lock
-            lock.acquire()
             try:
-                self._view.catch_up(locked=True)
-                position = self._append(build(), session)
-            finally:
-                lock.release()
+                lock.acquire()
+                try:
+                    self._view.catch_up(locked=True)
+                    position = self._append(build(), session)
+                finally:
+                    lock.release()
+            except (FilestoreError, OSError):
+                raise  # said what it stored (the guard's), or a read that changed nothing
+            except BaseException as error:
+                self._interrupted(error)
+                raise
             if self._view.snapshot_waiting:
                 self._snapshots.start()
         if position is None:
@@ -96,9 +105,15 @@ class Writing:
         """
         with self._mutex:
             self._check_writable()
-            with self._lock:
-                self._view.catch_up(locked=True)
-                position = self._append(build(), None, each_synced=False)
+            try:
+                with self._lock:
+                    self._view.catch_up(locked=True)
+                    position = self._append(build(), None, each_synced=False)
+            except (FilestoreError, OSError):
+                raise
+            except BaseException as error:
+                self._interrupted(error)
+                raise
             if self._view.snapshot_waiting:
                 self._snapshots.start()
         if position is None or self.durability is Durability.NONE:
@@ -160,6 +175,20 @@ class Writing:
         except OSError as error:
             raise self._io_error(error) from error
 
+    def _interrupted(self, error: BaseException) -> None:
+        """Poison the handle for ``error`` (an interrupt, ``MemoryError``, a bug: anything but a
+        ``FilestoreError`` or ``OSError``) raised while a write held the writer lock (which then
+        raises ``error`` itself).
+
+        The record may be on disk or not, whole, and the index may or may not
+        hold it: a write that went on would build on a view in doubt, so every
+        later write raises ``StorePoisonedError`` until the store is reopened
+        (which re-reads the log). Reads go on. The writer lock is let go, should
+        the interrupt have come just after taking it (see ``WriterLock.release_leaked``).
+        """
+        self._poisoned = f"interrupted by {type(error).__name__} while writing"
+        self._lock.release_leaked()
+
     def _io_error(self, error: OSError) -> StorePoisonedError:
         """Poison the handle for a failed file operation; the error to raise (see ``_guard_io``)."""
         if isinstance(error, UnsyncedRecordError):
@@ -173,7 +202,7 @@ class Writing:
             )
         return self._poison(error)
 
-    def _poison(self, error: OSError) -> StorePoisonedError:
+    def _poison(self, error: BaseException) -> StorePoisonedError:
         """Poison the handle for ``error``; the error to raise."""
         self._poisoned = f"{type(error).__name__}: {error}"
         return StorePoisonedError(

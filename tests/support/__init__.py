@@ -4,7 +4,8 @@ The rest of the shared support lives beside this file, one concern a module:
 ``backends`` (the stores every contract test runs on), ``fileio`` (the FileIO
 doubles), ``corruption`` (damaging a store's files), ``crashsim`` (the states
 a power loss may leave), ``permissions`` (umask and file modes),
-``strategies`` (Hypothesis), ``descriptors`` (what a process holds open) and
+``strategies`` (Hypothesis), ``descriptors`` (what a process holds open),
+``interrupting`` (interrupts raised at a chosen file-layer call) and
 ``redis_server``.
 Test modules import from here, never from one another.
 """
