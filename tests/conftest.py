@@ -7,9 +7,19 @@ from pathlib import Path
 
 import pytest
 
+import filestore
 from filestore import SessionStore
 
 from .support.backends import BACKENDS, Backend
+from .support.installed import installed_mode, installed_problems
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With FILESTORE_TEST_INSTALLED=1, refuse to run unless filestore is the installed wheel."""
+    if installed_mode():
+        problems = installed_problems(filestore.__file__, filestore.__version__)
+        if problems:
+            raise pytest.UsageError("FILESTORE_TEST_INSTALLED=1: " + "; ".join(problems))
 
 
 @pytest.fixture(params=sorted(BACKENDS))
