@@ -11,11 +11,12 @@ import filestore
 from filestore import SessionStore
 
 from .support.backends import BACKENDS, Backend
-from .support.installed import installed_mode, installed_problems
+from .support.installed import installed_mode, installed_problems, register_tools
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """With FILESTORE_TEST_INSTALLED=1, refuse to run unless filestore is the installed wheel."""
+    register_tools(Path(__file__).resolve().parent.parent)
     if installed_mode():
         problems = installed_problems(filestore.__file__, filestore.__version__)
         if problems:

@@ -10,8 +10,10 @@ from the wheel, or an import that only works from a checkout.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 import sysconfig
 from importlib import metadata
 from pathlib import Path
@@ -48,3 +50,19 @@ def installed_problems(package_file: str, package_version: str) -> list[str]:
     if direct_url is not None and json.loads(direct_url).get("dir_info", {}).get("editable", False):
         problems.append(f"{DISTRIBUTION} is an editable install of a checkout, not a wheel")
     return problems
+
+
+def register_tools(root: Path) -> None:
+    """Make the checkout's ``tools/`` importable as ``tools`` (the bench, check_dist) without
+    putting the checkout on sys.path, where its ``filestore`` would shadow the installed one."""
+    if "tools" in sys.modules:
+        return
+    package = root / "tools"
+    spec = importlib.util.spec_from_file_location(
+        "tools", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    assert spec is not None, package
+    assert spec.loader is not None, package
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tools"] = module
+    spec.loader.exec_module(module)
