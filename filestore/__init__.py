@@ -9,6 +9,7 @@ line itself.
 
 from __future__ import annotations
 
+from filestore._version import __version__ as __version__  # re-exported: filestore.__version__
 from filestore.backends import MigrateReport, MovableStore, migrate, open_store
 from filestore.cli import main
 from filestore.contract import SessionStore, StoredSession
@@ -29,6 +30,7 @@ from filestore.errors import (
     StoreReadOnlyError,
     TenantMismatchError,
     UnsupportedFilesystemError,
+    UnsupportedPlatformError,
     UntrustedDirectoryError,
     WriteInDoubtError,
 )
@@ -95,6 +97,7 @@ __all__ = [
     "TenantId",
     "TenantMismatchError",
     "UnsupportedFilesystemError",
+    "UnsupportedPlatformError",
     "UntrustedDirectoryError",
     "UserId",
     "WaitScope",

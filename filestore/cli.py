@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Final, TextIO
 import click
 from tqdm import tqdm
 
+from filestore._version import __version__
 from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
 from filestore.contract import DEFAULT_MAX_RECORD_SIZE
@@ -288,7 +289,7 @@ class _Commands(click.Group):
 @click.group(
     cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True
 )
-@click.version_option(package_name="filestore", prog_name="filestore", message="%(prog)s %(version)s")
+@click.version_option(__version__, prog_name="filestore", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(context: click.Context) -> None:
     """filestore: run the demo; check, compact, inspect and move session stores."""

@@ -234,6 +234,22 @@ class UnsupportedFilesystemError(FilestoreError):
         super().__init__(message, path=path, fstype=fstype)
 
 
+class UnsupportedPlatformError(FilestoreError):
+    """The operating system is not one whose syncs the store's durability promises rest on.
+
+    Only Linux is supported and tested: on macOS ``fsync`` returns before the
+    data reaches the disk, so a store there would promise more than it keeps.
+    Raised before anything is made or read; ``platform`` is ``sys.platform``.
+    """
+
+    code = ErrorCode.UNAVAILABLE
+    path: str
+    platform: str
+
+    def __init__(self, message: str, *, path: str, platform: str) -> None:
+        super().__init__(message, path=path, platform=platform)
+
+
 class UntrustedDirectoryError(FilestoreError, PermissionError):
     """The store directory, or a store file in it, is owned by another uid or writable by others.
 

@@ -8,9 +8,20 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+import filestore
 from filestore import SessionStore
 
 from .support.backends import BACKENDS, Backend
+from .support.installed import installed_mode, installed_problems, register_tools
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With FILESTORE_TEST_INSTALLED=1, refuse to run unless filestore is the installed wheel."""
+    register_tools(Path(__file__).resolve().parent.parent)
+    if installed_mode():
+        problems = installed_problems(filestore.__file__, filestore.__version__)
+        if problems:
+            raise pytest.UsageError("FILESTORE_TEST_INSTALLED=1: " + "; ".join(problems))
 
 # No per-example deadline: it is a timing assertion, and these machines are shared (an example
 # took 425 ms on a loaded machine and 0.7 ms on its re-run). Hangs are caught by pytest-timeout.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,15 @@ def test_readme_opens_with_the_two_commands() -> None:
     )
     assert "filestore demo" in shell_blocks[0]
     assert "pytest" in shell_blocks[1]
+
+
+def test_the_test_command_tests_an_installed_package() -> None:
+    """The test command installs the checkout as a package (not editable) and runs pytest's own
+    script, which with --import-mode=importlib does not put the checkout on sys.path: so what runs
+    is what was installed (.ci/run runs the command with FILESTORE_TEST_INSTALLED=1, which checks)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = readme.split("<!-- test-command", 1)[1].split("```sh\n", 1)[1].split("\n", 1)[0]
+    assert command == "python3 -m venv .venv && .venv/bin/pip install '.[test]' && .venv/bin/pytest"
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        addopts = tomllib.load(file)["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "--import-mode=importlib" in addopts.split()

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from filestore import FileSessionStore, SessionCursor, SessionData, TenantCtx, main
+from tests.support.installed import installed_mode
 from tests.support.redis_server import drop_namespace, redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,13 +149,18 @@ def normalise(lines: list[str]) -> list[str]:
 
 
 def shell_environment(bin_directory: Path) -> dict[str, str]:
-    """This checkout's `filestore` first on PATH, as `.venv/bin/filestore` would be."""
+    """The `filestore` under test first on PATH, as `.venv/bin/filestore` would be: the installed
+    package's own script when the suite tests an install (FILESTORE_TEST_INSTALLED=1), else this
+    checkout's `python -m filestore`."""
     shim = bin_directory / "filestore"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m filestore "$@"\n', encoding="utf-8")
-    shim.chmod(0o755)
     environment = dict(os.environ)
+    if installed_mode():
+        shim.symlink_to(Path(sys.executable).with_name("filestore"))
+    else:
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m filestore "$@"\n', encoding="utf-8")
+        shim.chmod(0o755)
+        environment["PYTHONPATH"] = str(ROOT)
     environment["PATH"] = f"{bin_directory}{os.pathsep}{environment.get('PATH', '')}"
-    environment["PYTHONPATH"] = str(ROOT)
     return environment
 
 

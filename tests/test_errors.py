@@ -33,6 +33,7 @@ from filestore import (
     StoreReadOnlyError,
     TenantMismatchError,
     UnsupportedFilesystemError,
+    UnsupportedPlatformError,
     UntrustedDirectoryError,
     WriteInDoubtError,
 )
@@ -79,6 +80,7 @@ CASES: Final = [
     Case(StoreFullError, ErrorCode.UNAVAILABLE, (), {"path": "/s", "cause": "OSError: [Errno 28] ENOSPC"}),
     Case(StoreInUseError, ErrorCode.CONFLICT, (), {"path": "/s"}),
     Case(UnsupportedFilesystemError, ErrorCode.UNAVAILABLE, (), {"path": "/mnt/s", "fstype": "nfs4"}),
+    Case(UnsupportedPlatformError, ErrorCode.UNAVAILABLE, (), {"path": "/s", "platform": "darwin"}),
     Case(BackendUnavailableError, ErrorCode.UNAVAILABLE, (), {"address": "redis://h:6379/0"}),
     Case(
         UntrustedDirectoryError,

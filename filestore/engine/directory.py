@@ -25,7 +25,7 @@ import stat
 import uuid
 from typing import Final
 
-from filestore.engine.fileio import FileIO, replace_file
+from filestore.engine.fileio import FileIO, replace_file, require_supported_platform
 from filestore.engine.framing import FileHeader
 from filestore.engine.layout import (
     BOOKKEEPING,
@@ -57,7 +57,9 @@ logger = logging.getLogger("filestore")
 
 
 def require_directory(path: str) -> None:
-    """Refuse a store path that is missing or not a directory, in the one wording every tool uses."""
+    """Refuse a store path that is missing or not a directory, in the one wording every tool uses;
+    and any store on a platform the store does not support (``require_supported_platform``)."""
+    require_supported_platform(path)
     if os.path.isdir(path):
         return
     if os.path.lexists(path):
@@ -69,8 +71,10 @@ def prepare_directory(io: FileIO, path: str, dir_mode: int) -> None:
     """Make ``path`` (mode ``dir_mode``) and its missing parents durably; refuse a non-directory.
 
     Parents get ``dir_mode`` less group and other write: whoever may write
-    a parent can swap the store directory for one of their own.
+    a parent can swap the store directory for one of their own. Nothing is
+    made on a platform the store does not support (``require_supported_platform``).
     """
+    require_supported_platform(path)
     if os.path.isdir(path):
         return
     if os.path.lexists(path):

@@ -7,8 +7,8 @@ default, ``OsFileIO``, is a thin layer over ``os``.
 
 Durability rules it encodes once:
 
-- ``sync_data`` is ``fdatasync`` (``F_FULLFSYNC`` on macOS, where plain
-  fsync does not reach the platter);
+- ``sync_data`` is ``fdatasync``, and a store opens only where that and a
+  directory ``fsync`` reach the disk (``require_supported_platform``);
 - ``sync_dir`` opens the directory and fsyncs it, which makes a create,
   rename or unlink durable.
 
@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from filestore.engine.layout import side_file_names, temp_names
+from filestore.errors import UnsupportedPlatformError
 
 _O_BINARY: Final = getattr(os, "O_BINARY", 0)
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
@@ -89,12 +90,7 @@ class FileIO:
 
     def sync_data(self, fd: int) -> None:
         """Make the file's data (and its size) durable."""
-        if sys.platform == "darwin":  # pragma: no cover - Linux CI
-            import fcntl  # noqa: PLC0415
-
-            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
-        else:
-            os.fdatasync(fd)
+        os.fdatasync(fd)
 
     def truncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)
@@ -173,6 +169,31 @@ def is_plain(io: FileIO, operation: str) -> bool:
 
 
 OS_IO: Final[FileIO] = OsFileIO()
+
+# The systems the durability promises are made (and tested) on. Not macOS: there fsync
+# returns before the data is on the disk (only fcntl F_FULLFSYNC gets it there) and
+# fdatasync does not exist; nor the BSDs, for want of tests.
+SUPPORTED_PLATFORMS: Final = frozenset({"linux"})
+
+
+def require_supported_platform(path: str) -> None:
+    """Refuse a store directory (``UnsupportedPlatformError``) where its syncs would promise too much.
+
+    Called before a store or an offline tool makes or reads anything, so a
+    refused platform is never left with a half-made store.
+    """
+    if sys.platform not in SUPPORTED_PLATFORMS:
+        raise UnsupportedPlatformError(
+            f"{path}: filestore keeps stores only on Linux, not on {sys.platform}: "
+            + (
+                "macOS's fsync does not reach the disk, so writes would not be crash-safe; "
+                if sys.platform == "darwin"
+                else "its sync calls are not tested here, so writes might not be crash-safe; "
+            )
+            + "use InMemorySessionStore or RedisSessionStore there",
+            path=path,
+            platform=sys.platform,
+        )
 
 
 def write_first_free(
