@@ -49,8 +49,12 @@ def connect(url: str, *, connect_timeout: float, command_timeout: float) -> Clie
             raise InvalidInputError(
                 f"a cluster has no databases: no path in {url!r}", field="url", rule="a URL"
             )
-        nodes = [redis.cluster.ClusterNode(host, port) for host, port in hosts]
-        return redis.cluster.RedisCluster(startup_nodes=nodes, **credentials, **timeouts)
+        node: Any = redis.cluster.ClusterNode  # redis-py leaves it untyped
+        cluster: Any = redis.cluster.RedisCluster
+        client: redis.cluster.RedisCluster = cluster(
+            startup_nodes=[node(host, port) for host, port in hosts], **credentials, **timeouts
+        )
+        return client
     name = urllib.parse.unquote(parsed.path.strip("/"))
     if not name or "/" in name:
         raise InvalidInputError(
@@ -58,7 +62,8 @@ def connect(url: str, *, connect_timeout: float, command_timeout: float) -> Clie
             field="url",
             rule="a URL",
         )
-    sentinel = redis.sentinel.Sentinel(
+    sentinels: Any = redis.sentinel.Sentinel  # redis-py leaves it untyped
+    sentinel = sentinels(
         hosts,
         socket_connect_timeout=connect_timeout,
         socket_timeout=command_timeout,
@@ -67,9 +72,9 @@ def connect(url: str, *, connect_timeout: float, command_timeout: float) -> Clie
     return master
 
 
-def _hosts(netloc: str, url: str) -> tuple[dict[str, str], list[tuple[str, int]]]:
+def _hosts(netloc: str, url: str) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """The credentials and ``(host, port)`` list of a ``user:password@host:port,host:port`` netloc."""
-    credentials: dict[str, str] = {}
+    credentials: dict[str, Any] = {}
     userinfo, _at, hostlist = netloc.rpartition("@")
     if userinfo:
         user, _colon, password = userinfo.partition(":")
@@ -100,7 +105,8 @@ def timeout(name: str, value: float) -> float:
 def describe(client: Client) -> str:
     """An address for messages, of a client given ready-made."""
     if isinstance(client, redis.cluster.RedisCluster):
-        nodes = ",".join(node.name for node in client.get_primaries())
+        cluster: Any = client
+        nodes = ",".join(node.name for node in cluster.get_primaries())
         return f"{CLUSTER_SCHEME}{nodes}"
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:

@@ -193,20 +193,29 @@ local function live_waits(ns, owner)
   end
   return keys
 end
--- Delete the scope entries of key's wait that still point at it, and its marker.
+-- Delete key's place in its user's waits, then the scope entries of its wait that still point
+-- at it, then its marker. Run as steps (redis_steps), that order keeps every stop readable: a
+-- key left in greentic's SET without its entries would read as re-registered by a Rust runner
+-- (see live_waits); one left at its entries is still found there, so a retry completes.
 local function unwait(ns, key, owner)
   local marker = ns .. ':wait:' .. key
   local hash = redis.call('GET', marker)
-  if hash and owner and owner[4] ~= cjson.null then
-    for _, entry in ipairs(scope_entries(ns, owner, hash)) do
-      if redis.call('GET', entry) == key then redis.call('DEL', entry) end
+  if owner and owner[4] ~= cjson.null then
+    unlist(ns, owner, key)
+    if hash then
+      for _, entry in ipairs(scope_entries(ns, owner, hash)) do
+        if redis.call('GET', entry) == key then redis.call('DEL', entry) end
+      end
     end
   end
   redis.call('DEL', marker)
 end
 -- Delete a session and everything of it: its owner, the lookups and scope entries that point at
 -- it (greentic's lookup also when it does: it was then the owner's newest, whoever wrote it),
--- its wait marker, and its place in its user's waits.
+-- its wait marker, and its place in its user's waits. Run as steps on a cluster (redis_steps),
+-- the wait's scope entries go before the session: greentic's entry left pointing at a gone
+-- session would read as a Rust runner's takeover (see pointed) and end the other scope's wait.
+-- A stop after them leaves the session live but no longer waiting, until removed or expired.
 local function drop(ns, key)
   local session, owner_name = ns .. ':session:' .. key, ns .. ':owner:' .. key
   local owner = owner_of(session, owner_name)
@@ -278,7 +287,8 @@ local stored = redis.call('GET', session)
 if not stored then return 'not_found' end
 local change = ctx_change(session, owner_name, stored, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 if change ~= 'ok' then return change end
-redis.call('SET', session, ARGV[3], 'KEEPTTL')
+-- XX: run as steps, a remove between the GET and here must not be undone by a new key.
+redis.call('SET', session, ARGV[3], 'XX', 'KEEPTTL')
 if ARGV[7] ~= '' then point(ns, owner_of(session, owner_name), key) end
 return 'ok'
 """)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any, Final
 
 import redis.exceptions
-from lupa import lua54
+from lupa import lua54  # type: ignore[import-untyped]
 
 Command = tuple[Any, ...]
 Steps = Generator[Command, Any, Any]

@@ -165,7 +165,16 @@ class RedisSessionStore(ClosesOnExit):
         self.namespace = namespace
         self.max_record_size = check_max_record_size(max_record_size)
         self.min_replicas = min_replicas
-        self._wait_ms = round(timeout("replica_timeout", replica_timeout) * 1000)
+        replica_timeout = timeout("replica_timeout", replica_timeout)
+        if min_replicas and replica_timeout >= command_timeout:
+            # WAIT blocks for up to replica_timeout: the socket must outlast it.
+            raise InvalidInputError(
+                f"replica_timeout ({replica_timeout} s) must be shorter than command_timeout "
+                f"({command_timeout} s)",
+                field="replica_timeout",
+                rule="< command_timeout",
+            )
+        self._wait_ms = max(1, round(replica_timeout * 1000))
         self.address = url if client is None else describe(client)
         self._client: Client = client or self._call(
             connect, url, connect_timeout=connect_timeout, command_timeout=command_timeout
@@ -180,7 +189,7 @@ class RedisSessionStore(ClosesOnExit):
             def register(text: str) -> Any:
                 return StepScript(cluster, text, min_replicas=min_replicas, wait_ms=self._wait_ms)
         else:
-            register = self._client.register_script
+            register = self._client.register_script  # type: ignore[assignment]
         self._store_script = register(scripts.STORE)
         self._update = register(scripts.UPDATE)
         self._remove = register(scripts.REMOVE)
@@ -438,10 +447,10 @@ class RedisSessionStore(ClosesOnExit):
             yield name
 
     def _mget(self, names: list[str]) -> list[str | None]:
-        if isinstance(self._client, redis.cluster.RedisCluster):
-            found: list[str | None] = self._client.mget_nonatomic(names)
-            return found
-        return self._client.mget(names)
+        client: Any = self._client
+        if isinstance(client, redis.cluster.RedisCluster):
+            return list(client.mget_nonatomic(names))
+        return list(client.mget(names))
 
     def _write(self, script: Any, keys: list[str], args: list[str]) -> Any:
         """Run a mutating script; with ``min_replicas``, WAIT for them on the script's connection.
@@ -450,7 +459,7 @@ class RedisSessionStore(ClosesOnExit):
         """
         if not self.min_replicas or isinstance(self._client, redis.cluster.RedisCluster):
             return self._call(script, keys, args)
-        pipe = self._client.pipeline(transaction=False)
+        pipe: Any = self._client.pipeline(transaction=False)
         script(keys, args, client=pipe)
         pipe.execute_command("WAIT", self.min_replicas, self._wait_ms)
         outcome, acknowledged = self._call(pipe.execute)
@@ -479,7 +488,7 @@ class RedisSessionStore(ClosesOnExit):
             raise BackendUnavailableError(
                 f"Redis at {self.address} refused a command: {error}", address=self.address
             ) from error
-        except redis.exceptions.RedisError as error:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
             # A cluster between owners of a slot, a replica that did not acknowledge, a
             # Sentinel naming no master yet: all are the backend being unavailable for now.
             raise BackendUnavailableError(
