@@ -95,6 +95,14 @@ def _info(port: int, section: str) -> dict[str, object]:
         client.close()
 
 
+def _replica_online(master: int) -> bool:
+    """Whether ``master`` has one replica, done syncing (only then does it acknowledge WAIT)."""
+    info = _info(master, "replication")
+    replica = info.get("slave0")
+    online = isinstance(replica, dict) and replica["state"] == "online"
+    return int(str(info["connected_slaves"])) == 1 and online
+
+
 @attrs.define
 class _Servers:
     """Processes this module started, by port; all stopped at exit."""
@@ -177,11 +185,9 @@ def cluster_nodes() -> list[int]:
             if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
                 return False
         masters = [port for port in ports if _info(port, "replication")["role"] == "master"]
-        return len(masters) == 3 and all(
-            int(str(_info(port, "replication")["connected_slaves"])) == 1 for port in masters
-        )
+        return len(masters) == 3 and all(_replica_online(port) for port in masters)
 
-    wait_until(ready, "the cluster serving every slot, each master with its replica")
+    wait_until(ready, "the cluster serving every slot, each master with its replica in sync")
     _cluster = ports
     return ports
 
@@ -221,8 +227,7 @@ class SentinelGroup:
     def healthy(self) -> bool:
         """The named master serves writes with its one replica linked and caught up."""
         master = self.master()
-        info = _info(master, "replication")
-        if info["role"] != "master" or int(str(info["connected_slaves"])) != 1:
+        if _info(master, "replication")["role"] != "master" or not _replica_online(master):
             return False
         replica = _info(self.replica(), "replication")
         return replica["role"] == "slave" and replica["master_link_status"] == "up"
