@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 import redis.cluster
+import redis.sentinel
 
 from filestore import (
     BackendUnavailableError,
@@ -333,3 +334,28 @@ def test_session_data_round_trips_through_the_steps(cluster: RedisSessionStore) 
     key = cluster.create_session(odd, stored)
     assert cluster.find_by_user(odd, "alice") == (key, stored)
     assert next(cluster.iter_sessions()).data == stored
+
+
+def test_a_ready_made_client_is_taken_and_named(namespace: str) -> None:
+    """client=: a RedisCluster (run as steps), a Sentinel master or a plain Redis; the address says which."""
+    nodes = cluster_nodes()
+    cluster_client = redis.cluster.RedisCluster(host="127.0.0.1", port=nodes[0], decode_responses=True)
+    with RedisSessionStore(client=cluster_client, namespace=namespace) as store:
+        assert store.address.startswith("redis+cluster://127.0.0.1:")
+        key = store.create_session(ctx(), data())
+        assert store.find_by_user(ctx(), "u1") == (key, data())
+    sentinel: Any = redis.sentinel.Sentinel([("127.0.0.1", 1)])
+    with RedisSessionStore(client=sentinel.master_for("somemaster"), namespace=namespace) as store:
+        assert store.address == "redis+sentinel://.../somemaster"
+    with pytest.raises(InvalidInputError, match="client must be"):
+        RedisSessionStore(client=object())  # type: ignore[arg-type]
+
+
+def test_credentials_in_a_url_reach_the_servers() -> None:
+    """user:password@ before the hosts is passed to the master a Sentinel names (connects lazily)."""
+    with RedisSessionStore("redis+sentinel://al%40ice:s%3Acret@127.0.0.1:1,[::1]:2/m") as store:
+        client: Any = store._client
+        assert client.connection_pool.connection_kwargs["username"] == "al@ice"
+        assert client.connection_pool.connection_kwargs["password"] == "s:cret"  # noqa: S105 - a test value
+        with pytest.raises(BackendUnavailableError, match="redis\\+sentinel://"):
+            store.get_session("00000000-0000-4000-8000-000000000000")
