@@ -344,7 +344,8 @@ def test_a_ready_made_client_is_taken_and_named(namespace: str) -> None:
         assert store.address.startswith("redis+cluster://127.0.0.1:")
         key = store.create_session(ctx(), data())
         assert store.find_by_user(ctx(), "u1") == (key, data())
-    sentinel: Any = redis.sentinel.Sentinel([("127.0.0.1", 1)])
+    sentinels: Any = redis.sentinel.Sentinel
+    sentinel = sentinels([("127.0.0.1", 1)])
     with RedisSessionStore(client=sentinel.master_for("somemaster"), namespace=namespace) as store:
         assert store.address == "redis+sentinel://.../somemaster"
     with pytest.raises(InvalidInputError, match="client must be"):
