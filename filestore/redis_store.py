@@ -14,7 +14,10 @@ does not; Rust-written sessions have none, and their owner is read from their
 data), and ``{ns}:wait:{key}`` the scope_hash of a session's wait, so removing
 or re-registering it finds its scope entry. Every mutation is one Lua script,
 so the session, its owner, its lookups and its wait entries change together,
-and many writers on many hosts never leave them disagreeing.
+and many writers on many hosts never leave them disagreeing. On a Redis
+Cluster the same scripts run as steps, one command per key
+(``filestore.redis_steps``), in an order every reader can follow (see
+docs/scaling-out.md for what is then atomic and what is not).
 
 TTLs: ``register_wait`` sets the TTL in milliseconds (``PEXPIRE``, as
 greentic) on the session key, the scope entry and our own keys of the

@@ -5,7 +5,7 @@ The rest of the shared support lives beside this file, one concern a module:
 doubles), ``corruption`` (damaging a store's files), ``crashsim`` (the states
 a power loss may leave), ``permissions`` (umask and file modes),
 ``strategies`` (Hypothesis), ``descriptors`` (what a process holds open) and
-``redis_server``.
+``redis_server`` (and ``redis_cluster``: a cluster and a Sentinel group).
 Test modules import from here, never from one another.
 """
 
