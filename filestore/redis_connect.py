@@ -12,6 +12,7 @@ to the master). A ``?namespace=`` is the store's, split off by
 
 from __future__ import annotations
 
+import json
 import math
 import urllib.parse
 from typing import Any, Final
@@ -20,7 +21,8 @@ import redis
 import redis.cluster
 import redis.sentinel
 
-from filestore.errors import InvalidInputError
+from filestore.errors import BackendUnavailableError, InvalidInputError
+from filestore.redis_layout import CORRUPT_PREFIX, corrupt
 
 CLUSTER_SCHEME: Final = "redis+cluster://"
 SENTINEL_SCHEME: Final = "redis+sentinel://"
@@ -91,6 +93,28 @@ def _hosts(netloc: str, url: str) -> tuple[dict[str, Any], list[tuple[str, int]]
             )
         hosts.append((host.strip("[]"), int(port)))
     return credentials, hosts
+
+
+def failure(error: Exception, address: str) -> Exception:
+    """What a store raises for redis-py's ``error``: never redis-py's own exception.
+
+    A script's ``CORRUPT "<key>"`` reply is ``CorruptionError`` (the stored
+    value is damaged); anything else, refused commands included, is
+    ``BackendUnavailableError``: a server down or timing out, a cluster
+    between owners of a slot, a Sentinel naming no master yet, a master
+    demoted to replica (READONLY), fewer replicas than ``min_replicas``.
+    """
+    text = str(error)
+    if isinstance(error, redis.exceptions.ResponseError) and text.startswith(CORRUPT_PREFIX):
+        name, _end = json.JSONDecoder().raw_decode(text, len(CORRUPT_PREFIX))
+        return corrupt(name, "it does not decode as JSON")
+    if isinstance(error, redis.exceptions.ResponseError):
+        return BackendUnavailableError(f"Redis at {address} refused a command: {text}", address=address)
+    if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return BackendUnavailableError(f"Redis at {address} is unavailable: {text}", address=address)
+    return BackendUnavailableError(
+        f"Redis at {address} is unavailable: {type(error).__name__}: {text}", address=address
+    )
 
 
 def timeout(name: str, value: float) -> float:
