@@ -30,6 +30,12 @@ from __future__ import annotations
 from typing import Final
 
 _COMMON: Final = """
+-- Delete name if it still holds value. Run as steps on a cluster (redis_steps), redis.del_if
+-- is one command on the key's node, so an entry another writer has just pointed at a new
+-- session is never deleted for the old one it held when read.
+local del_if = redis.del_if or function(name, value)
+  if redis.call('GET', name) == value then redis.call('DEL', name) end
+end
 local function stored_table(name, text)
   local ok, value = pcall(cjson.decode, text)
   if ok and type(value) == 'table' then return value end
@@ -144,14 +150,15 @@ local function pointed(ns, owner, hash)
       local found = live_owner(ns, key)
       if found and same_owner(found, owner) and not superseded then return key end
       if not found then
-        redis.call('DEL', entry)
+        del_if(entry, key)
         unlist(ns, owner, key)
         superseded = i == 1
       elseif superseded then
-        redis.call('DEL', entry, ns .. ':wait:' .. key)
+        del_if(entry, key)
+        redis.call('DEL', ns .. ':wait:' .. key)
         unlist(ns, owner, key)
       elseif i > 1 or not shares_keys(found, owner) then
-        redis.call('DEL', entry)
+        del_if(entry, key)
         redis.call('SREM', sets[i], key)
       end
     end
@@ -204,7 +211,7 @@ local function unwait(ns, key, owner)
     unlist(ns, owner, key)
     if hash then
       for _, entry in ipairs(scope_entries(ns, owner, hash)) do
-        if redis.call('GET', entry) == key then redis.call('DEL', entry) end
+        del_if(entry, key)
       end
     end
   end
@@ -224,9 +231,11 @@ local function drop(ns, key)
   if not owner or owner[4] == cjson.null then return end
   local lookup = lookup_key(ns, owner)
   local newest = redis.call('GET', lookup) == key
-  if newest then redis.call('DEL', lookup) end
+  if newest then del_if(lookup, key) end
   local scoped = scoped_key(ns, owner)
-  if scoped and (newest or redis.call('GET', scoped) == key) then redis.call('DEL', scoped) end
+  if scoped then
+    if newest then redis.call('DEL', scoped) else del_if(scoped, key) end
+  end
   unlist(ns, owner, key)
 end
 -- 'ok' if data with env, tenant, team and user ('' for none) may replace the stored session's
@@ -234,6 +243,7 @@ end
 -- stored data's: it may not change, be dropped or be introduced, whoever the owner says.
 local function ctx_change(session, owner_name, stored, env, tenant, team, user)
   local owner = owner_of(session, owner_name)
+  if not owner then return 'not_found' end  -- removed since read (only as steps)
   local owner_team = owner[3]
   if owner_team == cjson.null then owner_team = '' end
   if owner[1] ~= env or owner[2] ~= tenant then return 'env/tenant' end
@@ -288,8 +298,9 @@ if not stored then return 'not_found' end
 local change = ctx_change(session, owner_name, stored, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 if change ~= 'ok' then return change end
 -- XX: run as steps, a remove between the GET and here must not be undone by a new key.
-redis.call('SET', session, ARGV[3], 'XX', 'KEEPTTL')
-if ARGV[7] ~= '' then point(ns, owner_of(session, owner_name), key) end
+if not redis.call('SET', session, ARGV[3], 'XX', 'KEEPTTL') then return 'not_found' end
+local owner = owner_of(session, owner_name)
+if ARGV[7] ~= '' and owner then point(ns, owner, key) end
 return 'ok'
 """)
 
@@ -314,11 +325,13 @@ local function candidate(entry)
   if not key then return nil end
   local session = ns .. ':session:' .. key
   local data = redis.call('GET', session)
-  if not data then
-    redis.call('DEL', entry)
+  -- As steps, the session may go between the two reads: then the entry is as dangling.
+  local owner = data and owner_of(session, ns .. ':owner:' .. key)
+  if not owner then
+    del_if(entry, key)
     return nil
   end
-  if owned_by(owner_of(session, ns .. ':owner:' .. key), ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then
+  if owned_by(owner, ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then
     return {'found', key, data}
   end
   return nil
@@ -406,6 +419,7 @@ local session, owner_name = ns .. ':session:' .. key, ns .. ':owner:' .. key
 local data = redis.call('GET', session)
 if not data then return nil end
 local owner = owner_of(session, owner_name)
+if not owner then return nil end  -- removed since read (only as steps)
 -- A marker whose entry moved on is stale (see live_waits): then greentic's entry, if any, is the wait.
 local hash = ''
 if owner[4] ~= cjson.null then

@@ -36,6 +36,9 @@ Steps = Generator[Command, Any, Any]
 # The commands of the scripts that change a key (for ``min_replicas``: which nodes to WAIT on).
 WRITES: Final = frozenset({"SET", "DEL", "SADD", "SREM", "PEXPIRE", "PEXPIREAT"})
 
+# The scripts' redis.del_if as steps: one command, compare and delete together on the key's node.
+DEL_IF: Final = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
 # cjson and redis.call as the scripts use them; the body runs inside pcall so that its
 # ``error({err = ...})`` becomes an error reply, as on a server (Lua 5.4 yields across pcall).
 _PRELUDE: Final = """
@@ -57,7 +60,10 @@ cjson.encode = function(value)
   error('cjson.encode: only strings are encoded here')
 end
 return function(KEYS, ARGV, body_source)
-  local redis = {call = function(...) return coroutine.yield({'call', ...}) end}
+  local redis = {
+    call = function(...) return coroutine.yield({'call', ...}) end,
+    del_if = function(name, value) return coroutine.yield({'call', 'DELIFEQ', name, value}) end,
+  }
   local env = setmetatable({KEYS = KEYS, ARGV = ARGV, redis = redis, cjson = cjson}, {__index = _G})
   local body = load(body_source, 'script', 't', env)
   local ok, result = pcall(body)
@@ -169,8 +175,11 @@ class StepScript:
         if len(command) > 2 and name in {"DEL", "EXISTS"}:
             # One slot per command on a cluster: a multi-key DEL is one DEL per key.
             return sum(self._execute((name, key)) for key in command[1:])
-        if self.min_replicas and name in WRITES:
-            node = self.client.get_redis_connection(self.client.get_node_from_key(command[1]))
+        key = command[1]
+        if name == "DELIFEQ":
+            command = ("EVAL", DEL_IF, 1, key, command[2])
+        if self.min_replicas and (name in WRITES or name == "DELIFEQ"):
+            node = self.client.get_redis_connection(self.client.get_node_from_key(key))
             pipe = node.pipeline(transaction=False)
             pipe.execute_command(*command)
             pipe.execute_command("WAIT", self.min_replicas, self.wait_ms)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import random
+import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -360,3 +361,51 @@ def test_credentials_in_a_url_reach_the_servers() -> None:
         assert client.connection_pool.connection_kwargs["password"] == "s:cret"  # noqa: S105 - a test value
         with pytest.raises(BackendUnavailableError, match="redis\\+sentinel://"):
             store.get_session("00000000-0000-4000-8000-000000000000")
+
+
+def test_concurrent_writers_of_two_scopes_never_answer_each_other(namespace: str) -> None:
+    """No team and the team ``-`` (sharing greentic's keys) written at once: each answer is its own scope's.
+
+    Two writer threads create, update and remove in their own scope while
+    two readers look both scopes up; every answer must be a session of the
+    scope asked (or none).
+    """
+    url = cluster_url(namespace)
+    stop = threading.Event()
+    answers: list[tuple[TenantCtx, object]] = []
+    failures: list[BaseException] = []
+
+    def write(scope: TenantCtx) -> None:
+        try:
+            with open_store(url) as store:
+                for step in range(60):
+                    key = store.create_session(scope, data(scope, step=step))
+                    store.update_session(key, data(scope, step=step + 1))
+                    if step % 2:
+                        store.remove_session(key)
+        except BaseException as error:
+            failures.append(error)
+
+    def read() -> None:
+        try:
+            with open_store(url) as store:
+                while not stop.is_set():
+                    for scope in (NOTEAM, DASH):
+                        found = store.find_by_user(scope, "alice")
+                        answers.append((scope, None if found is None else found[1].tenant_ctx))
+        except BaseException as error:
+            failures.append(error)
+
+    writers = [threading.Thread(target=write, args=(scope,)) for scope in (NOTEAM, DASH)]
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for thread in writers + readers:
+        thread.start()
+    for thread in writers:
+        thread.join(120)
+    stop.set()
+    for thread in readers:
+        thread.join(30)
+    assert failures == []
+    found = [(asked, owner) for asked, owner in answers if isinstance(owner, TenantCtx)]
+    assert found, "the readers saw no session at all"
+    assert all(owner.effective_team == asked.effective_team for asked, owner in found)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from filestore import BackendUnavailableError, FileSessionStore, RedisSessionStore
+from filestore import BackendUnavailableError, FileSessionStore, RedisSessionStore, main
 from filestore.backends import MovableStore, migrate, open_store
 
 from .support import ctx, data
@@ -139,7 +139,7 @@ def _contents(store: MovableStore) -> dict[str, tuple[tuple[object, ...], str, b
 
 
 def test_migrate_between_directory_redis_cluster_and_sentinel(
-    group: SentinelGroup, namespace: str, tmp_path: Path
+    group: SentinelGroup, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Directory -> one Redis -> cluster -> Sentinel -> directory: every session, owner and lookup kept."""
     with FileSessionStore(tmp_path / "a", durability="none") as source:
@@ -160,6 +160,10 @@ def test_migrate_between_directory_redis_cluster_and_sentinel(
                 report = migrate(before, after)
                 assert (report.copied, report.already_there) == (120, 0)
                 assert _contents(after) == expected
+            # The command line takes the same URLs: the cluster into Sentinel again, all there.
+            argv = ["migrate", cluster_url(namespace), group.url(namespace)]
+            assert main(argv) == 0
+            assert "120 sessions: 0 copied, 120 already there; all verified" in capsys.readouterr().out
             for user in range(30):
                 for team in (None, "support"):
                     where = ctx(team=team, user=None)
