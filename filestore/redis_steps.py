@@ -8,11 +8,12 @@ each script's own Lua text runs here, in an embedded Lua (``lupa``), and
 every ``redis.call`` it makes is one command sent to the node owning its
 key. The order of the steps is therefore the scripts' order, written for
 it: a mutation writes the session (and its owner record) before any lookup
-or wait entry that points at it, and deletes the entries' targets before
-the entries; every reader checks an entry against the session it points at
-(exists, and is the scope asked for) and deletes a dangling one. What is
-not atomic any more, and what that means for readers, is in
-docs/scaling-out.md.
+or wait entry that points at it; a removal takes a wait out of its user's
+SET, then its scope entries, then the session, then the lookups; every
+reader checks an entry against the session it points at (exists, and is
+the scope asked for) and deletes a dangling one only if it still holds the
+key read (``redis.del_if``, one command here). What is not atomic any
+more, and what that means for readers, is in docs/scaling-out.md.
 
 ``steps(script, keys, args)`` is a generator: it yields each command as a
 tuple and takes the server's reply back by ``send``, and returns the
