@@ -3,8 +3,9 @@
 ``open_store(spec)`` in the spirit of greentic-session's ``create_session_store``:
 
 - ``"memory:"``: an ``InMemorySessionStore``;
-- ``"redis://..."``, ``"rediss://..."``, ``"unix://..."``: a ``RedisSessionStore``
-  (``?namespace=...`` picks the key namespace);
+- ``"redis://..."``, ``"rediss://..."``, ``"unix://..."``, ``"redis+cluster://HOST:PORT,..."``,
+  ``"redis+sentinel://HOST:PORT,.../MASTER_NAME"``: a ``RedisSessionStore`` on one server, a
+  Redis Cluster or the master Sentinel names (``?namespace=...`` picks the key namespace);
 - anything else: a directory path, a ``FileSessionStore``.
 
 ``migrate(source, target)`` streams every live session, with its key, owner,
@@ -30,12 +31,13 @@ from filestore.engine.store import FileSessionStore
 from filestore.errors import InvalidInputError
 from filestore.memory import InMemorySessionStore
 from filestore.progress import begin_phase, counted, phased_only
+from filestore.redis_connect import SCHEMES
 from filestore.redis_store import DEFAULT_NAMESPACE, RedisSessionStore
 from filestore.waits import Clock, check_clock, is_expired, system_clock
 
 _T = TypeVar("_T")
 
-REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES: Final = SCHEMES
 
 
 @runtime_checkable

@@ -30,6 +30,12 @@ from __future__ import annotations
 from typing import Final
 
 _COMMON: Final = """
+-- Delete name if it still holds value. Run as steps on a cluster (redis_steps), redis.del_if
+-- is one command on the key's node, so an entry another writer has just pointed at a new
+-- session is never deleted for the old one it held when read.
+local del_if = redis.del_if or function(name, value)
+  if redis.call('GET', name) == value then redis.call('DEL', name) end
+end
 local function stored_table(name, text)
   local ok, value = pcall(cjson.decode, text)
   if ok and type(value) == 'table' then return value end
@@ -144,14 +150,15 @@ local function pointed(ns, owner, hash)
       local found = live_owner(ns, key)
       if found and same_owner(found, owner) and not superseded then return key end
       if not found then
-        redis.call('DEL', entry)
+        del_if(entry, key)
         unlist(ns, owner, key)
         superseded = i == 1
       elseif superseded then
-        redis.call('DEL', entry, ns .. ':wait:' .. key)
+        del_if(entry, key)
+        redis.call('DEL', ns .. ':wait:' .. key)
         unlist(ns, owner, key)
       elseif i > 1 or not shares_keys(found, owner) then
-        redis.call('DEL', entry)
+        del_if(entry, key)
         redis.call('SREM', sets[i], key)
       end
     end
@@ -193,20 +200,29 @@ local function live_waits(ns, owner)
   end
   return keys
 end
--- Delete the scope entries of key's wait that still point at it, and its marker.
+-- Delete key's place in its user's waits, then the scope entries of its wait that still point
+-- at it, then its marker. Run as steps (redis_steps), that order keeps every stop readable: a
+-- key left in greentic's SET without its entries would read as re-registered by a Rust runner
+-- (see live_waits); one left at its entries is still found there, so a retry completes.
 local function unwait(ns, key, owner)
   local marker = ns .. ':wait:' .. key
   local hash = redis.call('GET', marker)
-  if hash and owner and owner[4] ~= cjson.null then
-    for _, entry in ipairs(scope_entries(ns, owner, hash)) do
-      if redis.call('GET', entry) == key then redis.call('DEL', entry) end
+  if owner and owner[4] ~= cjson.null then
+    unlist(ns, owner, key)
+    if hash then
+      for _, entry in ipairs(scope_entries(ns, owner, hash)) do
+        del_if(entry, key)
+      end
     end
   end
   redis.call('DEL', marker)
 end
 -- Delete a session and everything of it: its owner, the lookups and scope entries that point at
 -- it (greentic's lookup also when it does: it was then the owner's newest, whoever wrote it),
--- its wait marker, and its place in its user's waits.
+-- its wait marker, and its place in its user's waits. Run as steps on a cluster (redis_steps),
+-- the wait's scope entries go before the session: greentic's entry left pointing at a gone
+-- session would read as a Rust runner's takeover (see pointed) and end the other scope's wait.
+-- A stop after them leaves the session live but no longer waiting, until removed or expired.
 local function drop(ns, key)
   local session, owner_name = ns .. ':session:' .. key, ns .. ':owner:' .. key
   local owner = owner_of(session, owner_name)
@@ -215,9 +231,11 @@ local function drop(ns, key)
   if not owner or owner[4] == cjson.null then return end
   local lookup = lookup_key(ns, owner)
   local newest = redis.call('GET', lookup) == key
-  if newest then redis.call('DEL', lookup) end
+  if newest then del_if(lookup, key) end
   local scoped = scoped_key(ns, owner)
-  if scoped and (newest or redis.call('GET', scoped) == key) then redis.call('DEL', scoped) end
+  if scoped then
+    if newest then redis.call('DEL', scoped) else del_if(scoped, key) end
+  end
   unlist(ns, owner, key)
 end
 -- 'ok' if data with env, tenant, team and user ('' for none) may replace the stored session's
@@ -225,6 +243,7 @@ end
 -- stored data's: it may not change, be dropped or be introduced, whoever the owner says.
 local function ctx_change(session, owner_name, stored, env, tenant, team, user)
   local owner = owner_of(session, owner_name)
+  if not owner then return 'not_found' end  -- removed since read (only as steps)
   local owner_team = owner[3]
   if owner_team == cjson.null then owner_team = '' end
   if owner[1] ~= env or owner[2] ~= tenant then return 'env/tenant' end
@@ -278,8 +297,10 @@ local stored = redis.call('GET', session)
 if not stored then return 'not_found' end
 local change = ctx_change(session, owner_name, stored, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 if change ~= 'ok' then return change end
-redis.call('SET', session, ARGV[3], 'KEEPTTL')
-if ARGV[7] ~= '' then point(ns, owner_of(session, owner_name), key) end
+-- XX: run as steps, a remove between the GET and here must not be undone by a new key.
+if not redis.call('SET', session, ARGV[3], 'XX', 'KEEPTTL') then return 'not_found' end
+local owner = owner_of(session, owner_name)
+if ARGV[7] ~= '' and owner then point(ns, owner, key) end
 return 'ok'
 """)
 
@@ -304,11 +325,13 @@ local function candidate(entry)
   if not key then return nil end
   local session = ns .. ':session:' .. key
   local data = redis.call('GET', session)
-  if not data then
-    redis.call('DEL', entry)
+  -- As steps, the session may go between the two reads: then the entry is as dangling.
+  local owner = data and owner_of(session, ns .. ':owner:' .. key)
+  if not owner then
+    del_if(entry, key)
     return nil
   end
-  if owned_by(owner_of(session, ns .. ':owner:' .. key), ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then
+  if owned_by(owner, ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then
     return {'found', key, data}
   end
   return nil
@@ -396,6 +419,7 @@ local session, owner_name = ns .. ':session:' .. key, ns .. ':owner:' .. key
 local data = redis.call('GET', session)
 if not data then return nil end
 local owner = owner_of(session, owner_name)
+if not owner then return nil end  -- removed since read (only as steps)
 -- A marker whose entry moved on is stale (see live_waits): then greentic's entry, if any, is the wait.
 local hash = ''
 if owner[4] ~= cjson.null then

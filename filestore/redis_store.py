@@ -14,7 +14,10 @@ does not; Rust-written sessions have none, and their owner is read from their
 data), and ``{ns}:wait:{key}`` the scope_hash of a session's wait, so removing
 or re-registering it finds its scope entry. Every mutation is one Lua script,
 so the session, its owner, its lookups and its wait entries change together,
-and many writers on many hosts never leave them disagreeing.
+and many writers on many hosts never leave them disagreeing. On a Redis
+Cluster the same scripts run as steps, one command per key
+(``filestore.redis_steps``), in an order every reader can follow (see
+docs/scaling-out.md for what is then atomic and what is not).
 
 TTLs: ``register_wait`` sets the TTL in milliseconds (``PEXPIRE``, as
 greentic) on the session key, the scope entry and our own keys of the
@@ -50,20 +53,18 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
-import re
 import uuid
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any
 
 import attrs
 import redis
+import redis.cluster
 import redis.exceptions
 
 from filestore import redis_scripts as scripts
 from filestore.contract import (
     DEFAULT_MAX_RECORD_SIZE,
-    MISMATCH_FIELDS,
     ClosesOnExit,
     StoredSession,
     check_context_fence,
@@ -82,11 +83,23 @@ from filestore.errors import (
     InvalidInputError,
     SessionNotFoundError,
     StoreClosedError,
-    TenantMismatchError,
-    message_of,
 )
 from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import ReplyScope, SessionData, TenantCtx
+from filestore.redis_connect import Client, connect, describe, failure, timeout
+from filestore.redis_layout import (
+    CORRUPT_PREFIX,
+    DEFAULT_NAMESPACE,
+    check_outcome,
+    corrupt,
+    ctx_args,
+    deadline,
+    encodable,
+    expire_at,
+    glob_literal,
+    session_key,
+    stored_data,
+)
 from filestore.waits import (
     check_registration,
     only_wait,
@@ -95,16 +108,21 @@ from filestore.waits import (
     wait_lookup,
 )
 
-DEFAULT_NAMESPACE: Final = "greentic:session"
-_CORRUPT: Final = "CORRUPT "
+__all__ = ["DEFAULT_NAMESPACE", "RedisSessionStore"]
 
 
 class RedisSessionStore(ClosesOnExit):
-    """A ``SessionStore`` on a Redis server, in greentic-session's key layout.
+    """A ``SessionStore`` on Redis (one server, a cluster or Sentinel), in greentic-session's key layout.
 
-    ``url`` is a redis-py URL (``redis://host:port/db``, ``rediss://``,
-    ``unix://``); ``client`` may be given instead. Timeouts are in seconds.
-    TTLs are the server's: it expires the keys on its own clock.
+    ``url``: ``redis://host:port/db``, ``rediss://``, ``unix://``,
+    ``redis+cluster://host:port,...`` or ``redis+sentinel://host:port,.../MASTER``
+    (see ``filestore.redis_connect``); ``client`` (a ``redis.Redis``, or a
+    ``redis.cluster.RedisCluster``) may be given instead. Timeouts are in
+    seconds. TTLs are the server's: it expires the keys on its own clock.
+
+    ``min_replicas``: after each write, ``WAIT min_replicas replica_timeout``;
+    fewer replicas acknowledging raises ``BackendUnavailableError`` (the
+    write was applied on the master, and may be lost if it fails now).
     """
 
     def __init__(
@@ -114,15 +132,17 @@ class RedisSessionStore(ClosesOnExit):
         namespace: str = DEFAULT_NAMESPACE,
         connect_timeout: float = 5.0,
         command_timeout: float = 5.0,
-        client: redis.Redis | None = None,
+        client: Client | None = None,
         max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         if (
             not isinstance(namespace, str)
             or not namespace
             or not namespace.isprintable()
             or any(character.isspace() for character in namespace)
-            or not _encodable(namespace)
+            or not encodable(namespace)
         ):
             raise InvalidInputError(
                 f"namespace must be a non-empty string of printable characters without spaces, "
@@ -130,25 +150,50 @@ class RedisSessionStore(ClosesOnExit):
                 field="namespace",
                 rule="non-empty, printable, no spaces",
             )
-        if client is None and not (isinstance(url, str) and url and _encodable(url)):
+        if client is None and not (isinstance(url, str) and url and encodable(url)):
             raise InvalidInputError(f"url must be a redis URL, not {url!r}", field="url", rule="a URL")
-        if client is not None and not isinstance(client, redis.Redis):
+        if client is not None and not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
             raise InvalidInputError(
-                f"client must be a redis.Redis, not {type(client).__name__}", field="client", rule="a Redis"
+                f"client must be a redis.Redis or RedisCluster, not {type(client).__name__}",
+                field="client",
+                rule="a Redis",
             )
-        connect_timeout = _timeout("connect_timeout", connect_timeout)
-        command_timeout = _timeout("command_timeout", command_timeout)
+        if isinstance(min_replicas, bool) or not isinstance(min_replicas, int) or min_replicas < 0:
+            raise InvalidInputError(
+                f"min_replicas must be a count of replicas (an int >= 0), not {min_replicas!r}",
+                field="min_replicas",
+                rule=">= 0",
+            )
+        connect_timeout = timeout("connect_timeout", connect_timeout)
+        command_timeout = timeout("command_timeout", command_timeout)
         self.namespace = namespace
         self.max_record_size = check_max_record_size(max_record_size)
-        self.address = url if client is None else _describe(client)
-        self._client = client or redis.Redis.from_url(
-            url,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=command_timeout,
-            decode_responses=True,
+        self.min_replicas = min_replicas
+        replica_timeout = timeout("replica_timeout", replica_timeout)
+        if min_replicas and replica_timeout >= command_timeout:
+            # WAIT blocks for up to replica_timeout: the socket must outlast it.
+            raise InvalidInputError(
+                f"replica_timeout ({replica_timeout} s) must be shorter than command_timeout "
+                f"({command_timeout} s)",
+                field="replica_timeout",
+                rule="< command_timeout",
+            )
+        self._wait_ms = max(1, round(replica_timeout * 1000))
+        self.address = url if client is None else describe(client)
+        self._client: Client = client or self._call(
+            connect, url, connect_timeout=connect_timeout, command_timeout=command_timeout
         )
         self._closed = False
-        register = self._client.register_script
+        if isinstance(self._client, redis.cluster.RedisCluster):
+            # No script spans a cluster's slots: each runs as steps, one command per key.
+            from filestore.redis_steps import StepScript  # noqa: PLC0415 - needs lupa, cluster only
+
+            cluster = self._client
+
+            def register(text: str) -> Any:
+                return StepScript(cluster, text, min_replicas=min_replicas, wait_ms=self._wait_ms)
+        else:
+            register = self._client.register_script  # type: ignore[assignment]
         self._store_script = register(scripts.STORE)
         self._update = register(scripts.UPDATE)
         self._remove = register(scripts.REMOVE)
@@ -161,7 +206,7 @@ class RedisSessionStore(ClosesOnExit):
         self._describe = register(scripts.DESCRIBE)
 
     def _session_key(self, key: str) -> str:
-        return f"{self.namespace}:session:{key}"
+        return session_key(self.namespace, key)
 
     # -- the contract ------------------------------------------------------------
 
@@ -177,7 +222,7 @@ class RedisSessionStore(ClosesOnExit):
         checked = check_key(key)
         name = self._session_key(checked)
         value = self._call(self._client.get, name)
-        return None if value is None else _stored_data(name, value)
+        return None if value is None else stored_data(name, value)
 
     def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
@@ -192,12 +237,12 @@ class RedisSessionStore(ClosesOnExit):
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked) from None
             check_ctx_preserved(current, new)
             raise
-        outcome = self._call(self._update, [], [self.namespace, checked, new.to_json(), *_ctx_args(new)])
-        _check_outcome(outcome, checked)
+        outcome = self._write(self._update, [], [self.namespace, checked, new.to_json(), *ctx_args(new)])
+        check_outcome(outcome, checked)
 
     def remove_session(self, key: SessionKey | str) -> None:
         checked = check_key(key)
-        _check_outcome(self._call(self._remove, [], [self.namespace, checked]), checked)
+        check_outcome(self._write(self._remove, [], [self.namespace, checked]), checked)
 
     def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
         """The lookup's session; without one, the user's only wait (several: ``InvalidInputError``)."""
@@ -219,7 +264,7 @@ class RedisSessionStore(ClosesOnExit):
         # A timedelta is under 10**17 ms: PEXPIRE never overflows (Redis checks int64).
         ttl_arg = "" if wait.ttl is None else str(ttl_ms(wait.ttl))
         owner, scope_hash = wait.address
-        outcome = self._call(
+        outcome = self._write(
             self._register,
             [],
             [
@@ -229,10 +274,10 @@ class RedisSessionStore(ClosesOnExit):
                 json.dumps(list(owner)),
                 scope_hash,
                 ttl_arg,
-                *_ctx_args(wait.data),
+                *ctx_args(wait.data),
             ],
         )
-        _check_outcome(outcome, wait.key)
+        check_outcome(outcome, wait.key)
 
     def find_wait_by_scope(
         self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
@@ -248,7 +293,7 @@ class RedisSessionStore(ClosesOnExit):
 
     def clear_wait(self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope) -> None:
         owner, scope_hash = wait_address(ctx, user_id, scope)
-        self._call(self._clear_wait, [], [self.namespace, json.dumps(list(owner)), scope_hash])
+        self._write(self._clear_wait, [], [self.namespace, json.dumps(list(owner)), scope_hash])
 
     def purge_expired(self) -> int:
         """Clean the wait SETs of members whose session is gone; always ``0`` sessions removed.
@@ -260,7 +305,7 @@ class RedisSessionStore(ClosesOnExit):
         here, as the reads also do.
         """
         for pattern in ("waits:user:*", "scoped-waits:user:*"):
-            match = f"{_glob_literal(self.namespace)}:{pattern}"
+            match = f"{glob_literal(self.namespace)}:{pattern}"
             for name in self._scan(match):
                 self._call(self._prune_waits, [name], [self.namespace])
         return 0
@@ -284,7 +329,7 @@ class RedisSessionStore(ClosesOnExit):
         """
         scopes = self._scope_entries()
         prefix = f"{self.namespace}:session:"
-        for name in self._scan(f"{_glob_literal(prefix)}*"):
+        for name in self._scan(f"{glob_literal(prefix)}*"):
             key = SessionKey(name[len(prefix) :])
             stored = self._stored(key, scopes.get(key, ""))
             if stored is not None:  # else removed while we scanned
@@ -326,7 +371,7 @@ class RedisSessionStore(ClosesOnExit):
         check_record_size(len(data.to_cbor()), self.max_record_size, key)
 
     def _store(self, session: StoredSession) -> None:
-        self._call(
+        self._write(
             self._store_script,
             [],
             [
@@ -336,18 +381,18 @@ class RedisSessionStore(ClosesOnExit):
                 json.dumps(list(session.scope)),
                 "1" if session.active else "0",
                 session.wait or "",
-                "" if session.deadline_ms is None else str(_expire_at(session.deadline_ms)),
+                "" if session.deadline_ms is None else str(expire_at(session.deadline_ms)),
             ],
         )
 
     def _scope_entries(self) -> dict[str, str]:
         """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
         prefix = f"{self.namespace}:waits:scope:"
-        names = list(self._scan(f"{_glob_literal(prefix)}*"))
+        names = list(self._scan(f"{glob_literal(prefix)}*"))
         scopes: dict[str, str] = {}
         for start in range(0, len(names), 500):
             batch = names[start : start + 500]
-            for name, key in zip(batch, self._call(self._client.mget, batch), strict=True):
+            for name, key in zip(batch, self._call(self._mget, batch), strict=True):
                 if key is not None:
                     scopes[key] = name.rsplit(":", 1)[1]
         return scopes
@@ -360,21 +405,21 @@ class RedisSessionStore(ClosesOnExit):
         found = self._call(self._describe, [], [self.namespace, key, scope_hash])
         if found is None:
             return None
-        value, owner, wait, deadline = found
+        value, owner, wait, expires = found
         name = self._session_key(key)
-        data = _stored_data(name, value)
+        data = stored_data(name, value)
         if owner:
             try:
                 scope = SessionScope.parse(json.loads(owner), field="owner")
             except (ValueError, RecursionError) as error:
-                raise _corrupt(f"{self.namespace}:owner:{key}", error) from None
+                raise corrupt(f"{self.namespace}:owner:{key}", error) from None
         else:
             scope = session_scope(data.tenant_ctx, data)
         active = False
         if scope.user is not None:
             hit = self._find_scope(scope, waits=False)
             active = hit is not None and hit[0] == key
-        return StoredSession(key, scope, data, active, wait or None, _deadline(deadline))
+        return StoredSession(key, scope, data, active, wait or None, deadline(expires))
 
     def _find_scope(self, scope: SessionScope, *, waits: bool) -> tuple[SessionKey, SessionData] | None:
         """The session the lookup of ``scope`` (which has a user) points at, if it is that scope's.
@@ -392,7 +437,7 @@ class RedisSessionStore(ClosesOnExit):
         if found[0] == "waits":
             only_wait(SessionKey(key) for key in found[1:])  # raises: several waits
         _status, key, value = found
-        return SessionKey(key), _stored_data(self._session_key(key), value)
+        return SessionKey(key), stored_data(self._session_key(key), value)
 
     def _scan(self, match: str) -> Iterator[Any]:
         """SCAN's names, lazily, each step through ``_call``: redis-py's iterator talks to the
@@ -405,111 +450,54 @@ class RedisSessionStore(ClosesOnExit):
                 return
             yield name
 
+    def _mget(self, names: list[str]) -> list[str | None]:
+        client: Any = self._client
+        if isinstance(client, redis.cluster.RedisCluster):
+            return list(client.mget_nonatomic(names))
+        return list(client.mget(names))
+
+    def _write(self, script: Any, keys: list[str], args: list[str]) -> Any:
+        """Run a mutating script; with ``min_replicas``, WAIT for them on the script's connection.
+
+        (A cluster's ``StepScript`` WAITs after each of its own writes.)
+        """
+        if not self.min_replicas or isinstance(self._client, redis.cluster.RedisCluster):
+            return self._call(script, keys, args)
+        pipe: Any = self._client.pipeline(transaction=False)
+        script(keys, args, client=pipe)
+        pipe.execute_command("WAIT", self.min_replicas, self._wait_ms)
+        outcome, acknowledged = self._call(pipe.execute)
+        if acknowledged < self.min_replicas:
+            raise BackendUnavailableError(
+                f"Redis at {self.address}: only {acknowledged} of {self.min_replicas} replicas "
+                f"acknowledged a write within {self._wait_ms} ms (it was applied on the master)",
+                address=self.address,
+            )
+        return outcome
+
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._closed:
+        """``operation(...)``; every failure of Redis as ``BackendUnavailableError``, never redis-py's own."""
+        if getattr(self, "_closed", False):
             raise StoreClosedError(f"the store at {self.address} is closed")
         try:
             return operation(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-            raise BackendUnavailableError(
-                f"Redis at {self.address} is unavailable: {error}", address=self.address
-            ) from error
-        except redis.exceptions.ResponseError as error:
-            if str(error).startswith(_CORRUPT):
-                name, _end = json.JSONDecoder().raw_decode(str(error), len(_CORRUPT))
-                raise _corrupt(name, "it does not decode as JSON") from None
-            raise BackendUnavailableError(
-                f"Redis at {self.address} refused a command: {error}", address=self.address
-            ) from error
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as error:
+            translated = failure(error, self.address)
+            if isinstance(translated, CorruptionError):
+                raise translated from None  # the damage is the store's, not a redis-py failure
+            raise translated from error
 
 
-def _glob_literal(text: str) -> str:
-    """``text`` as a SCAN MATCH pattern matching itself (a namespace may hold ``*?[]\\``, and
-    unescaped would reach other namespaces' keys)."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
-def _deadline(expire_at: int) -> int | None:
-    """A key's ``PEXPIRETIME`` (-1: none) as a deadline: the first millisecond it is expired.
-
-    Redis keeps a key while its clock is at or before the expiry time
-    (``now > when`` expires it); a deadline is the first millisecond a session
-    is invisible (``now >= deadline``), so the two are one apart.
-    """
-    return None if expire_at < 0 else expire_at + 1
-
-
-def _expire_at(deadline: int) -> int:
-    """The ``PEXPIREAT`` time of a deadline (see ``_deadline``)."""
-    return deadline - 1
-
-
-def _ctx_args(data: SessionData) -> list[str]:
-    """The scripts' view of new data's context: env, tenant_id, team and user ('' for none)."""
-    owner = data.tenant_ctx
-    return [owner.env, owner.tenant_id, owner.effective_team or "", owner.effective_user or ""]
-
-
-def _check_outcome(outcome: object, key: SessionKey) -> None:
-    """Raise what a script's answer other than ``ok`` means (greentic's ensure_ctx_preserved parts)."""
-    if outcome == "ok":
-        return
-    if outcome == "not_found":
-        raise SessionNotFoundError(f"no session with key {key}", key=key)
-    if outcome == "introduced":
-        raise TenantMismatchError(
-            f"user mismatch: session {key}'s data names no user, the new data names one",
-            part="user",
-            field=MISMATCH_FIELDS["user"],
-            rule="an update cannot introduce a user",
-        )
-    part = str(outcome)
-    raise TenantMismatchError(
-        f"{part} mismatch: an update may not change"
-        f"{' or drop' if part == 'user' else ''} session {key}'s {part}",
-        part=part,
-        field=MISMATCH_FIELDS.get(part, "tenant_ctx"),
-        rule=f"an update keeps the {part}",
-    )
-
-
-def _stored_data(name: str, value: str) -> SessionData:
-    """The session stored at Redis key ``name``; ``CorruptionError`` (greentic's ``Internal``) if damaged.
-
-    Not ``InvalidInputError``: the caller gave nothing wrong, the store holds it (greentic's Redis
-    store also answers ``Internal`` for stored JSON it cannot read).
-    """
-    try:
-        return SessionData.from_json(value)
-    except InvalidInputError as error:
-        raise _corrupt(name, error) from None
-
-
-def _corrupt(name: str, error: BaseException | str) -> CorruptionError:
-    detail = message_of(error) if isinstance(error, BaseException) else error
-    return CorruptionError(f"Redis key {name} holds a damaged value: {detail}", path=name, offset=0)
-
-
-def _encodable(text: str) -> bool:
-    """Whether ``text`` is valid Unicode (no lone surrogate), as every Redis key and URL must be."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _timeout(name: str, value: float) -> float:
-    """``value`` as a positive, finite number of seconds (``0`` would make the socket non-blocking)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise InvalidInputError(
-            f"{name} must be a positive, finite number of seconds, not {value!r}", field=name, rule="> 0"
-        )
-    return float(value)
-
-
-def _describe(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+# The helpers' names from before the split into redis_layout and redis_connect, still importable
+# from here for code written against them (an asyncio store shares them).
+_CORRUPT = CORRUPT_PREFIX
+_glob_literal = glob_literal
+_deadline = deadline
+_expire_at = expire_at
+_ctx_args = ctx_args
+_check_outcome = check_outcome
+_stored_data = stored_data
+_corrupt = corrupt
+_encodable = encodable
+_timeout = timeout
+_describe = describe

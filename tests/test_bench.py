@@ -394,3 +394,19 @@ def test_bulk_section(tmp_path: Path) -> None:
         with FileSessionStore(work / name) as store:
             assert len(store) == expected, name
     assert document["main"] == {}
+
+
+def test_redis_section(tmp_path: Path) -> None:
+    """The redis section: the mixed workload on the file store, one Redis and the cluster, by processes."""
+    document = run_bench(tmp_path, "--sections", "redis")
+    section = document["redis"]
+    assert set(section["rows"]) == {
+        "file (durability none)",
+        "redis (one server)",
+        "redis cluster (3 masters)",
+    }
+    for rows in section["rows"].values():
+        assert [row["processes"] for row in rows] == [1, 2]
+        for row in rows:
+            assert row["ops_per_s"] > 0
+            assert 0 < row["p50_us"] <= row["p99_us"]

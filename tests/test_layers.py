@@ -25,7 +25,7 @@ LAYERS: Final = (
     ),
     (1, "contract", {"contract", "waits"}),
     (2, "engine", {"engine"}),
-    (2, "stores", {"memory", "redis_store", "redis_scripts"}),
+    (2, "stores", {"memory", "redis_store", "redis_scripts", "redis_layout", "redis_connect", "redis_steps"}),
     (3, "offline", {"offline"}),
     (4, "transfer", {"backends", "transfer"}),
     (5, "app", {"cli", "demo", "__main__", "__init__", "_version"}),

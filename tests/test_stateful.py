@@ -415,7 +415,15 @@ def _machine_for(name: str) -> type[StoreMachine]:
 _SETTINGS = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
-@pytest.mark.parametrize("name", sorted(BACKENDS))
+# On the cluster a reopen is a new cluster client (about 0.1 s): the run takes minutes there,
+# so it is a slow lane; the contract and transcript suites run on the cluster every time.
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=[pytest.mark.slow] if name == "redis-cluster" else [])
+        for name in sorted(BACKENDS)
+    ],
+)
 def test_backend_agrees_with_dict_model(name: str) -> None:
     """Random call sequences give the same answers on the backend as on the dict model."""
     run_state_machine_as_test(_machine_for(name), settings=_SETTINGS)

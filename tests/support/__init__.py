@@ -6,7 +6,7 @@ doubles), ``corruption`` (damaging a store's files), ``crashsim`` (the states
 a power loss may leave), ``permissions`` (umask and file modes),
 ``strategies`` (Hypothesis), ``descriptors`` (what a process holds open),
 ``interrupting`` (interrupts raised at a chosen file-layer call) and
-``redis_server``.
+``redis_server`` (and ``redis_cluster``: a cluster and a Sentinel group).
 Test modules import from here, never from one another.
 """
 

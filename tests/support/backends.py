@@ -53,6 +53,15 @@ def _redis_store(path: Path) -> SessionStore:
     return RedisSessionStore(redis_url(), namespace=f"test:{abs(hash(str(path)))}")
 
 
+def _redis_cluster_store(path: Path) -> SessionStore:
+    from filestore.backends import open_store  # noqa: PLC0415 - a test support module of stores
+
+    from .redis_cluster import cluster_url  # noqa: PLC0415 - starts the cluster on first use
+
+    # The scripts run as steps there, one command per key: the whole contract again on them.
+    return open_store(cluster_url(f"test:{abs(hash(str(path)))}"))
+
+
 def _file_store_with_clock(path: Path, clock: Clock, **options: Any) -> SessionStore:
     return FileSessionStore(path, clock=clock, **options)
 
@@ -80,5 +89,6 @@ BACKENDS: dict[str, Backend] = {
         # A tiny snapshot interval, so snapshots are written (and reloaded) all the time.
         _file("file-none-snapshots", durability="none", snapshot_every_records=3),
         Backend("redis", _redis_store, durable=True),
+        Backend("redis-cluster", _redis_cluster_store, durable=True),
     )
 }

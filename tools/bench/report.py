@@ -12,6 +12,7 @@ from tools.bench.bulk import bulk_text
 from tools.bench.decode import decode_text
 from tools.bench.latency import latency_text
 from tools.bench.orders import FLOOR, lookup, order_text
+from tools.bench.redisscale import redis_text
 from tools.bench.text import cell as _cell
 from tools.bench.text import table as _table
 from tools.bench.writepath import write_path_text
@@ -362,6 +363,7 @@ def format_report(results: Any) -> str:
     out += _concurrency_text(results)
     out += _scale_text(results)
     out += latency_text(results)
+    out += redis_text(results)
     titles = (
         ("targets of issue 7", "ratios"),
         ("group commit, issue 15", "ratios_group"),

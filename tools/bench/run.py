@@ -15,13 +15,24 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import bulk, decode, latency, orders, report, sections, syncs, writepath
+from tools.bench import bulk, decode, latency, orders, redisscale, report, sections, syncs, writepath
 from tools.bench import workload as wl
 from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale", "latency", "bulk")
+SECTIONS = (
+    "steps",
+    "decode",
+    "writepath",
+    "main",
+    "interleaved",
+    "concurrency",
+    "scale",
+    "latency",
+    "bulk",
+    "redis",
+)
 
 
 # -- the main table --------------------------------------------------------------------
@@ -398,6 +409,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             latencies = run_latency(args, work)
         if "bulk" in args.section_set:
             bulk_load = run_bulk(args, work)
+        redis_scale = (
+            redisscale.run_redis(work, quick=args.quick, seed=args.seed)
+            if "redis" in args.section_set
+            else {}
+        )
         if args.profile:
             print("profile", flush=True)
             profile = sections.profile_filestore(
@@ -430,6 +446,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "decode": decoding,
         "write_path": write_path,
         "bulk": bulk_load,
+        "redis": redis_scale,
         "main": tables,
         "main_interleaved": interleaved,
         "concurrency": concurrency,
