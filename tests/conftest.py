@@ -23,6 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if problems:
             raise pytest.UsageError("FILESTORE_TEST_INSTALLED=1: " + "; ".join(problems))
 
+
 # No per-example deadline: it is a timing assertion, and these machines are shared (an example
 # took 425 ms on a loaded machine and 0.7 ms on its re-run). Hangs are caught by pytest-timeout.
 settings.register_profile("filestore", deadline=None)
