@@ -28,6 +28,8 @@ LAYERS: Final = (
     (2, "stores", {"memory", "redis_store", "redis_scripts"}),
     (3, "offline", {"offline"}),
     (4, "transfer", {"backends", "transfer"}),
+    # asyncio twins of the stores, and their opening (which shares open_store's targets).
+    (5, "aio", {"aio"}),
     (5, "app", {"cli", "demo", "__main__", "__init__"}),
 )
 # The engine implements the contract in one place; its lower layers know only the model.

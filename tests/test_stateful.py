@@ -45,7 +45,7 @@ from filestore import (
 )
 from filestore.backends import MovableStore
 
-from .support.backends import BACKENDS, Backend
+from .support.backends import ASYNC_BACKENDS, BACKENDS, Backend
 from .support.clocks import ManualClock
 
 ENVS = ("dev",)
@@ -409,13 +409,14 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 def _machine_for(name: str) -> type[StoreMachine]:
-    return type(f"{name.title()}Machine", (StoreMachine,), {"backend": BACKENDS[name]})
+    backend = BACKENDS[name] if name in BACKENDS else ASYNC_BACKENDS[name]
+    return type(f"{name.title()}Machine", (StoreMachine,), {"backend": backend})
 
 
 _SETTINGS = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
-@pytest.mark.parametrize("name", sorted(BACKENDS))
+@pytest.mark.parametrize("name", sorted(BACKENDS) + sorted(ASYNC_BACKENDS))
 def test_backend_agrees_with_dict_model(name: str) -> None:
     """Random call sequences give the same answers on the backend as on the dict model."""
     run_state_machine_as_test(_machine_for(name), settings=_SETTINGS)

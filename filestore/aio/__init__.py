@@ -1,0 +1,24 @@
+"""filestore for asyncio programs: the ``SessionStore`` contract as coroutines.
+
+- ``AsyncSessionStore``: the protocol (every sync call, awaited; ``async with``);
+- ``AsyncFileSessionStore``: the file store, writes of all coroutines made
+  durable together (group commit), reads from memory on the loop;
+- ``AsyncRedisSessionStore``: the Redis store on ``redis.asyncio``, same
+  scripts and key layout;
+- ``AsyncInMemorySessionStore``: the dict store;
+- ``open_async_store(target)``: any of them from ``open_store``'s targets.
+"""
+
+from __future__ import annotations
+
+from filestore.aio.filestore import AsyncFileSessionStore
+from filestore.aio.memory import AsyncInMemorySessionStore
+from filestore.aio.opening import open_async_store
+from filestore.aio.protocol import AsyncSessionStore
+
+__all__ = [
+    "AsyncFileSessionStore",
+    "AsyncInMemorySessionStore",
+    "AsyncSessionStore",
+    "open_async_store",
+]
