@@ -9,6 +9,12 @@ line itself.
 
 from __future__ import annotations
 
+from filestore.aio import (
+    AsyncFileSessionStore,
+    AsyncInMemorySessionStore,
+    AsyncSessionStore,
+    open_async_store,
+)
 from filestore.backends import MigrateReport, MovableStore, migrate, open_store
 from filestore.cli import main
 from filestore.contract import SessionStore, StoredSession
@@ -52,6 +58,9 @@ from filestore.redis_store import RedisSessionStore
 from filestore.transfer import ImportReport, export_sessions, import_sessions
 
 __all__ = [
+    "AsyncFileSessionStore",
+    "AsyncInMemorySessionStore",
+    "AsyncSessionStore",
     "BackendUnavailableError",
     "CompactReport",
     "CorruptionError",
@@ -106,6 +115,7 @@ __all__ = [
     "import_sessions",
     "main",
     "migrate",
+    "open_async_store",
     "open_store",
     "stats",
     "telegram_update_to_session_key",

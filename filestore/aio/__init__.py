@@ -1,4 +1,5 @@
-"""filestore for asyncio programs: the ``SessionStore`` contract as coroutines.
+"""Implementation of the stores for asyncio programs; users import them from ``filestore``
+(``filestore.aio`` names the same objects, for code that wants the async ones apart).
 
 - ``AsyncSessionStore``: the protocol (every sync call, awaited; ``async with``);
 - ``AsyncFileSessionStore``: the file store, writes of all coroutines made
