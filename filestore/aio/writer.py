@@ -32,7 +32,7 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -172,7 +172,7 @@ class BatchingFileStore(FileSessionStore):
 
 
 def _settle(done: list[tuple[Pending, CallOutcome]]) -> None:
-    """Resolve each future with its outcome, one callback per event loop."""
+    """Resolve each future with its outcome, on its own loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Pending, CallOutcome]]] = {}
     for item in done:
         by_loop.setdefault(item[0].loop, []).append(item)
@@ -181,8 +181,14 @@ def _settle(done: list[tuple[Pending, CallOutcome]]) -> None:
             loop.call_soon_threadsafe(_resolve, items)
 
 
+# Coroutines woken together run in one turn of the loop, before it looks at its timers and
+# sockets again: a batch is woken this many at a time, a turn each, so one batch of a
+# hundred writers cannot hold the loop for milliseconds.
+WAKE_SLICE: Final = 8
+
+
 def _resolve(items: list[tuple[Pending, CallOutcome]]) -> None:
-    for pending, outcome in items:
+    for pending, outcome in items[:WAKE_SLICE]:
         future = pending.future
         if future.done():  # cancelled while the writer had it
             continue
@@ -190,3 +196,5 @@ def _resolve(items: list[tuple[Pending, CallOutcome]]) -> None:
             future.set_exception(outcome.error)
         else:
             future.set_result(outcome.result)
+    if len(items) > WAKE_SLICE:
+        items[0][0].loop.call_soon(_resolve, items[WAKE_SLICE:])
