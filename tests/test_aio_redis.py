@@ -146,7 +146,7 @@ async def test_waits_move_and_expired_members_are_pruned(namespace: str, raw: re
         await store.register_wait(ctx(), "u1", scope, "w1", data(), datetime.timedelta(hours=1))
         listed = [session async for session in store.iter_sessions()]
         assert [(s.key, s.wait) for s in listed] == [("w1", scope.scope_hash())]
-        other = listed[0].__class__("w2", listed[0].scope, listed[0].data, active=False, wait=listed[0].wait)
+        other = attrs.evolve(listed[0], key=SessionKey("w2"), active=False)
         with pytest.raises(InvalidInputError, match="held by another key"):
             await store.import_session(other)
         raw.delete(f"{namespace}:session:w1")
