@@ -439,15 +439,15 @@ def async_ratios(runs: dict[str, list[dict[str, object]]]) -> list[dict[str, obj
     return rows
 
 
-def async_text(results: dict[str, Any]) -> str:
-    """The section as text for the report ('' when it did not run)."""
+def async_text(results: dict[str, Any]) -> list[str]:
+    """The section as report lines (none when it did not run)."""
     section = results.get("async") or {}
     if not section:
-        return ""
+        return []
     lines = [
         "",
-        f"async: {section['coroutines']} coroutines, {section['ops']} calls of the mixed workload over "
-        f"{section['preload']} sessions, median of {section['rounds']} rounds",
+        f"async (issue 17): {section['coroutines']} coroutines, {section['ops']} calls of the mixed workload "
+        f"over {section['preload']} sessions, median of {section['rounds']} rounds",
         f"  idle loop: 1 ms ticker lag p99 {section['idle_loop']['lag_p99_ms']} ms",
     ]
     for name, run in section["contenders"].items():
@@ -462,4 +462,4 @@ def async_text(results: dict[str, Any]) -> str:
     for row in section["ratios"]:
         verdict = "holds" if row["holds"] else "MISSES"
         lines.append(f"  {row['what']}: {row['measured']} (target {row['target']}, {verdict})")
-    return "\n".join(lines)
+    return lines
