@@ -4,8 +4,9 @@ Coroutines hand their write calls to ``BatchingFileStore.enqueue`` and await a
 future. Two threads do the rest, so the event loop never waits for the disk:
 
 - the **appender** takes every call queued so far as one batch and runs it
-  through the engine (``Writing._append_calls``: the writer lock taken once,
-  caught up with other processes once, each call's records appended, no sync);
+  through the engine (``Writing._append_calls``: each call decided and its
+  records appended as a sync call's, under the writer lock after catching up
+  with other processes, but none waiting for a sync);
 - the **syncer** makes everything appended so far durable with one
   ``fdatasync`` (the engine's group commit), then resolves every future it
   covered, on each future's own loop.
@@ -103,7 +104,7 @@ class BatchingFileStore(FileSessionStore):
 
     def read_now(self, read: Callable[[], object]) -> tuple[bool, object]:
         """``(True, read())`` if the store is free this instant, else ``(False, None)`` without
-        waiting: the appender holds it for a batch (and perhaps for another process's lock)."""
+        waiting: the appender holds it for a call (perhaps waiting for another process's lock)."""
         if not self._mutex.acquire(blocking=False):
             return False, None
         try:
