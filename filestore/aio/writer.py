@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -141,7 +142,7 @@ class BatchingFileStore(FileSessionStore):
 
     def _append_batch(self, batch: list[Pending]) -> None:
         try:
-            outcomes, position = self._append_calls([pending.call for pending in batch])
+            outcomes, position = self._append_calls([_yielding(pending.call) for pending in batch])
         except Exception as error:  # no call ran: the lock, catching up, or the handle refused
             _settle([(pending, CallOutcome(error=error)) for pending in batch])
             return
@@ -170,6 +171,20 @@ class BatchingFileStore(FileSessionStore):
             except Exception as error:  # the sync failed: every call it was to cover is in doubt
                 calls = [(pending, CallOutcome(error=error, wrote=True)) for pending, _outcome in calls]
             _settle(calls)
+
+
+def _yielding(call: Callable[[], object]) -> Callable[[], object]:
+    """``call``, then give up the CPU: the GIL is not fair (a thread back from a system call
+    retakes it before a woken waiter runs), so without this the event loop, waking for a timer
+    or a socket, can wait out the whole switch interval (5 ms) behind the appender's Python."""
+
+    def run() -> object:
+        try:
+            return call()
+        finally:
+            os.sched_yield()
+
+    return run
 
 
 def _settle(done: list[tuple[Pending, CallOutcome]]) -> None:
