@@ -10,6 +10,13 @@ line itself.
 from __future__ import annotations
 
 from filestore._version import __version__ as __version__  # re-exported: filestore.__version__
+from filestore.aio import (
+    AsyncFileSessionStore,
+    AsyncInMemorySessionStore,
+    AsyncRedisSessionStore,
+    AsyncSessionStore,
+    open_async_store,
+)
 from filestore.backends import MigrateReport, MovableStore, migrate, open_store
 from filestore.cli import main
 from filestore.contract import SessionStore, StoredSession
@@ -54,6 +61,10 @@ from filestore.redis_store import RedisSessionStore
 from filestore.transfer import ImportReport, export_sessions, import_sessions
 
 __all__ = [
+    "AsyncFileSessionStore",
+    "AsyncInMemorySessionStore",
+    "AsyncRedisSessionStore",
+    "AsyncSessionStore",
     "BackendUnavailableError",
     "CompactReport",
     "CorruptionError",
@@ -109,6 +120,7 @@ __all__ = [
     "import_sessions",
     "main",
     "migrate",
+    "open_async_store",
     "open_store",
     "stats",
     "telegram_update_to_session_key",

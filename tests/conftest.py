@@ -11,7 +11,7 @@ from hypothesis import settings
 import filestore
 from filestore import SessionStore
 
-from .support.backends import BACKENDS, Backend
+from .support.backends import ASYNC_BACKENDS, BACKENDS, Backend
 from .support.installed import installed_mode, installed_problems, register_tools
 
 
@@ -30,10 +30,24 @@ settings.register_profile("filestore", deadline=None)
 settings.load_profile("filestore")
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+# The modules whose ``backend`` tests also run on the async backends (through SyncOverAsync).
+ASYNC_MODULES = frozenset({"test_contract", "test_waits"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each ``backend`` test once per registered backend (and async one, in ASYNC_MODULES)."""
+    if "backend" in metafunc.fixturenames:
+        names = sorted(BACKENDS)
+        if metafunc.module.__name__.rsplit(".", 1)[-1] in ASYNC_MODULES:
+            names += sorted(ASYNC_BACKENDS)
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> Backend:
-    """Each registered backend in turn."""
-    return BACKENDS[request.param]
+    """Each registered backend in turn (see ``pytest_generate_tests``)."""
+    name = request.param
+    return BACKENDS[name] if name in BACKENDS else ASYNC_BACKENDS[name]
 
 
 @pytest.fixture

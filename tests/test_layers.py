@@ -28,7 +28,9 @@ LAYERS: Final = (
     (2, "stores", {"memory", "redis_store", "redis_scripts", "redis_layout", "redis_connect", "redis_steps"}),
     (3, "offline", {"offline"}),
     (4, "transfer", {"backends", "transfer"}),
-    (5, "app", {"cli", "demo", "__main__", "__init__", "_version"}),
+    # asyncio twins of the stores, and their opening (which shares open_store's targets).
+    (5, "aio", {"aio"}),
+    (6, "app", {"cli", "demo", "__main__", "__init__", "_version"}),
 )
 # The engine implements the contract in one place; its lower layers know only the model.
 CONTRACT_USERS_IN_ENGINE: Final = {"engine.store", "engine.waiting", "engine.writing"}

@@ -45,7 +45,7 @@ from filestore import (
 )
 from filestore.backends import MovableStore
 
-from .support.backends import BACKENDS, Backend
+from .support.backends import ASYNC_BACKENDS, BACKENDS, Backend
 from .support.clocks import ManualClock
 
 ENVS = ("dev",)
@@ -409,7 +409,8 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 def _machine_for(name: str) -> type[StoreMachine]:
-    return type(f"{name.title()}Machine", (StoreMachine,), {"backend": BACKENDS[name]})
+    backend = BACKENDS[name] if name in BACKENDS else ASYNC_BACKENDS[name]
+    return type(f"{name.title()}Machine", (StoreMachine,), {"backend": backend})
 
 
 _SETTINGS = settings(max_examples=60, stateful_step_count=40, deadline=None)
@@ -421,7 +422,7 @@ _SETTINGS = settings(max_examples=60, stateful_step_count=40, deadline=None)
     "name",
     [
         pytest.param(name, marks=[pytest.mark.slow] if name == "redis-cluster" else [])
-        for name in sorted(BACKENDS)
+        for name in sorted(BACKENDS) + sorted(ASYNC_BACKENDS)
     ],
 )
 def test_backend_agrees_with_dict_model(name: str) -> None:

@@ -15,8 +15,10 @@ is raised as it is.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+import attrs
 
 from filestore.contract import check_record_size
 from filestore.engine.framing import KIND_PUT
@@ -33,6 +35,24 @@ from filestore.model import SessionData
 
 _T = TypeVar("_T")
 _RECORD_TYPES = (Put, Remove)
+
+
+@attrs.define
+class CallOutcome:
+    """What one write call of a batch did: its ``result`` or ``error``, and whether it ``wrote``
+    records (which then need the batch's sync before the call is acknowledged)."""
+
+    result: object = None
+    error: Exception | None = None
+    wrote: bool = False
+
+
+@attrs.define
+class _Batch:
+    """The batch ``Writing._append_calls`` runs: its thread, and where its last record landed."""
+
+    thread: int
+    position: LogPosition | None = None
 
 
 class Writing:
@@ -53,6 +73,8 @@ class Writing:
     read_only: bool
     _sync_each: bool
     _sync_early: bool
+    # Set while _append_calls runs; only its own thread's writes defer their sync to it.
+    _batch: _Batch | None = None
 
     def _check_writable(self) -> None:
         raise NotImplementedError  # pragma: no cover - FileSessionStore's
@@ -91,6 +113,10 @@ class Writing:
                 self._snapshots.start()
         if position is None:
             return
+        batch = self._batch
+        if batch is not None and batch.thread == threading.get_ident():
+            batch.position = position  # the batch's one sync comes after it (_sync_through)
+            return
         if self.durability is Durability.GROUP:
             self._group.wait_durable(position, self._sync_everything)
 
@@ -122,6 +148,44 @@ class Writing:
             self._group.wait_durable(position, self._sync_everything)
         else:
             self._sync_everything()
+
+    def _append_calls(
+        self, calls: Sequence[Callable[[], object]]
+    ) -> tuple[list[CallOutcome], LogPosition | None]:
+        """Run write ``calls`` (each calls one write method of this store) in order as one batch:
+        each decided and appended as ``_write`` does (under the writer lock, caught up with other
+        processes), none waiting for a sync. Returns each call's outcome and where the batch's
+        last record landed: ``_sync_through`` it before acknowledging any call that wrote (the
+        async store's group commit across coroutines; see ``filestore.aio``).
+
+        A call's refusal (unknown key, another owner, too large, a full disk, the lock not
+        taken in time) is its own outcome and the others go on, as separate calls would; once a
+        call poisons the handle, the calls after it are refused with ``StorePoisonedError``,
+        nothing of theirs stored. The mutex and the writer lock are taken call by call, as by
+        separate calls, so readers get in between. A call of several records syncs each but its
+        last before the next, as ``_write`` does in the group mode.
+        """
+        outcomes: list[CallOutcome] = []
+        self._batch = batch = _Batch(threading.get_ident())
+        try:
+            for call in calls:
+                before = batch.position
+                outcome = CallOutcome()
+                try:
+                    outcome.result = call()
+                except Exception as error:  # the call's own outcome, raised to its caller
+                    outcome.error = error
+                outcome.wrote = batch.position is not before
+                outcomes.append(outcome)
+        finally:
+            self._batch = None
+        return outcomes, batch.position
+
+    def _sync_through(self, position: LogPosition) -> None:
+        """Return once every record up to ``position`` is durable (group commit: one fdatasync
+        shared with any other waiter; ``StorePoisonedError`` or ``WriteInDoubtError`` if it fails)."""
+        if self.durability is not Durability.NONE:
+            self._group.wait_durable(position, self._sync_everything)
 
     def _append(
         self, built: Record | list[Record] | None, session: SessionData | None, *, each_synced: bool = True

@@ -22,7 +22,10 @@ import attrs
 import pytest
 
 from filestore import FileSessionStore, InMemorySessionStore, RedisSessionStore, SessionStore
+from filestore.aio import AsyncFileSessionStore, AsyncInMemorySessionStore, AsyncRedisSessionStore
 from filestore.waits import Clock
+
+from .aio import SyncOverAsync, SyncOverAsyncFile
 
 
 @attrs.frozen
@@ -90,5 +93,49 @@ BACKENDS: dict[str, Backend] = {
         _file("file-none-snapshots", durability="none", snapshot_every_records=3),
         Backend("redis", _redis_store, durable=True),
         Backend("redis-cluster", _redis_cluster_store, durable=True),
+    )
+}
+
+
+def _aio_file(path: Path, clock: Clock | None = None) -> SessionStore:
+    options: dict[str, Any] = {} if clock is None else {"clock": clock}
+
+    async def opened() -> AsyncFileSessionStore:
+        return AsyncFileSessionStore(path, **options)
+
+    return SyncOverAsyncFile.opening(opened)
+
+
+def _aio_redis(path: Path) -> SessionStore:
+    from .redis_server import redis_url  # noqa: PLC0415 - starts the server on first use
+
+    async def opened() -> AsyncRedisSessionStore:
+        return AsyncRedisSessionStore(redis_url(), namespace=f"test:aio:{abs(hash(str(path)))}")
+
+    return SyncOverAsync.opening(opened)
+
+
+def _aio_memory(clock: Clock | None = None) -> SessionStore:
+    options: dict[str, Any] = {} if clock is None else {"clock": clock}
+
+    async def opened() -> AsyncInMemorySessionStore:
+        return AsyncInMemorySessionStore(**options)
+
+    return SyncOverAsync.opening(opened)
+
+
+# The async backends (filestore.aio), each behind SyncOverAsync: the contract, wait and
+# state-machine tests run on them too (conftest adds them for the modules in ASYNC_MODULES).
+ASYNC_BACKENDS: dict[str, Backend] = {
+    backend.name: backend
+    for backend in (
+        Backend(
+            "aio-memory",
+            lambda _path: _aio_memory(),
+            durable=False,
+            clocked=lambda _path, clock: _aio_memory(clock),
+        ),
+        Backend("aio-file", _aio_file, durable=True, clocked=_aio_file),
+        Backend("aio-redis", _aio_redis, durable=True),
     )
 }

@@ -15,7 +15,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import bulk, decode, latency, orders, redisscale, report, sections, syncs, writepath
+from tools.bench import (
+    asyncbench,
+    bulk,
+    decode,
+    latency,
+    orders,
+    redisscale,
+    report,
+    sections,
+    syncs,
+    writepath,
+)
 from tools.bench import workload as wl
 from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
@@ -32,6 +43,7 @@ SECTIONS = (
     "latency",
     "bulk",
     "redis",
+    "async",
 )
 
 
@@ -363,6 +375,35 @@ def run_bulk(args: argparse.Namespace, work: Path) -> dict[str, object]:
     )
 
 
+def run_async(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    print(f"async, {asyncbench.COROUTINES} coroutines, {args.async_ops} calls", flush=True)
+    return asyncbench.measure_async(
+        work / "async",
+        wl.Population(1024, args.seed),
+        preload=args.async_preload,
+        ops=args.async_ops,
+        rounds=args.rounds,
+        seed=args.seed,
+    )
+
+
+def run_redis(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    return redisscale.run_redis(work, quick=args.quick, seed=args.seed)
+
+
+def _tail_sections(args: argparse.Namespace, work: Path) -> dict[str, dict[str, object]]:
+    """The bulk, async and redis sections, each ``{}`` unless asked for."""
+    return {
+        "bulk": run_bulk(args, work) if "bulk" in args.section_set else {},
+        "async": run_async(args, work) if "async" in args.section_set else {},
+        "redis": (
+            redisscale.run_redis(work, quick=args.quick, seed=args.seed)
+            if "redis" in args.section_set
+            else {}
+        ),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Every section asked for, then the ratios: the JSON document."""
     started = time.perf_counter()
@@ -375,7 +416,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     decoding: dict[str, object] = {}
     write_path: dict[str, object] = {}
     latencies: dict[str, object] = {}
-    bulk_load: dict[str, object] = {}
     with work_directory(args.dir, keep=args.keep) as work:
         machine = machine_facts(work)
         if "steps" in args.section_set:
@@ -407,13 +447,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if "latency" in args.section_set:
             print("latency vs size", flush=True)
             latencies = run_latency(args, work)
-        if "bulk" in args.section_set:
-            bulk_load = run_bulk(args, work)
-        redis_scale = (
-            redisscale.run_redis(work, quick=args.quick, seed=args.seed)
-            if "redis" in args.section_set
-            else {}
-        )
+        tail = _tail_sections(args, work)
         if args.profile:
             print("profile", flush=True)
             profile = sections.profile_filestore(
@@ -445,8 +479,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "steps": steps,
         "decode": decoding,
         "write_path": write_path,
-        "bulk": bulk_load,
-        "redis": redis_scale,
+        "bulk": tail["bulk"],
+        "async": tail["async"],
+        "redis": tail["redis"],
         "main": tables,
         "main_interleaved": interleaved,
         "concurrency": concurrency,
