@@ -13,7 +13,7 @@ import asyncio
 import datetime
 import json
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -247,21 +247,51 @@ def test_the_store_forgets_a_wait_after_the_grace_period() -> None:
     assert (again.text, again.prompt) == ("What is your name?", "ask.name#1")
 
 
-def test_messages_of_one_flow_are_taken_one_at_a_time() -> None:
-    """Two answers to the name question sent at once: exactly one becomes the name, the other is
-    then an answer to the email question (the flow lock), never both read the same state."""
+class GatedStore(AsyncInMemorySessionStore):
+    """An in-memory store whose ``register_wait`` holds until the test opens ``gate``, as a
+    durable store's sync would, saying when one has ``entered``."""
 
-    async def test(runner: Runner, store: AsyncInMemorySessionStore, clock: ManualClock) -> list[Reply]:
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock=clock)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def register_wait(self, *args: Any, **kwargs: Any) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().register_wait(*args, **kwargs)
+
+
+def test_messages_of_one_flow_are_taken_one_at_a_time() -> None:
+    """Three answers to the name question sent at once while the store is slow to write: the
+    later two queue on the flow's lock (they never read the state the first is changing), so one
+    becomes the name and the others answer the email question. Another flow's message meanwhile
+    is not held by that lock."""
+    clock = ManualClock()
+
+    async def scenario() -> list[Reply]:
+        store = GatedStore(clock)
+        runner = Runner(store, ttl=TTL, grace=GRACE, clock=clock)
         first = await runner.handle(message("hi"))
-        replies = await asyncio.gather(
-            runner.handle(message("Ann")), runner.handle(message("Bea")), runner.handle(message("x@y.org"))
-        )
+        other = await runner.handle(message("hi", thread="t-2"))
+        store.gate.clear()
+        store.entered.clear()
+        same_flow = [asyncio.create_task(runner.handle(message(text))) for text in ("Ann", "Bea", "x@y.org")]
+        await store.entered.wait()
+        assert runner.active_locks() == 3  # the first at its write, two queued behind it
+        # Another flow's message (one that writes nothing) is not held by this flow's lock.
+        blank = await runner.handle(message("   ", other.prompt, thread="t-2"))
+        assert blank.text == "Please tell me your name. What is your name?"
+        store.gate.set()
+        replies = [await task for task in same_flow]
+        assert runner.active_locks() == 0
         data = await store.get_session(first.key)
         assert data is not None
         assert json.loads(data.context_json)["asked"] == 3
-        return list(replies)
+        return replies
 
-    replies = run(test)
+    replies = asyncio.run(scenario())
     assert [reply.step for reply in replies] == [ASK_EMAIL, ASK_EMAIL, CONFIRM]
     assert replies[1].text.startswith("That does not look like an email address. Thanks, Ann.")
     assert replies[2].text == "Register Ann <x@y.org>? (yes/no)"
@@ -294,6 +324,57 @@ def test_a_cursor_this_runner_never_writes_starts_the_flow_over() -> None:
         return await runner.handle(message("0123"))
 
     assert run(test).prompt == "ask.name#8"
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        "not json",
+        "[]",
+        "{}",
+        '{"asked": 1}',
+        '{"asked": "1", "expires_at_ms": 0}',
+        '{"asked": 1, "expires_at_ms": 0, "name": 5}',
+    ],
+)
+def test_a_context_this_runner_cannot_read_starts_the_flow_over(context: str) -> None:
+    """A stored flow whose context is not what the runner writes (not JSON, fields missing or of
+    the wrong type) is restarted at the name question, not a crash of the request."""
+
+    async def test(runner: Runner, store: AsyncInMemorySessionStore, clock: ManualClock) -> Reply:
+        first = await runner.handle(message("hi"))
+        ctx = TenantCtx.new("dev", "acme").with_user("alice")
+        odd = SessionData(ctx, FLOW_ID, SessionCursor(ASK_EMAIL, "user-input"), context)
+        await store.register_wait(ctx, "alice", ReplyScope("chat-1"), first.key, odd)
+        return await runner.handle(message("alice@example.org"))
+
+    again = run(test)
+    assert (again.text, again.prompt) == ("What is your name?", "ask.name#1")
+
+
+@pytest.mark.parametrize(
+    ("ttl", "said"),
+    [
+        (datetime.timedelta(minutes=1), "1 minute"),
+        (datetime.timedelta(minutes=15), "15 minutes"),
+        (datetime.timedelta(seconds=90), "90 seconds"),
+        (datetime.timedelta(seconds=1), "1 second"),
+    ],
+)
+def test_the_expiry_reply_says_how_long_the_question_waited(ttl: datetime.timedelta, said: str) -> None:
+    """The expired reply states the TTL in words a user reads: minutes when whole, else seconds."""
+    clock = ManualClock()
+
+    async def scenario() -> Reply:
+        async with AsyncInMemorySessionStore(clock=clock) as store:
+            runner = Runner(store, ttl=ttl, clock=clock)
+            await runner.handle(message("hi"))
+            clock.advance(ttl // datetime.timedelta(milliseconds=1))
+            return await runner.handle(message("Alice"))
+
+    reply = asyncio.run(scenario())
+    assert reply.step == EXPIRED
+    assert f"no answer came within {said}." in reply.text
 
 
 def test_session_keys_tell_every_place_apart() -> None:

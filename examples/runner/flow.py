@@ -99,14 +99,15 @@ class FlowState:
 
     @classmethod
     def from_data(cls, data: SessionData) -> FlowState:
+        """The state ``to_data`` stored; ``ValueError``, ``KeyError`` or ``TypeError`` for any other."""
         context = json.loads(data.context_json)
-        return cls(
-            node=data.cursor.node_pointer,
-            asked=context["asked"],
-            expires_at_ms=context["expires_at_ms"],
-            name=context.get("name"),
-            email=context.get("email"),
-        )
+        asked, expires_at_ms = context["asked"], context["expires_at_ms"]
+        name, email = context.get("name"), context.get("email")
+        if not all(type(number) is int for number in (asked, expires_at_ms)):
+            raise TypeError("asked and expires_at_ms must be integers")
+        if not all(answer is None or isinstance(answer, str) for answer in (name, email)):
+            raise TypeError("name and email must be text")
+        return cls(data.cursor.node_pointer, asked, expires_at_ms, name, email)
 
     def question(self) -> str:
         """The question this state waits on, as the user reads it."""
@@ -159,12 +160,15 @@ class Runner:
                 return await self._park(message, message.session_key(self.env), self._fresh(ASK_NAME))
             if data.flow_id != FLOW_ID:
                 raise FlowConflictError(f"flow {data.flow_id} waits in this conversation")
-            state = FlowState.from_data(data)
+            try:
+                state = FlowState.from_data(data)
+            except (ValueError, KeyError, TypeError):
+                # A context this runner cannot read (hand-edited, another version's): begin again.
+                return await self._park(message, key, self._fresh(ASK_NAME))
             if self.clock() >= state.expires_at_ms:
                 await self.store.clear_wait(ctx, message.user, scope)
-                minutes = self.ttl // datetime.timedelta(minutes=1)
                 text = (
-                    f"Sorry, this registration expired: no answer came within {minutes} minutes. "
+                    f"Sorry, this registration expired: no answer came within {_duration(self.ttl)}. "
                     "Send any message to start again."
                 )
                 return Reply(text, EXPIRED, key)
@@ -229,5 +233,15 @@ class Runner:
                 self._locks[key] = (lock, users - 1)
 
     def active_locks(self) -> int:
-        """Flows with a message being handled or queued (for tests: idle flows hold no lock)."""
-        return len(self._locks)
+        """Messages being handled or queued behind another of their flow (0 when idle: an idle
+        flow holds no lock)."""
+        return sum(users for _lock, users in self._locks.values())
+
+
+def _duration(span: datetime.timedelta) -> str:
+    """``15 minutes``, ``1 minute``, ``90 seconds``: how a user reads a TTL."""
+    seconds = int(span.total_seconds())
+    if seconds % 60 == 0 and seconds >= 60:
+        minutes = seconds // 60
+        return f"{minutes} minute{'s' * (minutes != 1)}"
+    return f"{seconds} second{'s' * (seconds != 1)}"
