@@ -12,8 +12,10 @@ failed call stored (see ``_guard_io``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+import attrs
 
 from filestore.contract import check_record_size
 from filestore.engine.framing import KIND_PUT
@@ -30,6 +32,23 @@ from filestore.model import SessionData
 
 _T = TypeVar("_T")
 _RECORD_TYPES = (Put, Remove)
+
+
+@attrs.define
+class CallOutcome:
+    """What one write call of a batch did: its ``result`` or ``error``, and whether it ``wrote``
+    records (which then need the batch's sync before the call is acknowledged)."""
+
+    result: object = None
+    error: Exception | None = None
+    wrote: bool = False
+
+
+@attrs.define
+class _Batch:
+    """The batch being appended (``Writing._append_calls``): where its last record landed."""
+
+    position: LogPosition | None = None
 
 
 class Writing:
@@ -49,6 +68,8 @@ class Writing:
     _poisoned: str | None
     _sync_each: bool
     _sync_early: bool
+    # Set while _append_calls runs, by the thread holding the mutex (so only it ever sees it).
+    _batch: _Batch | None = None
 
     def _check_writable(self) -> None:
         raise NotImplementedError  # pragma: no cover - FileSessionStore's
@@ -70,6 +91,14 @@ class Writing:
         with self._mutex:
             if self._closed or self._forked or self._poisoned is not None:
                 self._check_writable()  # raises
+            batch = self._batch
+            if batch is not None:
+                # Inside _append_calls: the writer lock is held and the view caught up; the
+                # batch's one sync comes after it (sync_through).
+                landed = self._append(build(), session)
+                if landed is not None:
+                    batch.position = landed
+                return
             lock = self._lock
             lock.acquire()
             try:
@@ -106,6 +135,49 @@ class Writing:
             self._group.wait_durable(position, self._sync_everything)
         else:
             self._sync_everything()
+
+    def _append_calls(
+        self, calls: Sequence[Callable[[], object]]
+    ) -> tuple[list[CallOutcome], LogPosition | None]:
+        """Run write ``calls`` (each calls one write method of this store) as one batch: under
+        the mutex and the writer lock taken once, caught up with other processes once, each
+        call's records appended in order, none waiting for a sync. Returns each call's outcome
+        and where the batch's last record landed: ``sync_through`` it before acknowledging any
+        call that wrote (the async store's group commit across coroutines; see ``filestore.aio``).
+
+        A call's refusal (unknown key, another owner, too large, a full disk) is its own
+        outcome and the others go on, as separate calls would; once a call poisons the
+        handle, the calls after it are refused with ``StorePoisonedError``, nothing stored. A
+        failure to take the lock or catch up is raised: no call ran. A call of several records
+        syncs each but its last before the next, as ``_write`` does in the group mode.
+        """
+        outcomes: list[CallOutcome] = []
+        with self._mutex:
+            self._check_writable()
+            with self._lock:
+                self._view.catch_up(locked=True)
+                self._batch = batch = _Batch()
+                try:
+                    for call in calls:
+                        before = batch.position
+                        outcome = CallOutcome()
+                        try:
+                            outcome.result = call()
+                        except Exception as error:  # the call's own outcome, raised to its caller
+                            outcome.error = error
+                        outcome.wrote = batch.position is not before
+                        outcomes.append(outcome)
+                finally:
+                    self._batch = None
+            if self._view.snapshot_waiting:
+                self._snapshots.start()
+        return outcomes, batch.position
+
+    def _sync_through(self, position: LogPosition) -> None:
+        """Return once every record up to ``position`` is durable (group commit: one fdatasync
+        shared with any other waiter; ``StorePoisonedError`` or ``WriteInDoubtError`` if it fails)."""
+        if self.durability is not Durability.NONE:
+            self._group.wait_durable(position, self._sync_everything)
 
     def _append(
         self, built: Record | list[Record] | None, session: SessionData | None, *, each_synced: bool = True
