@@ -424,6 +424,18 @@ def test_a_malformed_message_is_refused_naming_its_field(body: str | bytes, fiel
     assert raised.value.field == field
 
 
+def test_a_runner_refuses_an_env_that_is_not_an_id() -> None:
+    """The env is checked when the runner is made, not found wrong on every message."""
+
+    async def scenario() -> None:
+        async with AsyncInMemorySessionStore() as store:
+            with pytest.raises(InvalidInputError) as raised:
+                Runner(store, env="dev env")
+            assert raised.value.field == "env"
+
+    asyncio.run(scenario())
+
+
 def test_a_message_scope_leaves_reply_to_out() -> None:
     """The wait scope is the conversation and thread; reply_to only names the prompt answered."""
     parsed = message("x", "ask.name#1", thread="t-1")

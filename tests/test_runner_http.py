@@ -157,12 +157,14 @@ def test_main_serves_until_sigterm_and_writes_the_ready_file(
         ([], "no store"),
         (["--store", "memory:", "--ttl", "0"], "--ttl"),
         (["--store", "x", "--grace", "-1"], "--grace"),
+        (["--store", "x", "--env", "no env"], "--env"),
     ],
 )
 def test_bad_command_lines_are_usage_errors(
     argv: list[str], complaint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No store (neither --store nor RUNNER_STORE), a TTL not above 0 or a negative grace: exit 2."""
+    """No store (neither --store nor RUNNER_STORE), a TTL not above 0, a negative grace or an env
+    that is not a greentic id: exit 2, saying which."""
     monkeypatch.delenv(STORE_VARIABLE, raising=False)
     with pytest.raises(SystemExit) as exited:
         parse_args(argv)

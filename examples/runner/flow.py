@@ -28,7 +28,7 @@ from typing import Final
 import attrs
 
 from examples.runner.message import Message
-from filestore import AsyncSessionStore, FlowId, SessionCursor, SessionData, SessionKey, TenantCtx
+from filestore import AsyncSessionStore, EnvId, FlowId, SessionCursor, SessionData, SessionKey, TenantCtx
 from filestore.waits import system_clock
 
 FLOW_ID: Final = FlowId("register.flow")
@@ -138,7 +138,8 @@ class Runner:
         clock: Clock = system_clock,
     ) -> None:
         self.store = store
-        self.env = env
+        # Checked once here, or every message would be refused as if its own fields were bad.
+        self.env = EnvId.parse(env, field="env")
         self.ttl = ttl
         self.grace = grace
         self.clock = clock

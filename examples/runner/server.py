@@ -26,7 +26,7 @@ from aiohttp import web
 
 from examples.runner.flow import DEFAULT_GRACE, DEFAULT_TTL, Clock, Runner
 from examples.runner.webhook import make_app
-from filestore import open_async_store
+from filestore import EnvId, InvalidInputError, open_async_store
 from filestore.waits import system_clock
 
 HOST: Final = "127.0.0.1"
@@ -94,6 +94,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"no store: give --store or set {STORE_VARIABLE}")
     if args.ttl <= 0 or args.grace < 0:
         parser.error("--ttl must be positive and --grace not negative")
+    try:
+        EnvId.parse(args.env, field="env")
+    except InvalidInputError as error:
+        parser.error(f"--env: {error.message}")
     return args
 
 
