@@ -12,6 +12,7 @@ from __future__ import annotations
 from filestore.aio import (
     AsyncFileSessionStore,
     AsyncInMemorySessionStore,
+    AsyncRedisSessionStore,
     AsyncSessionStore,
     open_async_store,
 )
@@ -60,6 +61,7 @@ from filestore.transfer import ImportReport, export_sessions, import_sessions
 __all__ = [
     "AsyncFileSessionStore",
     "AsyncInMemorySessionStore",
+    "AsyncRedisSessionStore",
     "AsyncSessionStore",
     "BackendUnavailableError",
     "CompactReport",

@@ -83,3 +83,31 @@ async def test_options_reach_the_store(tmp_path: Path) -> None:
     async with await open_async_store("memory:", max_record_size=10) as small:
         with pytest.raises(InvalidInputError, match="max_record_size"):
             await small.create_session(ctx(), data())
+
+
+async def test_file_store_maintenance_and_listing(tmp_path: Path) -> None:
+    """write_snapshot and online compaction keep every session; iter_sessions lists them; repr names
+    the directory."""
+    async with AsyncFileSessionStore(tmp_path / "s") as store:
+        keys = [await store.create_session(ctx(), data(step=n)) for n in range(3)]
+        await store.remove_session(keys[0])
+        await store.write_snapshot()
+        result = await store.compact()
+        assert result.generation == 2
+        listed = {session.key: session.data async for session in store.iter_sessions()}
+        assert listed == {keys[1]: data(step=1), keys[2]: data(step=2)}
+        assert str(tmp_path / "s") in repr(store)
+        assert store.path == str(tmp_path / "s")
+
+
+async def test_memory_store_limit_listing_and_import() -> None:
+    """The memory twin keeps its size limit, lists its sessions and imports them into another."""
+    async with AsyncInMemorySessionStore(max_record_size=4096) as store, AsyncInMemorySessionStore() as copy:
+        assert store.max_record_size == 4096
+        assert repr(store) == "AsyncInMemorySessionStore()"
+        key = await store.create_session(ctx(), data())
+        listed = [session async for session in store.iter_sessions()]
+        assert [session.key for session in listed] == [key]
+        assert await copy.import_session(listed[0]) is True
+        assert await copy.import_session(listed[0]) is False
+        assert await copy.find_by_user(ctx(), "u1") == (key, data())

@@ -394,3 +394,25 @@ def test_bulk_section(tmp_path: Path) -> None:
         with FileSessionStore(work / name) as store:
             assert len(store) == expected, name
     assert document["main"] == {}
+
+
+def test_async_section(tmp_path: Path) -> None:
+    """The async section runs the three contenders on the same plans (no read misses: every store
+    held what it was given), with the loop's lag, writes per fdatasync and issue 17's ratios."""
+    document = run_bench(tmp_path, "--sections", "async", "--async-ops", "128", "--async-preload", "64")
+    section = document["async"]
+    assert section["coroutines"] == 64
+    runs = section["contenders"]
+    expected = {"filestore-async", "filestore-fsync-1", *({"aiosqlite-full"} - set(section["skipped"]))}
+    assert set(runs) == expected
+    for name, run in runs.items():
+        assert run["misses"] == 0, name
+        assert run["ops"] == 128
+        assert run["ops_per_s"] > 0
+    for name in expected - {"filestore-fsync-1"}:
+        assert runs[name]["lag_p99_ms"] >= runs[name]["lag_p50_ms"] > -1
+    assert runs["filestore-async"]["writes_per_fdatasync"] > 0
+    ids = {row["id"] for row in section["ratios"]}
+    assert {"async/filestore-fsync-1", "async/loop-lag"} <= ids
+    assert all(isinstance(row["holds"], bool) for row in section["ratios"])
+    assert document["main"] == {}

@@ -16,10 +16,12 @@ from filestore.aio.filestore import AsyncFileSessionStore
 from filestore.aio.memory import AsyncInMemorySessionStore
 from filestore.aio.opening import open_async_store
 from filestore.aio.protocol import AsyncSessionStore
+from filestore.aio.redis import AsyncRedisSessionStore
 
 __all__ = [
     "AsyncFileSessionStore",
     "AsyncInMemorySessionStore",
+    "AsyncRedisSessionStore",
     "AsyncSessionStore",
     "open_async_store",
 ]

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import urllib.parse
 from typing import Any
 
 from filestore.aio.filestore import AsyncFileSessionStore
 from filestore.aio.memory import AsyncInMemorySessionStore
 from filestore.aio.protocol import AsyncSessionStore
+from filestore.aio.redis import AsyncRedisSessionStore
 from filestore.backends import REDIS_SCHEMES
 from filestore.errors import InvalidInputError
+from filestore.redis_store import DEFAULT_NAMESPACE
 
 
 async def open_async_store(target: str | os.PathLike[str], **options: Any) -> AsyncSessionStore:
@@ -40,9 +43,13 @@ async def open_async_store(target: str | os.PathLike[str], **options: Any) -> As
         _check_options(AsyncInMemorySessionStore, options)
         return AsyncInMemorySessionStore(**options)
     if text.startswith(REDIS_SCHEMES):
-        raise InvalidInputError(
-            "the async Redis store is not there yet", field="target", rule="memory: or a directory"
-        )
+        parsed = urllib.parse.urlsplit(text)
+        query = urllib.parse.parse_qs(parsed.query)
+        namespace = query.pop("namespace", [DEFAULT_NAMESPACE])[0]
+        rest = urllib.parse.urlencode({name: values[-1] for name, values in query.items()})
+        url = urllib.parse.urlunsplit(parsed._replace(query=rest))
+        _check_options(AsyncRedisSessionStore, options, given_by_spec={"namespace"})
+        return AsyncRedisSessionStore(url, namespace=namespace, **options)
     if not text or "://" in text:
         raise InvalidInputError(
             f"not a store: {text!r} (use a directory, memory: or a redis:// URL)",

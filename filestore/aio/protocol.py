@@ -83,7 +83,7 @@ class AsyncClosesOnExit:
     """``async with`` use for a store: leaving the block awaits ``close()``."""
 
     async def close(self) -> None:
-        raise NotImplementedError
+        raise NotImplementedError  # pragma: no cover - each store's
 
     async def __aenter__(self) -> Self:
         return self

@@ -4,8 +4,9 @@ Coroutines hand their write calls to ``BatchingFileStore.enqueue`` and await a
 future. Two threads do the rest, so the event loop never waits for the disk:
 
 - the **appender** takes every call queued so far as one batch and runs it
-  through the engine (``Writing._append_calls``: the writer lock taken once,
-  caught up with other processes once, each call's records appended, no sync);
+  through the engine (``Writing._append_calls``: each call decided and its
+  records appended as a sync call's, under the writer lock after catching up
+  with other processes, but none waiting for a sync);
 - the **syncer** makes everything appended so far durable with one
   ``fdatasync`` (the engine's group commit), then resolves every future it
   covered, on each future's own loop.
@@ -32,7 +33,7 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -103,7 +104,7 @@ class BatchingFileStore(FileSessionStore):
 
     def read_now(self, read: Callable[[], object]) -> tuple[bool, object]:
         """``(True, read())`` if the store is free this instant, else ``(False, None)`` without
-        waiting: the appender holds it for a batch (and perhaps for another process's lock)."""
+        waiting: the appender holds it for a call (perhaps waiting for another process's lock)."""
         if not self._mutex.acquire(blocking=False):
             return False, None
         try:
@@ -172,7 +173,7 @@ class BatchingFileStore(FileSessionStore):
 
 
 def _settle(done: list[tuple[Pending, CallOutcome]]) -> None:
-    """Resolve each future with its outcome, one callback per event loop."""
+    """Resolve each future with its outcome, on its own loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Pending, CallOutcome]]] = {}
     for item in done:
         by_loop.setdefault(item[0].loop, []).append(item)
@@ -181,8 +182,14 @@ def _settle(done: list[tuple[Pending, CallOutcome]]) -> None:
             loop.call_soon_threadsafe(_resolve, items)
 
 
+# Coroutines woken together run in one turn of the loop, before it looks at its timers and
+# sockets again: a batch is woken this many at a time, a turn each, so one batch of a
+# hundred writers cannot hold the loop for milliseconds.
+WAKE_SLICE: Final = 8
+
+
 def _resolve(items: list[tuple[Pending, CallOutcome]]) -> None:
-    for pending, outcome in items:
+    for pending, outcome in items[:WAKE_SLICE]:
         future = pending.future
         if future.done():  # cancelled while the writer had it
             continue
@@ -190,3 +197,5 @@ def _resolve(items: list[tuple[Pending, CallOutcome]]) -> None:
             future.set_exception(outcome.error)
         else:
             future.set_result(outcome.result)
+    if len(items) > WAKE_SLICE:
+        items[0][0].loop.call_soon(_resolve, items[WAKE_SLICE:])

@@ -46,8 +46,9 @@ class CallOutcome:
 
 @attrs.define
 class _Batch:
-    """The batch being appended (``Writing._append_calls``): where its last record landed."""
+    """The batch ``Writing._append_calls`` runs: its thread, and where its last record landed."""
 
+    thread: int
     position: LogPosition | None = None
 
 
@@ -68,7 +69,7 @@ class Writing:
     _poisoned: str | None
     _sync_each: bool
     _sync_early: bool
-    # Set while _append_calls runs, by the thread holding the mutex (so only it ever sees it).
+    # Set while _append_calls runs; only its own thread's writes defer their sync to it.
     _batch: _Batch | None = None
 
     def _check_writable(self) -> None:
@@ -91,14 +92,6 @@ class Writing:
         with self._mutex:
             if self._closed or self._forked or self._poisoned is not None:
                 self._check_writable()  # raises
-            batch = self._batch
-            if batch is not None:
-                # Inside _append_calls: the writer lock is held and the view caught up; the
-                # batch's one sync comes after it (sync_through).
-                landed = self._append(build(), session)
-                if landed is not None:
-                    batch.position = landed
-                return
             lock = self._lock
             lock.acquire()
             try:
@@ -109,6 +102,10 @@ class Writing:
             if self._view.snapshot_waiting:
                 self._snapshots.start()
         if position is None:
+            return
+        batch = self._batch
+        if batch is not None and batch.thread == threading.get_ident():
+            batch.position = position  # the batch's one sync comes after it (_sync_through)
             return
         if self.durability is Durability.GROUP:
             self._group.wait_durable(position, self._sync_everything)
@@ -139,38 +136,33 @@ class Writing:
     def _append_calls(
         self, calls: Sequence[Callable[[], object]]
     ) -> tuple[list[CallOutcome], LogPosition | None]:
-        """Run write ``calls`` (each calls one write method of this store) as one batch: under
-        the mutex and the writer lock taken once, caught up with other processes once, each
-        call's records appended in order, none waiting for a sync. Returns each call's outcome
-        and where the batch's last record landed: ``sync_through`` it before acknowledging any
-        call that wrote (the async store's group commit across coroutines; see ``filestore.aio``).
+        """Run write ``calls`` (each calls one write method of this store) in order as one batch:
+        each decided and appended as ``_write`` does (under the writer lock, caught up with other
+        processes), none waiting for a sync. Returns each call's outcome and where the batch's
+        last record landed: ``_sync_through`` it before acknowledging any call that wrote (the
+        async store's group commit across coroutines; see ``filestore.aio``).
 
-        A call's refusal (unknown key, another owner, too large, a full disk) is its own
-        outcome and the others go on, as separate calls would; once a call poisons the
-        handle, the calls after it are refused with ``StorePoisonedError``, nothing stored. A
-        failure to take the lock or catch up is raised: no call ran. A call of several records
-        syncs each but its last before the next, as ``_write`` does in the group mode.
+        A call's refusal (unknown key, another owner, too large, a full disk, the lock not
+        taken in time) is its own outcome and the others go on, as separate calls would; once a
+        call poisons the handle, the calls after it are refused with ``StorePoisonedError``,
+        nothing of theirs stored. The mutex and the writer lock are taken call by call, as by
+        separate calls, so readers get in between. A call of several records syncs each but its
+        last before the next, as ``_write`` does in the group mode.
         """
         outcomes: list[CallOutcome] = []
-        with self._mutex:
-            self._check_writable()
-            with self._lock:
-                self._view.catch_up(locked=True)
-                self._batch = batch = _Batch()
+        self._batch = batch = _Batch(threading.get_ident())
+        try:
+            for call in calls:
+                before = batch.position
+                outcome = CallOutcome()
                 try:
-                    for call in calls:
-                        before = batch.position
-                        outcome = CallOutcome()
-                        try:
-                            outcome.result = call()
-                        except Exception as error:  # the call's own outcome, raised to its caller
-                            outcome.error = error
-                        outcome.wrote = batch.position is not before
-                        outcomes.append(outcome)
-                finally:
-                    self._batch = None
-            if self._view.snapshot_waiting:
-                self._snapshots.start()
+                    outcome.result = call()
+                except Exception as error:  # the call's own outcome, raised to its caller
+                    outcome.error = error
+                outcome.wrote = batch.position is not before
+                outcomes.append(outcome)
+        finally:
+            self._batch = None
         return outcomes, batch.position
 
     def _sync_through(self, position: LogPosition) -> None:

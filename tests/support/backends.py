@@ -22,7 +22,7 @@ import attrs
 import pytest
 
 from filestore import FileSessionStore, InMemorySessionStore, RedisSessionStore, SessionStore
-from filestore.aio import AsyncFileSessionStore, AsyncInMemorySessionStore
+from filestore.aio import AsyncFileSessionStore, AsyncInMemorySessionStore, AsyncRedisSessionStore
 from filestore.waits import Clock
 
 from .aio import SyncOverAsync, SyncOverAsyncFile
@@ -96,6 +96,15 @@ def _aio_file(path: Path, clock: Clock | None = None) -> SessionStore:
     return SyncOverAsyncFile.opening(opened)
 
 
+def _aio_redis(path: Path) -> SessionStore:
+    from .redis_server import redis_url  # noqa: PLC0415 - starts the server on first use
+
+    async def opened() -> AsyncRedisSessionStore:
+        return AsyncRedisSessionStore(redis_url(), namespace=f"test:aio:{abs(hash(str(path)))}")
+
+    return SyncOverAsync.opening(opened)
+
+
 def _aio_memory(clock: Clock | None = None) -> SessionStore:
     options: dict[str, Any] = {} if clock is None else {"clock": clock}
 
@@ -117,5 +126,6 @@ ASYNC_BACKENDS: dict[str, Backend] = {
             clocked=lambda _path, clock: _aio_memory(clock),
         ),
         Backend("aio-file", _aio_file, durable=True, clocked=_aio_file),
+        Backend("aio-redis", _aio_redis, durable=True),
     )
 }

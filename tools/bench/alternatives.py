@@ -31,7 +31,7 @@ from tools.bench.contenders import Contender, parse_scope, scope_from_parts, sco
 
 # -- SQLite --------------------------------------------------------------------------
 
-_SCHEMA: Final = (
+SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, env TEXT NOT NULL, "
     "tenant TEXT NOT NULL, team TEXT NOT NULL, user TEXT NOT NULL, data BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS users (env TEXT NOT NULL, tenant TEXT NOT NULL, team TEXT NOT NULL, "
@@ -40,7 +40,7 @@ _SCHEMA: Final = (
 _SYNCHRONOUS: Final = {"FULL": "PRAGMA synchronous=FULL", "NORMAL": "PRAGMA synchronous=NORMAL"}
 
 
-def _columns(scope: SessionScope) -> tuple[str, str, str, str]:
+def columns(scope: SessionScope) -> tuple[str, str, str, str]:
     env, tenant, team, user = scope
     return str(env), str(tenant), "" if team is None else str(team), "" if user is None else str(user)
 
@@ -113,7 +113,7 @@ class SqliteContender(_SqliteConnections):
     """
 
     def __init__(self, path: Path, synchronous: str) -> None:
-        super().__init__(path, synchronous, _SCHEMA)
+        super().__init__(path, synchronous, SCHEMA)
 
     def _scope_of(self, connection: sqlite3.Connection, key: str) -> SessionScope:
         row = connection.execute(
@@ -125,7 +125,7 @@ class SqliteContender(_SqliteConnections):
 
     def create(self, ctx: TenantCtx, data: SessionData) -> str:
         check_context_fence(ctx, data)
-        scope = _columns(session_scope(ctx, data))
+        scope = columns(session_scope(ctx, data))
         key = str(uuid.uuid4())
         blob = data.to_cbor()
         with self._transaction() as connection:
@@ -153,7 +153,7 @@ class SqliteContender(_SqliteConnections):
             if stored.user is not None:
                 connection.execute(
                     "INSERT OR REPLACE INTO users (env, tenant, team, user, key) VALUES (?, ?, ?, ?, ?)",
-                    (*_columns(stored), key),
+                    (*columns(stored), key),
                 )
 
     def remove(self, key: str) -> None:
@@ -162,11 +162,11 @@ class SqliteContender(_SqliteConnections):
             connection.execute("DELETE FROM sessions WHERE key = ?", (key,))
             connection.execute(
                 "DELETE FROM users WHERE env = ? AND tenant = ? AND team = ? AND user = ? AND key = ?",
-                (*_columns(stored), key),
+                (*columns(stored), key),
             )
 
     def find_by_user(self, ctx: TenantCtx, user: str) -> tuple[str, SessionData] | None:
-        scope = _columns(lookup_scope(ctx, user))
+        scope = columns(lookup_scope(ctx, user))
         row = (
             self._connection()
             .execute(

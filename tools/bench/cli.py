@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="sessions imported one sync each, for comparison (default 2000; quick 50)",
     )
+    _async_options(parser)
     parser.add_argument("--profile", action="store_true", help="cProfile filestore's get/find/update")
     parser.add_argument(
         "--rounds", type=int, help="repeat main and concurrency runs, keep the median (default 5)"
@@ -67,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.concurrency_ops = args.concurrency_ops or (60 if quick else 6000)
     args.bulk = args.bulk or (300 if quick else 200_000)
     args.bulk_before = args.bulk_before or (50 if quick else 2000)
+    args.async_ops, args.async_preload = _async_sizes(args.async_ops, args.async_preload, quick=quick)
     args.scale_sizes = _ints(args.scale or (str(args.n) if quick else "10000,100000"))
     args.latency_sizes = _ints(args.latency or (f"{args.n},{4 * args.n}" if quick else "10000,100000"))
     args.latency_updates = args.latency_updates or (2000 if quick else 50_000)
@@ -80,6 +82,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     args.dir = args.dir or ROOT / "bench-results" / "work"
     return args
+
+
+def _async_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--async-ops", type=int, help="calls the 64 coroutines of the async section make (default 12800)"
+    )
+    parser.add_argument(
+        "--async-preload", type=int, help="sessions the async section starts with (default 2000; quick 128)"
+    )
+
+
+def _async_sizes(ops: int | None, preload: int | None, *, quick: bool) -> tuple[int, int]:
+    return ops or (256 if quick else 12_800), preload or (128 if quick else 2000)
 
 
 def _ints(text: str) -> list[int]:

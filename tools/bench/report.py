@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from tools.bench.asyncbench import async_text
 from tools.bench.bulk import bulk_text
 from tools.bench.decode import decode_text
 from tools.bench.latency import latency_text
@@ -362,6 +363,7 @@ def format_report(results: Any) -> str:
     out += _concurrency_text(results)
     out += _scale_text(results)
     out += latency_text(results)
+    out += async_text(results)
     titles = (
         ("targets of issue 7", "ratios"),
         ("group commit, issue 15", "ratios_group"),

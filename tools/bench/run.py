@@ -15,13 +15,24 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.bench import bulk, decode, latency, orders, report, sections, syncs, writepath
+from tools.bench import asyncbench, bulk, decode, latency, orders, report, sections, syncs, writepath
 from tools.bench import workload as wl
 from tools.bench.contenders import Contender, Spec
 from tools.bench.machine import machine_facts
 from tools.bench.registry import SPEC_BY_NAME, select
 
-SECTIONS = ("steps", "decode", "writepath", "main", "interleaved", "concurrency", "scale", "latency", "bulk")
+SECTIONS = (
+    "steps",
+    "decode",
+    "writepath",
+    "main",
+    "interleaved",
+    "concurrency",
+    "scale",
+    "latency",
+    "bulk",
+    "async",
+)
 
 
 # -- the main table --------------------------------------------------------------------
@@ -352,6 +363,26 @@ def run_bulk(args: argparse.Namespace, work: Path) -> dict[str, object]:
     )
 
 
+def run_async(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    print(f"async, {asyncbench.COROUTINES} coroutines, {args.async_ops} calls", flush=True)
+    return asyncbench.measure_async(
+        work / "async",
+        wl.Population(1024, args.seed),
+        preload=args.async_preload,
+        ops=args.async_ops,
+        rounds=args.rounds,
+        seed=args.seed,
+    )
+
+
+def _tail_sections(args: argparse.Namespace, work: Path) -> dict[str, dict[str, object]]:
+    """The bulk and async sections, each ``{}`` unless asked for."""
+    return {
+        "bulk": run_bulk(args, work) if "bulk" in args.section_set else {},
+        "async": run_async(args, work) if "async" in args.section_set else {},
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Every section asked for, then the ratios: the JSON document."""
     started = time.perf_counter()
@@ -364,7 +395,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     decoding: dict[str, object] = {}
     write_path: dict[str, object] = {}
     latencies: dict[str, object] = {}
-    bulk_load: dict[str, object] = {}
     with work_directory(args.dir, keep=args.keep) as work:
         machine = machine_facts(work)
         if "steps" in args.section_set:
@@ -396,8 +426,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if "latency" in args.section_set:
             print("latency vs size", flush=True)
             latencies = run_latency(args, work)
-        if "bulk" in args.section_set:
-            bulk_load = run_bulk(args, work)
+        tail = _tail_sections(args, work)
         if args.profile:
             print("profile", flush=True)
             profile = sections.profile_filestore(
@@ -429,7 +458,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "steps": steps,
         "decode": decoding,
         "write_path": write_path,
-        "bulk": bulk_load,
+        "bulk": tail["bulk"],
+        "async": tail["async"],
         "main": tables,
         "main_interleaved": interleaved,
         "concurrency": concurrency,

@@ -1,0 +1,349 @@
+"""``AsyncRedisSessionStore``: the Redis store on ``redis.asyncio``, for asyncio programs.
+
+The same Lua scripts (``filestore.redis_scripts``), key layout and answers as
+``filestore.redis_store.RedisSessionStore``, whose helpers for building keys
+and reading the scripts' answers it shares: a sync and an async runner, or a
+Rust one, can share one Redis. Each call is one round trip (one script,
+atomic on the server) on the loop's own connection pool; nothing blocks the
+loop. Failures are the sync store's: ``BackendUnavailableError`` for an
+unreachable or refusing server, ``CorruptionError`` for a value that does
+not decode.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import attrs
+import redis.asyncio
+import redis.exceptions
+
+from filestore import redis_scripts as scripts
+from filestore.aio.protocol import AsyncClosesOnExit
+from filestore.contract import (
+    DEFAULT_MAX_RECORD_SIZE,
+    StoredSession,
+    check_context_fence,
+    check_ctx_preserved,
+    check_max_record_size,
+    check_record_size,
+    check_session_data,
+    check_stored_session,
+    check_tenant_ctx,
+    lookup_scope,
+    session_scope,
+)
+from filestore.errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    SessionNotFoundError,
+    StoreClosedError,
+)
+from filestore.ids import SessionKey, SessionScope, UserId, check_key
+from filestore.model import ReplyScope, SessionData, TenantCtx
+from filestore.redis_store import (
+    _CORRUPT,
+    DEFAULT_NAMESPACE,
+    _check_outcome,
+    _corrupt,
+    _ctx_args,
+    _deadline,
+    _encodable,
+    _expire_at,
+    _glob_literal,
+    _stored_data,
+    _timeout,
+)
+from filestore.waits import check_registration, only_wait, ttl_ms, wait_address, wait_lookup
+
+
+class AsyncRedisSessionStore(AsyncClosesOnExit):
+    """An ``AsyncSessionStore`` on a Redis server, in greentic-session's key layout.
+
+    ``url`` is a redis-py URL (``redis://host:port/db``, ``rediss://``,
+    ``unix://``). Timeouts are in seconds. TTLs are the server's. Durability
+    is the server's too (see ``RedisSessionStore``).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+    ) -> None:
+        if (
+            not isinstance(namespace, str)
+            or not namespace
+            or not namespace.isprintable()
+            or any(character.isspace() for character in namespace)
+            or not _encodable(namespace)
+        ):
+            raise InvalidInputError(
+                f"namespace must be a non-empty string of printable characters without spaces, "
+                f"not {namespace!r}",
+                field="namespace",
+                rule="non-empty, printable, no spaces",
+            )
+        if not (isinstance(url, str) and url and _encodable(url)):
+            raise InvalidInputError(f"url must be a redis URL, not {url!r}", field="url", rule="a URL")
+        self.namespace = namespace
+        self.max_record_size = check_max_record_size(max_record_size)
+        self.address = url
+        self._client = redis.asyncio.Redis.from_url(
+            url,
+            socket_connect_timeout=_timeout("connect_timeout", connect_timeout),
+            socket_timeout=_timeout("command_timeout", command_timeout),
+            decode_responses=True,
+        )
+        self._closed = False
+        register = self._client.register_script
+        self._store_script = register(scripts.STORE)
+        self._update = register(scripts.UPDATE)
+        self._remove = register(scripts.REMOVE)
+        self._find = register(scripts.FIND)
+        self._register = register(scripts.REGISTER)
+        self._find_wait = register(scripts.FIND_WAIT)
+        self._list_waits = register(scripts.LIST_WAITS)
+        self._clear_wait = register(scripts.CLEAR_WAIT)
+        self._prune_waits = register(scripts.PRUNE_WAITS)
+        self._describe = register(scripts.DESCRIBE)
+
+    def _session_key(self, key: str) -> str:
+        return f"{self.namespace}:session:{key}"
+
+    # -- the contract ------------------------------------------------------------
+
+    async def create_session(self, ctx: TenantCtx, data: SessionData) -> SessionKey:
+        check_context_fence(ctx, data)
+        self._check_size(data, None)
+        scope = session_scope(ctx, data)
+        key = SessionKey(str(uuid.uuid4()))
+        await self._store(StoredSession(key, scope, data, active=True))
+        return key
+
+    async def get_session(self, key: SessionKey | str) -> SessionData | None:
+        checked = check_key(key)
+        name = self._session_key(checked)
+        value = await self._call(self._client.get(name))
+        return None if value is None else _stored_data(name, value)
+
+    async def update_session(self, key: SessionKey | str, data: SessionData) -> None:
+        checked = check_key(key)
+        new = check_session_data(data)
+        try:
+            self._check_size(new, checked)
+        except InvalidInputError:
+            # Refused for what it updates first, as every backend: missing, another owner, too big.
+            current = await self.get_session(checked)
+            if current is None:
+                raise SessionNotFoundError(f"no session with key {checked}", key=checked) from None
+            check_ctx_preserved(current, new)
+            raise
+        outcome = await self._call(
+            self._update(keys=[], args=[self.namespace, checked, new.to_json(), *_ctx_args(new)])
+        )
+        _check_outcome(outcome, checked)
+
+    async def remove_session(self, key: SessionKey | str) -> None:
+        checked = check_key(key)
+        _check_outcome(await self._call(self._remove(keys=[], args=[self.namespace, checked])), checked)
+
+    async def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
+        return await self._find_scope(lookup_scope(check_tenant_ctx(ctx), user), waits=True)
+
+    # -- wait routing ---------------------------------------------------------------------
+
+    async def register_wait(
+        self,
+        ctx: TenantCtx,
+        user_id: UserId | str,
+        scope: ReplyScope,
+        key: SessionKey | str,
+        data: SessionData,
+        ttl: datetime.timedelta | None = None,
+    ) -> None:
+        wait = check_registration(ctx, user_id, scope, key, data, ttl)
+        self._check_size(wait.data, wait.key)
+        ttl_arg = "" if wait.ttl is None else str(ttl_ms(wait.ttl))
+        owner, scope_hash = wait.address
+        args = [
+            self.namespace,
+            wait.key,
+            wait.data.to_json(),
+            json.dumps(list(owner)),
+            scope_hash,
+            ttl_arg,
+            *_ctx_args(wait.data),
+        ]
+        _check_outcome(await self._call(self._register(keys=[], args=args)), wait.key)
+
+    async def find_wait_by_scope(
+        self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
+    ) -> SessionKey | None:
+        owner, scope_hash = wait_address(ctx, user_id, scope)
+        found = await self._call(
+            self._find_wait(keys=[], args=[self.namespace, json.dumps(list(owner)), scope_hash])
+        )
+        return None if found is None else SessionKey(found)
+
+    async def list_waits_for_user(self, ctx: TenantCtx, user_id: UserId | str) -> list[SessionKey]:
+        owner = wait_lookup(ctx, user_id)
+        found = await self._call(self._list_waits(keys=[], args=[self.namespace, json.dumps(list(owner))]))
+        return sorted(SessionKey(key) for key in found)
+
+    async def clear_wait(self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope) -> None:
+        owner, scope_hash = wait_address(ctx, user_id, scope)
+        await self._call(
+            self._clear_wait(keys=[], args=[self.namespace, json.dumps(list(owner)), scope_hash])
+        )
+
+    async def purge_expired(self) -> int:
+        """Prune the wait SETs of members whose session expired; ``0`` (Redis removed them itself)."""
+        for pattern in ("waits:user:*", "scoped-waits:user:*"):
+            async for name in self._scan(f"{_glob_literal(self.namespace)}:{pattern}"):
+                await self._call(self._prune_waits(keys=[name], args=[self.namespace]))
+        return 0
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._client.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisSessionStore({self.address!r}, namespace={self.namespace!r})"
+
+    # -- moving data --------------------------------------------------------------
+
+    async def iter_sessions(self) -> AsyncIterator[StoredSession]:
+        """Every live session with its key, owner, lookup, wait and deadline (SCAN, as the sync store)."""
+        scopes = await self._scope_entries()
+        prefix = f"{self.namespace}:session:"
+        async for name in self._scan(f"{_glob_literal(prefix)}*"):
+            key = SessionKey(name[len(prefix) :])
+            stored = await self._stored(key, scopes.get(key, ""))
+            if stored is not None:  # else removed while we scanned
+                yield stored
+
+    async def import_session(self, session: StoredSession) -> bool:
+        """Store a session under its own key and owner; ``False`` if already there, equal."""
+        session = check_stored_session(session)
+        key = session.key
+        existing = await self._stored(key, session.wait or "")
+        if existing is not None and attrs.evolve(existing, active=session.active) != session:
+            raise InvalidInputError(
+                f"key {key} already holds a different session", field="key", rule="no overwrite"
+            )
+        if session.wait is not None:
+            holder = await self._call(
+                self._find_wait(keys=[], args=[self.namespace, json.dumps(list(session.scope)), session.wait])
+            )
+            if holder not in {None, key}:
+                raise InvalidInputError(
+                    f"the wait of {key} is held by another key", field="wait", rule="one key per scope"
+                )
+        if existing is None or (session.active and not existing.active):
+            self._check_size(session.data, key)
+        await self._store(session)
+        return existing is None
+
+    # -- internals ------------------------------------------------------------------
+
+    def _check_size(self, data: SessionData, key: SessionKey | None) -> None:
+        check_record_size(len(data.to_cbor()), self.max_record_size, key)
+
+    async def _store(self, session: StoredSession) -> None:
+        args = [
+            self.namespace,
+            session.key,
+            session.data.to_json(),
+            json.dumps(list(session.scope)),
+            "1" if session.active else "0",
+            session.wait or "",
+            "" if session.deadline_ms is None else str(_expire_at(session.deadline_ms)),
+        ]
+        await self._call(self._store_script(keys=[], args=args))
+
+    async def _scope_entries(self) -> dict[str, str]:
+        """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
+        prefix = f"{self.namespace}:waits:scope:"
+        names = [name async for name in self._scan(f"{_glob_literal(prefix)}*")]
+        scopes: dict[str, str] = {}
+        for start in range(0, len(names), 500):
+            batch = names[start : start + 500]
+            values = await self._call(self._client.mget(batch))
+            for name, key in zip(batch, values, strict=True):
+                if key is not None:
+                    scopes[key] = name.rsplit(":", 1)[1]
+        return scopes
+
+    async def _stored(self, key: SessionKey, scope_hash: str = "") -> StoredSession | None:
+        found = await self._call(self._describe(keys=[], args=[self.namespace, key, scope_hash]))
+        if found is None:
+            return None
+        value, owner, wait, deadline = found
+        data = _stored_data(self._session_key(key), value)
+        if owner:
+            try:
+                scope = SessionScope.parse(json.loads(owner), field="owner")
+            except (ValueError, RecursionError) as error:
+                raise _corrupt(f"{self.namespace}:owner:{key}", error) from None
+        else:
+            scope = session_scope(data.tenant_ctx, data)
+        active = False
+        if scope.user is not None:
+            hit = await self._find_scope(scope, waits=False)
+            active = hit is not None and hit[0] == key
+        return StoredSession(key, scope, data, active, wait or None, _deadline(deadline))
+
+    async def _find_scope(self, scope: SessionScope, *, waits: bool) -> tuple[SessionKey, SessionData] | None:
+        args = [
+            self.namespace,
+            scope.env,
+            scope.tenant_id,
+            scope.team or "",
+            scope.user or "",
+            "1" if waits else "0",
+        ]
+        found = await self._call(self._find(keys=[], args=args))
+        if not found:
+            return None
+        if found[0] == "waits":
+            only_wait(SessionKey(key) for key in found[1:])  # raises: several waits
+        _status, key, value = found
+        return SessionKey(key), _stored_data(self._session_key(key), value)
+
+    async def _scan(self, match: str) -> AsyncIterator[Any]:
+        names = self._client.scan_iter(match=match, count=500)
+        while True:
+            try:
+                name = await self._call(anext(names))
+            except StopAsyncIteration:
+                return
+            yield name
+
+    async def _call(self, operation: Awaitable[Any]) -> Any:
+        if self._closed:
+            close = getattr(operation, "close", None)
+            if close is not None:
+                close()  # the coroutine never runs: no "never awaited" warning
+            raise StoreClosedError(f"the store at {self.address} is closed")
+        try:
+            return await operation
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            raise BackendUnavailableError(
+                f"Redis at {self.address} is unavailable: {error}", address=self.address
+            ) from error
+        except redis.exceptions.ResponseError as error:
+            if str(error).startswith(_CORRUPT):
+                name, _end = json.JSONDecoder().raw_decode(str(error), len(_CORRUPT))
+                raise _corrupt(name, "it does not decode as JSON") from None
+            raise BackendUnavailableError(
+                f"Redis at {self.address} refused a command: {error}", address=self.address
+            ) from error
