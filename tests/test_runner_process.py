@@ -10,7 +10,7 @@ send their email at once and the runner is killed again as the tenth
 answer arrives, others in flight. After the second restart each resends
 its answers quoting the old prompts: an answered step must be recognised
 as taken (so it was durable), an unanswered one is taken at most once; then
-every flow finishes.
+every flow finishes. The same on Redis, named by a URL.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple, TypeVar
 import aiohttp
 
 from filestore import open_store
+from tests.support.redis_server import drop_namespace, redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = 50
@@ -220,3 +222,14 @@ def test_fifty_flows_survive_a_sigkill_on_a_directory_store(tmp_path: Path) -> N
     others in flight) is there after the restart, in its own flow, a retried answer is not taken
     twice, and every flow finishes with its own user's name and email."""
     run_across_kills(str(tmp_path / "sessions"), tmp_path / "runner.log")
+
+
+def test_fifty_flows_survive_a_sigkill_on_redis(tmp_path: Path) -> None:
+    """The same runner on Redis, named by a redis:// URL (with its namespace): the same flows across
+    the same kills (Redis keeps what each acknowledged write stored), each finished with its own
+    answers, nothing left in the namespace."""
+    namespace = f"runner-test-{uuid.uuid4().hex}"
+    try:
+        run_across_kills(f"{redis_url()}?namespace={namespace}", tmp_path / "runner.log")
+    finally:
+        drop_namespace(namespace)
