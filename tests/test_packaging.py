@@ -79,13 +79,16 @@ def test_linux_typed_and_licensed(project: dict[str, Any]) -> None:
 
 
 def test_every_extra_is_documented(project: dict[str, Any]) -> None:
-    """Each extra of pyproject (and the asyncio issue's `async` and `runner`) is named in the README."""
+    """Each extra of pyproject is named in the README, and every extra the README names exists
+    (pip only warns when asked for one that does not)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    extras = set(project["optional-dependencies"]) | {"async", "runner"}
-    assert {"redis", "bench", "test"} <= extras
+    extras = set(project["optional-dependencies"])
+    assert {"redis", "bench", "test", "cluster", "runner"} <= extras
     assert [
         extra for extra in sorted(extras) if f"`[{extra}]`" not in readme and f"[{extra}]`" not in readme
     ] == []
+    named = set(re.findall(r"`(?:greentic-filestore)?\[([a-z]+)\]`", readme))
+    assert named <= extras, named - extras
 
 
 def test_the_readme_installs_by_the_distribution_name() -> None:

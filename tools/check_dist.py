@@ -3,7 +3,7 @@
 ``python tools/check_dist.py artifacts ROOT WHEEL SDIST``: the wheel holds every
 module of ROOT's ``filestore/`` (no more), ``py.typed`` and the LICENSE, and
 its metadata names the distribution and the version of ``filestore/_version.py``;
-the sdist holds the package, the test suite, the docs and the tools as they are
+the sdist holds the package, the test suite, the docs, the tools and the examples as they are
 in ROOT, so the suite can run from it.
 
 ``python tools/check_dist.py installed WHEEL`` (run by the interpreter of the
@@ -29,7 +29,7 @@ from typing import Final
 DISTRIBUTION: Final = "greentic-filestore"
 PACKAGE: Final = "filestore"
 # What the sdist must carry besides the package for the wheel built from it to be testable.
-SDIST_TREES: Final = ("tests", "docs", "tools")
+SDIST_TREES: Final = ("tests", "docs", "tools", "examples")
 SDIST_FILES: Final = ("README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "MANIFEST.in")
 # Files pip writes at install time, which no wheel carries.
 INSTALL_ONLY: Final = frozenset({"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"})

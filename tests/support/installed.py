@@ -53,16 +53,28 @@ def installed_problems(package_file: str, package_version: str) -> list[str]:
 
 
 def register_tools(root: Path) -> None:
-    """Make the checkout's ``tools/`` importable as ``tools`` (the bench, check_dist) without
-    putting the checkout on sys.path, where its ``filestore`` would shadow the installed one."""
-    if "tools" in sys.modules:
-        return
-    package = root / "tools"
-    spec = importlib.util.spec_from_file_location(
-        "tools", package / "__init__.py", submodule_search_locations=[str(package)]
-    )
-    assert spec is not None, package
-    assert spec.loader is not None, package
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tools"] = module
-    spec.loader.exec_module(module)
+    """Make the checkout's ``tools/`` and ``examples/`` importable as ``tools`` and ``examples``
+    (the bench, check_dist, the example runner) without putting the checkout on sys.path, where
+    its ``filestore`` would shadow the installed one."""
+    for name in ("tools", "examples"):
+        if name in sys.modules:
+            continue
+        package = root / name
+        spec = importlib.util.spec_from_file_location(
+            name, package / "__init__.py", submodule_search_locations=[str(package)]
+        )
+        assert spec is not None, package
+        assert spec.loader is not None, package
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+def examples_only(root: Path, directory: Path) -> Path:
+    """A directory holding only a link to the checkout's ``examples/``: put on a child's
+    ``PYTHONPATH`` (and made its working directory), ``python -m examples.runner`` finds the
+    example while ``filestore`` still comes from the interpreter, installed or not."""
+    link = directory / "examples"
+    if not link.exists():
+        link.symlink_to(root / "examples", target_is_directory=True)
+    return directory
