@@ -3,8 +3,10 @@
 Each block runs in a fresh directory with a `filestore` on PATH that is this checkout's
 `python -m filestore`. The docs speak of an operator's store at `/var/lib/runner/sessions`
 and of a server `redis.internal`: the block gets a copy of `documented_store` in the place of
-the one and the test Redis server (`support/redis_server.py`) in the place of the other, and a
-`backup.jsonl` exported from it, as the export example leaves. Every command must exit 0. In a
+the one and the test Redis server (`support/redis_server.py`) in the place of the other (the
+test cluster and Sentinel group of `support/redis_cluster.py` in the place of the documented
+cluster and Sentinels, each in a namespace of its own, emptied after), and a `backup.jsonl`
+exported from it, as the export example leaves. Every command must exit 0. In a
 block whose commands start with `$ `, the lines under a command are its stdout, compared with
 what it printed (store UUIDs and a snapshot's age, which change from run to run, excepted).
 
@@ -27,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from filestore import FileSessionStore, SessionCursor, SessionData, TenantCtx, main
+from filestore import FileSessionStore, SessionCursor, SessionData, TenantCtx, main, open_store
 from tests.support.installed import installed_mode
+from tests.support.redis_cluster import cluster_url, sentinel_group
 from tests.support.redis_server import drop_namespace, redis_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +45,8 @@ COMMENT = re.compile(r"^<!--.*-->$")
 
 OPERATOR_STORE = "/var/lib/runner/sessions"
 DOCUMENTED_REDIS = "redis://redis.internal:6379/0"
+DOCUMENTED_CLUSTER = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000?namespace=greentic:session"
+DOCUMENTED_SENTINEL = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/mymaster"
 # The namespace the Redis examples write to (the default, also named in cli.md's URL).
 DOCUMENTED_NAMESPACE = "greentic:session"
 # Changes from run to run: a new store's UUID, and a snapshot's age.
@@ -174,6 +179,14 @@ def test_shell_block_runs(block: ShellBlock, template: Path, tmp_path: Path) -> 
     if uses_redis:
         text = text.replace(DOCUMENTED_REDIS, redis_url())  # skips if redis-server is missing
         drop_namespace(DOCUMENTED_NAMESPACE)
+    scaled_out = []
+    namespace = f"docs-{tmp_path.name}"
+    if DOCUMENTED_CLUSTER in text:
+        scaled_out.append(cluster_url(namespace))
+        text = text.replace(DOCUMENTED_CLUSTER, scaled_out[-1])
+    if DOCUMENTED_SENTINEL in text:
+        scaled_out.append(sentinel_group().url(namespace))
+        text = text.replace(DOCUMENTED_SENTINEL, scaled_out[-1])
     for tool in ("jq",):
         if re.search(rf"\|\s*{tool}\b", text) and shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
@@ -205,6 +218,18 @@ def test_shell_block_runs(block: ShellBlock, template: Path, tmp_path: Path) -> 
     finally:
         if uses_redis:
             drop_namespace(DOCUMENTED_NAMESPACE)
+        for url in scaled_out:
+            _empty(url)
+
+
+def _empty(url: str) -> None:
+    """Remove every session of the store at ``url`` (with its lookups and waits)."""
+    store = open_store(url)
+    try:
+        for stored in list(store.iter_sessions()):
+            store.remove_session(stored.key)
+    finally:
+        store.close()
 
 
 def test_blocks_found() -> None:

@@ -27,6 +27,9 @@ from .support.redis_server import redis_url
 
 # Short timeouts: a call to the dead master fails fast, so the stream of writes goes on.
 QUICK = {"connect_timeout": 0.5, "command_timeout": 1.0}
+# min_replicas stores: a replica on a loaded machine may take a second to acknowledge, so the
+# writes that must succeed get room; the ones that must be refused wait this long to be.
+WAITING = {"connect_timeout": 0.5, "command_timeout": 5.0, "min_replicas": 1, "replica_timeout": 3.0}
 
 
 @pytest.fixture
@@ -78,7 +81,7 @@ def test_with_min_replicas_every_acknowledged_write_survives_failover(
     After the failover the new master has no replica yet: writes raise
     (fewer replicas than asked), until the old master rejoins as one.
     """
-    with open_store(group.url(namespace), min_replicas=1, replica_timeout=0.5, **QUICK) as store:
+    with open_store(group.url(namespace), **WAITING) as store:
         users = [ctx(user=f"u{number}") for number in range(20)]
         keys = [store.create_session(user, data(user, step=number)) for number, user in enumerate(users)]
         old = group.kill_master()
@@ -112,7 +115,7 @@ def test_without_min_replicas_the_last_writes_before_failover_may_be_lost(
     """
     with (
         open_store(group.url(namespace), **QUICK) as plain,
-        open_store(group.url(namespace), min_replicas=1, replica_timeout=0.2, **QUICK) as safe,
+        open_store(group.url(namespace), **WAITING) as safe,
     ):
         key = plain.create_session(ctx(), data(step=1))
         other = safe.create_session(ctx(user="u2"), data(ctx(user="u2"), step=1))
