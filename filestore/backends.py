@@ -49,46 +49,70 @@ class MovableStore(SessionStore, Protocol):
     def import_session(self, session: StoredSession) -> bool: ...
 
 
-def open_store(spec: str | os.PathLike[str], **options: Any) -> MovableStore:
-    """Open the store ``spec`` names (see module docs); ``options`` go to its constructor.
+@attrs.frozen
+class Target:
+    """What a store spec names: ``kind`` is ``"memory"``, ``"redis"`` or ``"directory"``;
+    ``location`` the Redis URL (without ``?namespace=``) or the directory."""
+
+    kind: str
+    location: str
+    namespace: str = DEFAULT_NAMESPACE
+
+
+def parse_target(spec: object, *, field: str = "spec") -> Target:
+    """The store ``spec`` names (see module docs), for ``open_store`` and ``open_async_store``.
 
     ``spec`` is text (a ``str`` or ``os.PathLike``): anything else, ``bytes``
-    included, is ``InvalidInputError``, and so is a directory path the file
-    store refuses (see ``filestore.engine.options.store_path``) and an option
-    the store's constructor does not take (``memory:`` takes none).
+    included, is ``InvalidInputError`` naming ``field``, and so is a URL of
+    another scheme or an empty string.
     """
     try:
-        text = os.fspath(spec)
+        text = os.fspath(spec)  # type: ignore[call-overload]
     except TypeError:
         text = None
     if not isinstance(text, str):
         raise InvalidInputError(
-            f"spec must be a str (a directory, memory: or a redis:// URL), not {type(spec).__name__}",
-            field="spec",
+            f"{field} must be a str (a directory, memory: or a redis:// URL), not {type(spec).__name__}",
+            field=field,
             rule="a str",
         )
     if text == "memory:":
-        _check_options(InMemorySessionStore, options)
-        return InMemorySessionStore()
+        return Target("memory", text)
     if text.startswith(REDIS_SCHEMES):
         parsed = urllib.parse.urlsplit(text)
         query = urllib.parse.parse_qs(parsed.query)
         namespace = query.pop("namespace", [DEFAULT_NAMESPACE])[0]
         rest = urllib.parse.urlencode({name: values[-1] for name, values in query.items()})
-        url = urllib.parse.urlunsplit(parsed._replace(query=rest))
-        _check_options(RedisSessionStore, options, given_by_spec=frozenset({"namespace"}))
-        return RedisSessionStore(url, namespace=namespace, **options)
+        return Target("redis", urllib.parse.urlunsplit(parsed._replace(query=rest)), namespace)
     if not text or "://" in text:
         raise InvalidInputError(
             f"not a store: {text!r} (use a directory, memory: or a redis:// URL)",
-            field="spec",
+            field=field,
             rule="a store",
         )
-    _check_options(FileSessionStore, options)
-    return FileSessionStore(text, **options)
+    return Target("directory", text)
 
 
-def _check_options(
+def open_store(spec: str | os.PathLike[str], **options: Any) -> MovableStore:
+    """Open the store ``spec`` names (see module docs); ``options`` go to its constructor.
+
+    Refused with ``InvalidInputError``: a ``spec`` ``parse_target`` refuses, a
+    directory path the file store refuses (see
+    ``filestore.engine.options.store_path``), and an option the store's
+    constructor does not take (``memory:`` takes none).
+    """
+    target = parse_target(spec)
+    if target.kind == "memory":
+        check_options(InMemorySessionStore, options)
+        return InMemorySessionStore()
+    if target.kind == "redis":
+        check_options(RedisSessionStore, options, given_by_spec=frozenset({"namespace"}))
+        return RedisSessionStore(target.location, namespace=target.namespace, **options)
+    check_options(FileSessionStore, options)
+    return FileSessionStore(target.location, **options)
+
+
+def check_options(
     kind: type, options: dict[str, Any], *, given_by_spec: frozenset[str] = frozenset()
 ) -> None:
     """Refuse an option ``kind``'s constructor does not take (Python would raise a bare ``TypeError``).

@@ -111,3 +111,13 @@ async def test_memory_store_limit_listing_and_import() -> None:
         assert await copy.import_session(listed[0]) is True
         assert await copy.import_session(listed[0]) is False
         assert await copy.find_by_user(ctx(), "u1") == (key, data())
+
+
+@pytest.mark.parametrize(
+    "target", ["redis+cluster://127.0.0.1:7000?namespace=n", "redis+sentinel://127.0.0.1:26379/main"]
+)
+async def test_a_cluster_or_sentinel_url_is_refused_saying_the_sync_store_runs_there(target: str) -> None:
+    """The async Redis store speaks to one server: a cluster or Sentinel URL is InvalidInputError
+    naming the sync open_store, rather than a connection error from a client that cannot parse it."""
+    with pytest.raises(InvalidInputError, match="sync open_store"):
+        await open_async_store(target)
