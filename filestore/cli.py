@@ -13,30 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import itertools
 import json
 import math
 import os
 import signal
-import stat
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Final, TextIO
 
 import click
-from tqdm import tqdm
 
 from filestore._version import __version__
 from filestore.backends import REDIS_SCHEMES, MovableStore, open_store
 from filestore.backends import migrate as migrate_stores
+from filestore.clibars import Tally, input_size, log_size, progress_bar, resumable
+from filestore.cliendings import Terminated, quiet_stdout, sigterm_unwinds
 from filestore.contract import DEFAULT_MAX_RECORD_SIZE
 from filestore.demo import run_demo
 from filestore.engine.directory import require_directory, require_store
-from filestore.engine.layout import LOG_NAME
 from filestore.errors import FilestoreError, InvalidInputError
 from filestore.ids import SessionKey
 from filestore.memory import InMemorySessionStore
@@ -90,100 +87,6 @@ kept as sessions.log.old (sessions.log.oldN if an older one is kept).
 Exit codes: 0 clean, 1 errors corrected, 4 errors left uncorrected,
 8 operational error (for example: the store is open elsewhere).
 """
-
-
-class _Bar:
-    """A progress bar on stderr that starts over, with its own total, at each phase
-    (see ``filestore.progress``): a total and a time left that hold for the phase."""
-
-    def __init__(self, command: str, unit: str, total: int | None) -> None:
-        self._command = command
-        self._meter = tqdm(
-            desc=command, unit=unit, unit_scale=True, total=total, file=sys.stderr, leave=False
-        )
-
-    def __call__(self, amount: int) -> None:
-        total = self._meter.total
-        # Never past the total: a phase's total may be an estimate (a log's preallocated tail).
-        self._meter.update(amount if total is None else min(amount, max(total - int(self._meter.n), 0)))
-
-    def phase(self, name: str, total: int | None, unit: str) -> None:
-        self._meter.unit = unit
-        self._meter.reset(total=total)
-        self._meter.set_description(f"{self._command}: {name}")
-
-    def close(self) -> None:
-        self._meter.close()
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, command: str, unit: str, total: int | None = None) -> Iterator[_Bar | None]:
-    """A bar drawn on stderr, or None when it is off (``--quiet``, ``--json``) or stderr is no terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    bar = _Bar(command, unit, total)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-class _Tally:
-    """Counts the sessions an import or migrate has stored (its ``copy`` phase), passing what it
-    is told on to ``bar`` once there is one."""
-
-    def __init__(self) -> None:
-        self.stored = 0
-        self.bar: _Bar | None = None
-        self._phase = "copy"
-
-    def __call__(self, amount: int) -> None:
-        if self._phase == "copy":
-            self.stored += amount
-        if self.bar is not None:
-            self.bar(amount)
-
-    def phase(self, name: str, total: int | None, unit: str) -> None:
-        self._phase = name
-        if self.bar is not None:
-            self.bar.phase(name, total, unit)
-
-
-@contextlib.contextmanager
-def _resumable(tally: _Tally, what: str) -> Iterator[None]:
-    """Say, when interrupted, how far an import or migrate got and that re-running resumes."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        # An import also passes over sessions whose deadline has passed: they count as done.
-        done = (
-            "stored, found already there or skipped as expired"
-            if what == "import"
-            else "stored or found already there"
-        )
-        click.echo(
-            f"filestore: {what} interrupted after {tally.stored} sessions ({done}); "
-            "run the same command again to resume (what arrived is skipped)",
-            err=True,
-        )
-        raise
-
-
-def _input_size(source: BinaryIO) -> int | None:
-    """The size of a regular file given as input (None for a pipe or a terminal)."""
-    try:
-        status = os.fstat(source.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):
-        return None
-    return status.st_size if stat.S_ISREG(status.st_mode) else None
-
-
-def _log_size(directory: Path) -> int | None:
-    try:
-        return (directory / LOG_NAME).stat().st_size
-    except OSError:
-        return None
 
 
 def _is_directory_spec(spec: str) -> bool:
@@ -315,7 +218,7 @@ def demo(directory: Path) -> None:
 @_JSON_OPTION
 @_QUIET_OPTION
 def fsck(directory: Path, repair: bool, wait: float, as_json: bool, quiet: bool) -> int:
-    with _progress(not (as_json or quiet), "fsck", "B", _log_size(directory)) as bar:
+    with progress_bar(not (as_json or quiet), "fsck", "B", log_size(directory)) as bar:
         report = check_store(directory, repair=repair, wait=wait, progress=bar)
     summary = (
         f"{report.path}: {report.records} records, {report.sessions} sessions, {len(report.errors)} errors"
@@ -344,7 +247,7 @@ def compact(directory: Path, keep_old: bool, wait: float, as_json: bool, quiet: 
     that removes what the compaction wrote (exit 8); steps after it that
     failed (the snapshot, on a full disk) are printed as warnings.
     """
-    with _progress(not (as_json or quiet), "compact", "B", _log_size(directory)) as bar:
+    with progress_bar(not (as_json or quiet), "compact", "B", log_size(directory)) as bar:
         report = compact_store(directory, keep_old=keep_old, wait=wait, progress=bar)
     _emit(
         as_json,
@@ -412,7 +315,7 @@ def export_command(store: str, output: str, trust_directory: bool, quiet: bool) 
     with (
         _open_source(store, trust_directory) as source,
         _private_output(output) as out,
-        _progress(not quiet, "export", "sessions") as bar,
+        progress_bar(not quiet, "export", "sessions") as bar,
     ):
         count = export_sessions(source, out, progress=bar)
     click.echo(f"exported {count} sessions", err=True)
@@ -453,12 +356,12 @@ def import_command(
     skipped and counted as expired.
     """
     # The bar follows the input's bytes; the tally counts the sessions stored.
-    tally = _Tally()
-    with _resumable(tally, "import"):
+    tally = Tally()
+    with resumable(tally, "import"):
         lines = _first_batch_checked(source, batch_size, max_record_size)
         with (
             _open_any(store, trust_directory, max_record_size=max_record_size) as target,
-            _progress(not (as_json or quiet), "import", "B", _input_size(source)) as bar,
+            progress_bar(not (as_json or quiet), "import", "B", input_size(source)) as bar,
         ):
             report = import_sessions(target, counted(lines, len, bar), batch_size=batch_size, progress=tally)
     _emit(
@@ -489,13 +392,13 @@ def migrate(
     the migration (exit 8) rather than being overwritten. Ends by reading
     every session back from TARGET.
     """
-    tally = _Tally()
+    tally = Tally()
     with (
-        _resumable(tally, "migrate"),
+        resumable(tally, "migrate"),
         _open_source(source, trust_directory) as origin,
         _reached(origin) as origin,
         _open_any(target, trust_directory, max_record_size=max_record_size) as destination,
-        _progress(not (as_json or quiet), "migrate", "sessions") as tally.bar,
+        progress_bar(not (as_json or quiet), "migrate", "sessions") as tally.bar,
     ):
         report = migrate_stores(origin, destination, progress=tally)
     _emit(
@@ -558,42 +461,10 @@ def _check_arguments(argv: list[str]) -> None:
             raise ArgumentError(f"argument {number} holds a NUL character", field="argv", rule="no NUL")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does (cleanups run)."""
-
-
-def _raise_terminated(_signal: int, _frame: object) -> None:
-    raise Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """Make SIGTERM unwind like SIGINT while the command runs (main thread only: signals go there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _quiet_stdout() -> None:
-    """Point a closed stdout at /dev/null, so the interpreter's last flush raises nothing."""
-    original = sys.__stdout__
-    if original is None or sys.stdout is not original:
-        return  # none, or captured in-process: not ours to touch
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, original.fileno())
-        os.close(devnull)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     try:
-        with _sigterm_unwinds():
+        with sigterm_unwinds():
             _check_arguments(sys.argv[1:] if argv is None else argv)
             result = cli.main(args=argv, prog_name="filestore", standalone_mode=False)
             sys.stdout.flush()  # here, so that a closed pipe is found while we can still answer 141
@@ -616,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("filestore: aborted (end of input)", err=True)
         return EXIT_OPERATIONAL
     except (_ClosedPipe, BrokenPipeError):
-        _quiet_stdout()
+        quiet_stdout()
         return EXIT_BROKEN_PIPE
     except ArgumentError as error:
         click.echo(f"filestore: {error}", err=True)

@@ -15,7 +15,8 @@ import pytest
 
 from filestore import FileSessionStore
 from filestore import cli as cli_module
-from filestore.cli import Terminated, main, main_entry
+from filestore.cli import main, main_entry
+from filestore.cliendings import Terminated
 
 from .support import ctx, data
 

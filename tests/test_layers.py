@@ -30,7 +30,7 @@ LAYERS: Final = (
     (4, "transfer", {"backends", "transfer"}),
     # asyncio twins of the stores, and their opening (which shares open_store's targets).
     (5, "aio", {"aio"}),
-    (6, "app", {"cli", "demo", "__main__", "__init__", "_version"}),
+    (6, "app", {"cli", "clibars", "cliendings", "demo", "__main__", "__init__", "_version"}),
 )
 # The engine implements the contract in one place; its lower layers know only the model.
 CONTRACT_USERS_IN_ENGINE: Final = {"engine.store", "engine.waiting", "engine.writing"}
