@@ -92,10 +92,12 @@ def test_every_extra_is_documented(project: dict[str, Any]) -> None:
 
 
 def test_the_readme_installs_by_the_distribution_name() -> None:
-    """The README's first command installs greentic-filestore from the index and runs the demo,
-    and it warns of the other `filestore`."""
+    """The README's first command installs the checkout and runs the demo (true before the first
+    release, which .ci/run proves with the built wheel); it names `pip install greentic-filestore`
+    for the package index, and warns of the other `filestore`."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     first = re.search(r"^```sh\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
     assert first is not None
-    assert "pip install greentic-filestore && .venv/bin/filestore demo" in first.group(1)
+    assert "pip install . && .venv/bin/filestore demo" in first.group(1)
+    assert "`pip install greentic-filestore`" in readme
     assert "FastAPI upload toolkit" in readme
