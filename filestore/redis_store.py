@@ -88,7 +88,6 @@ from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import ReplyScope, SessionData, TenantCtx
 from filestore.redis_connect import Client, connect, describe, failure, timeout
 from filestore.redis_layout import (
-    CORRUPT_PREFIX,
     DEFAULT_NAMESPACE,
     check_outcome,
     corrupt,
@@ -486,18 +485,3 @@ class RedisSessionStore(ClosesOnExit):
             if isinstance(translated, CorruptionError):
                 raise translated from None  # the damage is the store's, not a redis-py failure
             raise translated from error
-
-
-# The helpers' names from before the split into redis_layout and redis_connect, still importable
-# from here for code written against them (an asyncio store shares them).
-_CORRUPT = CORRUPT_PREFIX
-_glob_literal = glob_literal
-_deadline = deadline
-_expire_at = expire_at
-_ctx_args = ctx_args
-_check_outcome = check_outcome
-_stored_data = stored_data
-_corrupt = corrupt
-_encodable = encodable
-_timeout = timeout
-_describe = describe

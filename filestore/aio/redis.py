@@ -22,6 +22,7 @@ import attrs
 import redis.asyncio
 import redis.exceptions
 
+from filestore import redis_layout as layout
 from filestore import redis_scripts as scripts
 from filestore.aio.protocol import AsyncClosesOnExit
 from filestore.contract import (
@@ -45,19 +46,8 @@ from filestore.errors import (
 )
 from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import ReplyScope, SessionData, TenantCtx
-from filestore.redis_store import (
-    _CORRUPT,
-    DEFAULT_NAMESPACE,
-    _check_outcome,
-    _corrupt,
-    _ctx_args,
-    _deadline,
-    _encodable,
-    _expire_at,
-    _glob_literal,
-    _stored_data,
-    _timeout,
-)
+from filestore.redis_connect import timeout
+from filestore.redis_layout import DEFAULT_NAMESPACE
 from filestore.waits import check_registration, only_wait, ttl_ms, wait_address, wait_lookup
 
 
@@ -83,7 +73,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
             or not namespace
             or not namespace.isprintable()
             or any(character.isspace() for character in namespace)
-            or not _encodable(namespace)
+            or not layout.encodable(namespace)
         ):
             raise InvalidInputError(
                 f"namespace must be a non-empty string of printable characters without spaces, "
@@ -91,15 +81,15 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
                 field="namespace",
                 rule="non-empty, printable, no spaces",
             )
-        if not (isinstance(url, str) and url and _encodable(url)):
+        if not (isinstance(url, str) and url and layout.encodable(url)):
             raise InvalidInputError(f"url must be a redis URL, not {url!r}", field="url", rule="a URL")
         self.namespace = namespace
         self.max_record_size = check_max_record_size(max_record_size)
         self.address = url
         self._client = redis.asyncio.Redis.from_url(
             url,
-            socket_connect_timeout=_timeout("connect_timeout", connect_timeout),
-            socket_timeout=_timeout("command_timeout", command_timeout),
+            socket_connect_timeout=timeout("connect_timeout", connect_timeout),
+            socket_timeout=timeout("command_timeout", command_timeout),
             decode_responses=True,
         )
         self._closed = False
@@ -132,7 +122,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
         checked = check_key(key)
         name = self._session_key(checked)
         value = await self._call(self._client.get(name))
-        return None if value is None else _stored_data(name, value)
+        return None if value is None else layout.stored_data(name, value)
 
     async def update_session(self, key: SessionKey | str, data: SessionData) -> None:
         checked = check_key(key)
@@ -147,13 +137,13 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
             check_ctx_preserved(current, new)
             raise
         outcome = await self._call(
-            self._update(keys=[], args=[self.namespace, checked, new.to_json(), *_ctx_args(new)])
+            self._update(keys=[], args=[self.namespace, checked, new.to_json(), *layout.ctx_args(new)])
         )
-        _check_outcome(outcome, checked)
+        layout.check_outcome(outcome, checked)
 
     async def remove_session(self, key: SessionKey | str) -> None:
         checked = check_key(key)
-        _check_outcome(await self._call(self._remove(keys=[], args=[self.namespace, checked])), checked)
+        layout.check_outcome(await self._call(self._remove(keys=[], args=[self.namespace, checked])), checked)
 
     async def find_by_user(self, ctx: TenantCtx, user: UserId | str) -> tuple[SessionKey, SessionData] | None:
         return await self._find_scope(lookup_scope(check_tenant_ctx(ctx), user), waits=True)
@@ -180,9 +170,9 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
             json.dumps(list(owner)),
             scope_hash,
             ttl_arg,
-            *_ctx_args(wait.data),
+            *layout.ctx_args(wait.data),
         ]
-        _check_outcome(await self._call(self._register(keys=[], args=args)), wait.key)
+        layout.check_outcome(await self._call(self._register(keys=[], args=args)), wait.key)
 
     async def find_wait_by_scope(
         self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
@@ -207,7 +197,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
     async def purge_expired(self) -> int:
         """Prune the wait SETs of members whose session expired; ``0`` (Redis removed them itself)."""
         for pattern in ("waits:user:*", "scoped-waits:user:*"):
-            async for name in self._scan(f"{_glob_literal(self.namespace)}:{pattern}"):
+            async for name in self._scan(f"{layout.glob_literal(self.namespace)}:{pattern}"):
                 await self._call(self._prune_waits(keys=[name], args=[self.namespace]))
         return 0
 
@@ -225,7 +215,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
         """Every live session with its key, owner, lookup, wait and deadline (SCAN, as the sync store)."""
         scopes = await self._scope_entries()
         prefix = f"{self.namespace}:session:"
-        async for name in self._scan(f"{_glob_literal(prefix)}*"):
+        async for name in self._scan(f"{layout.glob_literal(prefix)}*"):
             key = SessionKey(name[len(prefix) :])
             stored = await self._stored(key, scopes.get(key, ""))
             if stored is not None:  # else removed while we scanned
@@ -266,14 +256,14 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
             json.dumps(list(session.scope)),
             "1" if session.active else "0",
             session.wait or "",
-            "" if session.deadline_ms is None else str(_expire_at(session.deadline_ms)),
+            "" if session.deadline_ms is None else str(layout.expire_at(session.deadline_ms)),
         ]
         await self._call(self._store_script(keys=[], args=args))
 
     async def _scope_entries(self) -> dict[str, str]:
         """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
         prefix = f"{self.namespace}:waits:scope:"
-        names = [name async for name in self._scan(f"{_glob_literal(prefix)}*")]
+        names = [name async for name in self._scan(f"{layout.glob_literal(prefix)}*")]
         scopes: dict[str, str] = {}
         for start in range(0, len(names), 500):
             batch = names[start : start + 500]
@@ -288,19 +278,19 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
         if found is None:
             return None
         value, owner, wait, deadline = found
-        data = _stored_data(self._session_key(key), value)
+        data = layout.stored_data(self._session_key(key), value)
         if owner:
             try:
                 scope = SessionScope.parse(json.loads(owner), field="owner")
             except (ValueError, RecursionError) as error:
-                raise _corrupt(f"{self.namespace}:owner:{key}", error) from None
+                raise layout.corrupt(f"{self.namespace}:owner:{key}", error) from None
         else:
             scope = session_scope(data.tenant_ctx, data)
         active = False
         if scope.user is not None:
             hit = await self._find_scope(scope, waits=False)
             active = hit is not None and hit[0] == key
-        return StoredSession(key, scope, data, active, wait or None, _deadline(deadline))
+        return StoredSession(key, scope, data, active, wait or None, layout.deadline(deadline))
 
     async def _find_scope(self, scope: SessionScope, *, waits: bool) -> tuple[SessionKey, SessionData] | None:
         args = [
@@ -317,7 +307,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
         if found[0] == "waits":
             only_wait(SessionKey(key) for key in found[1:])  # raises: several waits
         _status, key, value = found
-        return SessionKey(key), _stored_data(self._session_key(key), value)
+        return SessionKey(key), layout.stored_data(self._session_key(key), value)
 
     async def _scan(self, match: str) -> AsyncIterator[Any]:
         names = self._client.scan_iter(match=match, count=500)
@@ -341,9 +331,9 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
                 f"Redis at {self.address} is unavailable: {error}", address=self.address
             ) from error
         except redis.exceptions.ResponseError as error:
-            if str(error).startswith(_CORRUPT):
-                name, _end = json.JSONDecoder().raw_decode(str(error), len(_CORRUPT))
-                raise _corrupt(name, "it does not decode as JSON") from None
+            if str(error).startswith(layout.CORRUPT_PREFIX):
+                name, _end = json.JSONDecoder().raw_decode(str(error), len(layout.CORRUPT_PREFIX))
+                raise layout.corrupt(name, "it does not decode as JSON") from None
             raise BackendUnavailableError(
                 f"Redis at {self.address} refused a command: {error}", address=self.address
             ) from error
