@@ -39,6 +39,7 @@ from typing import Any, Final
 import attrs
 
 from filestore.engine.groupcommit import LogPosition
+from filestore.engine.logview import SealAhead
 from filestore.engine.store import FileSessionStore
 from filestore.engine.writing import CallOutcome
 from filestore.errors import StoreClosedError, WriteInDoubtError
@@ -105,12 +106,18 @@ class BatchingFileStore(FileSessionStore):
 
     def read_now(self, read: Callable[[], object]) -> tuple[bool, object]:
         """``(True, read())`` if the store is free this instant, else ``(False, None)`` without
-        waiting: the appender holds it for a call (perhaps waiting for another process's lock)."""
+        waiting: the appender holds it for a call (perhaps waiting for another process's lock),
+        or catching up met another process's compaction (following it waits for the writer lock)."""
         if not self._mutex.acquire(blocking=False):
             return False, None
+        view = self._view
+        view.defer_seals = True  # following another process's compaction waits for its lock
         try:
             return True, read()
+        except SealAhead:
+            return False, None
         finally:
+            view.defer_seals = False
             self._mutex.release()
 
     def close(self) -> None:
