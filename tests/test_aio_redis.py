@@ -159,8 +159,9 @@ async def test_waits_move_and_expired_members_are_pruned(namespace: str, raw: re
 async def test_one_store_serves_several_event_loops(namespace: str) -> None:
     """A store used from a second loop (another thread's, while the first runs), then again from
     its first loop, then from a third after the second closed: each call answers as on one loop
-    (redis.asyncio's connections belong to the loop that made them)."""
-    store = AsyncRedisSessionStore(redis_url(), namespace=namespace)
+    (redis.asyncio's connections belong to the loop that made them). Made outside any loop, as at
+    a module's top level; a loop's ``release`` closes only its own connections, if it made any."""
+    store = await asyncio.to_thread(AsyncRedisSessionStore, redis_url(), namespace=namespace)
     try:
         key = await store.create_session(ctx(), data(step=1))
 
@@ -176,5 +177,8 @@ async def test_one_store_serves_several_event_loops(namespace: str) -> None:
         assert await store.get_session(key) == data(step=2)
         assert await asyncio.to_thread(asyncio.run, elsewhere(3)) is None
         assert await store.find_by_user(ctx(), "u1") == (key, data(step=3))
+        await asyncio.to_thread(asyncio.run, store._client.release())  # a loop that made no client
+        await store._client.release()
+        assert await store.get_session(key) == data(step=3)  # connects again
     finally:
         await store.close()
