@@ -293,3 +293,40 @@ async def test_durability_none_writes_without_a_sync(tmp_path: Path) -> None:
         assert io.calls["sync_data"] == before
     with FileSessionStore(tmp_path / "store") as reopened:
         assert [reopened.get_session(key) for key in keys] == [data(step=n) for n in range(20)]
+
+
+class RenameGateIO(HookedIO):
+    """The real file layer; the first rename (a compaction's switch, after its seal) waits until
+    ``release`` is set, the compacting handle holding the writer lock; ``renaming`` says it began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renaming = threading.Event()
+        self.release = threading.Event()
+
+    def before(self, call: Call) -> None:
+        super().before(call)
+        if call.operation == "rename" and not self.renaming.is_set():
+            self.renaming.set()
+            assert self.release.wait(WAIT_S), "the test never released the rename"
+
+
+async def test_a_read_meeting_another_handles_compaction_does_not_hold_the_loop(tmp_path: Path) -> None:
+    """Another handle (as another process) has sealed the log and holds the writer lock to switch
+    generations: a read that meets the seal waits for it in a worker thread, the loop running
+    meanwhile, then answers from the new generation."""
+    io = RenameGateIO()
+    async with AsyncFileSessionStore(tmp_path / "store") as store:
+        with FileSessionStore(tmp_path / "store", io=io) as other:
+            key = await store.create_session(ctx(), data(step=1))
+            compaction = asyncio.create_task(asyncio.to_thread(other.compact))
+            await _until(io.renaming)
+            read = asyncio.create_task(store.get_session(key))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not read.done()  # waiting in a thread: the loop got here
+            io.release.set()
+            await compaction
+            assert await read == data(step=1)
+            await store.update_session(key, data(step=2))
+            assert other.get_session(key) == data(step=2)

@@ -3,6 +3,7 @@ the sync store's key layout, shared with it, and its failures as the sync store 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import random
 
@@ -153,3 +154,31 @@ async def test_waits_move_and_expired_members_are_pruned(namespace: str, raw: re
         assert await store.purge_expired() == 0
         assert await store.list_waits_for_user(ctx(), "u1") == []
         assert not raw.smembers(f"{namespace}:waits:user:dev:acme:support:u1")
+
+
+async def test_one_store_serves_several_event_loops(namespace: str) -> None:
+    """A store used from a second loop (another thread's, while the first runs), then again from
+    its first loop, then from a third after the second closed: each call answers as on one loop
+    (redis.asyncio's connections belong to the loop that made them). Made outside any loop, as at
+    a module's top level; a loop's ``release`` closes only its own connections, if it made any."""
+    store = await asyncio.to_thread(AsyncRedisSessionStore, redis_url(), namespace=namespace)
+    try:
+        key = await store.create_session(ctx(), data(step=1))
+
+        async def elsewhere(step: int) -> SessionKey | None:
+            await store.update_session(key, data(step=step))
+            assert await store.get_session(key) == data(step=step)
+            try:
+                return await store.find_wait_by_scope(ctx(), "u1", ReplyScope(conversation="conv"))
+            finally:
+                await store._client.release()  # this loop ends here: its connections with it
+
+        assert await asyncio.to_thread(asyncio.run, elsewhere(2)) is None
+        assert await store.get_session(key) == data(step=2)
+        assert await asyncio.to_thread(asyncio.run, elsewhere(3)) is None
+        assert await store.find_by_user(ctx(), "u1") == (key, data(step=3))
+        await asyncio.to_thread(asyncio.run, store._client.release())  # a loop that made no client
+        await store._client.release()
+        assert await store.get_session(key) == data(step=3)  # connects again
+    finally:
+        await store.close()

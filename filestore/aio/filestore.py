@@ -8,7 +8,9 @@ across coroutines, a write durable when its await returns.
 Reads: answered on the event loop from the in-memory index and session cache,
 after the one small ``pread`` that catches up with other processes' writes,
 as the sync store's reads do; only when the writer holds the store that
-instant (appending a call) does a read go to a worker thread rather than wait.
+instant (appending a call), or catching up meets another process's compaction
+(following it waits for the writer lock), does a read go to a worker thread
+rather than wait.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The same Lua scripts (``filestore.redis_scripts``), key layout and answers as
 ``filestore.redis_store.RedisSessionStore``, whose helpers for building keys
 and reading the scripts' answers it shares: a sync and an async runner, or a
 Rust one, can share one Redis. Each call is one round trip (one script,
-atomic on the server) on the loop's own connection pool; nothing blocks the
+atomic on the server) on the running loop's own connection pool; nothing blocks the
 loop. Failures are the sync store's: ``BackendUnavailableError`` for an
 unreachable or refusing server, ``CorruptionError`` for a value that does
 not decode.
@@ -12,15 +12,19 @@ not decode.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import attrs
 import redis.asyncio
 import redis.exceptions
+from redis.commands.core import AsyncScript
 
 from filestore import redis_layout as layout
 from filestore import redis_scripts as scripts
@@ -49,6 +53,50 @@ from filestore.model import ReplyScope, SessionData, TenantCtx
 from filestore.redis_connect import timeout
 from filestore.redis_layout import DEFAULT_NAMESPACE
 from filestore.waits import check_registration, only_wait, ttl_ms, wait_address, wait_lookup
+
+
+class _LoopClients:
+    """One ``redis.asyncio`` client per event loop, standing in for a client.
+
+    A redis.asyncio connection belongs to the loop that opened it: one pool shared by
+    two loops (a second thread's, or ``asyncio.run`` again after the first loop
+    closed) hands a loop another's connection, and the call fails ("attached to a
+    different loop", "Event loop is closed"). Attributes are the running loop's
+    client's; with no loop running (the scripts' encoder), a client that never connects.
+    """
+
+    def __init__(self, make: Callable[[], redis.asyncio.Redis]) -> None:
+        self._make = make
+        self._idle = make()
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def here(self) -> redis.asyncio.Redis:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._idle
+        client = self._by_loop.get(loop)
+        if client is None:
+            client = self._by_loop[loop] = self._make()
+        return client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.here(), name)
+
+    async def release(self) -> None:
+        """Close the running loop's client (a loop about to end; its next call connects again)."""
+        client = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    async def aclose(self) -> None:
+        """Close the running loop's client; other loops' are dropped: they can only be closed on
+        their own loop, which may be gone (a loop that ends while the store is open should
+        ``release`` first, or its sockets are left to the garbage collector)."""
+        await self.release()
+        self._by_loop.clear()
 
 
 class AsyncRedisSessionStore(AsyncClosesOnExit):
@@ -86,14 +134,20 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
         self.namespace = namespace
         self.max_record_size = check_max_record_size(max_record_size)
         self.address = url
-        self._client = redis.asyncio.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout("connect_timeout", connect_timeout),
-            socket_timeout=timeout("command_timeout", command_timeout),
-            decode_responses=True,
+        self._client = _LoopClients(
+            functools.partial(
+                redis.asyncio.Redis.from_url,
+                url,
+                socket_connect_timeout=timeout("connect_timeout", connect_timeout),
+                socket_timeout=timeout("command_timeout", command_timeout),
+                decode_responses=True,
+            )
         )
         self._closed = False
-        register = self._client.register_script
+
+        def register(script: str) -> AsyncScript:
+            return AsyncScript(self._client, script)  # type: ignore[arg-type]  # run on each loop's client
+
         self._store_script = register(scripts.STORE)
         self._update = register(scripts.UPDATE)
         self._remove = register(scripts.REMOVE)

@@ -39,9 +39,10 @@ from typing import Any, Final
 import attrs
 
 from filestore.engine.groupcommit import LogPosition
+from filestore.engine.logview import SealAhead
 from filestore.engine.store import FileSessionStore
 from filestore.engine.writing import CallOutcome
-from filestore.errors import StoreClosedError
+from filestore.errors import StoreClosedError, WriteInDoubtError
 
 
 @attrs.define(eq=False)
@@ -105,12 +106,18 @@ class BatchingFileStore(FileSessionStore):
 
     def read_now(self, read: Callable[[], object]) -> tuple[bool, object]:
         """``(True, read())`` if the store is free this instant, else ``(False, None)`` without
-        waiting: the appender holds it for a call (perhaps waiting for another process's lock)."""
+        waiting: the appender holds it for a call (perhaps waiting for another process's lock),
+        or catching up met another process's compaction (following it waits for the writer lock)."""
         if not self._mutex.acquire(blocking=False):
             return False, None
+        view = self._view
+        view.defer_seals = True  # following another process's compaction waits for its lock
         try:
             return True, read()
+        except SealAhead:
+            return False, None
         finally:
+            view.defer_seals = False
             self._mutex.release()
 
     def close(self) -> None:
@@ -142,7 +149,7 @@ class BatchingFileStore(FileSessionStore):
 
     def _append_batch(self, batch: list[Pending]) -> None:
         try:
-            outcomes, position = self._append_calls([_yielding(pending.call) for pending in batch])
+            outcomes, position = self._append_calls([self._guarded(pending.call) for pending in batch])
         except Exception as error:  # no call ran: the lock, catching up, or the handle refused
             _settle([(pending, CallOutcome(error=error)) for pending in batch])
             return
@@ -170,7 +177,42 @@ class BatchingFileStore(FileSessionStore):
                 self._sync_through(appended[-1].position)
             except Exception as error:  # the sync failed: every call it was to cover is in doubt
                 calls = [(pending, CallOutcome(error=error, wrote=True)) for pending, _outcome in calls]
+            except BaseException as error:  # an interrupt: see _guarded
+                doubt = self._interrupted_here(error)
+                calls = [(pending, CallOutcome(error=doubt, wrote=True)) for pending, _outcome in calls]
             _settle(calls)
+
+    def _guarded(self, call: Callable[[], object]) -> Callable[[], object]:
+        """``call`` for the appender: ``_yielding``, and an interrupt it raises turned into its error.
+
+        An interrupt (``KeyboardInterrupt``, ``SystemExit``, ``CancelledError``: no
+        ``Exception``) raised in one of these threads has nobody to catch it: let through,
+        it would end the thread with the futures of its batch, and every later call's,
+        never resolved, and ``close`` waiting for the other thread forever.
+        """
+        run = _yielding(call)
+
+        def guarded() -> object:
+            try:
+                return run()
+            except Exception:
+                raise
+            except BaseException as error:
+                raise self._interrupted_here(error) from error
+
+        return guarded
+
+    def _interrupted_here(self, error: BaseException) -> WriteInDoubtError:
+        """Poison the handle for an interrupt in a writer thread, as the engine does for one raised
+        under the writer lock (the call's record may be written or not); the error its call gets."""
+        self._interrupted(error)
+        return WriteInDoubtError(
+            f"writing to {self.path} was interrupted ({self._poisoned}); the write may or may not be "
+            "stored: reopen and read it back before retrying. This handle refuses writes until the "
+            "store is reopened",
+            path=self.path,
+            cause=str(self._poisoned),
+        )
 
 
 def _yielding(call: Callable[[], object]) -> Callable[[], object]:

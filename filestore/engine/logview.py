@@ -110,12 +110,21 @@ class SyncPoint:
             raise as_error(UnsyncedRecordError, error) from error
 
 
+class SealAhead(Exception):
+    """Catching up met a compaction's seal while ``LogView.defer_seals`` was set: following it
+    waits for the writer lock and reloads the log, which a caller on an event loop must not do
+    there. The frames before the seal are applied; the next catch-up follows it."""
+
+
 class LogView:
     """The index and cache of one generation of the log, kept in step with the file.
 
     Everything ``FileSessionStore`` needs goes through the methods below;
     the log, index and cache themselves stay inside.
     """
+
+    # Set (under the store's mutex) by a caller that must not wait: see SealAhead.
+    defer_seals: bool = False
 
     def __init__(
         self,
@@ -219,6 +228,8 @@ class LogView:
             if frame is None:
                 break
             if frame.kind == KIND_SEAL:
+                if self.defer_seals:
+                    raise SealAhead(self._path)
                 if self._follow_seal():
                     continue
                 break  # read-only, at the seal of a compaction that died: the log ends here
