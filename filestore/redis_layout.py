@@ -9,10 +9,11 @@ asyncio store drive the same helpers.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Final
 
-from filestore.contract import MISMATCH_FIELDS
+from filestore.contract import MISMATCH_FIELDS, StoredSession, session_scope
 from filestore.errors import (
     CorruptionError,
     InvalidInputError,
@@ -20,8 +21,9 @@ from filestore.errors import (
     TenantMismatchError,
     message_of,
 )
-from filestore.ids import SessionKey
+from filestore.ids import SessionKey, SessionScope
 from filestore.model import SessionData
+from filestore.waits import WaitRegistration, ttl_ms
 
 DEFAULT_NAMESPACE: Final = "greentic:session"
 # A script's error reply for a stored value that does not decode: ``CORRUPT "<key>"``.
@@ -107,3 +109,55 @@ def encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# -- the scripts' arguments (ARGV in the order filestore.redis_scripts reads it) -----------
+
+
+def store_args(namespace: str, session: StoredSession) -> list[str]:
+    """STORE's: a new or copied session with its owner, lookup state, wait and expiry time."""
+    return [
+        namespace,
+        session.key,
+        session.data.to_json(),
+        json.dumps(list(session.scope)),
+        "1" if session.active else "0",
+        session.wait or "",
+        "" if session.deadline_ms is None else str(expire_at(session.deadline_ms)),
+    ]
+
+
+def update_args(namespace: str, key: SessionKey, data: SessionData) -> list[str]:
+    """UPDATE's: the new data and its context."""
+    return [namespace, key, data.to_json(), *ctx_args(data)]
+
+
+def register_args(namespace: str, wait: WaitRegistration) -> list[str]:
+    """REGISTER's: the wait's data, its user's scope, the reply scope's hash and the TTL."""
+    owner, scope_hash = wait.address
+    # A timedelta is under 10**17 ms: PEXPIRE never overflows (Redis checks int64).
+    ttl = "" if wait.ttl is None else str(ttl_ms(wait.ttl))
+    return [
+        namespace,
+        wait.key,
+        wait.data.to_json(),
+        json.dumps(list(owner)),
+        scope_hash,
+        ttl,
+        *ctx_args(wait.data),
+    ]
+
+
+def find_args(namespace: str, scope: SessionScope, *, waits: bool) -> list[str]:
+    """FIND's: the lookup scope, and whether a user's only wait answers when there is no lookup."""
+    return [namespace, scope.env, scope.tenant_id, scope.team or "", scope.user or "", "1" if waits else "0"]
+
+
+def owner_of(namespace: str, key: SessionKey, owner: str, data: SessionData) -> SessionScope:
+    """A session's owner from its owner key's value, or (none kept) from its data's context."""
+    if not owner:
+        return session_scope(data.tenant_ctx, data)
+    try:
+        return SessionScope.parse(json.loads(owner), field="owner")
+    except (ValueError, RecursionError) as error:
+        raise corrupt(f"{namespace}:owner:{key}", error) from None

@@ -90,19 +90,20 @@ from filestore.redis_connect import Client, connect, describe, failure, timeout
 from filestore.redis_layout import (
     DEFAULT_NAMESPACE,
     check_outcome,
-    corrupt,
-    ctx_args,
     deadline,
     encodable,
-    expire_at,
+    find_args,
     glob_literal,
+    owner_of,
+    register_args,
     session_key,
+    store_args,
     stored_data,
+    update_args,
 )
 from filestore.waits import (
     check_registration,
     only_wait,
-    ttl_ms,
     wait_address,
     wait_lookup,
 )
@@ -236,7 +237,7 @@ class RedisSessionStore(ClosesOnExit):
                 raise SessionNotFoundError(f"no session with key {checked}", key=checked) from None
             check_ctx_preserved(current, new)
             raise
-        outcome = self._write(self._update, [], [self.namespace, checked, new.to_json(), *ctx_args(new)])
+        outcome = self._write(self._update, [], update_args(self.namespace, checked, new))
         check_outcome(outcome, checked)
 
     def remove_session(self, key: SessionKey | str) -> None:
@@ -260,23 +261,7 @@ class RedisSessionStore(ClosesOnExit):
     ) -> None:
         wait = check_registration(ctx, user_id, scope, key, data, ttl)
         self._check_size(wait.data, wait.key)
-        # A timedelta is under 10**17 ms: PEXPIRE never overflows (Redis checks int64).
-        ttl_arg = "" if wait.ttl is None else str(ttl_ms(wait.ttl))
-        owner, scope_hash = wait.address
-        outcome = self._write(
-            self._register,
-            [],
-            [
-                self.namespace,
-                wait.key,
-                wait.data.to_json(),
-                json.dumps(list(owner)),
-                scope_hash,
-                ttl_arg,
-                *ctx_args(wait.data),
-            ],
-        )
-        check_outcome(outcome, wait.key)
+        check_outcome(self._write(self._register, [], register_args(self.namespace, wait)), wait.key)
 
     def find_wait_by_scope(
         self, ctx: TenantCtx, user_id: UserId | str, scope: ReplyScope
@@ -370,19 +355,7 @@ class RedisSessionStore(ClosesOnExit):
         check_record_size(len(data.to_cbor()), self.max_record_size, key)
 
     def _store(self, session: StoredSession) -> None:
-        self._write(
-            self._store_script,
-            [],
-            [
-                self.namespace,
-                session.key,
-                session.data.to_json(),
-                json.dumps(list(session.scope)),
-                "1" if session.active else "0",
-                session.wait or "",
-                "" if session.deadline_ms is None else str(expire_at(session.deadline_ms)),
-            ],
-        )
+        self._write(self._store_script, [], store_args(self.namespace, session))
 
     def _scope_entries(self) -> dict[str, str]:
         """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
@@ -407,13 +380,7 @@ class RedisSessionStore(ClosesOnExit):
         value, owner, wait, expires = found
         name = self._session_key(key)
         data = stored_data(name, value)
-        if owner:
-            try:
-                scope = SessionScope.parse(json.loads(owner), field="owner")
-            except (ValueError, RecursionError) as error:
-                raise corrupt(f"{self.namespace}:owner:{key}", error) from None
-        else:
-            scope = session_scope(data.tenant_ctx, data)
+        scope = owner_of(self.namespace, key, owner, data)
         active = False
         if scope.user is not None:
             hit = self._find_scope(scope, waits=False)
@@ -426,11 +393,7 @@ class RedisSessionStore(ClosesOnExit):
         With ``waits``, when there is none, the user's only live wait (as
         ``find_by_user`` answers).
         """
-        found = self._call(
-            self._find,
-            [],
-            [self.namespace, scope.env, scope.tenant_id, scope.team or "", scope.user, "1" if waits else "0"],
-        )
+        found = self._call(self._find, [], find_args(self.namespace, scope, waits=waits))
         if not found:
             return None
         if found[0] == "waits":

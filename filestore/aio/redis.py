@@ -52,7 +52,7 @@ from filestore.ids import SessionKey, SessionScope, UserId, check_key
 from filestore.model import ReplyScope, SessionData, TenantCtx
 from filestore.redis_connect import timeout
 from filestore.redis_layout import DEFAULT_NAMESPACE
-from filestore.waits import check_registration, only_wait, ttl_ms, wait_address, wait_lookup
+from filestore.waits import check_registration, only_wait, wait_address, wait_lookup
 
 
 class _LoopClients:
@@ -191,7 +191,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
             check_ctx_preserved(current, new)
             raise
         outcome = await self._call(
-            self._update(keys=[], args=[self.namespace, checked, new.to_json(), *layout.ctx_args(new)])
+            self._update(keys=[], args=layout.update_args(self.namespace, checked, new))
         )
         layout.check_outcome(outcome, checked)
 
@@ -215,17 +215,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
     ) -> None:
         wait = check_registration(ctx, user_id, scope, key, data, ttl)
         self._check_size(wait.data, wait.key)
-        ttl_arg = "" if wait.ttl is None else str(ttl_ms(wait.ttl))
-        owner, scope_hash = wait.address
-        args = [
-            self.namespace,
-            wait.key,
-            wait.data.to_json(),
-            json.dumps(list(owner)),
-            scope_hash,
-            ttl_arg,
-            *layout.ctx_args(wait.data),
-        ]
+        args = layout.register_args(self.namespace, wait)
         layout.check_outcome(await self._call(self._register(keys=[], args=args)), wait.key)
 
     async def find_wait_by_scope(
@@ -303,16 +293,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
         check_record_size(len(data.to_cbor()), self.max_record_size, key)
 
     async def _store(self, session: StoredSession) -> None:
-        args = [
-            self.namespace,
-            session.key,
-            session.data.to_json(),
-            json.dumps(list(session.scope)),
-            "1" if session.active else "0",
-            session.wait or "",
-            "" if session.deadline_ms is None else str(layout.expire_at(session.deadline_ms)),
-        ]
-        await self._call(self._store_script(keys=[], args=args))
+        await self._call(self._store_script(keys=[], args=layout.store_args(self.namespace, session)))
 
     async def _scope_entries(self) -> dict[str, str]:
         """Key -> scope_hash of every greentic scope entry (the only record of a Rust-written wait)."""
@@ -333,13 +314,7 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
             return None
         value, owner, wait, deadline = found
         data = layout.stored_data(self._session_key(key), value)
-        if owner:
-            try:
-                scope = SessionScope.parse(json.loads(owner), field="owner")
-            except (ValueError, RecursionError) as error:
-                raise layout.corrupt(f"{self.namespace}:owner:{key}", error) from None
-        else:
-            scope = session_scope(data.tenant_ctx, data)
+        scope = layout.owner_of(self.namespace, key, owner, data)
         active = False
         if scope.user is not None:
             hit = await self._find_scope(scope, waits=False)
@@ -347,15 +322,9 @@ class AsyncRedisSessionStore(AsyncClosesOnExit):
         return StoredSession(key, scope, data, active, wait or None, layout.deadline(deadline))
 
     async def _find_scope(self, scope: SessionScope, *, waits: bool) -> tuple[SessionKey, SessionData] | None:
-        args = [
-            self.namespace,
-            scope.env,
-            scope.tenant_id,
-            scope.team or "",
-            scope.user or "",
-            "1" if waits else "0",
-        ]
-        found = await self._call(self._find(keys=[], args=args))
+        found = await self._call(
+            self._find(keys=[], args=layout.find_args(self.namespace, scope, waits=waits))
+        )
         if not found:
             return None
         if found[0] == "waits":
